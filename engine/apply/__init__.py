@@ -1,0 +1,1 @@
+"""Apply: the parallel, durable walk that executes a plan."""

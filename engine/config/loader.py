@@ -1,0 +1,185 @@
+"""Load a stack directory, its modules and the chosen environment into a `StackConfig`.
+
+Every `*.hcl`, `*.yaml`/`*.yml` and `*.json` file at the top level of a
+directory is part of that module.  `environments/NAME.hcl` (or .yaml/.json)
+picks the default provider, variable values, provider overrides and the
+backend.  Every problem found is collected, so one run reports them all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from mlform.config.decode import Decoder, decode_module, provider_config
+from mlform.config.model import Environment, Module, StackConfig
+from mlform.config.syntax import PARSERS, Body, parse_file
+from mlform.diagnostics import Diagnostic, DiagnosticError, SourceRange, error
+
+SPEC_SUFFIXES = (".hcl", ".yaml", ".yml", ".json")
+ENV_DIR = "environments"
+
+
+def display_path(path: Path) -> str:
+    """How a file is named in diagnostics: relative to the working directory when under it."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return rel if not rel.startswith("..") else str(path)
+
+
+def spec_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir()
+                  if p.is_file() and p.suffix in SPEC_SUFFIXES and not p.name.startswith("."))
+
+
+class _Reader:
+    """Reads files once, remembering their bytes for the config digest."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.diags: list[Diagnostic] = []
+
+    def parse(self, path: Path) -> Body | None:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            self.diags.append(error(f"Cannot read spec file: {exc.strerror}",
+                                    source=SourceRange(display_path(path))))
+            return None
+        self.digest.update(str(path.resolve()).encode() + b"\0" + data + b"\0")
+        try:
+            return parse_file(path, display_path(path))
+        except DiagnosticError as exc:
+            self.diags.extend(exc.diagnostics)
+            return None
+
+    def module(self, directory: Path, chain: tuple[Path, ...] = ()) -> Module:
+        module = Module(dir=directory)
+        files = spec_files(directory)
+        module.files = files
+        bodies = [b for b in (self.parse(f) for f in files) if b is not None]
+        self.diags.extend(decode_module(bodies, module))
+        for name, call in module.module_calls.items():
+            child_dir = (directory / call.source_path).resolve()
+            if not child_dir.is_dir():
+                self.diags.append(error(f'Module "{name}": source directory not found',
+                                        detail=f"{call.source_path} resolves to {child_dir}.",
+                                        source=call.source,
+                                        hint="Module sources are local paths relative to the calling module."))
+                continue
+            if child_dir in chain or child_dir == directory.resolve():
+                self.diags.append(error(f'Module "{name}" includes itself',
+                                        source=call.source,
+                                        detail=" -> ".join(str(p) for p in chain + (child_dir,))))
+                continue
+            if not spec_files(child_dir):
+                self.diags.append(error(f'Module "{name}": no spec files in {call.source_path}',
+                                        source=call.source))
+                continue
+            module.children[name] = self.module(child_dir, chain + (directory.resolve(),))
+        return module
+
+
+def _env_file(stack_dir: Path, env: str) -> Path | None:
+    for suffix in SPEC_SUFFIXES:
+        candidate = stack_dir / ENV_DIR / f"{env}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def available_environments(stack_dir: Path) -> list[str]:
+    d = stack_dir / ENV_DIR
+    if not d.is_dir():
+        return []
+    return sorted({p.stem for p in d.iterdir() if p.suffix in SPEC_SUFFIXES})
+
+
+def _decode_environment(name: str, path: Path, body: Body, root: Module,
+                        diags: list[Diagnostic]) -> Environment:
+    env = Environment(name=name, file=path)
+    decoder = Decoder(root)
+    decoder.unexpected(body, {"default_provider", "variables"}, {"provider", "backend", "variable"},
+                       f"environment {name}")
+    if "default_provider" in body.attributes:
+        value = decoder.constant(body.attributes["default_provider"], "default_provider")
+        env.default_provider = value if isinstance(value, str) else None
+    if "variables" in body.attributes:
+        expr = body.attributes["variables"].expr
+        value = decoder.constant(body.attributes["variables"], "variables")
+        if isinstance(value, dict):
+            env.variables = {k: _ConstantExpr(v, expr.source) for k, v in value.items()}
+    for block in body.blocks:
+        if block.type == "provider" and decoder.need_labels(block, 1, "TYPE"):
+            config = provider_config(decoder, block)
+            if config is not None:
+                env.providers[config.key] = config
+        elif block.type == "backend":
+            env.backend_type = block.labels[0] if block.labels else "local"
+            env.backend = {k: decoder.constant(a, f"backend {k}") for k, a in block.body.attributes.items()}
+        elif block.type == "variable" and decoder.need_labels(block, 1, "NAME"):
+            # `variable "x" { value = ... }` is an alternative spelling of variables = {...}.
+            attr = block.body.attributes.get("value") or block.body.attributes.get("default")
+            if attr is not None:
+                env.variables[block.labels[0]] = _ConstantExpr(decoder.constant(attr, "value"), attr.source)
+    diags.extend(decoder.diags)
+    return env
+
+
+class _ConstantExpr:
+    """A literal value standing where an expression is expected (environment variable values)."""
+
+    references: tuple = ()
+    constant = True
+
+    def __init__(self, value, source: SourceRange) -> None:
+        self.value = value
+        self.source = source
+
+    def evaluate(self, scope):
+        return self.value
+
+    def static_traversal(self):
+        return None
+
+    def source_text(self) -> str:
+        return repr(self.value)
+
+
+def load_stack(stack_dir: Path, env: str | None = None) -> StackConfig:
+    """Load and decode everything; raise DiagnosticError listing all problems."""
+    stack_dir = Path(stack_dir)
+    if not stack_dir.is_dir():
+        raise DiagnosticError.single(f"Stack directory not found: {stack_dir}",
+                                     hint="Run mlform in a stack directory, or pass it: mlform plan DIR.")
+    reader = _Reader()
+    if not spec_files(stack_dir):
+        raise DiagnosticError.single(
+            f"No spec files in {display_path(stack_dir)}",
+            hint="A stack is a directory of *.hcl, *.yaml or *.json files. Try: mlform init DIR")
+    root = reader.module(stack_dir)
+    environment = Environment(name="default")
+    if env:
+        path = _env_file(stack_dir, env)
+        if path is None:
+            known = available_environments(stack_dir)
+            reader.diags.append(error(
+                f'Unknown environment "{env}"',
+                detail=f"No file {ENV_DIR}/{env}.hcl (or .yaml/.json) in {display_path(stack_dir)}.",
+                hint=("Known environments: " + ", ".join(known)) if known else
+                f"Create {ENV_DIR}/{env}.hcl to define it."))
+        else:
+            body = reader.parse(path)
+            if body is not None:
+                environment = _decode_environment(env, path, body, root, reader.diags)
+    if reader.diags:
+        raise DiagnosticError(reader.diags)
+    return StackConfig(root=root, env=environment, stack_dir=stack_dir.resolve(),
+                       digest=reader.digest.hexdigest())
+
+
+__all__ = ["load_stack", "display_path", "spec_files", "available_environments", "SPEC_SUFFIXES"]
+assert set(SPEC_SUFFIXES) <= set(PARSERS)

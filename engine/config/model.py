@@ -1,0 +1,146 @@
+"""The typed configuration of a stack: what the spec files declare, not yet evaluated.
+
+Expressions stay compiled but unevaluated (`mlform.expr.Expr`); evaluation
+happens in the planning walk, in dependency order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlform.diagnostics import SourceRange
+
+RESOURCE_KINDS = ("dataset", "training_cluster", "pipeline", "model", "endpoint", "monitor")
+META_ARGUMENTS = ("provider", "depends_on", "for_each", "count", "lifecycle")
+
+
+@dataclass(frozen=True)
+class Traversal:
+    """A static reference written in a meta-argument (`depends_on = [dataset.x]`)."""
+
+    parts: tuple
+    source: SourceRange
+
+    def __str__(self) -> str:
+        out = str(self.parts[0]) if self.parts else ""
+        for p in self.parts[1:]:
+            out += f"[{p!r}]" if isinstance(p, int) else f".{p}"
+        return out
+
+
+@dataclass
+class Validation:
+    condition: Any  # Expr
+    error_message: str
+    source: SourceRange
+
+
+@dataclass
+class Variable:
+    name: str
+    source: SourceRange
+    type: Any = None                 # mlform.expr.types.TypeConstraint or None (any)
+    default: Any = None              # Expr or None when required
+    has_default: bool = False
+    sensitive: bool = False
+    nullable: bool = True
+    description: str = ""
+    validations: list[Validation] = field(default_factory=list)
+
+
+@dataclass
+class Output:
+    name: str
+    value: Any  # Expr
+    source: SourceRange
+    sensitive: bool = False
+    description: str = ""
+    depends_on: list[Traversal] = field(default_factory=list)
+
+
+@dataclass
+class ProviderConfig:
+    type: str
+    alias: str | None
+    attributes: dict[str, Any]       # name -> Expr
+    source: SourceRange
+
+    @property
+    def key(self) -> str:
+        return f"{self.type}.{self.alias}" if self.alias else self.type
+
+
+@dataclass
+class Lifecycle:
+    prevent_destroy: bool = False
+    create_before_destroy: bool = False
+    ignore_changes: list[tuple] | str = field(default_factory=list)   # paths, or "all"
+    replace_triggered_by: list[Traversal] = field(default_factory=list)
+
+
+@dataclass
+class Resource:
+    kind: str
+    name: str
+    source: SourceRange
+    attributes: dict[str, Any]       # spec attributes (incl. settings, tags): name -> Expr
+    attribute_sources: dict[str, SourceRange] = field(default_factory=dict)
+    provider: str | None = None      # "memory" or "memory.alias" from the meta-argument
+    provider_source: SourceRange | None = None
+    depends_on: list[Traversal] = field(default_factory=list)
+    for_each: Any = None             # Expr
+    count: Any = None                # Expr
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}.{self.name}"
+
+
+@dataclass
+class ModuleCall:
+    name: str
+    source_path: str
+    inputs: dict[str, Any]           # name -> Expr
+    source: SourceRange
+    depends_on: list[Traversal] = field(default_factory=list)
+
+
+@dataclass
+class Module:
+    """One module's configuration (the stack itself is the root module)."""
+
+    dir: Path
+    files: list[Path] = field(default_factory=list)
+    variables: dict[str, Variable] = field(default_factory=dict)
+    locals: dict[str, tuple[Any, SourceRange]] = field(default_factory=dict)
+    outputs: dict[str, Output] = field(default_factory=dict)
+    providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    module_calls: dict[str, ModuleCall] = field(default_factory=dict)
+    resources: dict[str, Resource] = field(default_factory=dict)   # "kind.name" -> Resource
+    children: dict[str, "Module"] = field(default_factory=dict)    # call name -> loaded module
+
+
+@dataclass
+class Environment:
+    name: str
+    file: Path | None = None
+    default_provider: str | None = None
+    variables: dict[str, Any] = field(default_factory=dict)         # name -> Expr
+    providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    backend: dict[str, Any] = field(default_factory=dict)           # name -> Expr, plus "type"
+    backend_type: str = "local"
+
+
+@dataclass
+class StackConfig:
+    root: Module
+    env: Environment
+    stack_dir: Path
+    digest: str                      # sha256 over every file read: a saved plan goes stale when it moves
+
+    @property
+    def stack_name(self) -> str:
+        return self.stack_dir.resolve().name

@@ -1,0 +1,285 @@
+"""The generic syntax of a spec file: bodies of attributes and blocks, with positions.
+
+HCL, YAML and JSON files all become the same `Body` here, so the decoding that
+follows (`decode.py`) is written once.  HCL goes through python-hcl2's parse
+tree (the only source of line numbers); YAML and JSON through PyYAML's node
+graph, whose marks give lines for every key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import hcl2
+import lark
+import yaml
+
+from mlform.diagnostics import Diagnostic, DiagnosticError, SourceRange, error
+from mlform.expr import ExprError, compile_hcl, compile_value
+
+# Names of nested blocks that YAML/JSON spell as mappings; in HCL they are blocks.
+NESTED_BLOCKS = frozenset({"lifecycle", "settings", "backend", "validation"})
+
+
+@dataclass
+class Attribute:
+    name: str
+    expr: Any  # mlform.expr.Expr (or an object with the same interface)
+    source: SourceRange
+
+
+@dataclass
+class Block:
+    type: str
+    labels: tuple[str, ...]
+    body: "Body"
+    source: SourceRange
+
+
+@dataclass
+class Body:
+    attributes: dict[str, Attribute] = field(default_factory=dict)
+    blocks: list[Block] = field(default_factory=list)
+    source: SourceRange | None = None
+
+    def blocks_of(self, type_: str) -> list[Block]:
+        return [b for b in self.blocks if b.type == type_]
+
+
+class BlockObjectExpr:
+    """An object value assembled from a nested block's attributes (`settings { a = 1 }`).
+
+    It quacks like `mlform.expr.Expr` so decoders need not care which syntax
+    produced a value.
+    """
+
+    constant = False
+
+    def __init__(self, body: Body, source: SourceRange) -> None:
+        self.body = body
+        self.source = source
+        refs: list = []
+        for attr in body.attributes.values():
+            refs.extend(attr.expr.references)
+        for block in body.blocks:
+            refs.extend(BlockObjectExpr(block.body, block.source).references)
+        self.references = tuple(refs)
+
+    def evaluate(self, scope) -> dict:
+        out = {name: a.expr.evaluate(scope) for name, a in self.body.attributes.items()}
+        for block in self.body.blocks:
+            value = BlockObjectExpr(block.body, block.source).evaluate(scope)
+            if block.labels:
+                out.setdefault(block.type, {})[block.labels[0]] = value
+            else:
+                out[block.type] = value
+        return out
+
+    def static_traversal(self):
+        return None
+
+    def source_text(self) -> str:
+        return "{ ... }"
+
+
+# --------------------------------------------------------------------- HCL
+
+
+def _token_text(node) -> str:
+    """The text of an identifier/keyword/literal or a quoted label."""
+    if isinstance(node, lark.Token):
+        return str(node)
+    if node.data == "string":
+        parts = [c for c in node.children if isinstance(c, lark.Tree) and c.data == "string_part"]
+        return "".join(str(p.children[0]) for p in parts if isinstance(p.children[0], lark.Token))
+    return "".join(_token_text(c) for c in node.children)
+
+
+def _pos(file: str, node) -> SourceRange:
+    meta = getattr(node, "meta", None)
+    if meta is not None and not getattr(meta, "empty", True):
+        return SourceRange(file, meta.line, meta.column)
+    if isinstance(node, lark.Token) and node.line:
+        return SourceRange(file, node.line, node.column)
+    return SourceRange(file)
+
+
+def _hcl_body(tree: lark.Tree, file: str, diags: list[Diagnostic]) -> Body:
+    body = Body(source=_pos(file, tree))
+    for child in tree.children:
+        if not isinstance(child, lark.Tree):
+            continue
+        if child.data == "attribute":
+            name = _token_text(child.children[0])
+            source = _pos(file, child)
+            if name in body.attributes:
+                diags.append(error(
+                    f'Duplicate attribute "{name}"', source=source,
+                    detail=f"It was already set at {body.attributes[name].source}.",
+                    hint="Each attribute may be set once per block."))
+                continue
+            try:
+                expr = compile_hcl(child.children[-1], file)
+            except ExprError as exc:
+                diags.append(exc.diagnostic())
+                continue
+            body.attributes[name] = Attribute(name, expr, source)
+        elif child.data == "block":
+            parts = [c for c in child.children if isinstance(c, lark.Tree)
+                     and c.data not in ("body", "new_line_or_comment")]
+            inner = next(c for c in child.children if isinstance(c, lark.Tree) and c.data == "body")
+            type_ = _token_text(parts[0])
+            labels = tuple(_token_text(p) for p in parts[1:])
+            body.blocks.append(Block(type_, labels, _hcl_body(inner, file, diags), _pos(file, child)))
+    return body
+
+
+def _hcl_syntax_error(exc: Exception, file: str, text: str) -> Diagnostic:
+    line = getattr(exc, "line", 0) or 0
+    column = getattr(exc, "column", 0) or 0
+    token = getattr(exc, "token", None)
+    got = f' near "{token}"' if token not in (None, "") and str(token).strip() else ""
+    src_line = text.splitlines()[line - 1] if 0 < line <= len(text.splitlines()) else ""
+    expected = sorted(getattr(exc, "expected", None) or getattr(exc, "allowed", None) or [])
+    hint = "Check for a missing closing brace, quote or '=' on this line or the one before."
+    if expected and len(expected) <= 6:
+        hint = "Expected one of: " + ", ".join(expected) + "."
+    return error(f"Invalid HCL syntax{got}", detail=src_line.strip(),
+                 source=SourceRange(file, line, column), hint=hint)
+
+
+def parse_hcl(text: str, file: str) -> tuple[Body, list[Diagnostic]]:
+    diags: list[Diagnostic] = []
+    try:
+        tree = hcl2.parses_to_tree(text)
+    except lark.exceptions.LarkError as exc:
+        return Body(source=SourceRange(file)), [_hcl_syntax_error(exc, file, text)]
+    except RecursionError:
+        return Body(source=SourceRange(file)), [error(
+            "Invalid HCL syntax: nesting too deep", source=SourceRange(file, 1, 1))]
+    return _hcl_body(tree.children[0], file, diags), diags
+
+
+# ------------------------------------------------------------ YAML / JSON
+
+
+class _Constructor:
+    """Turns PyYAML nodes into plain Python values (safe types only)."""
+
+    def __init__(self) -> None:
+        self._loader = yaml.SafeLoader("")
+
+    def value(self, node: yaml.Node) -> Any:
+        return self._loader.construct_document(node)
+
+
+def _mark(file: str, node: yaml.Node) -> SourceRange:
+    return SourceRange(file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+# Top-level keys whose value maps a label to a block body (`dataset: {name: {...}}`).
+_LABELED = {"variable", "output", "provider", "module", "dataset", "training_cluster",
+            "pipeline", "model", "endpoint", "monitor", "backend"}
+
+
+def _yaml_body(node: yaml.Node, file: str, ctor: _Constructor, diags: list[Diagnostic],
+               top: bool = False) -> Body:
+    body = Body(source=_mark(file, node))
+    if not isinstance(node, yaml.MappingNode):
+        diags.append(error("Expected a mapping of attributes", source=_mark(file, node),
+                           hint="A block body is a mapping: `name: value` per line."))
+        return body
+    for key_node, value_node in node.value:
+        key = ctor.value(key_node)
+        if not isinstance(key, str):
+            diags.append(error(f"Attribute names must be strings, got {key!r}",
+                               source=_mark(file, key_node)))
+            continue
+        source = _mark(file, key_node)
+        if top and key in _LABELED:
+            _yaml_labeled(key, value_node, file, ctor, diags, body)
+        elif top and key == "locals":
+            body.blocks.append(Block("locals", (), _yaml_body(value_node, file, ctor, diags), source))
+        elif key in NESTED_BLOCKS and isinstance(value_node, yaml.MappingNode) and not top:
+            body.blocks.append(Block(key, (), _yaml_body(value_node, file, ctor, diags), source))
+        else:
+            if key in body.attributes:
+                diags.append(error(f'Duplicate attribute "{key}"', source=source))
+                continue
+            try:
+                expr = compile_value(ctor.value(value_node), file,
+                                     value_node.start_mark.line + 1, value_node.start_mark.column + 1)
+            except ExprError as exc:
+                diags.append(exc.diagnostic())
+                continue
+            body.attributes[key] = Attribute(key, expr, source)
+    return body
+
+
+def _yaml_labeled(type_: str, node: yaml.Node, file: str, ctor: _Constructor,
+                  diags: list[Diagnostic], body: Body) -> None:
+    if not isinstance(node, yaml.MappingNode):
+        diags.append(error(f'"{type_}" must map names to blocks', source=_mark(file, node),
+                           hint=f"Write `{type_}:` then `  NAME:` and the block's attributes under it."))
+        return
+    for label_node, block_node in node.value:
+        label = str(ctor.value(label_node))
+        # `provider: {memory: [{...}, {alias: x, ...}]}` declares several configurations.
+        items = block_node.value if isinstance(block_node, yaml.SequenceNode) else [block_node]
+        for item in items:
+            body.blocks.append(Block(type_, (label,), _yaml_body(item, file, ctor, diags),
+                                     _mark(file, label_node)))
+
+
+def parse_yaml(text: str, file: str) -> tuple[Body, list[Diagnostic]]:
+    diags: list[Diagnostic] = []
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        return Body(), [error(f"Invalid YAML syntax: {exc.problem or exc.context}",
+                              source=SourceRange(file, line, col),
+                              hint="Check indentation and quoting on this line.")]
+    except yaml.YAMLError as exc:
+        return Body(), [error(f"Invalid YAML: {exc}", source=SourceRange(file))]
+    if node is None:
+        return Body(source=SourceRange(file)), []
+    try:
+        return _yaml_body(node, file, _Constructor(), diags, top=True), diags
+    except yaml.YAMLError as exc:  # constructor errors (bad tags, ...)
+        return Body(), [error(f"Invalid YAML: {exc}", source=SourceRange(file))]
+
+
+def parse_json(text: str, file: str) -> tuple[Body, list[Diagnostic]]:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Body(), [error(f"Invalid JSON syntax: {exc.msg}",
+                              source=SourceRange(file, exc.lineno, exc.colno),
+                              hint="JSON needs double quotes and no trailing commas.")]
+    # JSON is read through the YAML composer for its line marks; tabs or some
+    # escapes that YAML refuses fall back to positions at the file level.
+    body, diags = parse_yaml(text, file)
+    if diags and diags[0].summary.startswith("Invalid YAML"):
+        return Body(), [error("Could not read this JSON file's structure",
+                              detail=diags[0].summary, source=SourceRange(file, 1, 1))]
+    return body, diags
+
+
+PARSERS = {".hcl": parse_hcl, ".tf": parse_hcl, ".yaml": parse_yaml, ".yml": parse_yaml,
+           ".json": parse_json}
+
+
+def parse_file(path, display: str) -> Body:
+    """Parse one spec file; raises DiagnosticError with every syntax problem found."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DiagnosticError.single(f"Cannot read spec file: {exc}", source=SourceRange(display))
+    body, diags = PARSERS[path.suffix](text, display)
+    if diags:
+        raise DiagnosticError(diags)
+    return body

@@ -1,0 +1,98 @@
+"""Provider discovery: the ``mlform.providers`` entry-point group.
+
+Plugins are validated when loaded, with errors that name the plugin, the hook
+and what is missing (as pluggy does), so a broken plugin fails at `mlform
+providers` rather than in the middle of an apply.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from pydantic import BaseModel
+
+from mlform.diagnostics import DiagnosticError
+from mlform.providers.base import KINDS, KindSchema, Provider
+
+GROUP = "mlform.providers"
+_REQUIRED_CALLS = ("validate", "plan", "create", "read", "update", "delete", "import_")
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    name: str
+    cls: type[Provider] | None
+    origin: str            # "module:attr" of the entry point
+    problems: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_provider_class(name: str, cls: object) -> list[str]:
+    """Everything wrong with a provider class, as sentences naming the hook."""
+    problems: list[str] = []
+    if not (inspect.isclass(cls) and issubclass(cls, Provider)):
+        return [f"{cls!r} is not a subclass of mlform.providers.base.Provider"]
+    if getattr(cls, "name", None) != name:
+        problems.append(f"class attribute name is {getattr(cls, 'name', None)!r}, "
+                        f"but the entry point is {name!r}")
+    kinds = getattr(cls, "kinds", None)
+    if not isinstance(kinds, dict) or not kinds:
+        problems.append("kinds must be a non-empty dict of kind -> KindSchema")
+    else:
+        for kind, schema in kinds.items():
+            if kind not in KINDS:
+                problems.append(f"kinds declares unknown kind {kind!r} (known: {', '.join(KINDS)})")
+            if not isinstance(schema, KindSchema):
+                problems.append(f"kinds[{kind!r}] is not a KindSchema")
+            elif not (inspect.isclass(schema.settings_model) and issubclass(schema.settings_model, BaseModel)):
+                problems.append(f"kinds[{kind!r}].settings_model is not a pydantic model")
+    if not (inspect.isclass(getattr(cls, "config_model", None))
+            and issubclass(cls.config_model, BaseModel)):
+        problems.append("config_model is not a pydantic model")
+    abstract = getattr(cls, "__abstractmethods__", frozenset())
+    for call in _REQUIRED_CALLS:
+        if call in abstract or not callable(getattr(cls, call, None)):
+            problems.append(f"hook {call}() is not implemented")
+    return problems
+
+
+def discover() -> dict[str, ProviderInfo]:
+    found: dict[str, ProviderInfo] = {}
+    for ep in entry_points(group=GROUP):
+        origin = ep.value
+        try:
+            cls = ep.load()
+        except Exception as exc:  # a broken plugin must not take the CLI down
+            found[ep.name] = ProviderInfo(ep.name, None, origin, (f"import failed: {exc}",))
+            continue
+        found[ep.name] = ProviderInfo(ep.name, cls, origin, tuple(check_provider_class(ep.name, cls)))
+    return found
+
+
+_cache: dict[str, ProviderInfo] | None = None
+
+
+def get(name: str) -> type[Provider]:
+    global _cache
+    if _cache is None:
+        _cache = discover()
+    info = _cache.get(name)
+    if info is None:
+        known = ", ".join(sorted(_cache)) or "none"
+        raise DiagnosticError.single(
+            f'Provider "{name}" is not installed',
+            detail=f"Installed providers: {known}.",
+            hint="Install the package that provides it, or pick one with provider = NAME.")
+    if not info.ok:
+        raise DiagnosticError.single(
+            f'Provider "{name}" ({info.origin}) failed validation',
+            detail="\n".join(info.problems))
+    return info.cls  # type: ignore[return-value]
+
+
+__all__ = ["discover", "get", "check_provider_class", "ProviderInfo", "GROUP"]

@@ -1,0 +1,170 @@
+"""A session: one command's view of one stack environment.
+
+It loads the configuration, resolves variables, opens the state backend and
+configures providers on first use.  Everything the planner and applier need
+is reached through it, passed explicitly (no hidden "current stack" global).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import ValidationError
+
+from mlform import registry
+from mlform.config.inputs import VariableValues, resolve_root_variables
+from mlform.config.loader import load_stack
+from mlform.config.model import ProviderConfig, Resource, StackConfig
+from mlform.diagnostics import DiagnosticError, SourceRange, error
+from mlform.expr import ExprError, Scope, strip_sensitive
+from mlform.graph import Graph, build_graph
+from mlform.providers.base import KindSchema, ProgressEvent, Provider, ProviderContext
+from mlform.state import LocalBackend, StateBackend
+
+DEFAULT_PROVIDER = "local"
+
+
+@dataclass
+class SessionOptions:
+    env: str | None = None
+    vars: list[str] = field(default_factory=list)
+    var_files: list[Path] = field(default_factory=list)
+    parallelism: int = 10
+    progress: Callable[[ProgressEvent], None] = lambda event: None
+    environ: dict[str, str] | None = None
+
+
+class Session:
+    def __init__(self, stack_dir: Path, options: SessionOptions | None = None) -> None:
+        self.options = options or SessionOptions()
+        self.config: StackConfig = load_stack(Path(stack_dir), self.options.env)
+        self.graph: Graph = build_graph(self.config)
+        self._variables: VariableValues | None = None
+        self._providers: dict[str, Provider] = {}
+        self._provider_lock = threading.Lock()
+        self._backend: StateBackend | None = None
+
+    # ------------------------------------------------------------ basics
+
+    @property
+    def stack_dir(self) -> Path:
+        return self.config.stack_dir
+
+    @property
+    def env_name(self) -> str:
+        return self.config.env.name
+
+    @property
+    def variables(self) -> VariableValues:
+        if self._variables is None:
+            self._variables = resolve_root_variables(
+                self.config, self.options.vars, self.options.var_files, self.options.environ)
+        return self._variables
+
+    def use_variables(self, values: VariableValues) -> None:
+        """Apply of a saved plan: the plan's variable values replace CLI resolution."""
+        self._variables = values
+
+    @property
+    def backend(self) -> StateBackend:
+        if self._backend is None:
+            self._backend = make_backend(self.config)
+        return self._backend
+
+    # ------------------------------------------------------------ providers
+
+    def provider_key_for(self, resource: Resource) -> str:
+        if resource.provider:
+            return resource.provider
+        if self.config.env.default_provider:
+            return self.config.env.default_provider
+        types = {p.type for p in self.config.root.providers.values()}
+        if len(types) == 1:
+            return types.pop()
+        return DEFAULT_PROVIDER
+
+    def _provider_config(self, key: str) -> ProviderConfig | None:
+        return self.config.env.providers.get(key) or self.config.root.providers.get(key)
+
+    def provider(self, key: str) -> Provider:
+        """The configured provider for `memory` or `memory.alias` (configured once per run)."""
+        with self._provider_lock:
+            if key in self._providers:
+                return self._providers[key]
+            type_, _, alias = key.partition(".")
+            cls = registry.get(type_)
+            decl = self.config.root.providers.get(key)
+            override = self.config.env.providers.get(key)
+            values: dict[str, Any] = {}
+            source = None
+            scope = Scope({"var": self.variables.values,
+                           "path": {"root": str(self.stack_dir), "module": str(self.stack_dir),
+                                    "cwd": str(Path.cwd())},
+                           "env": {"name": self.env_name}}, self.stack_dir)
+            for cfg in (decl, override):
+                if cfg is None:
+                    continue
+                source = cfg.source
+                for name, expr in cfg.attributes.items():
+                    try:
+                        values[name], _ = strip_sensitive(expr.evaluate(scope))
+                    except ExprError as exc:
+                        raise DiagnosticError([exc.diagnostic()])
+            try:
+                config = cls.config_model.model_validate(values).model_dump()
+            except ValidationError as exc:
+                raise DiagnosticError([
+                    error(f'Invalid configuration for provider "{key}": '
+                          f'{".".join(map(str, e["loc"])) or "(block)"}: {e["msg"]}',
+                          source=source or SourceRange(str(self.stack_dir)),
+                          hint=f"See `mlform providers` for what {type_} accepts.")
+                    for e in exc.errors()])
+            context = ProviderContext(
+                name=type_, alias=alias or None, stack=self.config.stack_name, env=self.env_name,
+                stack_dir=self.stack_dir, config=config, progress=self.options.progress)
+            try:
+                provider = cls(context)
+            except DiagnosticError:
+                raise
+            except Exception as exc:  # a provider that cannot start is a diagnostic, not a traceback
+                raise DiagnosticError.single(f'Provider "{key}" could not be configured: {exc}',
+                                             source=source)
+            self._providers[key] = provider
+            return provider
+
+    def schema(self, provider_key: str, kind: str, source: SourceRange | None = None) -> KindSchema:
+        provider = self.provider(provider_key)
+        schema = provider.kinds.get(kind)
+        if schema is None:
+            raise DiagnosticError.single(
+                f'Provider "{provider_key}" does not serve {kind} resources',
+                source=source,
+                hint=f"It serves: {', '.join(sorted(provider.kinds))}. Pick another with provider = NAME.")
+        return schema
+
+    def close(self) -> None:
+        for provider in self._providers.values():
+            try:
+                provider.close()
+            except Exception:
+                pass  # closing is best effort; the state is already durable
+        self._providers.clear()
+
+
+def make_backend(config: StackConfig) -> StateBackend:
+    env = config.env
+    if env.backend_type == "local":
+        path = env.backend.get("path")
+        target = (config.stack_dir / path) if path else (
+            config.stack_dir / ".mlform" / "state" / f"{env.name}.json")
+        return LocalBackend(Path(target))
+    raise DiagnosticError.single(
+        f'Unknown state backend "{env.backend_type}"',
+        source=SourceRange(str(env.file)) if env.file else None,
+        hint='Available: "local".')
+
+
+__all__ = ["Session", "SessionOptions", "make_backend", "DEFAULT_PROVIDER"]

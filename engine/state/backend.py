@@ -1,0 +1,280 @@
+"""The state backend contract, and the writer that checkpoints an apply as it goes.
+
+A backend stores one state document (one stack environment) and its lock.  Reading is
+`load` (the snapshot with any journal replayed, plus the operations that were started
+but never finished) or `pull`; replacing it whole is `write` or `push`; an apply writes
+through `open_writer`, which makes each resource's result durable as soon as the
+provider returns, at O(1) cost, and folds everything into one snapshot on `close`.
+
+Journal protocol, as the applier uses it for every provider call::
+
+    writer.intent(addr, kind, provider, "create")   # before the call
+    ... provider.create(...) ...
+    writer.record(resource)      # after: the result (or record_delete / abandon)
+
+An intent with no later result for the same address is reported by the next `load` as a
+`PendingOp`: the process died while the provider was working, so the object may exist.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import threading
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+from mlform.diagnostics import Diagnostic, error
+from mlform.state.model import ResourceState, State, StateError
+from mlform.state.sensitive import seal, seal_outputs
+
+ACTIONS = ("create", "update", "delete")
+
+
+@dataclass
+class LockInfo:
+    """Who holds a state lock; shown to whoever is refused."""
+
+    id: str
+    pid: int
+    host: str
+    operation: str
+    who: str
+    created: str      # ISO 8601, UTC
+    path: str
+
+    @classmethod
+    def mine(cls, operation: str, path: str) -> "LockInfo":
+        try:
+            who = getpass.getuser()
+        except Exception:  # no passwd entry (containers): the lock must still work
+            who = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+        return cls(id=str(uuid.uuid4()), pid=os.getpid(), host=socket.gethostname(),
+                   operation=operation, who=who,
+                   created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   path=path)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "LockInfo":
+        return cls(id=str(doc.get("id", "")), pid=int(doc.get("pid", 0) or 0),
+                   host=str(doc.get("host", "")), operation=str(doc.get("operation", "")),
+                   who=str(doc.get("who", "")), created=str(doc.get("created", "")),
+                   path=str(doc.get("path", "")))
+
+    def describe(self) -> str:
+        return (f"ID:        {self.id}\nPath:      {self.path}\nOperation: {self.operation}\n"
+                f"Who:       {self.who}@{self.host}\nPID:       {self.pid}\n"
+                f"Created:   {self.created}")
+
+
+class StateLocked(StateError):
+    """The state is locked by someone else; `holder` says who."""
+
+    def __init__(self, holder: LockInfo) -> None:
+        self.holder = holder
+        super().__init__(
+            "Error acquiring the state lock",
+            f"the state {holder.path} is locked by {holder.who}@{holder.host} "
+            f"(pid {holder.pid}) for {holder.operation!r} since {holder.created}, "
+            f"lock id {holder.id}",
+            hint=f"Wait for that run to finish. If it is gone and the lock remained, "
+                 f"run: mlform force-unlock {holder.id}")
+
+    def diagnostic(self) -> Diagnostic:
+        return error(self.summary, self.detail + "\n" + self.holder.describe(), hint=self.hint)
+
+
+@dataclass
+class PendingOp:
+    """A provider call whose intent was journaled but whose result never was."""
+
+    address: str
+    kind: str
+    provider: str
+    action: str           # "create" | "update" | "delete"
+    id: str | None = None
+
+
+@dataclass
+class LoadedState:
+    state: State
+    pending: list[PendingOp] = field(default_factory=list)
+
+
+class StateWriter(ABC):
+    """Applies an apply's results to a state, making each one durable as it happens.
+
+    Thread-safe: the apply walk records from many threads.  Each call updates the
+    in-memory state and hands one journal line to the backend under a single lock, so
+    the journal's order is the order of the in-memory updates.  Values at sensitive
+    paths are masked before they are kept or written.  The writer takes ownership of
+    the `ResourceState` objects given to `record`.
+    """
+
+    def __init__(self, state: State, pending: list[PendingOp] | None = None, *,
+                 take: bool = False) -> None:
+        # `take`: the backend hands over a state nobody else holds, so skip the copy.
+        self._state = state if take else state.copy()
+        self._pending: dict[str, PendingOp] = {p.address: p for p in pending or ()}
+        self._mutex = threading.Lock()
+        self._closing = False
+        self._closed: State | None = None
+
+    # --- the protocol -----------------------------------------------------------------
+
+    def intent(self, address: str, kind: str, provider: str, action: str,
+               id: str | None = None) -> None:
+        """Journal that a provider call is about to start (BEFORE calling it)."""
+        if action not in ACTIONS:
+            raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
+        op = PendingOp(address, kind, provider, action, id)
+        body = {"op": "intent", "address": address, "kind": kind, "provider": provider,
+                "action": action, "id": id}
+        with self._mutex:
+            self._check_open()
+            self._append(body)
+            self._pending[address] = op
+
+    def record(self, resource: ResourceState) -> None:
+        """Journal a provider call's result: `resource` as it now exists (AFTER the call)."""
+        resource = seal(resource, self._state.lineage)
+        body = {"op": "record", "resource": resource.to_json()}
+        with self._mutex:
+            self._check_open()
+            self._append(body)
+            self._state.set(resource)
+            self._pending.pop(resource.address, None)
+
+    def record_delete(self, address: str) -> None:
+        """Journal that the object at `address` is gone (AFTER the delete call)."""
+        with self._mutex:
+            self._check_open()
+            self._append({"op": "delete", "address": address})
+            self._state.remove(address)
+            self._pending.pop(address, None)
+
+    def abandon(self, address: str) -> None:
+        """Journal that the call for `address` ended without effect (the provider raised
+        and nothing was made or changed)."""
+        with self._mutex:
+            self._check_open()
+            self._append({"op": "abandon", "address": address})
+            self._pending.pop(address, None)
+
+    def set_outputs(self, outputs: dict) -> None:
+        outputs = seal_outputs(outputs, self._state.lineage)
+        with self._mutex:
+            self._check_open()
+            self._append({"op": "outputs", "outputs": outputs})
+            self._state.outputs = outputs
+
+    def state(self) -> State:
+        """A copy of the state with every record so far applied."""
+        with self._mutex:
+            return self._state.copy()
+
+    def get(self, address: str) -> ResourceState | None:
+        """The recorded resource at `address` (shared: do not modify it)."""
+        with self._mutex:
+            return self._state.get(address)
+
+    def pending(self) -> list[PendingOp]:
+        """Intents not yet followed by a result."""
+        with self._mutex:
+            return list(self._pending.values())
+
+    def close(self) -> State:
+        """Write the final snapshot and retire the journal; returns the state written.
+
+        Intents still without a result are carried over, so the next `load` reports
+        them.  Calling close again returns the same state.
+        """
+        with self._mutex:
+            if self._closed is not None:
+                return self._closed
+            # Refuse records from here on, even while _commit waits with the mutex
+            # released (a condition wait); a failed commit may be retried by closing again.
+            self._closing = True
+            self._closed = self._commit(self._state, list(self._pending.values()))
+            return self._closed
+
+    def __enter__(self) -> "StateWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        # Even when the apply failed, what was recorded is real and must be kept.
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise StateError("State writer already closed",
+                             "a result arrived after the state was finalised")
+
+    # --- what a backend provides (called with the writer's mutex held) -----------------
+
+    @abstractmethod
+    def _append(self, body: dict) -> None:
+        """Make one journal record durable (or at least crash-safe) before returning."""
+
+    @abstractmethod
+    def _commit(self, state: State, pending: list[PendingOp]) -> State:
+        """Write the final snapshot, keep `pending`, release resources; return it."""
+
+
+class StateBackend(ABC):
+    """Where one environment's state lives, and its lock."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the state is, for messages (a path or URL)."""
+
+    @abstractmethod
+    def lock(self, operation: str) -> LockInfo:
+        """Take the lock or raise `StateLocked` naming the holder."""
+
+    @abstractmethod
+    def unlock(self, info: LockInfo) -> None:
+        """Release a lock this backend took."""
+
+    @abstractmethod
+    def force_unlock(self, lock_id: str) -> None:
+        """Remove the lock with this id, whoever holds it; StateError if there is none."""
+
+    @abstractmethod
+    def load(self) -> LoadedState:
+        """The stored state with its journal replayed, and unfinished operations."""
+
+    @abstractmethod
+    def open_writer(self, state: State) -> StateWriter:
+        """Start checkpointing changes to `state` (the caller holds the lock)."""
+
+    @abstractmethod
+    def write(self, state: State) -> State:
+        """Replace the stored state atomically; serial grows iff content changed."""
+
+    @abstractmethod
+    def push(self, doc: dict, force: bool = False) -> None:
+        """Replace the stored state with `doc`; refuse a lineage change or a lower
+        serial unless `force`."""
+
+    def pull(self) -> dict:
+        """The state document as JSON, journal replayed."""
+        return self.load().state.to_json()
+
+
+# Built once: json.dumps with options constructs a new encoder per call, which shows up
+# when an apply journals thousands of records.
+_JOURNAL_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def journal_line(body: dict, lineage: str, base_serial: int) -> bytes:
+    """One journal record: the body stamped with the snapshot it applies to."""
+    return (_JOURNAL_ENCODER.encode({"lineage": lineage, "base_serial": base_serial, **body})
+            + "\n").encode()

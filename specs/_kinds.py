@@ -1,0 +1,363 @@
+"""Pydantic models of the six resource kinds, provider-agnostic.
+
+Each model describes what a user may set on a resource block (the *arguments*).
+Attributes that providers compute (``uri``, ``url``, ``fingerprint``, ...) are
+listed in `COMPUTED` and are not settable.  Meta-arguments (``provider``,
+``depends_on``, ``for_each``, ``count``, ``lifecycle``) belong to the engine and
+are listed in `META_ARGUMENTS`; the common attributes ``settings`` and ``tags``
+are on every model.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ._refs import ref
+
+__all__ = [
+    "SpecModel", "Dataset", "DatasetChecks", "TrainingCluster", "Pipeline", "Gate",
+    "Model", "Endpoint", "Rollout", "Capture", "Autoscaling", "Monitor", "MonitorCheck",
+    "Lifecycle", "KIND_MODELS", "COMPUTED", "REFERENCE_FIELDS", "META_ARGUMENTS",
+    "COLUMN_TYPES", "validate_cron",
+]
+
+#: Column types a dataset schema may name.
+COLUMN_TYPES = ("int", "float", "str", "bool", "datetime")
+ColumnType = Literal["int", "float", "str", "bool", "datetime"]
+
+# Reference types of the fields that point at other resources (see REFERENCE_FIELDS).
+ClusterRef = ref("training_cluster")
+InputRef = ref("dataset", "pipeline", allow_uri=True)
+ArtifactRef = ref("pipeline", allow_uri=True,
+                  description="Model artifact: a URI such as pipeline.NAME.model_uri, or "
+                              "pipeline.NAME itself.")
+ModelRef = ref("model", allow_uri=True)
+EndpointRef = ref("endpoint", allow_uri=True)
+BaselineRef = ref("dataset", allow_uri=True)
+PipelineRef = ref("pipeline")
+
+
+class SpecModel(BaseModel):
+    """Base of every spec model: unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True,
+                              coerce_numbers_to_str=True)
+
+
+class _Common(SpecModel):
+    """Attributes every resource kind accepts."""
+
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Provider-specific settings; validated by the provider that serves "
+                    "the resource, free-form here.")
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="Labels passed to the provider's objects.")
+
+
+# --------------------------------------------------------------------------- dataset
+
+class DatasetChecks(SpecModel):
+    """Data quality checks run when the dataset is materialised."""
+
+    min_rows: int | None = Field(None, ge=0, description="Fail unless at least this many rows.")
+    max_null_fraction: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Fail if any column has a larger fraction of null values (0..1).")
+
+
+class Dataset(_Common):
+    """A versioned dataset: a file, directory or object-store prefix, content-addressed."""
+
+    source: str = Field(
+        ..., min_length=1,
+        description="Where the data comes from: a path relative to the stack, s3://..., "
+                    "gs://..., or another provider's URI.")
+    format: Literal["csv", "parquet", "jsonl", "json", "dir", "other"] = Field(
+        "csv", description="File format of the source.")
+    schema_: dict[str, ColumnType] | None = Field(
+        None, alias="schema",
+        description="Expected columns: column name -> type "
+                    "(int, float, str, bool, datetime).")
+    checks: DatasetChecks = Field(
+        default_factory=DatasetChecks, description="Data quality checks.")
+    description: str | None = Field(None, description="Free text shown in plans and registries.")
+
+
+# ------------------------------------------------------------------ training_cluster
+
+class TrainingCluster(_Common):
+    """Compute for training pipelines: accelerator type and how many of them."""
+
+    accelerator: str = Field(
+        "cpu", min_length=1,
+        description='Accelerator type: "cpu", "nvidia-h100", "nvidia-h200", "nvidia-a100", '
+                    '"nvidia-l4", "any-gpu", ...')
+    gpus_per_node: int = Field(0, ge=0, description="GPUs per node (0 for CPU-only).")
+    nodes: int = Field(1, ge=1, description="Number of nodes.")
+    instance_type: str | None = Field(
+        None, description="Provider instance type (e.g. ml.p5.48xlarge); the provider picks "
+                          "one when unset.")
+    spot: bool = Field(False, description="Use spot / preemptible capacity.")
+    max_runtime_seconds: int | None = Field(
+        None, ge=1, description="Upper bound on any job's runtime on this cluster.")
+
+    @model_validator(mode="after")
+    def _accelerator_matches_gpus(self) -> "TrainingCluster":
+        if self.accelerator == "cpu" and self.gpus_per_node > 0:
+            raise ValueError('gpus_per_node must be 0 when accelerator is "cpu"')
+        if self.accelerator != "cpu" and self.gpus_per_node == 0:
+            raise ValueError(
+                f'gpus_per_node must be at least 1 when accelerator is "{self.accelerator}"')
+        return self
+
+
+# -------------------------------------------------------------------------- pipeline
+
+class Gate(SpecModel):
+    """A metric the run must meet before its model is published."""
+
+    metric: str = Field(..., min_length=1, description="Metric name reported by the run.")
+    min: float | None = Field(None, description="Lowest acceptable value.")
+    max: float | None = Field(None, description="Highest acceptable value.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Gate":
+        if self.min is None and self.max is None:
+            raise ValueError('gate needs at least one bound: "min" or "max"')
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"gate min ({self.min:g}) is greater than max ({self.max:g})")
+        return self
+
+
+class Pipeline(_Common):
+    """A training run; its identity is a fingerprint of inputs, code and settings."""
+
+    cluster: ClusterRef | None = Field(
+        None, description="Training cluster to run on; the provider's default compute "
+                          "when unset.")
+    inputs: dict[str, InputRef] = Field(
+        default_factory=dict,
+        description="Named inputs: references to datasets (or pipelines), or paths/URIs.")
+    entrypoint: str = Field(
+        ..., min_length=1,
+        description="Script to run, relative to the stack; its content is part of the "
+                    "fingerprint.")
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict, description="Passed to the entrypoint; part of the fingerprint.")
+    gate: Gate | None = Field(None, description="Quality gate the run's metrics must pass.")
+    environment: dict[str, str] = Field(
+        default_factory=dict, description="Environment variables for the run.")
+    timeout_seconds: int | None = Field(None, ge=1, description="Kill the run after this long.")
+
+
+# ----------------------------------------------------------------------------- model
+
+class Model(_Common):
+    """A registered model version built from a pipeline's artifact."""
+
+    artifact: ArtifactRef = Field(
+        ..., description="Model artifact URI, usually pipeline.NAME.model_uri.")
+    framework: Literal["torch", "sklearn", "onnx", "other"] = Field(
+        "torch", description="Framework the artifact was saved with.")
+    stage: str | None = Field(
+        None, description='Alias pointing at this version, e.g. "staging" or "production".')
+    approval: Literal["pending", "approved", "rejected"] = Field(
+        "approved", description="Approval status; endpoints serve only approved versions.")
+    description: str | None = Field(None, description="Free text shown in the registry.")
+
+    @field_validator("stage")
+    @classmethod
+    def _stage_shape(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise ValueError(
+                f'stage must be a simple name such as "production", got "{value}"')
+        return value
+
+
+# -------------------------------------------------------------------------- endpoint
+
+class Rollout(SpecModel):
+    """How a new model version replaces the one being served."""
+
+    strategy: Literal["all-at-once", "canary", "linear", "blue-green"] = Field(
+        "all-at-once", description="Traffic shifting strategy.")
+    canary_percent: int = Field(
+        10, ge=1, le=99, description="Traffic share of the canary (strategy canary).")
+    step_percent: int = Field(
+        10, ge=1, le=100, description="Traffic added per step (strategy linear).")
+    bake_seconds: int = Field(
+        0, ge=0, description="Time to watch each step before shifting more traffic.")
+
+
+class Capture(SpecModel):
+    """Request/response capture, used by monitors."""
+
+    sample_percent: int = Field(100, ge=0, le=100, description="Share of requests captured.")
+
+
+class Autoscaling(SpecModel):
+    """Replica autoscaling."""
+
+    min: int = Field(1, ge=0, description="Fewest replicas.")
+    max: int = Field(..., ge=1, description="Most replicas.")
+    target_rps: float | None = Field(
+        None, gt=0, description="Requests per second per replica to scale on.")
+
+    @model_validator(mode="after")
+    def _order(self) -> "Autoscaling":
+        if self.min > self.max:
+            raise ValueError(f"autoscaling min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class Endpoint(_Common):
+    """An online inference endpoint serving a model."""
+
+    model: ModelRef = Field(
+        ..., description="Model to serve: model.NAME, or a model URI.")
+    replicas: int = Field(1, ge=0, description="Serving replicas (0 keeps it scaled down).")
+    instance_type: str | None = Field(None, description="Provider instance type.")
+    rollout: Rollout = Field(default_factory=Rollout, description="Deployment strategy.")
+    capture: Capture | None = Field(None, description="Request capture for monitoring.")
+    port: int | None = Field(None, ge=1, le=65535, description="Port to listen on (local).")
+    autoscaling: Autoscaling | None = Field(None, description="Replica autoscaling.")
+
+
+# --------------------------------------------------------------------------- monitor
+
+_CRON_FIELDS = (
+    ("minute", 0, 59, None),
+    ("hour", 0, 23, None),
+    ("day-of-month", 1, 31, None),
+    ("month", 1, 12, ("JAN", "FEB", "MAR", "APR", "MAY", "JUN",
+                      "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")),
+    ("day-of-week", 0, 7, ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")),
+)
+_CRON_ITEM = re.compile(r"^(?:(\*)|([0-9A-Za-z]+)(?:-([0-9A-Za-z]+))?)(?:/([0-9]+))?$")
+
+
+def validate_cron(expression: str) -> str | None:
+    """Check the shape of a 5-field cron expression; the problem, or None if fine."""
+    fields = expression.split()
+    if len(fields) != 5:
+        return (f'schedule must be a 5-field cron expression such as "*/10 * * * *", '
+                f'got "{expression}"')
+    for text, (name, low, high, names) in zip(fields, _CRON_FIELDS):
+        for item in text.split(","):
+            match = _CRON_ITEM.match(item)
+            if not match:
+                return f'schedule {name} field "{text}" is not valid cron syntax'
+            star, start, end, step = match.groups()
+            if step is not None and int(step) < 1:
+                return f'schedule {name} field "{text}" has a step of 0'
+            for part in (start, end):
+                if part is None:
+                    continue
+                if part.isdigit():
+                    number = int(part)
+                elif names and part.upper() in names:
+                    number = names.index(part.upper()) + (1 if name == "month" else 0)
+                else:
+                    return f'schedule {name} field "{text}" is not valid cron syntax'
+                if not low <= number <= high:
+                    return f'schedule {name} value {part} is out of range {low}-{high}'
+    return None
+
+
+class MonitorCheck(SpecModel):
+    """One drift or health check."""
+
+    metric: Literal["psi", "ks", "latency_p99_ms", "error_rate"] = Field(
+        ..., description="psi / ks: feature drift against the baseline; latency_p99_ms, "
+                         "error_rate: serving health.")
+    threshold: float = Field(..., ge=0, description="Breach when the metric exceeds this.")
+    feature: str | None = Field(
+        None, description="Feature to check (psi, ks); all features when unset.")
+
+    @model_validator(mode="after")
+    def _feature_only_for_drift(self) -> "MonitorCheck":
+        if self.feature is not None and self.metric not in ("psi", "ks"):
+            raise ValueError(f'"feature" applies only to psi and ks, not {self.metric}')
+        return self
+
+
+class Monitor(_Common):
+    """Watches an endpoint's traffic against a baseline dataset."""
+
+    endpoint: EndpointRef = Field(
+        ..., description="Endpoint to watch: endpoint.NAME (or its URL).")
+    baseline: BaselineRef = Field(
+        ..., description="Reference data: dataset.NAME (or a path/URI).")
+    checks: list[MonitorCheck] = Field(..., min_length=1, description="Checks to run.")
+    schedule: str | None = Field(
+        None, description='5-field cron expression, e.g. "*/10 * * * *"; the provider\'s '
+                          "default when unset.")
+    on_breach: Literal["alert", "retrain", "none"] = Field(
+        "alert", description="What a breach does: alert, mark the pipeline stale so the "
+                             "next plan re-runs it (retrain), or nothing.")
+    pipeline: PipelineRef | None = Field(
+        None, description="Pipeline to retrain; defaults to the one behind the endpoint's "
+                          "model.")
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            problem = validate_cron(value)
+            if problem:
+                raise ValueError(problem)
+        return value
+
+
+# ------------------------------------------------------------------------- lifecycle
+
+class Lifecycle(SpecModel):
+    """The ``lifecycle { }`` meta-argument of every resource."""
+
+    prevent_destroy: bool = Field(False, description="Refuse any plan that destroys it.")
+    ignore_changes: list[str] | Literal["all"] = Field(
+        default_factory=list, description='Attributes whose changes are ignored, or "all".')
+    create_before_destroy: bool = Field(
+        False, description="When replacing, create the new object before deleting the old.")
+    replace_triggered_by: list[str] = Field(
+        default_factory=list, description="Addresses whose change forces a replacement.")
+
+
+# ------------------------------------------------------------------------ the tables
+
+KIND_MODELS: dict[str, type[SpecModel]] = {
+    "dataset": Dataset,
+    "training_cluster": TrainingCluster,
+    "pipeline": Pipeline,
+    "model": Model,
+    "endpoint": Endpoint,
+    "monitor": Monitor,
+}
+
+#: Attributes each kind's provider computes; users cannot set them.
+COMPUTED: dict[str, tuple[str, ...]] = {
+    "dataset": ("uri", "digest", "rows", "bytes"),
+    "training_cluster": ("gpus_total",),
+    "pipeline": ("fingerprint", "run_id", "model_uri", "metrics", "stale"),
+    "model": ("version", "uri"),
+    "endpoint": ("url", "model_version"),
+    "monitor": ("last_report", "breached"),
+}
+
+#: Fields holding references: kind -> field -> kinds it may reference.
+#: ``pipeline.inputs`` is a map whose values are references.
+REFERENCE_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "dataset": {},
+    "training_cluster": {},
+    "pipeline": {"cluster": ("training_cluster",), "inputs": ("dataset", "pipeline")},
+    "model": {"artifact": ("pipeline",)},
+    "endpoint": {"model": ("model",)},
+    "monitor": {"endpoint": ("endpoint",), "baseline": ("dataset",), "pipeline": ("pipeline",)},
+}
+
+#: Meta-arguments the engine handles on every resource block.
+META_ARGUMENTS = ("provider", "depends_on", "for_each", "count", "lifecycle")

@@ -1,0 +1,268 @@
+"""Validation of evaluated resource attributes, with short human messages.
+
+The engine validates attributes that may hold its *unknown* marker (a value
+known only after apply).  This package may not import the engine, so the
+caller passes `is_unknown`; a field whose value is unknown, or contains
+unknown parts, is accepted for type purposes and counts as present.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import types
+import typing
+from typing import Any, Callable, Mapping
+
+from pydantic import BaseModel, ValidationError
+
+from ._kinds import COMPUTED, KIND_MODELS, META_ARGUMENTS
+
+__all__ = ["Problem", "validate_attributes", "field_names"]
+
+#: One problem: the attribute path (keys and list indexes) and a message.
+Problem = tuple[tuple, str]
+
+_SENSITIVE_TEXT = "(sensitive value)"
+
+
+def field_names(model: type[BaseModel]) -> list[str]:
+    """The names a user writes for `model`'s fields (aliases where set)."""
+    return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f'; did you mean "{close[0]}"?' if close else ""
+
+
+def _show(value: Any) -> str:
+    """A short rendering of a value for a message."""
+    if isinstance(value, str):
+        text = value if len(value) <= 40 else value[:37] + "..."
+        return json.dumps(text)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return type(value).__name__
+
+
+# ------------------------------------------------------------- walking the model
+
+def _unwrap_type(annotation: Any) -> Any:
+    """Strip Annotated and Optional from a type annotation."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+            continue
+        if origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(args) == 1:
+                annotation = args[0]
+                continue
+        return annotation
+
+
+def _model_at(model: type[BaseModel], path: tuple) -> type[BaseModel] | None:
+    """The model class that describes the object found at `path`, if any."""
+    current: Any = model
+    for segment in path:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            info = next((i for n, i in current.model_fields.items()
+                         if (i.alias or n) == segment), None)
+            if info is None:
+                return None
+            current = _unwrap_type(info.annotation)
+            continue
+        origin = typing.get_origin(current)
+        args = typing.get_args(current)
+        if origin in (list, tuple) and args:
+            current = _unwrap_type(args[0])
+        elif origin is dict and len(args) == 2:
+            current = _unwrap_type(args[1])
+        else:
+            return None
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return current
+    return None
+
+
+# ----------------------------------------------------------- preparing the input
+
+class _Prepared:
+    """The input made ready for pydantic, and what was learnt on the way."""
+
+    def __init__(self, is_unknown: Callable[[Any], bool],
+                 unwrap: Callable[[Any], Any] | None) -> None:
+        self.is_unknown = is_unknown
+        self.unwrap = unwrap
+        self.unknown: set[tuple] = set()       # paths whose value is unknown
+        self.sensitive: set[tuple] = set()     # paths whose value was wrapped as sensitive
+
+    def walk(self, value: Any, path: tuple) -> tuple[Any, bool]:
+        """A copy of `value` with nulls in objects dropped; True if unknown inside."""
+        if self.unwrap is not None:
+            inner = self.unwrap(value)
+            if inner is not value:
+                self.sensitive.add(path)
+                value = inner
+        if self.is_unknown(value):
+            self.unknown.add(path)
+            return value, True
+        has_unknown = False
+        if isinstance(value, Mapping):
+            out: dict[Any, Any] = {}
+            for key, item in value.items():
+                if item is None:  # null means "not set", as in Terraform
+                    continue
+                out[key], inner_unknown = self.walk(item, path + (key,))
+                has_unknown |= inner_unknown
+            value = out
+        elif isinstance(value, (list, tuple)):
+            items = []
+            for index, item in enumerate(value):
+                new, inner_unknown = self.walk(item, path + (index,))
+                items.append(new)
+                has_unknown |= inner_unknown
+            value = items
+        return value, has_unknown
+
+    def hides(self, path: tuple) -> bool:
+        """True when an error at `path` may be due to an unknown value.
+
+        Only the unknown value itself and what lies under it are hidden:
+        known parts next to unknown ones are still checked, and model-level
+        checks only run once every typed field passed, so they never see
+        an unknown value.
+        """
+        return any(path[:n] in self.unknown for n in range(len(path) + 1))
+
+    def is_sensitive(self, path: tuple) -> bool:
+        return any(path[:n] in self.sensitive for n in range(len(path) + 1))
+
+
+# ------------------------------------------------------------------- messages
+
+def _number(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _literal_choices(ctx: Mapping[str, Any]) -> list[str]:
+    return re.findall(r"'((?:[^'\\]|\\.)*)'", str(ctx.get("expected", "")))
+
+
+def _message(error: Mapping[str, Any], path: tuple, model: type[BaseModel],
+             shown: str) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    value = error.get("input")
+    name = str(path[-1]) if path else ""
+    if kind == "missing":
+        return f'attribute "{name}" is required'
+    if kind == "extra_forbidden":
+        parent = _model_at(model, path[:-1])
+        choices = field_names(parent) if parent else []
+        if parent is model:
+            choices += list(META_ARGUMENTS)
+        return f'unknown attribute "{name}"{_suggest(name, choices)}'
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"expected an integer, got {shown}"
+    if kind in ("float_type", "float_parsing", "finite_number"):
+        return f"expected a number, got {shown}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"expected true or false, got {shown}"
+    if kind == "string_type":
+        return f"expected a string, got {shown}"
+    if kind in ("dict_type", "model_type", "model_attributes_type", "mapping_type"):
+        return f"expected an object, got {shown}"
+    if kind in ("list_type", "tuple_type", "iterable_type"):
+        return f"expected a list, got {shown}"
+    if kind == "literal_error":
+        choices = _literal_choices(ctx)
+        listed = ", ".join(f'"{c}"' for c in choices)
+        hint = _suggest(value, choices) if isinstance(value, str) and shown != \
+            _SENSITIVE_TEXT else ""
+        return f"expected one of {listed}, got {shown}{hint}"
+    if kind == "greater_than_equal":
+        return f"must be at least {_number(ctx.get('ge'))}, got {shown}"
+    if kind == "less_than_equal":
+        return f"must be at most {_number(ctx.get('le'))}, got {shown}"
+    if kind == "greater_than":
+        return f"must be greater than {_number(ctx.get('gt'))}, got {shown}"
+    if kind == "less_than":
+        return f"must be less than {_number(ctx.get('lt'))}, got {shown}"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "too_short":
+        count = ctx.get("min_length", 1)
+        return f"must have at least {count} item{'s' if count != 1 else ''}"
+    if kind in ("value_error", "assertion_error"):
+        text = str(error.get("msg", ""))
+        for prefix in ("Value error, ", "Assertion failed, "):
+            if text.startswith(prefix):
+                text = text[len(prefix):]
+        return text
+    return str(error.get("msg", "invalid value"))
+
+
+# ------------------------------------------------------------------ the entry
+
+def validate_attributes(kind: str, attributes: Mapping[str, Any],
+                        is_unknown: Callable[[Any], bool] = lambda value: False,
+                        *, unwrap: Callable[[Any], Any] | None = None,
+                        allow_computed: bool = False) -> list[Problem]:
+    """Check a resource's evaluated attributes against its kind's model.
+
+    Returns ``(path, message)`` problems, empty when valid.  `path` is a tuple
+    of keys and list indexes (``("rollout", "canary_percent")``).
+
+    * `is_unknown(value)` says whether a value is the engine's unknown marker;
+      unknown values (and values containing unknown parts) are accepted for
+      type purposes and count as present.
+    * `unwrap(value)` may return the clear value of a wrapped one (a
+      sensitive marker); such values are validated but never shown.
+    * Meta-arguments (``provider``, ``depends_on``, ``for_each``, ``count``,
+      ``lifecycle``) are the engine's and are skipped.  Attributes null in
+      the input count as not set.
+    * Computed attributes are refused unless `allow_computed`, in which
+      case they are skipped.
+    """
+    model = KIND_MODELS.get(kind)
+    if model is None:
+        return [((), f'unknown resource kind "{kind}"{_suggest(kind, list(KIND_MODELS))}')]
+    problems: list[Problem] = []
+    computed = COMPUTED.get(kind, ())
+    given: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if key in META_ARGUMENTS:
+            continue
+        if key in computed:
+            if not allow_computed:
+                problems.append(((key,), f'attribute "{key}" is computed by the provider '
+                                          "and cannot be set"))
+            continue
+        given[key] = value
+    prepared = _Prepared(is_unknown, unwrap)
+    data, _ = prepared.walk(given, ())
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            path = tuple(error["loc"])
+            if prepared.hides(path):
+                continue
+            shown = (_SENSITIVE_TEXT if prepared.is_sensitive(path)
+                     else _show(error.get("input")))
+            problems.append((path, _message(error, path, model, shown)))
+    return problems

@@ -1,0 +1,270 @@
+"""The provider contract suite (DESIGN.md section 5), run against every provider.
+
+One suite, parametrized over `PROVIDER_CASES` x the kinds each case serves.
+To add a provider, append a `ProviderCase`: a factory that builds a
+configured provider whose files live under the test's tmp directory, and one
+sample of desired attributes per kind it serves (plus, optionally, an
+in-place change of those attributes used to exercise `update`).
+
+What every provider must do, per kind it serves:
+
+* plan has no side effects, and names every computed attribute (known or UNKNOWN);
+* create makes what the plan said: known values as planned, unknowns filled;
+* a retried create adopts the same object (same id, no duplicate);
+* read finds it by id, and by address alone when the id is lost (id=None);
+* update is idempotent; delete removes it, and deleting again succeeds;
+* import_ returns the object; validate returns a list of diagnostics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import pytest
+from pydantic import BaseModel
+
+from mlform.diagnostics import Diagnostic
+from mlform.expr.values import UNKNOWN, contains_unknown
+from mlform.providers.base import KINDS, Desired, KindSchema, LiveObject, Provider, ProviderContext
+from mlform.providers.memory import MemoryProvider
+
+Attributes = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ProviderCase:
+    """How the suite builds one provider and what it asks that provider for."""
+
+    id: str
+    provider_class: type[Provider]
+    #: tmp dir (the stack directory) -> a configured provider
+    build: Callable[[Path], Provider]
+    #: kind -> (tmp dir -> desired attributes); may write files (datasets, entrypoints)
+    samples: Mapping[str, Callable[[Path], Attributes]]
+    #: kind -> (attributes -> attributes changed in place, no replacement)
+    updates: Mapping[str, Callable[[Attributes], Attributes]] = field(default_factory=dict)
+
+
+# -- memory ----------------------------------------------------------------------
+
+def _memory(stack_dir: Path) -> Provider:
+    context = ProviderContext(name="memory", alias=None, stack="contract", env="test",
+                              stack_dir=stack_dir, config={"store": "memory/{env}.json"})
+    return MemoryProvider(context)
+
+
+def _csv_dataset(stack_dir: Path) -> Attributes:
+    (stack_dir / "data").mkdir(exist_ok=True)
+    (stack_dir / "data" / "tx.csv").write_text("amount,label\n1.5,0\n2.0,1\n")
+    return {"source": "./data/tx.csv", "format": "csv",
+            "schema": {"amount": "float", "label": "int"}, "checks": {"min_rows": 1}}
+
+
+MEMORY = ProviderCase(
+    id="memory",
+    provider_class=MemoryProvider,
+    build=_memory,
+    samples={
+        "dataset": _csv_dataset,
+        "training_cluster": lambda d: {"accelerator": "nvidia-h100", "gpus_per_node": 2, "nodes": 1},
+        "pipeline": lambda d: {"fingerprint": "sha256:aaaa", "entrypoint": "train.py",
+                               "hyperparameters": {"epochs": 5},
+                               "gate": {"metric": "accuracy", "min": 0.5}},
+        "model": lambda d: {"artifact": "memory://contract/test/artifacts/run-1",
+                            "framework": "torch", "stage": "staging"},
+        "endpoint": lambda d: {"model": {"name": "fraud", "version": 1}, "replicas": 1,
+                               "settings": {"region": "eu-west-1"}},
+        "monitor": lambda d: {"endpoint": "memory://contract/test/endpoint/endpoint.fraud",
+                              "checks": [{"metric": "psi", "threshold": 0.2}],
+                              "schedule": "*/10 * * * *", "on_breach": "retrain"},
+    },
+    updates={
+        "dataset": lambda a: {**a, "checks": {"min_rows": 2}},
+        "training_cluster": lambda a: {**a, "nodes": 2},
+        "pipeline": lambda a: {**a, "fingerprint": "sha256:bbbb", "hyperparameters": {"epochs": 6}},
+        "model": lambda a: {**a, "stage": "production"},
+        "endpoint": lambda a: {**a, "replicas": 2},
+        "monitor": lambda a: {**a, "schedule": "0 * * * *"},
+    },
+)
+
+#: every provider the suite runs against; providers append their case here
+PROVIDER_CASES: list[ProviderCase] = [MEMORY]
+
+
+# -- harness -------------------------------------------------------------------------
+
+@dataclass
+class Subject:
+    """One provider and one resource of one kind, for one test."""
+
+    provider: Provider
+    desired: Desired
+    changed: Desired
+
+    def plan(self, desired: Desired | None = None, prior: LiveObject | None = None):
+        return self.provider.plan(desired or self.desired, prior)
+
+    def create(self) -> LiveObject:
+        return self.provider.create(self.plan())
+
+    def lost(self) -> LiveObject:
+        """The reference the engine has after an interrupted create: address, no id."""
+        d = self.desired
+        return LiveObject(address=d.address, kind=d.kind, id=None, attributes={})
+
+
+CASES_BY_KIND = [pytest.param(case, kind, id=f"{case.id}-{kind}")
+                 for case in PROVIDER_CASES for kind in case.samples]
+
+
+@pytest.fixture
+def subject(case: ProviderCase, kind: str, tmp_path: Path):
+    provider = case.build(tmp_path)
+    attributes = case.samples[kind](tmp_path)
+    name = "contract"
+    desired = Desired(address=f"{kind}.{name}", kind=kind, name=name, attributes=attributes)
+    change = case.updates.get(kind, dict)
+    changed = Desired(address=desired.address, kind=kind, name=name,
+                      attributes=change(dict(attributes)))
+    s = Subject(provider, desired, changed)
+    try:
+        yield s
+    finally:
+        try:  # leave nothing running behind (real providers start real things)
+            provider.delete(s.lost())
+        finally:
+            provider.close()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def assert_realizes(planned: Any, live: Any, path: str = "attributes") -> None:
+    """Live holds every planned known value, and a concrete value for each unknown.
+
+    Extra live keys are allowed: a real service may report more than was planned.
+    """
+    assert not contains_unknown(live), f"{path} still unknown after apply"
+    if planned is UNKNOWN:
+        return
+    if isinstance(planned, Mapping):
+        assert isinstance(live, Mapping), f"{path}: planned a mapping, live {live!r}"
+        for key, want in planned.items():
+            assert key in live, f"{path}.{key} planned but missing from the live object"
+            assert_realizes(want, live[key], f"{path}.{key}")
+    elif isinstance(planned, (list, tuple)):
+        assert isinstance(live, (list, tuple)) and len(live) == len(planned), \
+            f"{path}: planned {planned!r}, live {live!r}"
+        for i, (want, got) in enumerate(zip(planned, live)):
+            assert_realizes(want, got, f"{path}[{i}]")
+    else:
+        assert _plain(live) == _plain(planned), f"{path}: planned {planned!r}, live {live!r}"
+
+
+# -- the contract --------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", PROVIDER_CASES, ids=lambda c: c.id)
+def test_provider_declares_name_kinds_and_config_model(case):
+    cls = case.provider_class
+    assert isinstance(cls.name, str) and cls.name
+    assert cls.kinds and set(cls.kinds) <= set(KINDS)
+    assert all(isinstance(schema, KindSchema) for schema in cls.kinds.values())
+    assert isinstance(cls.config_model, type) and issubclass(cls.config_model, BaseModel)
+    assert set(case.samples) <= set(cls.kinds), "samples given for kinds the provider does not serve"
+
+
+@pytest.mark.parametrize("case, kind", CASES_BY_KIND)
+def test_validate_returns_a_list_of_diagnostics(subject):
+    found = subject.provider.validate(subject.desired)
+    assert isinstance(found, list) and all(isinstance(d, Diagnostic) for d in found)
+    assert not [d for d in found if d.severity == "error"], "the sample itself must be valid"
+
+
+@pytest.mark.parametrize("case, kind", CASES_BY_KIND)
+def test_plan_has_no_side_effects(subject):
+    subject.plan()
+    subject.plan()
+    assert subject.provider.read(subject.lost()) is None
+
+
+@pytest.mark.parametrize("case, kind", CASES_BY_KIND)
+def test_plan_of_create_names_every_computed_attribute(subject, kind):
+    planned = subject.plan()
+    schema = subject.provider.kinds[kind]
+    for name in schema.computed:
+        assert name in planned.attributes, f"computed {name!r} missing from the plan"
+    for key, value in subject.desired.attributes.items():
+        if key not in schema.computed:
+            assert _plain(planned.attributes[key]) == _plain(value), f"plan changed {key!r}"
+
+
+@pytest.mark.parametrize("case, kind", CASES_BY_KIND)
+def test_create_makes_what_was_planned_and_read_returns_it(subject):
+    planned = subject.plan()
+    live = subject.provider.create(planned)
+    assert live.id, "create must return the provider-side id"
+    assert_realizes(planned.attributes, live.attributes)
+    found = subject.provider.read(live)
+    assert found is not None and found.id == live.id
+    assert_realizes(planned.attributes, found.attributes)
+
+
+@pytest.mark.parametrize("case, kind", CASES_BY_KIND)
+def test_retried_create_adopts_the_same_object(subject):
+    planned = subject.plan()
+    first = subject.provider.create(planned)
+    second = subject.provider.create(planned)
+    assert second.id == first.id
+    assert _plain(second.attributes) == _plain(first.attributes)
+    subject.provider.delete(second)
+    # a duplicate would still be found after deleting the one we know
+    assert subject.provider.read(first) is None
+    assert subject.provider.read(subject.lost()) is None
+
+
+@pytest.mark.parametrize("case, kind", CASES_BY_KIND)
+def test_read_without_an_id_finds_the_object_by_address(subject):
+    live = subject.create()
+    found = subject.provider.read(subject.lost())
+    assert found is not None and found.id == live.id
+    assert _plain(found.attributes) == _plain(live.attributes)
+
+
+@pytest.mark.parametrize("case, kind", CASES_BY_KIND)
+def test_update_is_idempotent(subject):
+    live = subject.create()
+    planned = subject.plan(subject.changed, live)
+    first = subject.provider.update(live, planned)
+    second = subject.provider.update(live, planned)
+    assert_realizes(planned.attributes, first.attributes)
+    assert second.id == first.id
+    assert _plain(second.attributes) == _plain(first.attributes)
+    found = subject.provider.read(first)
+    assert found is not None and _plain(found.attributes) == _plain(first.attributes)
+
+
+@pytest.mark.parametrize("case, kind", CASES_BY_KIND)
+def test_delete_removes_and_deleting_again_succeeds(subject):
+    live = subject.create()
+    subject.provider.delete(live)
+    assert subject.provider.read(live) is None
+    subject.provider.delete(live)
+    subject.provider.delete(subject.lost())
+
+
+@pytest.mark.parametrize("case, kind", CASES_BY_KIND)
+def test_import_returns_the_object(subject, kind):
+    live = subject.create()
+    imported = subject.provider.import_(kind, subject.desired.address, live.id)
+    assert imported is not None and imported.id == live.id and imported.kind == kind
+    assert _plain(imported.attributes) == _plain(subject.provider.read(live).attributes)
+    subject.provider.delete(live)
+    assert subject.provider.import_(kind, subject.desired.address, live.id) is None
