@@ -191,11 +191,11 @@ class _Resolver:
                 self.diags.append(error('"count" is only available with count', source=source,
                                         hint="Add count to this block, or remove count.* here."))
             return []
-        if root in ("path", "self", "terraform", "mlform"):
+        if root in ("path", "env"):
             return []
         self.diags.append(error(f'Unknown name "{root}"', source=source,
                                 hint="References start with var., local., module., each., count., "
-                                     "path. or a resource kind (" + ", ".join(RESOURCE_KINDS) + ")."))
+                                     "path., env. or a resource kind (" + ", ".join(RESOURCE_KINDS) + ")."))
         return []
 
 

@@ -295,8 +295,12 @@ def bodies(draw, depth=0):
     lines = []
     for _ in range(draw(st.integers(0, 4))):
         indent = draw(SPACE)
-        choice = draw(st.integers(0, 5 if depth < 2 else 3))
-        if choice <= 1:
+        choice = draw(st.integers(-1, 5 if depth < 2 else 3))
+        if choice == -1:  # values whose inside must not change
+            value = draw(st.sampled_from(['<<EOT\n  x = { [  \n\nEOT', '<<-EOT\n    a\n  EOT',
+                                          '"multi\n  line = {  \n"']))
+            lines.append(f"{indent}{draw(NAMES)} = {value}")
+        elif choice <= 1:
             line = f"{indent}{draw(NAMES)}{draw(SPACE)}={draw(SPACE)}{draw(values())}"
             if draw(st.booleans()):
                 line += " " + draw(COMMENT)

@@ -1,0 +1,5 @@
+"""`python -m mlform.cli`: the same as the `mlform` console script."""
+
+from mlform.cli.app import main
+
+main()

@@ -1,0 +1,151 @@
+"""Crash safety through the CLI: SIGKILL an apply at random moments, Ctrl-C it once and
+twice, and check that the state always loads, a re-apply converges, and the memory
+"service" holds exactly what the state says (no orphans, no duplicates)."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+
+import pytest
+
+from .harness import (
+    assert_store_matches_state, load_state, make_stack, memory_provider, run_mlform,
+    start_mlform, state_path,
+)
+
+pytestmark = pytest.mark.timeout(600)
+
+KEYS = 100          # 100 datasets + 100 models = 200 resources
+PARALLELISM = 8
+TRIALS = 20
+SEED = 20240611
+
+BIG_STACK = memory_provider(latency_ms=20) + f"""
+dataset "d" {{
+  for_each = toset([for i in range({KEYS}) : format("k%03d", i)])
+  source   = "s3://bucket/${{each.key}}.csv"
+  format   = "csv"
+}}
+
+model "m" {{
+  for_each  = dataset.d
+  artifact  = each.value.uri
+  framework = "torch"
+}}
+"""
+
+
+def apply_args():
+    return ("apply", "--auto-approve", "--parallelism", PARALLELISM)
+
+
+def converge(stack) -> None:
+    """A re-apply succeeds and leaves nothing to do; the service matches the state."""
+    again = run_mlform(*apply_args(), cwd=stack, timeout=180)
+    assert again.code == 0, again
+    plan = run_mlform("plan", "--detailed-exitcode", "--parallelism", PARALLELISM, cwd=stack,
+                      timeout=180)
+    assert plan.code == 0, plan
+    assert "No changes" in plan.stdout, plan
+    state = load_state(stack)
+    assert len(state.resources) == 2 * KEYS
+    assert all(rs.status == "ok" for rs in state.resources.values())
+    assert_store_matches_state(stack)
+
+
+def assert_state_loads(stack) -> None:
+    if state_path(stack).exists():
+        load_state(stack)           # strict parse of the snapshot + journal replay
+    listed = run_mlform("state", "list", cwd=stack)
+    assert listed.code == 0, listed
+
+
+def timed_apply(stack) -> float:
+    start = time.monotonic()
+    full = run_mlform(*apply_args(), cwd=stack, timeout=180)
+    assert full.code == 0, full
+    return time.monotonic() - start
+
+
+def test_sigkill_at_random_moments_never_loses_or_duplicates(tmp_path):
+    # How long a whole apply takes here, so the kills spread across all of it.
+    probe = make_stack(tmp_path, BIG_STACK, name="probe")
+    duration = timed_apply(probe)
+    rng = random.Random(SEED)
+    failures = []
+    for trial in range(TRIALS):
+        stack = make_stack(tmp_path, BIG_STACK, name=f"trial{trial}")
+        # Half the trials kill a first apply; the others kill an apply that starts
+        # from a partly applied state (the previous kill's leftovers are settled first).
+        delay = rng.uniform(0.0, duration)
+        proc = start_mlform(*apply_args(), cwd=stack)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        try:
+            assert_state_loads(stack)
+            if trial % 2:
+                delay2 = rng.uniform(0.0, duration)
+                proc = start_mlform(*apply_args(), cwd=stack)
+                time.sleep(delay2)
+                proc.send_signal(signal.SIGKILL)
+                proc.communicate(timeout=60)
+                assert_state_loads(stack)
+            converge(stack)
+        except AssertionError as exc:
+            failures.append(f"trial {trial} (killed after {delay:.2f}s): {exc}")
+    assert not failures, "\n\n".join(failures)
+
+
+def _wait_for_progress(proc, needle: str = "Creation complete", count: int = 1,
+                       timeout: float = 60.0) -> list[str]:
+    """Read the apply's stdout until `needle` was seen `count` times."""
+    lines, seen = [], 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            seen += 1
+            if seen >= count:
+                return lines
+    raise AssertionError(f"no {needle!r} in the apply's output:\n{''.join(lines)}")
+
+
+def test_one_sigint_finishes_in_flight_work_then_stops(tmp_path):
+    stack = make_stack(tmp_path, BIG_STACK)
+    proc = start_mlform(*apply_args(), cwd=stack)
+    _wait_for_progress(proc, count=5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, (out, err)
+    assert "Interrupt" in err, err
+    state = load_state(stack)
+    assert 0 < len(state.resources) < 2 * KEYS, "the interrupt should stop the apply midway"
+    assert not state_path(stack).with_name("default.json.journal").exists() or not \
+        __import__("mlform.state", fromlist=["LocalBackend"]).LocalBackend(state_path(stack)).load().pending
+    # Everything started finished: each creation that began is recorded.
+    started = out.count("Creating...")
+    finished = out.count("Creation complete")
+    assert started == finished, f"{started} creations started, {finished} finished"
+    assert_store_matches_state(stack)
+    converge(stack)
+
+
+def test_two_sigints_exit_at_once_and_the_state_still_loads(tmp_path):
+    stack = make_stack(tmp_path, BIG_STACK)
+    proc = start_mlform(*apply_args(), cwd=stack)
+    _wait_for_progress(proc, count=5)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 5, "the second Ctrl-C must exit at once"
+    assert proc.returncode != 0, (out, err)
+    assert_state_loads(stack)
+    converge(stack)
