@@ -43,8 +43,7 @@ PipelineRef = ref("pipeline")
 class SpecModel(BaseModel):
     """Base of every spec model: unknown fields are errors."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True,
-                              coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
 
 class _Common(SpecModel):

@@ -162,57 +162,78 @@ def _literal_choices(ctx: Mapping[str, Any]) -> list[str]:
     return re.findall(r"'((?:[^'\\]|\\.)*)'", str(ctx.get("expected", "")))
 
 
+_SIMPLE: dict[str, str] = {
+    **dict.fromkeys(("int_type", "int_parsing", "int_from_float"),
+                    "expected an integer, got {shown}"),
+    **dict.fromkeys(("float_type", "float_parsing", "finite_number"),
+                    "expected a number, got {shown}"),
+    **dict.fromkeys(("bool_type", "bool_parsing"), "expected true or false, got {shown}"),
+    "string_type": "expected a string, got {shown}",
+    **dict.fromkeys(("dict_type", "model_type", "model_attributes_type", "mapping_type"),
+                    "expected an object, got {shown}"),
+    **dict.fromkeys(("list_type", "tuple_type", "iterable_type"),
+                    "expected a list, got {shown}"),
+    "greater_than_equal": "must be at least {ge}, got {shown}",
+    "less_than_equal": "must be at most {le}, got {shown}",
+    "greater_than": "must be greater than {gt}, got {shown}",
+    "less_than": "must be less than {lt}, got {shown}",
+    "string_too_short": "must not be empty",
+    "missing": 'attribute "{name}" is required',
+}
+
+
+def _extra(error: Mapping[str, Any], path: tuple, model: type[BaseModel], shown: str) -> str:
+    name = str(path[-1]) if path else ""
+    parent = _model_at(model, path[:-1])
+    choices = field_names(parent) if parent else []
+    if parent is model:
+        choices += list(META_ARGUMENTS)
+    return f'unknown attribute "{name}"{_suggest(name, choices)}'
+
+
+def _literal(error: Mapping[str, Any], path: tuple, model: type[BaseModel], shown: str) -> str:
+    choices = _literal_choices(error.get("ctx") or {})
+    listed = ", ".join(f'"{c}"' for c in choices)
+    value = error.get("input")
+    hint = _suggest(value, choices) if isinstance(value, str) and shown != _SENSITIVE_TEXT \
+        else ""
+    return f"expected one of {listed}, got {shown}{hint}"
+
+
+def _too_short(error: Mapping[str, Any], path: tuple, model: type[BaseModel],
+               shown: str) -> str:
+    count = (error.get("ctx") or {}).get("min_length", 1)
+    return f"must have at least {count} item{'s' if count != 1 else ''}"
+
+
+def _own_message(error: Mapping[str, Any], path: tuple, model: type[BaseModel],
+                 shown: str) -> str:
+    text = str(error.get("msg", ""))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if text.startswith(prefix):
+            return text[len(prefix):]
+    return text
+
+
+_SPECIAL: dict[str, Callable[..., str]] = {
+    "extra_forbidden": _extra,
+    "literal_error": _literal,
+    "too_short": _too_short,
+    "value_error": _own_message,
+    "assertion_error": _own_message,
+}
+
+
 def _message(error: Mapping[str, Any], path: tuple, model: type[BaseModel],
              shown: str) -> str:
+    """A short human message for one pydantic error."""
     kind = error["type"]
-    ctx = error.get("ctx") or {}
-    value = error.get("input")
-    name = str(path[-1]) if path else ""
-    if kind == "missing":
-        return f'attribute "{name}" is required'
-    if kind == "extra_forbidden":
-        parent = _model_at(model, path[:-1])
-        choices = field_names(parent) if parent else []
-        if parent is model:
-            choices += list(META_ARGUMENTS)
-        return f'unknown attribute "{name}"{_suggest(name, choices)}'
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        return f"expected an integer, got {shown}"
-    if kind in ("float_type", "float_parsing", "finite_number"):
-        return f"expected a number, got {shown}"
-    if kind in ("bool_type", "bool_parsing"):
-        return f"expected true or false, got {shown}"
-    if kind == "string_type":
-        return f"expected a string, got {shown}"
-    if kind in ("dict_type", "model_type", "model_attributes_type", "mapping_type"):
-        return f"expected an object, got {shown}"
-    if kind in ("list_type", "tuple_type", "iterable_type"):
-        return f"expected a list, got {shown}"
-    if kind == "literal_error":
-        choices = _literal_choices(ctx)
-        listed = ", ".join(f'"{c}"' for c in choices)
-        hint = _suggest(value, choices) if isinstance(value, str) and shown != \
-            _SENSITIVE_TEXT else ""
-        return f"expected one of {listed}, got {shown}{hint}"
-    if kind == "greater_than_equal":
-        return f"must be at least {_number(ctx.get('ge'))}, got {shown}"
-    if kind == "less_than_equal":
-        return f"must be at most {_number(ctx.get('le'))}, got {shown}"
-    if kind == "greater_than":
-        return f"must be greater than {_number(ctx.get('gt'))}, got {shown}"
-    if kind == "less_than":
-        return f"must be less than {_number(ctx.get('lt'))}, got {shown}"
-    if kind == "string_too_short":
-        return "must not be empty"
-    if kind == "too_short":
-        count = ctx.get("min_length", 1)
-        return f"must have at least {count} item{'s' if count != 1 else ''}"
-    if kind in ("value_error", "assertion_error"):
-        text = str(error.get("msg", ""))
-        for prefix in ("Value error, ", "Assertion failed, "):
-            if text.startswith(prefix):
-                text = text[len(prefix):]
-        return text
+    if kind in _SPECIAL:
+        return _SPECIAL[kind](error, path, model, shown)
+    if kind in _SIMPLE:
+        ctx = {k: _number(v) for k, v in (error.get("ctx") or {}).items()}
+        name = str(path[-1]) if path else ""
+        return _SIMPLE[kind].format(shown=shown, name=name, **ctx)
     return str(error.get("msg", "invalid value"))
 
 
@@ -227,9 +248,9 @@ def validate_attributes(kind: str, attributes: Mapping[str, Any],
     Returns ``(path, message)`` problems, empty when valid.  `path` is a tuple
     of keys and list indexes (``("rollout", "canary_percent")``).
 
-    * `is_unknown(value)` says whether a value is the engine's unknown marker;
-      unknown values (and values containing unknown parts) are accepted for
-      type purposes and count as present.
+    * `is_unknown(value)` says whether a value is the engine's unknown marker.
+      An unknown value is accepted for type purposes and counts as present;
+      in a value with unknown parts only the known parts are checked.
     * `unwrap(value)` may return the clear value of a wrapped one (a
       sensitive marker); such values are validated but never shown.
     * Meta-arguments (``provider``, ``depends_on``, ``for_each``, ``count``,

@@ -218,7 +218,8 @@ def parse_single(text: str, pos: PosFn) -> Tree:
             line, column = text.count("\n") + 1, len(text.rsplit("\n", 1)[-1]) + 1
         raise ExprError("Invalid expression", detail, pos(line, column))
     body = result.children[0]
-    attributes = [c for c in body.children if isinstance(c, Tree) and c.data != "new_line_or_comment"]
+    attributes = [c for c in body.children
+                  if isinstance(c, Tree) and c.data != "new_line_or_comment"]
     if len(attributes) != 1 or attributes[0].data != "attribute":
         where = attributes[1] if len(attributes) > 1 else body
         raise ExprError("Invalid expression", "Extra characters after the end of the "

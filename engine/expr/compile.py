@@ -15,21 +15,35 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 from lark import Token, Tree
 
 from mlform.diagnostics import SourceRange
+from mlform.expr import _templates, _text, ops
 from mlform.expr import functions as fnlib
-from mlform.expr import _text, ops
+from mlform.expr._core import (
+    NOT_LITERAL,
+    RULES,
+    Ctx,
+    Fn,
+    attr_name,
+    compile_node,
+    const,
+    for_items,
+    has_token,
+    identity_pos,
+    literal_key,
+    static_parts,
+    static_traversal_of,
+    trees,
+    unroll,
+)
 from mlform.expr.errors import ExprError, suggest
 from mlform.expr.scope import Scope
 from mlform.expr.values import UNKNOWN, Sensitive, contains_unknown
 
 __all__ = ["Expr", "Reference", "compile_hcl", "parse_expression", "compile_value"]
-
-Fn = Callable[[Scope], Any]
-PosFn = Callable[[int, int], SourceRange]
 
 _EMPTY_SCOPE = Scope({})
 
@@ -92,7 +106,7 @@ class Expr:
                             f"{type(err).__name__}: {err}", self.source) from None
 
     def static_traversal(self) -> tuple | None:
-        """The parts of a bare traversal (``dataset.d["k"]`` -> ("dataset", "d", "k")), else None."""
+        """Parts of a bare traversal: ``dataset.d["k"]`` -> ("dataset", "d", "k"); else None."""
         return self._traversal
 
     def source_text(self) -> str:
@@ -110,136 +124,51 @@ class Expr:
         return f"Expr({self.source_text()!r} at {self.source})"
 
 
-# ---------------------------------------------------------------------------
-# Compile context
-# ---------------------------------------------------------------------------
-
-class _Shared:
-    __slots__ = ("refs", "side_inputs")
-
-    def __init__(self) -> None:
-        self.refs: list[Reference] = []
-        self.side_inputs = False
-
-
-class _Ctx:
-    """Where positions map to, which names are `for` variables, what was referenced."""
-
-    __slots__ = ("file", "pos", "bound", "shared")
-
-    def __init__(self, file: str, pos: PosFn, bound: frozenset = frozenset(),
-                 shared: _Shared | None = None) -> None:
-        self.file = file
-        self.pos = pos
-        self.bound = bound
-        self.shared = shared or _Shared()
-
-    def at(self, node: Tree | Token) -> SourceRange:
-        line, column = _line_col(node)
-        return self.pos(line, column)
-
-    def with_bound(self, names: Iterable[str]) -> "_Ctx":
-        return _Ctx(self.file, self.pos, self.bound | frozenset(names), self.shared)
-
-    def with_pos(self, pos: PosFn) -> "_Ctx":
-        return _Ctx(self.file, pos, self.bound, self.shared)
-
-
-def _line_col(node: Tree | Token) -> tuple[int, int]:
-    if isinstance(node, Token):
-        return node.line or 1, node.column or 1
-    meta = node.meta
-    if not meta.empty:
-        return meta.line, meta.column
-    for token in node.scan_values(lambda v: isinstance(v, Token)):
-        if token.line:
-            return token.line, token.column
-    return 1, 1
-
-
-def _identity_pos(file: str) -> PosFn:
-    def pos(line: int, column: int) -> SourceRange:
-        return SourceRange(file, line, column)
-    return pos
-
-
-def _trees(node: Tree) -> list[Tree]:
-    """Child subtrees that carry meaning (no punctuation, newlines or comments)."""
-    return [c for c in node.children if isinstance(c, Tree) and c.data != "new_line_or_comment"]
-
-
-def _has_token(node: Tree, kind: str) -> bool:
-    return any(isinstance(c, Token) and c.type == kind for c in node.children)
-
-
-def _const(value: Any) -> Fn:
-    def fn(scope: Scope) -> Any:
-        return value
-    fn.constant_value = value  # type: ignore[attr-defined]
-    return fn
-
-
-# ---------------------------------------------------------------------------
-# Dispatch over the grammar's rules
-# ---------------------------------------------------------------------------
-
-def _compile(node: Tree | Token, ctx: _Ctx) -> Fn:
-    if isinstance(node, Token):
-        raise ExprError("Unsupported expression", f"Unexpected token {node.value!r}.",
-                        ctx.at(node))
-    handler = _RULES.get(node.data)
-    if handler is None:
-        raise ExprError("Unsupported expression",
-                        f'The construct "{node.data}" is not supported in expressions.',
-                        ctx.at(node))
-    return handler(node, ctx)
-
-
-def _c_expr_term(node: Tree, ctx: _Ctx) -> Fn:
-    kids = _trees(node)
+def _c_expr_term(node: Tree, ctx: Ctx) -> Fn:
+    kids = trees(node)
     if len(kids) != 1:
         raise ExprError("Invalid expression", "Expected a single expression.", ctx.at(node))
-    return _compile(kids[0], ctx)
+    return compile_node(kids[0], ctx)
 
 
-def _c_int(node: Tree, ctx: _Ctx) -> Fn:
-    return _const(int(node.children[0].value))
+def _c_int(node: Tree, ctx: Ctx) -> Fn:
+    return const(int(node.children[0].value))
 
 
-def _c_float(node: Tree, ctx: _Ctx) -> Fn:
+def _c_float(node: Tree, ctx: Ctx) -> Fn:
     value = float(node.children[0].value)
     if value != value or value in (float("inf"), float("-inf")):
         raise ExprError("Invalid number", "The number is too large.", ctx.at(node))
-    return _const(ops.normalize(value))
+    return const(ops.normalize(value))
 
 
 _LITERALS = {"true": True, "false": False, "null": None}
 
 
-def _c_literal(node: Tree, ctx: _Ctx) -> Fn:
-    return _const(_LITERALS[node.children[0].value])
+def _c_literal(node: Tree, ctx: Ctx) -> Fn:
+    return const(_LITERALS[node.children[0].value])
 
 
-def _c_template_string(node: Tree, ctx: _Ctx) -> Fn:
+def _c_template_string(node: Tree, ctx: Ctx) -> Fn:
     # python-hcl2's \"...\" form inside directives: a plain string literal.
     raw = node.children[0].value
-    return _const(_text.unescape(raw[2:-2], ctx.at(node)))
+    return const(_text.unescape(raw[2:-2], ctx.at(node)))
 
 
-def _c_tuple(node: Tree, ctx: _Ctx) -> Fn:
-    items = [_compile(c, ctx) for c in _trees(node)]
+def _c_tuple(node: Tree, ctx: Ctx) -> Fn:
+    items = [compile_node(c, ctx) for c in trees(node)]
     if all(hasattr(f, "constant_value") for f in items):
         values = [f.constant_value for f in items]  # type: ignore[attr-defined]
         return lambda scope: list(values)  # a fresh list: callers may mutate results
     return lambda scope: [f(scope) for f in items]
 
 
-def _c_object(node: Tree, ctx: _Ctx) -> Fn:
+def _c_object(node: Tree, ctx: Ctx) -> Fn:
     entries: list[tuple[bool, Any, Fn, SourceRange]] = []
-    for elem in _trees(node):
+    for elem in trees(node):
         key_node, value_node = elem.children[0], elem.children[-1]
         static, key = _object_key(key_node, ctx)
-        entries.append((static, key, _compile(value_node, ctx), ctx.at(key_node)))
+        entries.append((static, key, compile_node(value_node, ctx), ctx.at(key_node)))
     if all(static for static, _, _, _ in entries):
         fixed = [(key, fn) for _, key, fn, _ in entries]
         return lambda scope: {key: fn(scope) for key, fn in fixed}
@@ -266,7 +195,7 @@ def _c_object(node: Tree, ctx: _Ctx) -> Fn:
     return build
 
 
-def _object_key(key_node: Tree, ctx: _Ctx) -> tuple[bool, Any]:
+def _object_key(key_node: Tree, ctx: Ctx) -> tuple[bool, Any]:
     """(True, name) for a bare identifier/keyword key, else (False, compiled key)."""
     inner = key_node.children[0]
     if isinstance(inner, Tree) and inner.data == "keyword":
@@ -278,15 +207,16 @@ def _object_key(key_node: Tree, ctx: _Ctx) -> tuple[bool, Any]:
                 return True, kids[0].children[0].value
             if kids[0].data == "literal_value":
                 return True, kids[0].children[0].value
-    fn = _compile(inner, ctx)
+    fn = compile_node(inner, ctx)
     if hasattr(fn, "constant_value"):
         return True, ops.object_key(fn.constant_value, ctx.at(key_node))  # type: ignore
     return False, fn
 
 
-def _c_conditional(node: Tree, ctx: _Ctx) -> Fn:
-    cond_node, yes_node, no_node = _trees(node)
-    cond, yes, no = _compile(cond_node, ctx), _compile(yes_node, ctx), _compile(no_node, ctx)
+def _c_conditional(node: Tree, ctx: Ctx) -> Fn:
+    cond_node, yes_node, no_node = trees(node)
+    cond = compile_node(cond_node, ctx)
+    yes, no = compile_node(yes_node, ctx), compile_node(no_node, ctx)
     src = ctx.at(cond_node)
 
     def conditional(scope: Scope) -> Any:
@@ -305,21 +235,21 @@ def _c_conditional(node: Tree, ctx: _Ctx) -> Fn:
     return conditional
 
 
-def _c_unary(node: Tree, ctx: _Ctx) -> Fn:
+def _c_unary(node: Tree, ctx: Ctx) -> Fn:
     op = node.children[0].value
-    operand = _compile(_trees(node)[0], ctx)
+    operand = compile_node(trees(node)[0], ctx)
     src = ctx.at(node)
     if op == "-":
         return lambda scope: ops.negate(operand(scope), src)
     return lambda scope: ops.logical_not(operand(scope), src)
 
 
-def _c_binary(node: Tree, ctx: _Ctx) -> Fn:
-    left_node, term = _trees(node)[:2]
+def _c_binary(node: Tree, ctx: Ctx) -> Fn:
+    left_node, term = trees(node)[:2]
     op_node = next(c for c in term.children if isinstance(c, Tree) and c.data == "binary_operator")
-    right_node = [c for c in _trees(term) if c is not op_node][0]
+    right_node = [c for c in trees(term) if c is not op_node][0]
     op = op_node.children[0].value.strip()
-    left, right = _compile(left_node, ctx), _compile(right_node, ctx)
+    left, right = compile_node(left_node, ctx), compile_node(right_node, ctx)
     src = ctx.at(node)
     if op in ops.ARITHMETIC:
         arith = ops.arithmetic
@@ -363,90 +293,17 @@ def _logical(is_and: bool, left: Fn, right: Fn, lsrc: SourceRange, rsrc: SourceR
 # Traversals: names, attributes, indexes, splats
 # ---------------------------------------------------------------------------
 
-_CHAIN = frozenset({"index_expr_term", "get_attr_expr_term", "attr_splat_expr_term",
-                    "full_splat_expr_term"})
-_NOT_LITERAL = object()
-
-
-def _unroll(node: Tree) -> tuple[Tree, list[Tree]]:
-    """(root, steps) of a traversal chain, steps in source order."""
-    steps: list[Tree] = []
-    while True:
-        if node.data == "expr_term" and len(node.children) == 1 \
-                and isinstance(node.children[0], Tree):
-            node = node.children[0]
-        elif node.data in _CHAIN:
-            steps.append(node.children[1])
-            node = node.children[0]
-        else:
-            break
-    steps.reverse()
-    return node, steps
-
-
-def _attr_name(get_attr: Tree) -> str:
-    return _trees(get_attr)[0].children[0].value
-
-
-def _literal_key(index: Tree) -> Any:
-    """The key of `[0]`, `["k"]` or `.0` when it is a literal, else _NOT_LITERAL."""
-    if index.data == "short_index":
-        return int(index.children[-1].value)
-    expr = _trees(index)[0]
-    while expr.data == "expr_term" and len(expr.children) == 1 \
-            and isinstance(expr.children[0], Tree):
-        expr = expr.children[0]
-    if expr.data == "int_lit":
-        return int(expr.children[0].value)
-    if expr.data == "string":
-        parts = [c for c in expr.children if isinstance(c, Tree)]
-        if all(isinstance(p.children[0], Token) and p.children[0].type == "STRING_CHARS"
-               for p in parts):
-            try:
-                return _text.unescape("".join(p.children[0].value for p in parts), None)
-            except ExprError:
-                return _NOT_LITERAL
-    return _NOT_LITERAL
-
-
-def _static_parts(root: Tree, steps: list[Tree]) -> tuple[list, bool]:
-    """(longest static prefix, whether the whole chain is static)."""
-    parts: list = [root.children[0].value]
-    for step in steps:
-        if step.data == "get_attr":
-            parts.append(_attr_name(step))
-        elif step.data in ("braces_index", "short_index"):
-            key = _literal_key(step)
-            if key is _NOT_LITERAL:
-                return parts, False
-            parts.append(key)
-        else:
-            return parts, False
-    return parts, True
-
-
-def static_traversal_of(node: Tree | Token, bound: frozenset = frozenset()) -> tuple | None:
-    """Parts of a bare, fully static traversal expression, else None."""
-    if not isinstance(node, Tree):
-        return None
-    root, steps = _unroll(node)
-    if root.data != "identifier" or root.children[0].value in bound:
-        return None
-    parts, complete = _static_parts(root, steps)
-    return tuple(parts) if complete else None
-
-
-def _compile_step(step: Tree, ctx: _Ctx) -> list[tuple]:
+def _compile_step(step: Tree, ctx: Ctx) -> list[tuple]:
     """A step as [(kind, payload, source)]; an attr splat may become two steps."""
     src = ctx.at(step)
     if step.data == "get_attr":
-        return [("attr", _attr_name(step), src)]
+        return [("attr", attr_name(step), src)]
     if step.data in ("braces_index", "short_index"):
-        key = _literal_key(step)
-        if key is not _NOT_LITERAL:
+        key = literal_key(step)
+        if key is not NOT_LITERAL:
             return [("index", key, src)]
-        return [("dyn", _compile(_trees(step)[0], ctx), src)]
-    inner = _trees(step)
+        return [("dyn", compile_node(trees(step)[0], ctx), src)]
+    inner = trees(step)
     if step.data == "attr_splat":
         # HCL: `.*` applies only the attribute steps per element; a later index
         # applies to the resulting list (`a.*.b[0]` is `[for v in a: v.b][0]`).
@@ -479,21 +336,21 @@ def _step_fn(step: tuple) -> Callable[[Any, Scope], Any]:
     return splat
 
 
-def _c_traversal(node: Tree, ctx: _Ctx) -> Fn:
-    root, step_nodes = _unroll(node)
+def _c_traversal(node: Tree, ctx: Ctx) -> Fn:
+    root, step_nodes = unroll(node)
     if root.data == "identifier":
         name = root.children[0].value
         src = ctx.at(root)
         if name not in ctx.bound:
             # The reference is recorded before the index expressions' own references,
             # so `dataset.d[each.key]` lists dataset.d first.
-            parts, _ = _static_parts(root, step_nodes)
+            parts, _ = static_parts(root, step_nodes)
             ctx.shared.refs.append(Reference(tuple(parts), src))
 
         def root_fn(scope: Scope) -> Any:
             return scope.lookup(name, src)
     else:
-        root_fn = _compile(root, ctx)
+        root_fn = compile_node(root, ctx)
         name, src = None, None
     steps = [s for node_ in step_nodes for s in _compile_step(node_, ctx)]
     if not steps:
@@ -547,52 +404,28 @@ def _static_chain(name: str | None, src: SourceRange | None, root_fn: Fn,
 # for expressions
 # ---------------------------------------------------------------------------
 
-def _for_parts(node: Tree, ctx: _Ctx):
-    intro = next(c for c in _trees(node) if c.data == "for_intro")
-    cond_node = next((c for c in _trees(node) if c.data == "for_cond"), None)
-    bodies = [c for c in _trees(node) if c.data not in ("for_intro", "for_cond")]
-    idents = [c for c in _trees(intro) if c.data == "identifier"]
+def _for_parts(node: Tree, ctx: Ctx):
+    intro = next(c for c in trees(node) if c.data == "for_intro")
+    cond_node = next((c for c in trees(node) if c.data == "for_cond"), None)
+    bodies = [c for c in trees(node) if c.data not in ("for_intro", "for_cond")]
+    idents = [c for c in trees(intro) if c.data == "identifier"]
     names = [i.children[0].value for i in idents]
-    coll_node = [c for c in _trees(intro) if c.data != "identifier"][0]
+    coll_node = [c for c in trees(intro) if c.data != "identifier"][0]
     key_name, value_name = (names[0], names[1]) if len(names) == 2 else (None, names[0])
-    coll = _compile(coll_node, ctx)
+    coll = compile_node(coll_node, ctx)
     inner = ctx.with_bound(names)
-    cond = _compile(_trees(cond_node)[0], inner) if cond_node is not None else None
+    cond = compile_node(trees(cond_node)[0], inner) if cond_node is not None else None
     cond_src = ctx.at(cond_node) if cond_node is not None else None
     return key_name, value_name, coll, inner, bodies, cond, cond_src
 
 
-def _for_items(key_name: str | None, value_name: str, coll: Fn, cond: Fn | None,
-               cond_src: SourceRange | None, src: SourceRange, scope: Scope):
-    """(child scopes of the kept items, sensitive) or UNKNOWN."""
-    value = coll(scope)
-    sensitive = False
-    if type(value) is Sensitive:
-        value, sensitive = value.value, True
-    if value is UNKNOWN:
-        return UNKNOWN
-    scopes = []
-    for k, v in ops.iteration_pairs(value, src, "'for' expression"):
-        child = scope.child({key_name: k, value_name: v} if key_name else {value_name: v})
-        if cond is not None:
-            keep = ops.to_bool(cond(child), cond_src, "'for' condition")
-            if keep is UNKNOWN:
-                return UNKNOWN
-            if type(keep) is Sensitive:
-                keep, sensitive = keep.value, True
-            if not keep:
-                continue
-        scopes.append(child)
-    return scopes, sensitive
-
-
-def _c_for_tuple(node: Tree, ctx: _Ctx) -> Fn:
+def _c_for_tuple(node: Tree, ctx: Ctx) -> Fn:
     key_name, value_name, coll, inner, bodies, cond, cond_src = _for_parts(node, ctx)
-    body = _compile(bodies[0], inner)
+    body = compile_node(bodies[0], inner)
     src = ctx.at(node)
 
     def for_tuple(scope: Scope) -> Any:
-        items = _for_items(key_name, value_name, coll, cond, cond_src, src, scope)
+        items = for_items(key_name, value_name, coll, cond, cond_src, src, scope)
         if items is UNKNOWN:
             return UNKNOWN
         scopes, sensitive = items
@@ -601,15 +434,15 @@ def _c_for_tuple(node: Tree, ctx: _Ctx) -> Fn:
     return for_tuple
 
 
-def _c_for_object(node: Tree, ctx: _Ctx) -> Fn:
+def _c_for_object(node: Tree, ctx: Ctx) -> Fn:
     key_name, value_name, coll, inner, bodies, cond, cond_src = _for_parts(node, ctx)
-    key_fn, value_fn = _compile(bodies[0], inner), _compile(bodies[1], inner)
+    key_fn, value_fn = compile_node(bodies[0], inner), compile_node(bodies[1], inner)
     key_src = ctx.at(bodies[0])
-    grouping = _has_token(node, "ELLIPSIS")
+    grouping = has_token(node, "ELLIPSIS")
     src = ctx.at(node)
 
     def for_object(scope: Scope) -> Any:
-        items = _for_items(key_name, value_name, coll, cond, cond_src, src, scope)
+        items = for_items(key_name, value_name, coll, cond, cond_src, src, scope)
         if items is UNKNOWN:
             return UNKNOWN
         scopes, sensitive = items
@@ -640,13 +473,13 @@ def _c_for_object(node: Tree, ctx: _Ctx) -> Fn:
 # Function calls
 # ---------------------------------------------------------------------------
 
-def _c_function_call(node: Tree, ctx: _Ctx) -> Fn:
+def _c_function_call(node: Tree, ctx: Ctx) -> Fn:
     idents = [c for c in node.children if isinstance(c, Tree) and c.data == "identifier"]
     name = "::".join(i.children[0].value for i in idents)
     args_node = next((c for c in node.children
                       if isinstance(c, Tree) and c.data == "arguments"), None)
-    arg_nodes = _trees(args_node) if args_node is not None else []
-    expand = args_node is not None and _has_token(args_node, "ELLIPSIS")
+    arg_nodes = trees(args_node) if args_node is not None else []
+    expand = args_node is not None and has_token(args_node, "ELLIPSIS")
     src = ctx.at(node)
     if name in fnlib.LAZY_FUNCTIONS:
         return _c_lazy(name, arg_nodes, expand, ctx, src)
@@ -660,7 +493,7 @@ def _c_function_call(node: Tree, ctx: _Ctx) -> Fn:
     lo, hi = fnlib.arity(fn)
     if not expand and (len(arg_nodes) < lo or (hi is not None and len(arg_nodes) > hi)):
         raise fnlib.arity_error(name, fn, len(arg_nodes), src)
-    args = [_compile(a, ctx) for a in arg_nodes]
+    args = [compile_node(a, ctx) for a in arg_nodes]
     arg_srcs = tuple(ctx.at(a) for a in arg_nodes)
     call = fnlib.call
 
@@ -690,7 +523,7 @@ def _c_function_call(node: Tree, ctx: _Ctx) -> Fn:
     return call_expanded
 
 
-def _c_lazy(name: str, arg_nodes: list[Tree], expand: bool, ctx: _Ctx,
+def _c_lazy(name: str, arg_nodes: list[Tree], expand: bool, ctx: Ctx,
             src: SourceRange) -> Fn:
     """try() and can(): their arguments are evaluated one by one, errors caught."""
     if expand:
@@ -704,7 +537,7 @@ def _c_lazy(name: str, arg_nodes: list[Tree], expand: bool, ctx: _Ctx,
     if name == "try" and not arg_nodes:
         raise ExprError("Not enough function arguments",
                         'Function "try" expects at least 1 argument.', src)
-    args = [_compile(a, ctx) for a in arg_nodes]
+    args = [compile_node(a, ctx) for a in arg_nodes]
 
     if name == "can":
         only = args[0]
@@ -733,251 +566,12 @@ def _c_lazy(name: str, arg_nodes: list[Tree], expand: bool, ctx: _Ctx,
     return try_
 
 
-# ---------------------------------------------------------------------------
-# Templates: quoted strings, heredocs, ${...} in YAML/JSON
-# ---------------------------------------------------------------------------
-
-def _strip_flags(directive: Tree) -> tuple[bool, bool]:
-    tokens = [c for c in directive.children if isinstance(c, Token)]
-    left = len(tokens) > 1 and tokens[1].type == "STRIP_MARKER"
-    right = len(tokens) > 2 and tokens[-2].type == "STRIP_MARKER"
-    return left, right
-
-
-def _template_items(parts: list, ctx: _Ctx) -> list[list]:
-    """Flat items: ["lit", text] | ["expr", node] | [directive, node, strip_l, strip_r]."""
-    items: list[list] = []
-    for part in parts:
-        if isinstance(part, Token):
-            if part.type == "STRING_CHARS":
-                items.append(["lit", _text.unescape(part.value, ctx.at(part))])
-            else:  # $${ and %%{ escapes stand for ${ and %{
-                items.append(["lit", part.value[1:]])
-        elif part.data == "interpolation":
-            items.append(["expr", _trees(part)[0]])
-        else:
-            kind = part.data.replace("template_", "").replace("_start", "")
-            items.append([kind, part, *_strip_flags(part)])
-    for i, item in enumerate(items):
-        if item[0] in ("lit", "expr"):
-            continue
-        if item[2] and i > 0 and items[i - 1][0] == "lit":
-            items[i - 1][1] = items[i - 1][1].rstrip()
-        if item[3] and i + 1 < len(items) and items[i + 1][0] == "lit":
-            items[i + 1][1] = items[i + 1][1].lstrip()
-    return items
-
-
-def _build_sequence(items: list[list], i: int, ctx: _Ctx,
-                    stops: frozenset) -> tuple[list[tuple], int, str | None]:
-    """Nest flat template items; returns (sequence, next index, stop directive)."""
-    seq: list[tuple] = []
-    while i < len(items):
-        item = items[i]
-        kind = item[0]
-        if kind in stops:
-            return seq, i, kind
-        if kind == "lit":
-            if item[1]:
-                seq.append((True, item[1], None))
-            i += 1
-        elif kind == "expr":
-            seq.append((False, _compile(item[1], ctx), ctx.at(item[1])))
-            i += 1
-        elif kind == "if":
-            node = item[1]
-            src = ctx.at(node)
-            cond = _compile(_trees(node)[0], ctx)
-            then, i, stop = _build_sequence(items, i + 1, ctx, frozenset({"else", "endif"}))
-            otherwise: list[tuple] = []
-            if stop == "else":
-                otherwise, i, stop = _build_sequence(items, i + 1, ctx, frozenset({"endif"}))
-            if stop != "endif":
-                raise ExprError("Unterminated template directive",
-                                "This %{ if } has no matching %{ endif }.", src)
-            i += 1
-            seq.append((False, _if_directive(cond, _render(then), _render(otherwise), src),
-                        src))
-        elif kind == "for":
-            node = item[1]
-            src = ctx.at(node)
-            names = [t.children[0].value for t in _trees(node) if t.data == "identifier"]
-            coll_node = [t for t in _trees(node) if t.data != "identifier"][0]
-            coll = _compile(coll_node, ctx)
-            body, i, stop = _build_sequence(items, i + 1, ctx.with_bound(names),
-                                            frozenset({"endfor"}))
-            if stop != "endfor":
-                raise ExprError("Unterminated template directive",
-                                "This %{ for } has no matching %{ endfor }.", src)
-            i += 1
-            key_name, value_name = (names[0], names[1]) if len(names) == 2 \
-                else (None, names[0])
-            seq.append((False, _for_directive(key_name, value_name, coll, _render(body), src),
-                        src))
-        else:
-            raise ExprError("Unexpected template directive",
-                            f"%{{ {kind} }} has no matching opening directive.",
-                            ctx.at(item[1]))
-    return seq, i, None
-
-
-def _join(values: Iterable[tuple[Any, SourceRange | None]]) -> Any:
-    """Concatenate rendered pieces; UNKNOWN wins, Sensitive marks the result."""
-    out: list[str] = []
-    unknown = sensitive = False
-    for value, src in values:
-        t = type(value)
-        if t is str:
-            out.append(value)
-            continue
-        if t is Sensitive:
-            sensitive = True
-            value = value.value
-            if type(value) is str:
-                out.append(value)
-                continue
-        if value is UNKNOWN:
-            unknown = True
-            continue
-        out.append(ops.template_string(value, src))
-    if unknown:
-        return UNKNOWN
-    text = "".join(out)
-    return Sensitive(text) if sensitive else text
-
-
-def _render(seq: list[tuple]) -> Fn:
-    if all(is_lit for is_lit, _, _ in seq):
-        return _const("".join(text for _, text, _ in seq))
-    parts = tuple(seq)
-    template_string = ops.template_string
-
-    def render(scope: Scope) -> Any:
-        out: list[str] = []
-        unknown = sensitive = False
-        for is_lit, item, src in parts:
-            if is_lit:
-                out.append(item)
-                continue
-            value = item(scope)
-            t = type(value)
-            if t is str:
-                out.append(value)
-                continue
-            if t is Sensitive:
-                sensitive = True
-                value = value.value
-                if type(value) is str:
-                    out.append(value)
-                    continue
-            if value is UNKNOWN:
-                unknown = True
-                continue
-            out.append(template_string(value, src))
-        if unknown:
-            return UNKNOWN
-        text = "".join(out)
-        return Sensitive(text) if sensitive else text
-    return render
-
-
-def _if_directive(cond: Fn, then: Fn, otherwise: Fn, src: SourceRange) -> Fn:
-    def if_directive(scope: Scope) -> Any:
-        c = ops.to_bool(cond(scope), src, "condition")
-        if c is UNKNOWN:
-            return UNKNOWN
-        if type(c) is Sensitive:
-            result = then(scope) if c.value else otherwise(scope)
-            return result if result is UNKNOWN else Sensitive(result)
-        return then(scope) if c else otherwise(scope)
-    return if_directive
-
-
-def _for_directive(key_name: str | None, value_name: str, coll: Fn, body: Fn,
-                   src: SourceRange) -> Fn:
-    def for_directive(scope: Scope) -> Any:
-        items = _for_items(key_name, value_name, coll, None, None, src, scope)
-        if items is UNKNOWN:
-            return UNKNOWN
-        scopes, sensitive = items
-        result = _join((body(child), src) for child in scopes)
-        return Sensitive(result) if sensitive and result is not UNKNOWN else result
-    return for_directive
-
-
-def _template(parts: list, ctx: _Ctx) -> Fn:
-    items = _template_items(parts, ctx)
-    seq, _, _ = _build_sequence(items, 0, ctx, frozenset())
-    if len(seq) == 1 and not seq[0][0]:
-        # "${x}" alone yields x itself, unconverted (HCL and Terraform do the same).
-        return seq[0][1]
-    return _render(seq)
-
-
-def _c_string(node: Tree, ctx: _Ctx) -> Fn:
-    parts = [c.children[0] for c in node.children
-             if isinstance(c, Tree) and c.data == "string_part"]
-    return _template(parts, ctx)
-
-
-def _c_heredoc(node: Tree, ctx: _Ctx) -> Fn:
-    token = node.children[0]
-    value = token.value
-    rest = value[value.index("\n") + 1:]
-    rest = rest[:-1] if rest.endswith("\n") else rest
-    rest = rest[:-1] if rest.endswith("\r") else rest
-    cut = rest.rfind("\n")
-    body = rest[:cut + 1] if cut >= 0 else ""  # the closing marker line is not content
-    origin = list(range(len(body)))
-    if node.data == "heredoc_template_trim":
-        body, origin = _text.dedent(body)
-    first_line = (token.line or 1) + 1
-    starts = _text.line_starts(value[value.index("\n") + 1:])
-
-    def index_pos(index: int) -> SourceRange:
-        raw = origin[index] if index < len(origin) else (origin[-1] + 1 if origin else 0)
-        line = _text.line_of(starts, raw)
-        return ctx.pos(first_line + line, raw - starts[line] + 1)
-    fn, _ = _compile_template_text(body, ctx, index_pos)
-    return fn
-
-
-def _compile_template_text(text: str, ctx: _Ctx, index_pos: Callable[[int], SourceRange]
-                           ) -> tuple[Fn, tuple | None]:
-    """Compile raw template text (heredoc body, YAML string); also its static traversal
-    when the text is exactly one `${traversal}`."""
-    escaped, origin = _text.escape_template(text, index_pos)
-    width = len(_text.TEMPLATE_PREFIX)
-
-    def pos(line: int, column: int) -> SourceRange:
-        j = column - 1 - width if line == 1 else len(origin)
-        if 0 <= j < len(origin):
-            return index_pos(origin[j])
-        return index_pos(len(text) if j >= len(origin) else 0)
-
-    sub = ctx.with_pos(pos)
-    expression = _text.parse_single(_text.TEMPLATE_PREFIX + escaped + '"', pos)
-    string = expression.children[0] if expression.data == "expr_term" else None
-    if not isinstance(string, Tree) or string.data != "string":
-        raise ExprError("Invalid template", "The text could not be read as a template.",
-                        index_pos(0))
-    parts = [c.children[0] for c in string.children
-             if isinstance(c, Tree) and c.data == "string_part"]
-    traversal = None
-    if len(parts) == 1 and isinstance(parts[0], Tree) and parts[0].data == "interpolation":
-        traversal = static_traversal_of(_trees(parts[0])[0], sub.bound)
-    return _template(parts, sub), traversal
-
-
-_RULES: dict[str, Callable[[Tree, _Ctx], Fn]] = {
+RULES.update({
     "expr_term": _c_expr_term,
     "int_lit": _c_int,
     "float_lit": _c_float,
     "literal_value": _c_literal,
-    "string": _c_string,
     "template_string": _c_template_string,
-    "heredoc_template": _c_heredoc,
-    "heredoc_template_trim": _c_heredoc,
     "tuple": _c_tuple,
     "object": _c_object,
     "identifier": _c_traversal,
@@ -991,18 +585,18 @@ _RULES: dict[str, Callable[[Tree, _Ctx], Fn]] = {
     "function_call": _c_function_call,
     "for_tuple_expr": _c_for_tuple,
     "for_object_expr": _c_for_object,
-}
+})
 
 
 # ---------------------------------------------------------------------------
-# Parsing text with python-hcl2
+# Building Expr values
 # ---------------------------------------------------------------------------
 
-def _finish(node: Tree, ctx: _Ctx, text: str | Callable[[], str],
+def _finish(node: Tree, ctx: Ctx, text: str | Callable[[], str],
             traversal: tuple | None = None) -> Expr:
     src = ctx.at(node)
     try:
-        fn = _compile(node, ctx)
+        fn = compile_node(node, ctx)
     except ExprError:
         raise
     except RecursionError:
@@ -1034,7 +628,7 @@ def compile_hcl(node: Tree | Token, file: str) -> Expr:
     """
     if isinstance(node, Tree) and node.data == "attribute":
         node = node.children[-1]
-    ctx = _Ctx(file, _identity_pos(file))
+    ctx = Ctx(file, identity_pos(file))
     if isinstance(node, Token):
         raise ExprError("Unsupported expression", f"Unexpected token {node.value!r}.",
                         ctx.at(node))
@@ -1056,7 +650,7 @@ def parse_tree(text: str, file: str, line: int = 1, column: int = 1) -> Tree:
     return _parse_text(text, file, line, column)[0]
 
 
-def _parse_text(text: str, file: str, line: int, column: int) -> tuple[Tree, _Ctx, str]:
+def _parse_text(text: str, file: str, line: int, column: int) -> tuple[Tree, Ctx, str]:
     if not isinstance(text, str):
         raise ExprError("Invalid expression", "An expression must be text.",
                         SourceRange(file, line, column))
@@ -1078,7 +672,7 @@ def _parse_text(text: str, file: str, line: int, column: int) -> tuple[Tree, _Ct
             return SourceRange(file, line, column + max(0, gen_column - 1 - width))
         return SourceRange(file, line + gen_line - 1, gen_column)
 
-    ctx = _Ctx(file, pos)
+    ctx = Ctx(file, pos)
     return _text.parse_single(_text.PREFIX + stripped, pos), ctx, stripped
 
 
@@ -1088,7 +682,7 @@ def compile_value(value: Any, file: str, line: int = 1, column: int = 1) -> Expr
     A string that is exactly ``"${expr}"`` yields expr's own value, unconverted;
     ``$${`` is a literal ``${``.  Keys are taken literally.
     """
-    ctx = _Ctx(file, _identity_pos(file))
+    ctx = Ctx(file, identity_pos(file))
     src = SourceRange(file, line, column)
     state: dict[str, Any] = {"traversal": None}
     try:
@@ -1104,11 +698,11 @@ def compile_value(value: Any, file: str, line: int = 1, column: int = 1) -> Expr
                 text, None)
 
 
-def _compile_plain(value: Any, ctx: _Ctx, line: int, column: int, state: dict,
+def _compile_plain(value: Any, ctx: Ctx, line: int, column: int, state: dict,
                    top: bool = False) -> Fn:
     if isinstance(value, str):
         if "${" not in value and "%{" not in value:
-            return _const(value)
+            return const(value)
         starts = _text.line_starts(value)
 
         def index_pos(index: int) -> SourceRange:
@@ -1116,7 +710,7 @@ def _compile_plain(value: Any, ctx: _Ctx, line: int, column: int, state: dict,
             if n == 0:
                 return SourceRange(ctx.file, line, column + index)
             return SourceRange(ctx.file, line + n, index - starts[n] + 1)
-        fn, traversal = _compile_template_text(value, ctx, index_pos)
+        fn, traversal = _templates.compile_template_text(value, ctx, index_pos)
         if top:
             state["traversal"] = traversal
         return fn
@@ -1128,5 +722,5 @@ def _compile_plain(value: Any, ctx: _Ctx, line: int, column: int, state: dict,
         items = [_compile_plain(v, ctx, line, column, state) for v in value]
         return lambda scope: [fn(scope) for fn in items]
     if isinstance(value, float):
-        return _const(ops.normalize(value))
-    return _const(value)
+        return const(ops.normalize(value))
+    return const(value)

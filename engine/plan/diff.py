@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from deepdiff import DeepDiff
-
 from mlform.expr.values import UNKNOWN, get_path, set_path
 from mlform.plan.model import Action
 
@@ -86,6 +84,7 @@ def _walk_paths(a: Any, b: Any, path: tuple, out: list) -> None:
         return
     if a == b:
         return
+    from deepdiff import DeepDiff  # imported on first real difference: it costs ~0.3 s to load
     diff = DeepDiff(a, b, ignore_order=False, view="tree", verbose_level=0)
     found = False
     for items in diff.values():
