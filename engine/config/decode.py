@@ -276,7 +276,9 @@ class Decoder:
                                                       "create_before_destroy")
         if "ignore_changes" in body.attributes:
             attr = body.attributes["ignore_changes"]
-            if attr.expr.constant and self.constant(attr, "ignore_changes") == "all":
+            # `all` is Terraform's bare keyword; the string "all" (YAML/JSON, old HCL) also works
+            if (attr.expr.static_traversal() == ("all",)
+                    or attr.expr.constant and self.constant(attr, "ignore_changes") == "all"):
                 lc.ignore_changes = "all"
             else:
                 lc.ignore_changes = [t.parts for t in self.traversals(attr, "ignore_changes")]

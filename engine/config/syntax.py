@@ -17,7 +17,7 @@ import lark
 import yaml
 
 from mlform.diagnostics import Diagnostic, DiagnosticError, SourceRange, error
-from mlform.expr import ExprError, compile_hcl, compile_value
+from mlform.expr import ExprError, compile_hcl, compile_value, parse_type
 
 # Names of nested blocks that YAML/JSON spell as mappings; in HCL they are blocks.
 NESTED_BLOCKS = frozenset({"lifecycle", "settings", "backend", "validation"})
@@ -106,7 +106,8 @@ def _pos(file: str, node) -> SourceRange:
     return SourceRange(file)
 
 
-def _hcl_body(tree: lark.Tree, file: str, diags: list[Diagnostic]) -> Body:
+def _hcl_body(tree: lark.Tree, file: str, diags: list[Diagnostic],
+              block_type: str = "") -> Body:
     body = Body(source=_pos(file, tree))
     for child in tree.children:
         if not isinstance(child, lark.Tree):
@@ -121,7 +122,12 @@ def _hcl_body(tree: lark.Tree, file: str, diags: list[Diagnostic]) -> Body:
                     hint="Each attribute may be set once per block."))
                 continue
             try:
-                expr = compile_hcl(child.children[-1], file)
+                if block_type == "variable" and name == "type":
+                    # `type = list(string)` is a type constraint, not a value: read it
+                    # as one (compiling it would look for a function called list).
+                    expr = parse_type(child.children[-1], file)
+                else:
+                    expr = compile_hcl(child.children[-1], file)
             except ExprError as exc:
                 diags.append(exc.diagnostic())
                 continue
@@ -132,7 +138,8 @@ def _hcl_body(tree: lark.Tree, file: str, diags: list[Diagnostic]) -> Body:
             inner = next(c for c in child.children if isinstance(c, lark.Tree) and c.data == "body")
             type_ = _token_text(parts[0])
             labels = tuple(_token_text(p) for p in parts[1:])
-            body.blocks.append(Block(type_, labels, _hcl_body(inner, file, diags), _pos(file, child)))
+            body.blocks.append(Block(type_, labels, _hcl_body(inner, file, diags, type_),
+                                     _pos(file, child)))
     return body
 
 
