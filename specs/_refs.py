@@ -12,7 +12,8 @@ Nothing here imports mlform (DESIGN.md section 1).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Mapping
+from collections.abc import Mapping  # not typing.Mapping: isinstance on it is ~5x slower
+from typing import Annotated, Any
 
 from pydantic import PlainValidator, WithJsonSchema
 
@@ -39,12 +40,26 @@ REF_PROJECTION: dict[str, tuple[str, ...]] = {
 }
 
 
+#: One ``[...]`` index (a quoted key or a bare number/word) that ends the text.
+_TAIL_INDEX = re.compile(r'\[(?:"(?:[^"\\]|\\.)*"|[^\[\]"]*)\]\Z')
+
+
 def split_address(address: str) -> list[str]:
     """Split an address on the dots that are outside ``[...]`` and quotes.
 
     >>> split_address('module.m.dataset.x["a.b"]')
     ['module', 'm', 'dataset', 'x["a.b"]']
     """
+    # Fast path for the common shapes (no index, or one index at the very end): a plan
+    # of 10,000 instances asks this for every reference, and the general scan is slow.
+    cut = address.find("[")
+    if cut < 0:
+        if '"' not in address:
+            return address.split(".")
+    elif '"' not in address[:cut] and _TAIL_INDEX.match(address, cut):
+        parts = address[:cut].split(".")
+        parts[-1] += address[cut:]
+        return parts
     parts: list[str] = []
     current: list[str] = []
     depth = 0

@@ -13,7 +13,8 @@ import json
 import re
 import types
 import typing
-from typing import Any, Callable, Mapping
+from collections.abc import Mapping  # not typing.Mapping: isinstance on it is ~5x slower
+from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError
 

@@ -300,7 +300,9 @@ class Applier:
         if desired.diagnostics:
             raise DiagnosticError(desired.diagnostics)
         request = ProviderDesired(inst.address, inst.kind, inst.name, desired.attributes)
-        prior_live = LiveObject(inst.address, inst.kind, prior.id, prior.attributes) if prior else None
+        # A replacement is planned as a new object (no prior), as the planner did.
+        prior_live = (LiveObject(inst.address, inst.kind, prior.id, prior.attributes)
+                      if prior and not change.action.is_replace else None)
         try:
             planned = provider.plan(request, prior_live)
         except ProviderError as exc:
@@ -308,7 +310,7 @@ class Applier:
                                          address=inst.address)
         attrs = dict(planned.attributes)
         lc = inst.resource.lifecycle
-        if lc.ignore_changes and prior is not None and not change.action.is_replace:
+        if lc.ignore_changes and prior is not None:  # a replacement keeps them too, as planned
             attrs = apply_ignore_changes(prior.attributes, attrs,
                                          lc.ignore_changes if lc.ignore_changes == "all"
                                          else tuple(map(tuple, lc.ignore_changes)), computed)

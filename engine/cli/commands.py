@@ -112,6 +112,8 @@ def plan(dir: Path, *, env, vars, var_files, out_file, detailed_exitcode, refres
         session.close()
     if result.errored:
         show_diagnostics(list(result.diagnostics))
+        if format == "json":  # machine readers get the errored plan with its diagnostics
+            _render_plan(result, format)
         return 1
     show_diagnostics(list(result.diagnostics))
     _render_plan(result, format)

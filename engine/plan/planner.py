@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from typing import Any
 
 from mlform.addresses import config_key, matches
@@ -23,7 +24,9 @@ from mlform.diagnostics import Diagnostic, DiagnosticError, error
 from mlform.expr import UNKNOWN, Sensitive, strip_sensitive
 from mlform.expr.values import contains_unknown
 from mlform.graph import NODE_OUTPUT, NODE_RESOURCE
-from mlform.plan.diff import DiffInput, apply_ignore_changes, diff, dotted, parse_dotted
+from mlform.plan.diff import (
+    DiffInput, apply_ignore_changes, changed_paths, diff, dotted, parse_dotted,
+)
 from mlform.plan.evaluate import Evaluator, Instance
 from mlform.plan.lineage import rerun_reasons
 from mlform.plan.model import Action, Change, OutputChange, Plan
@@ -79,6 +82,7 @@ class Planner:
         self.node_actions: dict[str, set[Action]] = {}   # config key -> actions of its instances
         self.node_kinds: dict[str, str] = {}
         self.declared: set[str] = set()
+        self.failed: set[str] = set()    # config keys whose planning failed, or an upstream's did
         self.timing = PlanTiming()
         self.resource_edges = session.graph.resource_edges()
         self.lineage = state.lineage
@@ -127,7 +131,7 @@ class Planner:
         session = self.session
         ev = Evaluator(session.graph, session.stack_dir, session.variables.values, session.env_name)
         self.evaluator = ev
-        failed: set[str] = set()
+        failed = self.failed
         outputs: dict[str, Any] = {}
         for node in session.graph.topological():
             if any(dep in failed for dep in node.deps):
@@ -189,15 +193,10 @@ class Planner:
             raise DiagnosticError(desired.diagnostics)
         request = ProviderDesired(inst.address, inst.kind, inst.name, desired.attributes)
         prior_live = LiveObject(inst.address, inst.kind, prior.id, prior.attributes) if prior else None
-        try:
-            problems = provider.validate(request)
-            if problems:
-                raise DiagnosticError([_locate(d, res, inst.address) for d in problems])
-            planned = provider.plan(request, prior_live)
-        except ProviderError as exc:
-            raise DiagnosticError.single(f"Planning {inst.address} failed: {exc.message}",
-                                         detail=exc.service_message, source=res.source,
-                                         address=inst.address)
+        problems = self._provider_call(inst, provider.validate, request)
+        if problems:
+            raise DiagnosticError([_locate(d, res, inst.address) for d in problems])
+        planned = self._provider_call(inst, provider.plan, request, prior_live)
         self._check_planned(provider_key, inst, desired.attributes, planned.attributes)
         clear_after = dict(planned.attributes)
         masked_after = mask(clear_after, desired.sensitive_paths, self.lineage)
@@ -207,21 +206,30 @@ class Planner:
         elif triggered and prior is not None:
             force = "replace_by_triggers"
         lc = res.lifecycle
+        ignore = tuple(map(tuple, lc.ignore_changes)) if lc.ignore_changes != "all" else "all"
         result = diff(DiffInput(
             prior=prior.attributes if prior else None,
             prior_tainted=bool(prior and prior.status == "tainted"),
             planned=masked_after,
             replace_paths=replace_paths + tuple(parse_dotted(p) for p in planned.replace_paths),
             computed=schema.computed,
-            ignore_changes=tuple(map(tuple, lc.ignore_changes)) if lc.ignore_changes != "all" else "all",
+            ignore_changes=ignore,
             create_before_destroy=lc.create_before_destroy,
             force_replace=force,
         ))
+        provider_reasons = planned.reasons
+        if result.action.is_replace and prior_live is not None:
+            # A replacement is a new object: plan it as a create (Terraform re-plans with a
+            # null prior), so what the provider computes anew (run ids, versions) is unknown.
+            planned = self._provider_call(inst, provider.plan, request, None)
+            self._check_planned(provider_key, inst, desired.attributes, planned.attributes)
+            clear_after = dict(planned.attributes)
+            after = mask(clear_after, desired.sensitive_paths, self.lineage)
+            if lc.ignore_changes:
+                after = apply_ignore_changes(prior.attributes, after, ignore, schema.computed)
+            result = dc_replace(result, after=after, changed_paths=changed_paths(prior.attributes, after))
         if lc.ignore_changes and prior is not None:
-            clear_after = apply_ignore_changes(prior.attributes, clear_after,
-                                               lc.ignore_changes if lc.ignore_changes == "all"
-                                               else tuple(map(tuple, lc.ignore_changes)),
-                                               schema.computed)
+            clear_after = apply_ignore_changes(prior.attributes, clear_after, ignore, schema.computed)
         if result.action.is_replace and lc.prevent_destroy:
             raise DiagnosticError.single(
                 f"Instance cannot be destroyed: {inst.address}",
@@ -230,7 +238,7 @@ class Planner:
                           if result.replace_paths else "."),
                 source=res.source, address=inst.address,
                 hint="Remove prevent_destroy to allow this, or change the spec so no replacement is needed.")
-        reasons, reason_code = self._reasons(inst, prior, result, planned.reasons)
+        reasons, reason_code = self._reasons(inst, prior, result, provider_reasons)
         new_id = prior.id if prior is not None and not result.action.is_replace else UNKNOWN
         ev.set_instance(inst, clear_after, desired.sensitive_paths,
                         new_id if result.action is not Action.CREATE else UNKNOWN)
@@ -243,6 +251,16 @@ class Planner:
             before_sensitive=tuple(map(tuple, prior.sensitive_paths)) if prior else (),
             after_sensitive=tuple(desired.sensitive_paths), dependencies=dependencies,
             prior_id=prior.id if prior else None, changed_paths=result.changed_paths)
+
+    @staticmethod
+    def _provider_call(inst: Instance, fn, *args):
+        """A side-effect-free provider call (validate, plan); its errors become diagnostics."""
+        try:
+            return fn(*args)
+        except ProviderError as exc:
+            raise DiagnosticError.single(f"Planning {inst.address} failed: {exc.message}",
+                                         detail=exc.service_message, source=inst.resource.source,
+                                         address=inst.address)
 
     def _check_planned(self, provider_key: str, inst: Instance, desired: dict, planned) -> None:
         """The core does not trust the plugin: planned values must keep what the spec set."""
@@ -329,9 +347,9 @@ class Planner:
 
     def _orphans(self) -> None:
         for address, rs in self.refreshed.resources.items():
-            if address in self.declared:
-                continue
             key = config_key(address)
+            if address in self.declared or key in self.failed:
+                continue  # a block that failed to plan is still declared: not an orphan
             node = self.session.graph.nodes.get(key)
             if node is None:
                 reason, code = f"{key} is not in the configuration", "delete_because_no_resource_config"
@@ -362,6 +380,8 @@ class Planner:
         for name in sorted(values.keys() | prior.keys()):
             before = prior.get(name, {}).get("value") if name in prior else None
             if name not in values:
+                if f"output.{name}" in self.failed:
+                    continue  # not evaluated (an error upstream), not removed
                 out.append(OutputChange(name, Action.DELETE, before, None,
                                         bool(prior[name].get("sensitive"))))
                 continue
