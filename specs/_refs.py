@@ -201,6 +201,10 @@ def ref(*kinds: str, allow_uri: bool = False, description: str | None = None) ->
 Ref = ref()
 
 
+#: Values `project_refs` returns as they are; skipping the call for them is much cheaper.
+_PLAIN_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
 def project_refs(value: Any) -> Any:
     """Replace every evaluated reference inside `value` by a compact dict.
 
@@ -225,9 +229,10 @@ def project_refs(value: Any) -> Any:
                     if key != REF_KEY:
                         out[key] = project_refs(item)
             return out
-        return {key: project_refs(item) for key, item in value.items()}
+        return {key: item if type(item) in _PLAIN_LEAVES else project_refs(item)
+                for key, item in value.items()}
     if isinstance(value, list):
-        return [project_refs(item) for item in value]
+        return [item if type(item) in _PLAIN_LEAVES else project_refs(item) for item in value]
     if isinstance(value, tuple):
         return tuple(project_refs(item) for item in value)
     return value

@@ -99,6 +99,9 @@ def _model_at(model: type[BaseModel], path: tuple) -> type[BaseModel] | None:
 
 # ----------------------------------------------------------- preparing the input
 
+_PLAIN_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
 class _Prepared:
     """The input made ready for pydantic, and what was learnt on the way."""
 
@@ -120,10 +123,16 @@ class _Prepared:
             self.unknown.add(path)
             return value, True
         has_unknown = False
+        # Plain leaves are taken as they are without a recursive call (the same result,
+        # much cheaper: the planner validates every instance of every block).
+        plain = _PLAIN_LEAVES if self.unwrap is None else ()
         if isinstance(value, Mapping):
             out: dict[Any, Any] = {}
             for key, item in value.items():
                 if item is None:  # null means "not set", as in Terraform
+                    continue
+                if type(item) in plain and not self.is_unknown(item):
+                    out[key] = item
                     continue
                 out[key], inner_unknown = self.walk(item, path + (key,))
                 has_unknown |= inner_unknown
@@ -131,6 +140,9 @@ class _Prepared:
         elif isinstance(value, (list, tuple)):
             items = []
             for index, item in enumerate(value):
+                if type(item) in plain and not self.is_unknown(item):
+                    items.append(item)
+                    continue
                 new, inner_unknown = self.walk(item, path + (index,))
                 items.append(new)
                 has_unknown |= inner_unknown

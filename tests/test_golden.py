@@ -16,7 +16,9 @@ Each directory under ``tests/golden/cases/`` is one case:
     state, e.g. ``"path": ["status"], "value": "tainted"``).  ``store``/``state`` name the
     file when it is not the default one.
 ``args.json`` (optional)
-    ``{"args": [...plan flags...], "exit_code": 0, "setup": [{"args": [...], "exit_code": 0}]}``.
+    ``{"args": [...plan flags...], "exit_code": 0, "setup": [{"args": [...], "exit_code": 0}],
+    "forbid": [...]}``: ``setup`` replaces the default prior apply, ``forbid`` lists strings
+    (secrets) that must not appear anywhere in the plan's output.
 ``expected.json``
     the ``mlform plan --format json`` document, normalized (see `normalize`).
 
@@ -197,6 +199,8 @@ def test_golden(case_name: str, tmp_path: Path) -> None:
     want = spec.get("exit_code", 0)
     if code != want:
         _fail_cli(f"`mlform {' '.join(args)}`", code, want, out, err, tb)
+    for secret in spec.get("forbid", []):
+        assert secret not in out + err, f"{secret!r} leaked into the plan's output"
     try:
         actual = normalize(json.loads(out), stack)
     except json.JSONDecodeError:
@@ -221,6 +225,15 @@ def test_golden(case_name: str, tmp_path: Path) -> None:
 
 def test_cases_exist() -> None:
     assert CASES, f"no golden cases under {CASES_DIR}"
+
+
+def test_spec_formats_plan_alike() -> None:
+    """The same stack written in HCL, YAML and JSON plans identically (each file is also
+    checked against a real plan by `test_golden`)."""
+    plans = {fmt: (CASES_DIR / f"spec_format_{fmt}" / "expected.json").read_text(encoding="utf-8")
+             for fmt in ("hcl", "yaml", "json")}
+    assert plans["yaml"] == plans["hcl"]
+    assert plans["json"] == plans["hcl"]
 
 
 def test_version_normalized() -> None:

@@ -112,7 +112,8 @@ class Applier:
             self._schedule(units)
             if mode == "normal" and not self._stopping:
                 self._record_outputs()
-            elif mode == "destroy" and not self._stopping:
+            elif mode == "destroy" and not self._stopping and not self.plan.targets:
+                # A full destroy leaves nothing for outputs to describe; a targeted one keeps them.
                 self.writer.set_outputs({})
         self.result.cancelled = self.cancel_event.is_set()
         return self.result

@@ -214,7 +214,11 @@ class Evaluator:
                 raw[name] = expr.evaluate(scope)
             except ExprError as exc:
                 diags.append(_with_address(exc.diagnostic(), inst.address))
-        attributes, sensitive = strip_sensitive(raw)
+        if _has_sensitive(raw):
+            attributes, sensitive = strip_sensitive(raw)
+        else:
+            # Nothing to strip: skip the copy (project_refs below builds fresh containers).
+            attributes, sensitive = raw, []
         attributes = {k: v for k, v in attributes.items() if v is not None}
         if not diags:
             # Validate while references still carry their address (`__ref__`), then keep
@@ -274,6 +278,23 @@ _NODE_HANDLERS = {
     NODE_LOCAL: Evaluator._local,
     NODE_OUTPUT: Evaluator._output,
 }
+
+
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
+def _has_sensitive(value: Any) -> bool:
+    """True when a `Sensitive` marker sits where `strip_sensitive` looks (dicts, lists)."""
+    if isinstance(value, Sensitive):
+        return True
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, list):
+        return False
+    for item in value:
+        if type(item) not in _LEAVES and _has_sensitive(item):
+            return True
+    return False
 
 
 def _with_address(diag: Diagnostic, address: str) -> Diagnostic:

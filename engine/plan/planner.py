@@ -13,11 +13,13 @@ diff itself (`diff.py`) is pure.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from typing import Any
 
+from mlform._gc import paused_gc
 from mlform.addresses import config_key, matches
 from mlform.config.model import Resource
 from mlform.diagnostics import Diagnostic, DiagnosticError, error
@@ -51,15 +53,17 @@ class PlanTiming:
     walk_s: float = 0.0
 
 
-# How an upstream change reads in a downstream reason ("model.fraud gets a new version").
+# How an upstream change reads in a downstream reason ("model.fraud gets a new version"):
+# (kind or None for any, action, attribute the change must touch or None) -> phrase;
+# the first match wins, so specific entries come first.
 _UPSTREAM_PHRASE = {
-    ("pipeline", Action.UPDATE): "{up} will be re-run",
-    ("model", Action.UPDATE): "{up} gets a new version",
-    ("model", Action.CREATE): "{up} will be registered",
-    (None, Action.CREATE): "{up} will be created",
-    (None, Action.UPDATE): "{up} will be updated",
-    (None, Action.DELETE_CREATE): "{up} will be replaced",
-    (None, Action.CREATE_DELETE): "{up} will be replaced",
+    ("pipeline", Action.UPDATE, "run_id"): "{up} will be re-run",
+    ("model", Action.UPDATE, "version"): "{up} gets a new version",
+    ("model", Action.CREATE, None): "{up} will be registered",
+    (None, Action.CREATE, None): "{up} will be created",
+    (None, Action.UPDATE, None): "{up} will be updated",
+    (None, Action.DELETE_CREATE, None): "{up} will be replaced",
+    (None, Action.CREATE_DELETE, None): "{up} will be replaced",
 }
 # What a downstream update is called, per kind.
 _KIND_PREFIX = {"model": "new model version", "endpoint": "rollout", "monitor": "reconfigure"}
@@ -67,9 +71,11 @@ _KIND_PREFIX = {"model": "new model version", "endpoint": "rollout", "monitor": 
 _ACTION_VERBS = {Action.DELETE_CREATE: "replaced", Action.CREATE_DELETE: "replaced"}
 
 
-def _upstream_phrase(kind: str, action: Action, up: str) -> str:
-    fmt = _UPSTREAM_PHRASE.get((kind, action)) or _UPSTREAM_PHRASE.get((None, action)) or "{up} changes"
-    return fmt.format(up=up)
+def _upstream_phrase(kind: str, action: Action, up: str, changed: set[str]) -> str:
+    for (k, a, needs), fmt in _UPSTREAM_PHRASE.items():
+        if a is action and k in (kind, None) and (needs is None or needs in changed):
+            return fmt.format(up=up)
+    return f"{up} changes"
 
 
 class Planner:
@@ -81,6 +87,7 @@ class Planner:
         self.changes: list[Change] = []
         self.node_actions: dict[str, set[Action]] = {}   # config key -> actions of its instances
         self.node_kinds: dict[str, str] = {}
+        self.node_changed: dict[str, set[str]] = {}      # config key -> top-level attributes changed
         self.declared: set[str] = set()
         self.failed: set[str] = set()    # config keys whose planning failed, or an upstream's did
         self.timing = PlanTiming()
@@ -90,6 +97,10 @@ class Planner:
     # ---------------------------------------------------------------- run
 
     def run(self) -> Plan:
+        with paused_gc():   # the walk's allocations are all live until it returns (mlform._gc)
+            return self._run()
+
+    def _run(self) -> Plan:
         opts = self.options
         t0 = time.perf_counter()
         drift: list[Change] = []
@@ -108,7 +119,7 @@ class Planner:
         elif opts.mode == "destroy" and not _has_errors(self.diags):
             self._destroy_all()
         output_changes = self._output_changes(outputs) if opts.mode == "normal" else (
-            self._output_deletes() if opts.mode == "destroy" else ())
+            self._output_deletes() if opts.mode == "destroy" and not opts.targets else ())
         changes = self._select_targets(self.changes)
         self.timing.walk_s = time.perf_counter() - t1
         values = self.session.variables
@@ -155,6 +166,7 @@ class Planner:
         instances = ev.expand(node)
         ev.declare_empty(node)
         actions = self.node_actions.setdefault(node.key, set())
+        changed = self.node_changed.setdefault(node.key, set())
         provider_key = self.session.provider_key_for(res)
         schema = self.session.schema(provider_key, res.kind, res.provider_source or res.source)
         provider = self.session.provider(provider_key)
@@ -172,20 +184,25 @@ class Planner:
                 errors = True
                 continue
             actions.add(change.action)
+            changed.update(str(p[0]) for p in change.changed_paths if p)
             self.changes.append(change)
         if errors:
             raise DiagnosticError([])
 
-    def _triggered(self, res: Resource, module: str) -> bool:
+    def _triggered(self, res: Resource, module: str) -> str:
+        """The first replace_triggered_by reference that changes in this plan, or ""."""
         prefix = f"{module}." if module else ""
         for trav in res.lifecycle.replace_triggered_by:
             key = prefix + ".".join(str(p) for p in trav.parts[:2])
-            if self.node_actions.get(key, set()) - {Action.NOOP, Action.READ}:
-                return True
-        return False
+            if not self.node_actions.get(key, set()) - {Action.NOOP, Action.READ}:
+                continue
+            attr = trav.parts[2] if len(trav.parts) > 2 else None   # `model.m.version`: that attribute
+            if attr is None or str(attr) in self.node_changed.get(key, set()):
+                return prefix + ".".join(str(p) for p in trav.parts)
+        return ""
 
     def _plan_instance(self, ev: Evaluator, inst: Instance, provider, provider_key: str, schema,
-                       replace_paths, dependencies, triggered: bool) -> Change:
+                       replace_paths, dependencies, triggered: str) -> Change:
         res = inst.resource
         prior = self.refreshed.get(inst.address)
         desired = ev.desired(inst)
@@ -238,7 +255,7 @@ class Planner:
                           if result.replace_paths else "."),
                 source=res.source, address=inst.address,
                 hint="Remove prevent_destroy to allow this, or change the spec so no replacement is needed.")
-        reasons, reason_code = self._reasons(inst, prior, result, provider_reasons)
+        reasons, reason_code = self._reasons(inst, prior, result, provider_reasons, triggered)
         new_id = prior.id if prior is not None and not result.action.is_replace else UNKNOWN
         ev.set_instance(inst, clear_after, desired.sensitive_paths,
                         new_id if result.action is not Action.CREATE else UNKNOWN)
@@ -265,15 +282,17 @@ class Planner:
     def _check_planned(self, provider_key: str, inst: Instance, desired: dict, planned) -> None:
         """The core does not trust the plugin: planned values must keep what the spec set."""
         for key, value in desired.items():
+            if key in planned and planned[key] == value:
+                continue          # the common case first: the cheap comparison
             if value is UNKNOWN or contains_unknown(value):
                 continue
-            if key not in planned or planned[key] != value:
-                raise DiagnosticError.single(
-                    f'Provider "{provider_key}" produced an invalid plan for {inst.address}',
-                    detail=f'It changed "{key}" from {value!r:.80} to {planned.get(key)!r:.80}. '
-                           "This is a bug in the provider.", address=inst.address)
+            raise DiagnosticError.single(
+                f'Provider "{provider_key}" produced an invalid plan for {inst.address}',
+                detail=f'It changed "{key}" from {value!r:.80} to {planned.get(key)!r:.80}. '
+                       "This is a bug in the provider.", address=inst.address)
 
-    def _reasons(self, inst: Instance, prior, result, provider_reasons) -> tuple[list[str], str]:
+    def _reasons(self, inst: Instance, prior, result, provider_reasons,
+                 trigger: str = "") -> tuple[list[str], str]:
         reasons: list[str] = []
         code = ""
         action = result.action
@@ -285,7 +304,7 @@ class Planner:
         elif result.action_reason == "replace_by_request":
             reasons.append("replacement requested with --replace")
         elif result.action_reason == "replace_by_triggers":
-            reasons.append("replace_triggered_by: an upstream resource changes")
+            reasons.append(f"replace_triggered_by: {trigger} changes")
         elif result.replace_paths:
             reasons.append("forces replacement: " + ", ".join(dotted(p) for p in result.replace_paths))
         after = result.after
@@ -320,7 +339,8 @@ class Planner:
                 if not up_actions:
                     continue
                 up_action = sorted(up_actions, key=lambda a: a.value)[0]
-                phrase = _upstream_phrase(self.node_kinds.get(up, ""), up_action, up)
+                phrase = _upstream_phrase(self.node_kinds.get(up, ""), up_action, up,
+                                          self.node_changed.get(up, set()))
                 lead = _KIND_PREFIX.get(inst.kind)
                 reasons.append(f"{lead}: {attr} changes because {phrase}" if lead
                                else f"{attr} changes because {phrase}")
@@ -347,14 +367,16 @@ class Planner:
 
     def _orphans(self) -> None:
         for address, rs in self.refreshed.resources.items():
+            if address in self.declared:
+                continue
             key = config_key(address)
-            if address in self.declared or key in self.failed:
+            if key in self.failed:
                 continue  # a block that failed to plan is still declared: not an orphan
             node = self.session.graph.nodes.get(key)
             if node is None:
                 reason, code = f"{key} is not in the configuration", "delete_because_no_resource_config"
             elif node.config.for_each is not None:
-                reason, code = f"for_each no longer has key {rs.index_key!r}", "delete_because_each_key"
+                reason, code = f"for_each no longer has key {json.dumps(rs.index_key)}", "delete_because_each_key"
             elif node.config.count is not None:
                 reason, code = f"count no longer includes index {rs.index_key}", "delete_because_count_index"
             else:

@@ -58,7 +58,12 @@ def keep_service_managed(prior: dict, live: dict, paths: tuple[str, ...]) -> dic
 
 
 def refresh(session, state: State, parallelism: int) -> RefreshResult:
-    result = RefreshResult(state.copy())
+    # Refresh replaces ResourceState objects (set/remove) and never edits one in place,
+    # so the refreshed state shares the unchanged ones instead of deep-copying 10,000.
+    result = RefreshResult(State(serial=state.serial, lineage=state.lineage,
+                                 mlform_version=state.mlform_version,
+                                 resources=dict(state.resources), outputs=dict(state.outputs),
+                                 version=state.version))
     resources = list(state.resources.values())
 
     def read(rs: ResourceState):

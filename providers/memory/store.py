@@ -124,11 +124,9 @@ class MemoryStore:
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            document = {"objects": self._objects, "counters": self._counters}
             try:
                 with open(tmp, "w", encoding="utf-8") as f:
-                    json.dump(document, f, indent=2, sort_keys=True)
-                    f.write("\n")
+                    f.write(_dumps(self._objects, self._counters))
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(tmp, self.path)
@@ -218,6 +216,20 @@ _APPLY = {
     "delete": MemoryStore._replay_delete,
     "counter": MemoryStore._replay_counter,
 }
+
+
+def _dumps(objects: dict[str, Any], counters: dict[str, int]) -> str:
+    """The store file: sorted keys, one object per line, so it reads and diffs well by
+    hand.  (json.dump with ``indent`` falls back to the pure-Python encoder: seconds
+    for 10,000 objects; encoding each object compactly keeps the C encoder.)"""
+    def enc(value: Any) -> str:
+        return json.dumps(value, sort_keys=True)
+
+    def block(items: dict[str, Any]) -> str:
+        lines = ",\n".join(f"    {enc(k)}: {enc(v)}" for k, v in sorted(items.items()))
+        return "{\n" + lines + "\n  }" if lines else "{}"
+
+    return f'{{\n  "counters": {block(counters)},\n  "objects": {block(objects)}\n}}\n'
 
 
 def _encode(record: dict[str, Any]) -> bytes:

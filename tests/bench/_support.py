@@ -156,6 +156,7 @@ class Timed:
 
     def __init__(self) -> None:
         self.session = self.lock_load = self.refresh = self.walk = self.total = 0.0
+        self.cpu = 0.0      # CPU time of this process over the same span (all threads)
 
     def as_dict(self) -> dict:
         return {k: round(v, 4) for k, v in vars(self).items()}
@@ -164,6 +165,7 @@ class Timed:
 def timed_plan(stack: Path, parallelism: int = 10, **options: Any):
     """Session creation + lock + load + plan, in this process; returns (plan, Timed)."""
     t = Timed()
+    c0 = time.process_time()
     t0 = time.perf_counter()
     session = Session(stack, SessionOptions(parallelism=parallelism))
     t1 = time.perf_counter()
@@ -179,6 +181,7 @@ def timed_plan(stack: Path, parallelism: int = 10, **options: Any):
     t.session, t.lock_load = t1 - t0, t2 - t1
     t.refresh, t.walk = planner.timing.refresh_s, planner.timing.walk_s
     t.total = t3 - t0
+    t.cpu = time.process_time() - c0
     return plan, t
 
 

@@ -1,0 +1,4 @@
+variables = {
+  replicas = 2
+  stage    = "staging"
+}

@@ -1,0 +1,2 @@
+print("training")
+print("with early stopping")
