@@ -1,15 +1,17 @@
-"""Pausing Python's cyclic garbage collector around the big allocation bursts.
+"""Pausing Python's cyclic garbage collector around a big, I/O-free allocation burst.
 
-A plan or an apply of 10,000 instances allocates about a million small dicts,
-lists and dataclasses that all stay alive until the operation returns.  The
-cyclic collector cannot free any of them, yet its full passes walk every one:
-measured, 20-25 % of a 10,000-instance plan, growing faster than linearly with
-the stack.  So the walk pauses automatic collection (as `timeit` does) and
-resumes it afterwards; reference counting still frees everything acyclic at
-once, and the cycles an operation leaves are collected by the next pass.
+The planning walk of 10,000 instances allocates about a million small dicts,
+lists and dataclasses that all stay alive until the plan is returned; decoding
+a 10,000-resource state file, a few hundred thousand.  The cyclic collector
+cannot free any of them, yet its full passes walk every one: measured, a fifth
+of a 10,000-instance plan, and growing faster than linearly with the stack.
+So those bursts pause automatic collection (as `timeit` does) and resume it
+afterwards; reference counting still frees everything acyclic at once, and
+the few cycles left are collected by the next pass.
 
-Nesting and threads are safe: only the outermost pause that found the
-collector enabled turns it back on.
+Only for bounded work that calls no provider I/O (decoding the state, the
+planning walk): a long apply or refresh keeps the collector running.  Nesting and threads are safe:
+only the outermost pause, if it found the collector enabled, turns it back on.
 """
 
 from __future__ import annotations

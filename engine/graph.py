@@ -137,17 +137,22 @@ class _Resolver:
         if root == "var":
             if not rest or rest[0] not in module.variables:
                 name = rest[0] if rest else ""
+                from mlform.config.decode import did_you_mean
                 self.diags.append(error(f'Reference to undeclared input variable "{name}"',
                                         source=source,
-                                        hint=(f'Declare it: variable "{name}" {{ }}' if name else
-                                              "Write var.NAME.")))
+                                        hint=(did_you_mean(name, module.variables)
+                                              or f'Declare it: variable "{name}" {{ }}') if name
+                                        else "Write var.NAME."))
                 return []
             return [f"{p}var.{rest[0]}"]
         if root == "local":
             if not rest or rest[0] not in module.locals:
                 name = rest[0] if rest else ""
+                from mlform.config.decode import did_you_mean
                 self.diags.append(error(f'Reference to undeclared local value "{name}"',
-                                        source=source, hint="Define it in a locals { } block."))
+                                        source=source,
+                                        hint=(did_you_mean(name, module.locals) if name else "")
+                                        or "Define it in a locals { } block."))
                 return []
             return [f"{p}local.{rest[0]}"]
         if root in RESOURCE_KINDS:
@@ -168,7 +173,11 @@ class _Resolver:
             if not rest or rest[0] not in module.children:
                 name = rest[0] if rest else ""
                 if name not in module.module_calls:  # a missing module dir was reported already
-                    self.diags.append(error(f'Reference to undeclared module "{name}"', source=source))
+                    from mlform.config.decode import did_you_mean
+                    self.diags.append(error(
+                        f'Reference to undeclared module "{name}"', source=source,
+                        hint=(did_you_mean(name, module.module_calls) if name else "")
+                        or f'Declare it: module "{name or "NAME"}" {{ source = "./PATH" }}'))
                 return []
             child = module.children[rest[0]]
             child_p = f"{p}module.{rest[0]}"
@@ -266,7 +275,8 @@ def _add_reference_edges(graph: Graph, diags: list[Diagnostic]) -> None:
                 if name not in child.variables:
                     from mlform.config.decode import did_you_mean
                     diags.append(error(f'Module "{call_name}" has no input variable "{name}"',
-                                       source=call.inputs[name].source,
+                                       source=call.input_sources.get(name)
+                                       or call.inputs[name].source,
                                        hint=did_you_mean(name, child.variables) or
                                        ("Its variables: " + ", ".join(sorted(child.variables)))))
             for vname, var in child.variables.items():

@@ -25,19 +25,28 @@ def locked(session, operation: str) -> Iterator[None]:
         raise DiagnosticError([exc.diagnostic()])
     except StateError as exc:
         raise DiagnosticError([exc.diagnostic()])
+    except OSError as exc:  # the backend path cannot hold a state (a directory, no permission)
+        raise _unusable_state(session, exc) from None
     try:
         yield
     finally:
         backend.unlock(info)
 
 
-def load_state(session) -> State:
-    """The current state, after settling operations a killed run left pending."""
+def load_state(session, *, recover: bool = True) -> State:
+    """The current state, after settling operations a killed run left pending.
+
+    Read-only commands pass ``recover=False``: they hold no lock, so they must not
+    write (recovering would rewrite the state, and call providers, under the feet of
+    a run that holds the lock); they see the snapshot with its journal replayed.
+    """
     try:
         loaded = session.backend.load()
     except StateError as exc:
         raise DiagnosticError([exc.diagnostic()])
-    if not loaded.pending:
+    except OSError as exc:
+        raise _unusable_state(session, exc) from None
+    if not loaded.pending or not recover:
         return loaded.state
     writer = session.backend.open_writer(loaded.state)
     diags = recover_pending(session, writer, loaded.pending)
@@ -45,6 +54,15 @@ def load_state(session) -> State:
     if diags:
         raise DiagnosticError(diags)
     return state
+
+
+def _unusable_state(session, exc: OSError) -> DiagnosticError:
+    env = session.config.env
+    where = f" {exc.filename}" if exc.filename else ""
+    return DiagnosticError.single(
+        f"Cannot use the state file{where}: {exc.strerror}",
+        hint=f"Check the backend path in {env.file}." if env.file and env.backend.get("path")
+        else "Check that the stack directory is writable.")
 
 
 def plan(session, state: State, options: PlanOptions) -> Plan:

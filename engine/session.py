@@ -96,32 +96,9 @@ class Session:
                 return self._providers[key]
             type_, _, alias = key.partition(".")
             cls = registry.get(type_)
-            decl = self.config.root.providers.get(key)
-            override = self.config.env.providers.get(key)
-            values: dict[str, Any] = {}
-            source = None
-            scope = Scope({"var": self.variables.values,
-                           "path": {"root": str(self.stack_dir), "module": str(self.stack_dir),
-                                    "cwd": str(Path.cwd())},
-                           "env": {"name": self.env_name}}, self.stack_dir)
-            for cfg in (decl, override):
-                if cfg is None:
-                    continue
-                source = cfg.source
-                for name, expr in cfg.attributes.items():
-                    try:
-                        values[name], _ = strip_sensitive(expr.evaluate(scope))
-                    except ExprError as exc:
-                        raise DiagnosticError([exc.diagnostic()])
-            try:
-                config = cls.config_model.model_validate(values).model_dump()
-            except ValidationError as exc:
-                raise DiagnosticError([
-                    error(f'Invalid configuration for provider "{key}": '
-                          f'{".".join(map(str, e["loc"])) or "(block)"}: {e["msg"]}',
-                          source=source or SourceRange(str(self.stack_dir)),
-                          hint=f"See `mlform providers` for what {type_} accepts.")
-                    for e in exc.errors()])
+            config = self.provider_config(key)
+            declared = self._provider_config(key)
+            source = declared.source if declared else None
             context = ProviderContext(
                 name=type_, alias=alias or None, stack=self.config.stack_name, env=self.env_name,
                 stack_dir=self.stack_dir, config=config, progress=self.options.progress)
@@ -134,6 +111,61 @@ class Session:
                                              source=source)
             self._providers[key] = provider
             return provider
+
+    def provider_config(self, key: str, *, static: bool = False) -> dict[str, Any]:
+        """Provider `key`'s configuration (its block, then the environment's override),
+        checked against the provider's config model.
+
+        `static` (for validate) needs no variable values: arguments that refer to
+        anything are checked by name only.
+        """
+        type_ = key.partition(".")[0]
+        model = registry.get(type_).config_model
+        values: dict[str, Any] = {}
+        sources: dict[str, SourceRange] = {}
+        skipped: set[str] = set()
+        block = SourceRange(str(self.stack_dir))
+        scope = None if static else Scope(
+            {"var": self.variables.values,
+             "path": {"root": str(self.stack_dir), "module": str(self.stack_dir),
+                      "cwd": str(Path.cwd())},
+             "env": {"name": self.env_name}}, self.stack_dir)
+        for cfg in (self.config.root.providers.get(key), self.config.env.providers.get(key)):
+            if cfg is None:
+                continue
+            block = cfg.source or block
+            for name, expr in cfg.attributes.items():
+                sources[name] = cfg.attribute_sources.get(name) or block
+                if static and expr.references:
+                    skipped.add(name)
+                    continue
+                try:
+                    values[name], _ = strip_sensitive(expr.evaluate(scope or Scope({})))
+                except ExprError as exc:
+                    raise DiagnosticError([exc.diagnostic()])
+        fields = list(model.model_fields)
+        diags = [_unsupported_argument(key, type_, name, fields, sources[name])
+                 for name in sorted(skipped) if name not in fields
+                 and model.model_config.get("extra") == "forbid"]
+        try:
+            config = model.model_validate(values).model_dump()
+        except ValidationError as exc:
+            for e in exc.errors():
+                top = str(e["loc"][0]) if e["loc"] else ""
+                if top in skipped:
+                    continue
+                if e["type"] == "extra_forbidden" and len(e["loc"]) == 1:
+                    diags.append(_unsupported_argument(key, type_, top, fields, sources[top]))
+                    continue
+                diags.append(error(
+                    f'Invalid configuration for provider "{key}": '
+                    f'{".".join(map(str, e["loc"])) or "(block)"}: {e["msg"]}',
+                    source=sources.get(top, block),
+                    hint=f"See `mlform providers` for what {type_} accepts."))
+            config = {}
+        if diags:
+            raise DiagnosticError(diags)
+        return config
 
     def schema(self, provider_key: str, kind: str, source: SourceRange | None = None) -> KindSchema:
         provider = self.provider(provider_key)
@@ -154,10 +186,23 @@ class Session:
         self._providers.clear()
 
 
+def _unsupported_argument(key: str, type_: str, name: str, fields: list[str],
+                          source: SourceRange):
+    from mlform.config.decode import did_you_mean
+    listing = f"{type_} takes: {', '.join(fields)}." if fields else f"{type_} takes no arguments."
+    return error(f'Unsupported argument "{name}" in provider "{key}"', source=source,
+                 hint=did_you_mean(name, fields) or listing)
+
+
 def make_backend(config: StackConfig) -> StateBackend:
     env = config.env
     if env.backend_type == "local":
         path = env.backend.get("path")
+        if path is not None and (not isinstance(path, str) or not path or "\0" in path):
+            raise DiagnosticError.single(
+                "The local backend's path must be a file path", detail=f"Got {path!r}.",
+                source=SourceRange(str(env.file)) if env.file else None,
+                hint='Write path = "state/NAME.json" (relative to the stack).')
         target = (config.stack_dir / path) if path else (
             config.stack_dir / ".mlform" / "state" / f"{env.name}.json")
         return LocalBackend(Path(target))

@@ -6,6 +6,7 @@ inputs; attribute names and types are checked against the spec models.
 
 from __future__ import annotations
 
+from mlform import registry
 from mlform.diagnostics import Diagnostic, DiagnosticError
 from mlform.expr import UNKNOWN
 from mlform.graph import NODE_RESOURCE
@@ -22,6 +23,7 @@ def validate_stack(session) -> list[Diagnostic]:
         # Missing required values are fine here; wrong values are not.
         diags.extend(d for d in exc.diagnostics if "No value for required" not in d.summary)
         values = {name: UNKNOWN for name in config.root.variables}
+    diags.extend(_provider_configs(session))
     ev = Evaluator(session.graph, session.stack_dir, values, session.env_name)
     failed: set[str] = set()
     for node in session.graph.topological():
@@ -52,6 +54,23 @@ def validate_stack(session) -> list[Diagnostic]:
         except DiagnosticError as exc:
             diags.extend(exc.diagnostics)
             failed.add(node.key)
+    return diags
+
+
+def _provider_configs(session) -> list[Diagnostic]:
+    """Argument names and literal values of each declared provider whose plugin is
+    installed (an uninstalled one is reported when planning needs it)."""
+    config = session.config
+    diags: list[Diagnostic] = []
+    for key in sorted({*config.root.providers, *config.env.providers}):
+        try:
+            registry.get(key.partition(".")[0])
+        except DiagnosticError:
+            continue  # not installed, or broken: reported when planning needs it
+        try:
+            session.provider_config(key, static=True)
+        except DiagnosticError as exc:
+            diags.extend(exc.diagnostics)
     return diags
 
 

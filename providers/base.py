@@ -176,6 +176,14 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def delete(self, prior: LiveObject) -> None: ...
 
+    def action(self, live: LiveObject, name: str, args: dict | None = None) -> dict:
+        """Kind-specific operations outside plan/apply (`mlform monitor run ADDR`).
+
+        Returns a JSON-able report.  Providers without such operations keep this default.
+        """
+        raise ProviderError(f'provider "{self.name}" has no action {name!r} for {live.kind}',
+                            address=live.address)
+
     def import_(self, kind: str, address: str, id: str) -> LiveObject | None:
         return self.read(LiveObject(address=address, kind=kind, id=id, attributes={}))
 

@@ -13,7 +13,6 @@ not repeated).  `cancel()` does the same for the first Ctrl-C.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import queue
 import threading
 import time
@@ -23,7 +22,7 @@ from typing import Any, Callable
 from mlform.addresses import config_key
 from mlform.diagnostics import Diagnostic, DiagnosticError, error
 from mlform.expr import UNKNOWN, strip_sensitive
-from mlform.expr.values import contains_unknown, iter_paths
+from mlform.expr.values import contains_unknown
 from mlform.graph import NODE_OUTPUT, NODE_RESOURCE
 from mlform.plan.diff import apply_ignore_changes
 from mlform.plan.evaluate import Evaluator, Instance
@@ -67,7 +66,7 @@ class _Op:
 class _Unit:
     key: str
     deps: set[str]
-    run: Callable[["Applier", "_Unit"], list[_Op]]
+    run: Callable[["Applier", "_Unit"], None]     # plans the unit's ops and _submits them
     node: Any = None
     change: Change | None = None
     outstanding: int = 0
@@ -90,8 +89,14 @@ class Applier:
         self.result = ApplyResult()
         self.by_address = {c.address: c for c in plan.changes}
         self.refreshed = {a: ResourceState.from_json(r) for a, r in plan.refreshed.items()}
-        self.lineage = writer.state().lineage
-        self._done: "queue.Queue[tuple[_Unit, _Op, Any, BaseException | None]]" = queue.Queue()
+        self.lineage = writer.lineage
+        # Results come back to the scheduler thread through _done; work goes out to the
+        # workers through _work (C-implemented queues: no Future or lock per operation).
+        self._done: "queue.SimpleQueue[tuple[_Unit, _Op, Any, BaseException | None]]" = \
+            queue.SimpleQueue()
+        self._work: "queue.SimpleQueue[tuple[_Unit, _Op] | None]" = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        self._inflight = 0
         self._stopping = False
         self._outputs: dict[str, Any] = {}
         self._edges = session.graph.resource_edges()
@@ -120,12 +125,12 @@ class Applier:
 
     def _record_refresh(self) -> None:
         """What refresh found becomes state: drifted attributes, objects gone."""
-        current = self.writer.state()
+        recorded = self.writer.addresses()    # (no copy of the whole state)
         for address, rs in self.refreshed.items():
-            old = current.get(address)
+            old = self.writer.get(address)
             if old is None or old.attributes != rs.attributes or old.id != rs.id:
                 self.writer.record(rs)
-        for address in list(current.resources):
+        for address in recorded:
             if address not in self.refreshed:
                 self.writer.record_delete(address)
 
@@ -181,8 +186,6 @@ class Applier:
                 dependents[dep].append(key)
         ready = sorted(k for k, n in waiting.items() if n == 0)
         finished: set[str] = set()
-        inflight = 0
-        pool = cf.ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="mlform-apply")
 
         def complete(unit: _Unit) -> None:
             finished.add(unit.key)
@@ -200,21 +203,17 @@ class Applier:
                         self._stopping = True
                         break
                     unit = units[ready.pop()]
+                    unit.outstanding = 0
                     try:
-                        ops = unit.run(self, unit)
+                        # A block's operations start as soon as each one is planned (_submit),
+                        # so the first ones run while the rest are still being planned.
+                        unit.run(self, unit)
                     except DiagnosticError as exc:
                         self._fail_unit(unit, exc.diagnostics)
-                        complete(unit)
-                        continue
-                    unit.outstanding = len(ops)
-                    if not ops:
+                    if unit.outstanding == 0:
                         self._finish_unit(unit)
                         complete(unit)
-                        continue
-                    for op in ops:
-                        inflight += 1
-                        pool.submit(self._worker, unit, op)
-                if inflight == 0:
+                if self._inflight == 0:
                     break
                 try:
                     unit, op, live, exc = self._done.get(timeout=0.2)
@@ -222,17 +221,40 @@ class Applier:
                     if self.cancel_event.is_set():
                         self._stopping = True
                     continue
-                inflight -= 1
+                self._inflight -= 1
                 self._settle(unit, op, live, exc)
                 unit.outstanding -= 1
                 if unit.outstanding == 0:
                     self._finish_unit(unit)
                     complete(unit)
         finally:
-            pool.shutdown(wait=True)
+            # Work already handed out runs to its end (as ThreadPoolExecutor.shutdown(wait=True)).
+            for _ in self._workers:
+                self._work.put(None)
+            for worker in self._workers:
+                worker.join()
+            self._workers.clear()
         self.result.not_started = sum(1 for k, u in units.items()
                                       if k not in finished and (u.change or (
                                           u.node is not None and u.node.type == NODE_RESOURCE)))
+
+    def _submit(self, unit: _Unit, op: _Op) -> None:
+        """Hand one operation to the workers (scheduler thread only)."""
+        unit.outstanding += 1
+        self._inflight += 1
+        if len(self._workers) < min(self.parallelism, self._inflight):
+            worker = threading.Thread(target=self._work_loop, daemon=True,
+                                      name=f"mlform-apply-{len(self._workers)}")
+            worker.start()
+            self._workers.append(worker)
+        self._work.put((unit, op))
+
+    def _work_loop(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            self._worker(*item)
 
     def _fail_unit(self, unit: _Unit, diags: list[Diagnostic]) -> None:
         unit.failed = True
@@ -247,17 +269,17 @@ class Applier:
 
     # ------------------------------------------------------------ node work (scheduler thread)
 
-    def _run_node(self, unit: _Unit) -> list[_Op]:
+    def _run_node(self, unit: _Unit) -> None:
         node = unit.node
         if node.type != NODE_RESOURCE:
             value = self.ev.evaluate_node(node)
             if node.type == NODE_OUTPUT and not node.module:
                 self._outputs[node.name] = value
-            return []
+            return
         ev = self.ev
         instances = ev.expand(node)
         ev.declare_empty(node)
-        ops: list[_Op] = []
+        submitted = 0
         res = node.config
         provider_key = self.session.provider_key_for(res)
         provider = self.session.provider(provider_key)
@@ -274,10 +296,12 @@ class Applier:
                         self.writer.record(ResourceState(**{**prior.__dict__, "dependencies": deps}))
                     continue
                 if change is None:
-                    # Not selected by --target and not yet created: downstream sees unknowns.
+                    # Not selected by --target and not yet created: downstream sees unknowns
+                    # (computed attributes too, so outputs that read them stay unknown).
                     desired = ev.desired(inst)
-                    ev.set_instance(inst, {k: UNKNOWN if v is None else v for k, v in
-                                           desired.attributes.items()}, [], UNKNOWN)
+                    unknowns = {k: UNKNOWN if v is None else v for k, v in desired.attributes.items()}
+                    unknowns.update({k: UNKNOWN for k in schema.computed if "." not in k})
+                    ev.set_instance(inst, unknowns, [], UNKNOWN)
                     continue
             try:
                 planned, sens = self._final_plan(inst, change, prior, provider, provider_key,
@@ -285,14 +309,14 @@ class Applier:
             except DiagnosticError as exc:
                 problems.extend(exc.diagnostics)
                 continue
-            ops.append(_Op(change, unit.key, inst, prior, planned, sens, deps))
+            self._submit(unit, _Op(change, unit.key, inst, prior, planned, sens, deps))
+            submitted += 1
         if problems:
-            if ops:
-                # Some instances are fine: run them, but this block counts as failed.
+            if submitted:
+                # Some instances are fine: they run, but this block counts as failed.
                 self._fail_unit(unit, problems)
-                return ops
+                return
             raise DiagnosticError(problems)
-        return ops
 
     def _final_plan(self, inst: Instance, change: Change, prior, provider, provider_key: str,
                     computed) -> tuple[Planned, list]:
@@ -316,11 +340,8 @@ class Applier:
                                          lc.ignore_changes if lc.ignore_changes == "all"
                                          else tuple(map(tuple, lc.ignore_changes)), computed)
         masked = mask(attrs, desired.sensitive_paths, self.lineage)
-        for path, saved in iter_paths(change.after or {}):
-            if saved is UNKNOWN or not path:
-                continue
-            now = _get(masked, path)
-            if now != saved and not contains_unknown(now):
+        for path, saved, now in _differences(change.after or {}, masked):
+            if not contains_unknown(now):
                 raise DiagnosticError.single(
                     f"Provider \"{provider_key}\" produced an inconsistent final plan for {inst.address}",
                     detail=f"When applying, {'.'.join(map(str, path))} was {_short(now)}, but the plan "
@@ -330,12 +351,11 @@ class Applier:
         return (Planned(planned.address, planned.kind, planned.name, attrs, planned.replace_paths,
                         planned.reasons), desired.sensitive_paths)
 
-    def _run_delete(self, unit: _Unit) -> list[_Op]:
+    def _run_delete(self, unit: _Unit) -> None:
         c = unit.change
         prior = self.refreshed.get(c.address)
-        if prior is None:
-            return []
-        return [_Op(c, unit.key, None, prior, None, [], list(prior.dependencies))]
+        if prior is not None:
+            self._submit(unit, _Op(c, unit.key, None, prior, None, [], list(prior.dependencies)))
 
     # ------------------------------------------------------------ provider work (worker threads)
 
@@ -419,17 +439,17 @@ class Applier:
         if exc is not None:
             unit.failed = True
             self._stopping = True
-            if isinstance(exc, ProviderError):
-                msg = exc.message + (f" ({exc.service_message})" if exc.service_message else "")
-                hint = "Retrying may help." if exc.retryable else ""
-            else:
-                msg = f"provider crashed: {type(exc).__name__}: {exc}"
-                hint = f'This is a bug in the provider "{c.provider}".'
             action_word = {Action.CREATE: "create", Action.UPDATE: "update",
                            Action.DELETE: "delete"}.get(c.action, "replace")
+            if isinstance(exc, ProviderError):
+                msg = _failure_message(c.address, action_word, exc.message, exc.service_message)
+                hint = "Retrying may help." if exc.retryable else ""
+            else:
+                msg = f"{action_word} failed: provider crashed: {type(exc).__name__}: {exc}"
+                hint = f'This is a bug in the provider "{c.provider}".'
             self.result.failures.append((c.address, msg))
-            self.result.diagnostics.append(error(f"{c.address}: {action_word} failed: {msg}",
-                                                 address=c.address, hint=hint))
+            self.result.diagnostics.append(error(f"{c.address}: {msg}", address=c.address,
+                                                 hint=hint))
             return
         for counter in _COUNTS.get(c.action, ()):
             setattr(self.result, counter, getattr(self.result, counter) + 1)
@@ -439,18 +459,14 @@ class Applier:
 
     def _check_result(self, op: _Op, live) -> None:
         """The core does not trust the plugin: applied values must match the known plan."""
-        for path, planned in iter_paths(dict(op.planned.attributes)):
-            if planned is UNKNOWN or not path:
-                continue
-            got = _get(live.attributes, path)
-            if got != planned:
-                self.result.diagnostics.append(error(
-                    f'Provider "{op.change.provider}" produced an inconsistent result for '
-                    f"{op.change.address}",
-                    detail=f"{'.'.join(map(str, path))} was planned as {_short(planned)} but the "
-                           f"provider returned {_short(got)}. This is a bug in the provider.",
-                    address=op.change.address))
-                return
+        for path, planned, got in _differences(dict(op.planned.attributes), live.attributes):
+            self.result.diagnostics.append(error(
+                f'Provider "{op.change.provider}" produced an inconsistent result for '
+                f"{op.change.address}",
+                detail=f"{'.'.join(map(str, path))} was planned as {_short(planned)} but the "
+                       f"provider returned {_short(got)}. This is a bug in the provider.",
+                address=op.change.address))
+            return
 
     def _record_outputs(self) -> None:
         outputs = {}
@@ -466,15 +482,31 @@ class Applier:
         self.writer.set_outputs(outputs)
 
 
-def _get(value: Any, path: tuple) -> Any:
-    for p in path:
-        if isinstance(value, dict) and p in value:
-            value = value[p]
-        elif isinstance(value, list) and isinstance(p, int) and p < len(value):
-            value = value[p]
-        else:
-            return None
-    return value
+def _differences(expected: Any, actual: Any, path: tuple = ()):
+    """(path, leaf, value found) for each known leaf of `expected` whose value in `actual`
+    differs, in `iter_paths` order; a value is found as `_get` finds it (None when the path
+    does not exist).  Equal subtrees are skipped whole: the common case costs one `==`."""
+    if expected is UNKNOWN or expected == actual:
+        return
+    if isinstance(expected, dict) and expected:
+        for key, item in expected.items():
+            found = actual[key] if isinstance(actual, dict) and key in actual else None
+            yield from _differences(item, found, path + (key,))
+    elif isinstance(expected, list) and expected:
+        for index, item in enumerate(expected):
+            found = actual[index] if isinstance(actual, list) and index < len(actual) else None
+            yield from _differences(item, found, path + (index,))
+    elif path:
+        yield path, expected, actual
+
+
+def _failure_message(address: str, action_word: str, message: str, service_message: str) -> str:
+    """`create failed: <what the service said>`, each part once: providers often name the
+    resource and the operation themselves, and repeat the service's words in `message`."""
+    msg = message[len(address) + 2:] if message.startswith(f"{address}: ") else message
+    if service_message and service_message not in msg:
+        msg = f"{msg} ({service_message})"
+    return msg if f"{action_word} failed" in msg else f"{action_word} failed: {msg}"
 
 
 def _short(value: Any) -> str:

@@ -197,6 +197,7 @@ def apply(dir_or_plan: Path, *, auto_approve, env, vars, var_files, refresh_only
         with operations.locked(session, "apply"), interrupts:
             state = operations.load_state(session)
             if saved is not None:
+                state = planfile.base_state(saved, state)
                 planfile.check_fresh(saved, state, session.config.digest)
                 the_plan = saved
             else:
@@ -219,10 +220,11 @@ def apply(dir_or_plan: Path, *, auto_approve, env, vars, var_files, refresh_only
         session.close()
     summary = ApplySummary(added=result.added, changed=result.changed, destroyed=result.destroyed,
                            failed=list(result.failures), outputs=dict(result.outputs))
-    if result.diagnostics:
-        show_diagnostics(result.diagnostics)
+    # The summary names each failure once; show only the diagnostics it does not repeat.
+    shown = {f"{address}: {message}" for address, message in result.failures}
+    show_diagnostics([d for d in result.diagnostics if d.summary not in shown])
     out.echo("")
-    out.echo(render_apply_summary(summary, color=out.color()))
+    out.echo(render_apply_summary(summary, color=out.color()), err=not summary.ok)
     if result.cancelled:
         sys.stderr.write(f"Interrupted: {result.not_started} resource block(s) not started; "
                          "the state records everything that finished.\n")
@@ -273,7 +275,7 @@ def show(plan_file: Path | None, as_json: bool, env: str | None) -> int:
             out.echo(render_plan(p, color=out.color()))
         return 0
     session = _state_session(env)
-    state = operations.load_state(session)
+    state = operations.load_state(session, recover=False)
     if as_json:
         out.raw(json.dumps(state.to_json(), sort_keys=True, indent=2))
         return 0
@@ -288,7 +290,7 @@ def show(plan_file: Path | None, as_json: bool, env: str | None) -> int:
 
 def output(name: str | None, as_json: bool, env: str | None) -> int:
     session = _state_session(env)
-    state = operations.load_state(session)
+    state = operations.load_state(session, recover=False)
     outputs = state.outputs
     if name is not None:
         if name not in outputs:
@@ -400,14 +402,19 @@ def init(dir: Path, template: str) -> int:
         raise DiagnosticError.single(f'Unknown template "{template}"',
                                      hint="Templates: " + ", ".join(sorted(TEMPLATES)) + ".")
     dir = Path(dir)
-    dir.mkdir(parents=True, exist_ok=True)
-    existing = [p.name for p in dir.iterdir() if p.suffix in (".hcl", ".yaml", ".yml", ".json")]
-    if existing:
-        raise DiagnosticError.single(f"{dir} already holds spec files ({', '.join(sorted(existing))})",
-                                     hint="Pick an empty directory.")
-    for rel, text in TEMPLATES[template].items():
-        target = dir / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
+    try:
+        dir.mkdir(parents=True, exist_ok=True)
+        existing = [p.name for p in dir.iterdir() if p.suffix in (".hcl", ".yaml", ".yml", ".json")]
+        if existing:
+            raise DiagnosticError.single(
+                f"{dir} already holds spec files ({', '.join(sorted(existing))})",
+                hint="Pick an empty directory.")
+        for rel, text in TEMPLATES[template].items():
+            target = dir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+    except OSError as exc:
+        raise DiagnosticError.single(f"Cannot create the stack in {dir}: {exc.strerror}",
+                                     hint="Pick a directory you can write to.") from None
     out.echo(f"Created a {template} stack in {dir}. Next: cd {dir} && mlform plan")
     return 0

@@ -19,6 +19,7 @@ def show_diagnostics(diags) -> None:
     from mlform.views import render_diagnostics
     if not diags:
         return
+    diags = list(dict.fromkeys(diags))  # one failure seen by several resources is shown once
     text = render_diagnostics(diags, color=False)
     sys.stderr.write(text if text.endswith("\n") else text + "\n")
     sys.stderr.flush()

@@ -38,14 +38,14 @@ def _require(state: State, address: str) -> ResourceState:
 
 
 def list_(env: str | None) -> int:
-    state = operations.load_state(_session(env))
+    state = operations.load_state(_session(env), recover=False)
     for address in sorted(state.resources):
         out.echo(address)
     return 0
 
 
 def show(address: str, env: str | None) -> int:
-    state = operations.load_state(_session(env))
+    state = operations.load_state(_session(env), recover=False)
     out.echo(format_resource(_require(state, address)))
     return 0
 

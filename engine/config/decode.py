@@ -219,15 +219,21 @@ class Decoder:
             self.diags.append(error(f'Module "{name}" needs a source', source=block.source,
                                     hint='Add: source = "../modules/NAME" (a local path).'))
             return
+        reported = len(self.diags)
         path = self.constant(src, "A module source")
         if not isinstance(path, str):
+            if len(self.diags) == reported:
+                self.diags.append(error(f'Module "{name}": source must be a path string',
+                                        source=src.source, detail=f"Got {path!r}.",
+                                        hint='Write: source = "../modules/NAME" (a local path).'))
             return
         depends = self.traversals(attrs.pop("depends_on"), "depends_on") if "depends_on" in attrs else []
         for b in block.body.blocks:
             self.diags.append(error(f'Unsupported block "{b.type}" in module "{name}"',
                                     source=b.source))
         self.module.module_calls[name] = ModuleCall(
-            name, path, {k: a.expr for k, a in attrs.items()}, block.source, depends)
+            name, path, {k: a.expr for k, a in attrs.items()}, block.source, depends,
+            {k: a.source for k, a in attrs.items()})
 
     def resource(self, block: Block) -> None:
         kind = block.type
@@ -307,9 +313,10 @@ def provider_config(decoder: Decoder, block: Block) -> ProviderConfig | None:
     if "alias" in attrs:
         alias = decoder.constant(attrs.pop("alias"), "alias")
     config = ProviderConfig(block.labels[0], alias, {k: a.expr for k, a in attrs.items()},
-                            block.source)
+                            block.source, {k: a.source for k, a in attrs.items()})
     for nested in block.body.blocks:
         config.attributes[nested.type] = BlockObjectExpr(nested.body, nested.source)
+        config.attribute_sources[nested.type] = nested.source
     return config
 
 

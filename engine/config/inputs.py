@@ -9,7 +9,6 @@ reach output or disk in clear.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import yaml
 from mlform.config.decode import did_you_mean
 from mlform.config.loader import display_path
 from mlform.config.model import Module, StackConfig, Variable
-from mlform.config.syntax import PARSERS
+from mlform.config.syntax import PARSERS, SpecLoader
 from mlform.diagnostics import Diagnostic, DiagnosticError, SourceRange, error
 from mlform.expr import ExprError, Scope, Sensitive, parse_expression
 
@@ -52,22 +51,36 @@ def parse_var_arg(text: str) -> tuple[str, str]:
 
 
 def _read_var_file(path: Path) -> dict[str, RawValue]:
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except (OSError, ValueError):  # a NUL byte or an over-long name
+        found = False
+    if not found:
         raise DiagnosticError.single(f"Variable file not found: {path}",
                                      hint="Check the --var-file path.")
     shown = display_path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise DiagnosticError.single(f"Cannot read variable file: {exc.strerror}",
+                                     source=SourceRange(shown)) from None
+    except UnicodeDecodeError:
+        raise DiagnosticError.single("Variable file is not valid UTF-8", source=SourceRange(shown),
+                                     hint="Save the file as UTF-8.") from None
     if path.suffix in (".yaml", ".yml", ".json"):
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.load(text, Loader=SpecLoader) or {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            raise DiagnosticError.single(f"Invalid variable file: {getattr(exc, 'problem', exc)}",
-                                         source=SourceRange(shown, mark.line + 1 if mark else 0))
+            raise DiagnosticError.single(
+                f"Invalid variable file: {getattr(exc, 'problem', None) or exc}",
+                source=SourceRange(shown, mark.line + 1, mark.column + 1) if mark
+                else SourceRange(shown))
         if not isinstance(data, dict):
             raise DiagnosticError.single("A variable file must be a mapping of names to values",
                                          source=SourceRange(shown, 1, 1))
-        return {k: RawValue(v, shown, SourceRange(shown)) for k, v in data.items()}
-    body, diags = PARSERS[".hcl"](path.read_text(), shown)
+        return {str(k): RawValue(v, shown, SourceRange(shown)) for k, v in data.items()}
+    body, diags = PARSERS[".hcl"](text, shown)
     if diags:
         raise DiagnosticError(diags)
     out: dict[str, RawValue] = {}
@@ -112,11 +125,13 @@ def convert(var: Variable, raw: Any, where: SourceRange | None, origin: str) -> 
     try:
         return var.type.convert(raw)
     except ExprError as exc:
-        shown = "(sensitive value)" if var.sensitive else json.dumps(raw, default=str)[:80]
+        # The conversion message quotes the value: never for a sensitive variable.
+        detail = (f"The value set by {origin} is not {var.type}." if var.sensitive
+                  else f"{exc.detail} Set by {origin}.")
         raise DiagnosticError.single(
-            f'Invalid value for variable "{var.name}"',
-            detail=f"{exc.summary}. Given {shown} from {origin}; the type is {var.type}.",
-            source=where or var.source, hint=f"Declared at {var.source}.")
+            f'Invalid value for variable "{var.name}"', detail=detail,
+            source=where or var.source,
+            hint=f"The type is {var.type} (declared at {var.source}).")
 
 
 def check_validations(var: Variable, value: Any, base_dir: Path) -> list[Diagnostic]:

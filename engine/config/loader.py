@@ -8,6 +8,7 @@ backend.  Every problem found is collected, so one run reports them all.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 from pathlib import Path
@@ -63,12 +64,17 @@ class _Reader:
         bodies = [b for b in (self.parse(f) for f in files) if b is not None]
         self.diags.extend(decode_module(bodies, module))
         for name, call in module.module_calls.items():
-            child_dir = (directory / call.source_path).resolve()
-            if not child_dir.is_dir():
+            try:
+                child_dir = (directory / call.source_path).resolve()
+                found = child_dir.is_dir()
+            except (OSError, ValueError):  # a NUL byte, a name too long, a symlink loop
+                child_dir, found = directory / call.source_path, False
+            if not found:
                 self.diags.append(error(f'Module "{name}": source directory not found',
                                         detail=f"{call.source_path} resolves to {child_dir}.",
                                         source=call.source,
-                                        hint="Module sources are local paths relative to the calling module."))
+                                        hint=_similar_dir(call.source_path, child_dir) or
+                                        "Module sources are local paths relative to the calling module."))
                 continue
             if child_dir in chain or child_dir == directory.resolve():
                 self.diags.append(error(f'Module "{name}" includes itself',
@@ -81,6 +87,19 @@ class _Reader:
                 continue
             module.children[name] = self.module(child_dir, chain + (directory.resolve(),))
         return module
+
+
+def _similar_dir(written: str, missing: Path) -> str:
+    """'Did you mean "./modules/tiny"?' when a sibling directory is spelled alike."""
+    stem = written.rstrip("/")
+    if not missing.name or not stem.endswith(missing.name):
+        return ""
+    try:
+        siblings = [d.name for d in missing.parent.iterdir() if d.is_dir()]
+    except (OSError, ValueError):
+        return ""
+    close = difflib.get_close_matches(missing.name, siblings, n=1, cutoff=0.75)
+    return f'Did you mean "{stem[:-len(missing.name)]}{close[0]}"?' if close else ""
 
 
 def _env_file(stack_dir: Path, env: str) -> Path | None:
@@ -105,13 +124,20 @@ def _decode_environment(name: str, path: Path, body: Body, root: Module,
     decoder.unexpected(body, {"default_provider", "variables"}, {"provider", "backend", "variable"},
                        f"environment {name}")
     if "default_provider" in body.attributes:
-        value = decoder.constant(body.attributes["default_provider"], "default_provider")
-        env.default_provider = value if isinstance(value, str) else None
+        attr = body.attributes["default_provider"]
+        value = decoder.constant(attr, "default_provider")
+        env.default_provider = value if isinstance(value, str) and value else None
+        if value is not None and env.default_provider is None:
+            diags.append(error("default_provider must name a provider", source=attr.source,
+                               detail=f"Got {value!r}.", hint='Write default_provider = "memory".'))
     if "variables" in body.attributes:
-        expr = body.attributes["variables"].expr
-        value = decoder.constant(body.attributes["variables"], "variables")
+        attr = body.attributes["variables"]
+        value = decoder.constant(attr, "variables")
         if isinstance(value, dict):
-            env.variables = {k: _ConstantExpr(v, expr.source) for k, v in value.items()}
+            env.variables = {k: _ConstantExpr(v, attr.expr.source) for k, v in value.items()}
+        elif value is not None:
+            diags.append(error("variables must map variable names to values", source=attr.source,
+                               detail=f"Got {value!r}.", hint="Write variables = { epochs = 5 }."))
     for block in body.blocks:
         if block.type == "provider" and decoder.need_labels(block, 1, "TYPE"):
             config = provider_config(decoder, block)
@@ -168,7 +194,8 @@ def load_stack(stack_dir: Path, env: str | None = None) -> StackConfig:
             known = available_environments(stack_dir)
             reader.diags.append(error(
                 f'Unknown environment "{env}"',
-                detail=f"No file {ENV_DIR}/{env}.hcl (or .yaml/.json) in {display_path(stack_dir)}.",
+                detail=f"There is no {ENV_DIR}/{env}.hcl (or .yaml/.json) in the stack "
+                       f"({stack_dir.resolve()}).",
                 hint=("Known environments: " + ", ".join(known)) if known else
                 f"Create {ENV_DIR}/{env}.hcl to define it."))
         else:

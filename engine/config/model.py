@@ -66,6 +66,7 @@ class ProviderConfig:
     alias: str | None
     attributes: dict[str, Any]       # name -> Expr
     source: SourceRange
+    attribute_sources: dict[str, SourceRange] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -106,6 +107,7 @@ class ModuleCall:
     inputs: dict[str, Any]           # name -> Expr
     source: SourceRange
     depends_on: list[Traversal] = field(default_factory=list)
+    input_sources: dict[str, SourceRange] = field(default_factory=dict)  # where each is set
 
 
 @dataclass

@@ -16,6 +16,7 @@ import hcl2
 import lark
 import yaml
 
+from mlform.config._hcl_errors import hcl_syntax_error
 from mlform.diagnostics import Diagnostic, DiagnosticError, SourceRange, error
 from mlform.expr import ExprError, compile_hcl, compile_value, parse_type
 
@@ -143,26 +144,12 @@ def _hcl_body(tree: lark.Tree, file: str, diags: list[Diagnostic],
     return body
 
 
-def _hcl_syntax_error(exc: Exception, file: str, text: str) -> Diagnostic:
-    line = getattr(exc, "line", 0) or 0
-    column = getattr(exc, "column", 0) or 0
-    token = getattr(exc, "token", None)
-    got = f' near "{token}"' if token not in (None, "") and str(token).strip() else ""
-    src_line = text.splitlines()[line - 1] if 0 < line <= len(text.splitlines()) else ""
-    expected = sorted(getattr(exc, "expected", None) or getattr(exc, "allowed", None) or [])
-    hint = "Check for a missing closing brace, quote or '=' on this line or the one before."
-    if expected and len(expected) <= 6:
-        hint = "Expected one of: " + ", ".join(expected) + "."
-    return error(f"Invalid HCL syntax{got}", detail=src_line.strip(),
-                 source=SourceRange(file, line, column), hint=hint)
-
-
 def parse_hcl(text: str, file: str) -> tuple[Body, list[Diagnostic]]:
     diags: list[Diagnostic] = []
     try:
         tree = hcl2.parses_to_tree(text)
     except lark.exceptions.LarkError as exc:
-        return Body(source=SourceRange(file)), [_hcl_syntax_error(exc, file, text)]
+        return Body(source=SourceRange(file)), [hcl_syntax_error(exc, file, text)]
     except RecursionError:
         return Body(source=SourceRange(file)), [error(
             "Invalid HCL syntax: nesting too deep", source=SourceRange(file, 1, 1))]
@@ -172,14 +159,41 @@ def parse_hcl(text: str, file: str) -> tuple[Body, list[Diagnostic]]:
 # ------------------------------------------------------------ YAML / JSON
 
 
+class SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader limited to the values a spec holds (JSON's): dates stay
+    the text written, and binary, sets and non-finite numbers are refused."""
+
+    def construct_finite_float(self, node: yaml.Node) -> float:
+        value = self.construct_yaml_float(node)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise yaml.constructor.ConstructorError(
+                None, None, "infinite and NaN numbers are not supported", node.start_mark)
+        return value
+
+    def refuse(self, node: yaml.Node) -> None:
+        kind = str(node.tag).rsplit(":", 1)[-1]
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{kind} values are not supported", node.start_mark)
+
+
+SpecLoader.add_constructor("tag:yaml.org,2002:timestamp", SpecLoader.construct_yaml_str)
+SpecLoader.add_constructor("tag:yaml.org,2002:float", SpecLoader.construct_finite_float)
+for _tag in ("binary", "set", "omap", "pairs"):
+    SpecLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", SpecLoader.refuse)
+
+
 class _Constructor:
     """Turns PyYAML nodes into plain Python values (safe types only)."""
 
     def __init__(self) -> None:
-        self._loader = yaml.SafeLoader("")
+        self._loader = SpecLoader("")
 
     def value(self, node: yaml.Node) -> Any:
-        return self._loader.construct_document(node)
+        try:
+            return self._loader.construct_document(node)
+        except ValueError:  # an integer with more digits than Python converts
+            raise yaml.constructor.ConstructorError(
+                None, None, "this number has too many digits", node.start_mark) from None
 
 
 def _mark(file: str, node: yaml.Node) -> SourceRange:
@@ -243,7 +257,7 @@ def _yaml_labeled(type_: str, node: yaml.Node, file: str, ctor: _Constructor,
 def parse_yaml(text: str, file: str) -> tuple[Body, list[Diagnostic]]:
     diags: list[Diagnostic] = []
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=SpecLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -256,7 +270,13 @@ def parse_yaml(text: str, file: str) -> tuple[Body, list[Diagnostic]]:
         return Body(source=SourceRange(file)), []
     try:
         return _yaml_body(node, file, _Constructor(), diags, top=True), diags
-    except yaml.YAMLError as exc:  # constructor errors (bad tags, ...)
+    except yaml.MarkedYAMLError as exc:  # constructor errors (unknown tags, huge numbers)
+        mark = exc.problem_mark or exc.context_mark
+        return Body(), [error(f"Invalid YAML value: {exc.problem or exc.context}",
+                              source=SourceRange(file, mark.line + 1, mark.column + 1) if mark
+                              else SourceRange(file),
+                              hint="Write plain strings, numbers, booleans, lists and mappings.")]
+    except yaml.YAMLError as exc:
         return Body(), [error(f"Invalid YAML: {exc}", source=SourceRange(file))]
 
 
@@ -283,9 +303,19 @@ PARSERS = {".hcl": parse_hcl, ".tf": parse_hcl, ".yaml": parse_yaml, ".yml": par
 def parse_file(path, display: str) -> Body:
     """Parse one spec file; raises DiagnosticError with every syntax problem found."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DiagnosticError.single(f"Cannot read spec file: {exc}", source=SourceRange(display))
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DiagnosticError.single(f"Cannot read spec file: {exc.strerror}",
+                                     source=SourceRange(display))
+    try:
+        text = data.decode("utf-8-sig")  # a leading byte-order mark is not content
+    except UnicodeDecodeError as exc:
+        head = data[:exc.start]
+        line, column = head.count(b"\n") + 1, len(head) - head.rfind(b"\n")
+        raise DiagnosticError.single(
+            "Spec file is not valid UTF-8", source=SourceRange(display, line, column),
+            detail=f"Byte 0x{data[exc.start]:02x} cannot start or continue a UTF-8 character.",
+            hint="Save the file as UTF-8.") from None
     body, diags = PARSERS[path.suffix](text, display)
     if diags:
         raise DiagnosticError(diags)

@@ -132,7 +132,11 @@ def _c_expr_term(node: Tree, ctx: Ctx) -> Fn:
 
 
 def _c_int(node: Tree, ctx: Ctx) -> Fn:
-    return const(int(node.children[0].value))
+    try:
+        return const(int(node.children[0].value))
+    except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+        raise ExprError("Invalid number", "The number has too many digits.",
+                        ctx.at(node)) from None
 
 
 def _c_float(node: Tree, ctx: Ctx) -> Fn:

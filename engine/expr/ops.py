@@ -54,6 +54,10 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# Whole numbers beyond ~3900 decimal digits cannot be converted to text.
+_INT_BITS_MAX = 13_000
+
+
 def normalize(number: int | float) -> int | float:
     """Numbers stay int where integral (HCL has one number type; 4/2 is 2, not 2.0)."""
     if type(number) is float and number.is_integer() and -_INT_SAFE < number < _INT_SAFE:
@@ -222,12 +226,15 @@ def arithmetic(op: str, a: Any, b: Any, source: SourceRange | None) -> Any:
         result = normalize(ARITHMETIC[op](x, y))
     except ZeroDivisionError:
         raise ExprError("Division by zero", f"The right operand of {op!r} is zero.",
-                        source) from None
+                        source, hint=f"Guard it: b == 0 ? 0 : a {op} b.") from None
     except OverflowError:
         raise ExprError("Invalid operation", "The result is too large to represent.",
                         source) from None
     if type(result) is float and not math.isfinite(result):
         raise ExprError("Invalid operation", "The result is not a finite number.", source)
+    if type(result) is int and result.bit_length() > _INT_BITS_MAX:
+        # Python cannot even print such a number (sys.get_int_max_str_digits).
+        raise ExprError("Invalid operation", "The result is too large to represent.", source)
     return Sensitive(result) if sensitive else result
 
 
@@ -354,7 +361,8 @@ def get_attr(value: Any, name: str, source: SourceRange | None) -> Any:
                         f"({type_name(value)}).", source)
     raise ExprError("Unsupported attribute",
                     f'This object does not have an attribute named "{name}".', source,
-                    hint=suggest(name, [k for k in value if isinstance(k, str)]))
+                    hint=suggest(name, [k for k in value
+                                          if isinstance(k, str) and not k.startswith("__")]))
 
 
 def _list_index(key: Any, source: SourceRange | None) -> int:
@@ -402,7 +410,8 @@ def get_index(value: Any, key: Any, source: SourceRange | None) -> Any:
             raise ExprError("Invalid index",
                             "The given key does not identify an element in this collection "
                             f'value: there is no key "{name}".', source,
-                            hint=suggest(name, [k for k in value if isinstance(k, str)]))
+                            hint=suggest(name, [k for k in value
+                                          if isinstance(k, str) and not k.startswith("__")]))
         result = value[name]
     elif value is None:
         raise ExprError("Attempt to index null value",

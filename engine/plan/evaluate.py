@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mlform.config.loader import display_path
 from mlform.config.model import RESOURCE_KINDS, Resource
 from mlform.diagnostics import Diagnostic, DiagnosticError, SourceRange, error
 from mlform.expr import UNKNOWN, ExprError, Scope, Sensitive, strip_sensitive
@@ -22,6 +23,10 @@ from mlform.plan.lineage import entrypoint_digest, fingerprint
 from mlform.specs import project_refs, validate_attributes
 
 REF_KEY = "__ref__"
+
+
+# A count beyond this is a mistake, not a fleet: expanding it would exhaust memory.
+MAX_COUNT = 100_000
 
 
 @dataclass(frozen=True)
@@ -188,8 +193,16 @@ class Evaluator:
             if isinstance(value, float) and value.is_integer():
                 value = int(value)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise DiagnosticError.single("Invalid count argument", source=source,
-                                             detail=f"count must be a whole number ≥ 0; got {value!r}.")
+                raise DiagnosticError.single(
+                    "Invalid count argument", source=source,
+                    detail=f"count must be a whole number ≥ 0; got {value!r}.",
+                    hint="Use count = 0 for no instances, or a positive whole number.")
+            if value > MAX_COUNT:
+                raise DiagnosticError.single(
+                    "Invalid count argument", source=source,
+                    detail=f"count is {value}; at most {MAX_COUNT} instances of one block "
+                           "are supported.",
+                    hint="Check the expression; split very large fleets across blocks.")
             return [make(i) for i in range(value)]
         return [make(None)]
 
@@ -226,16 +239,19 @@ class Evaluator:
             for path, message in validate_attributes(inst.kind, attributes, lambda v: v is UNKNOWN):
                 top = path[0] if path else None
                 source = res.attribute_sources.get(top, res.source) if top else res.source
-                diags.append(error(f"Invalid {inst.kind} {inst.address}: {message}",
-                                   source=source, address=inst.address,
-                                   hint=_spec_hint(inst.kind, message)))
+                summary, hint = _spec_problem(inst.kind, path, message)
+                diags.append(error(f"Invalid {inst.kind} {inst.address}: {summary}",
+                                   source=source, address=inst.address, hint=hint))
         attributes = project_refs(attributes)
         if inst.kind == "pipeline" and not diags:
             module_dir = self.graph.modules[inst.module].dir
             digest = entrypoint_digest(attributes.get("entrypoint"), module_dir)
             if digest is None:
+                where = display_path(module_dir)
+                where = "the stack directory" if where == "." else where
+                entrypoint = attributes.get("entrypoint")
                 diags.append(error(f"Entrypoint not found for {inst.address}",
-                                   detail=f"{attributes.get('entrypoint')} does not exist in {module_dir}.",
+                                   detail=f'There is no file "{entrypoint}" in {where}.',
                                    source=res.attribute_sources.get("entrypoint", res.source),
                                    address=inst.address,
                                    hint="entrypoint is a path relative to the module directory."))
@@ -301,10 +317,17 @@ def _with_address(diag: Diagnostic, address: str) -> Diagnostic:
     return replace(diag, address=diag.address or address)
 
 
-def _spec_hint(kind: str, message: str) -> str:
-    if "required" in message:
-        return f"See `mlform schema {kind}` for the attributes a {kind} takes."
-    return ""
+def _spec_problem(kind: str, path: tuple, message: str) -> tuple[str, str]:
+    """A spec problem as (summary text, hint): the summary names the attribute, a
+    did-you-mean suggestion becomes the hint."""
+    text, _, suggestion = message.partition("; did you mean ")
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+    if where and f'"{path[-1]}"' not in text:
+        text = f'attribute "{where}": {text}'
+    if suggestion:
+        return text, f"Did you mean {suggestion}"
+    article = "an" if kind[0] in "aeiou" else "a"
+    return text, f"See `mlform schema {kind}` for the attributes {article} {kind} takes."
 
 
 __all__ = ["Evaluator", "Instance", "Desired", "instance_address", "REF_KEY"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -31,15 +32,20 @@ def file_digest(path: Path) -> str | None:
     """sha256 of a file's bytes, cached by (path, size, mtime) so unchanged files are not re-read."""
     try:
         st = path.stat()
-    except OSError:
+    except (OSError, ValueError):  # missing, unreadable, or a name with a NUL byte
+        return None
+    if not stat.S_ISREG(st.st_mode):
         return None
     key = (str(path), st.st_size, st.st_mtime_ns)
     hit = _digest_cache.get(key)
     if hit is None:
         h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+        try:
+            with open(path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        except OSError:
+            return None
         hit = _digest_cache[key] = h.hexdigest()
     return hit
 

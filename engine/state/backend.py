@@ -175,6 +175,16 @@ class StateWriter(ABC):
             self._append({"op": "outputs", "outputs": outputs})
             self._state.outputs = outputs
 
+    @property
+    def lineage(self) -> str:
+        """The lineage of the state being written (fixed for the writer's life)."""
+        return self._state.lineage
+
+    def addresses(self) -> list[str]:
+        """The addresses recorded so far (cheap: no copy of the state)."""
+        with self._mutex:
+            return list(self._state.resources)
+
     def state(self) -> State:
         """A copy of the state with every record so far applied."""
         with self._mutex:

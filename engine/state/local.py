@@ -57,6 +57,7 @@ import time
 from pathlib import Path
 
 from mlform import __version__ as MLFORM_VERSION
+from mlform._gc import paused_gc
 from mlform.state.backend import (
     LoadedState, LockInfo, PendingOp, StateBackend, StateLocked, StateWriter, journal_line,
 )
@@ -268,12 +269,20 @@ class LocalBackend(StateBackend):
             data = self.path.read_bytes()
         except FileNotFoundError:
             return None
-        try:
-            doc = json.loads(data)
-        except ValueError as exc:
-            raise StateError(f"Invalid state in {self.path}", f"not valid JSON: {exc}",
-                             hint=f"The previous state is kept at {self.backup_path}.") from None
-        return State.from_json(doc, source=str(self.path))
+        # Decoding allocates one long-lived container per value: pause the cyclic GC,
+        # whose passes over them would free nothing (mlform._gc).
+        with paused_gc():
+            try:
+                doc = json.loads(data)
+            except ValueError as exc:
+                raise StateError(f"Invalid state in {self.path}", f"not valid JSON: {exc}",
+                                 hint=self._restore_hint()) from None
+            return State.from_json(doc, source=str(self.path))
+
+    def _restore_hint(self) -> str:
+        restore = (f"restore the previous state from {self.backup_path}"
+                   if self.backup_path.exists() else "restore it from a copy")
+        return f"mlform left the file as it is. Fix it by hand, or {restore}."
 
     def _replay(self, snapshot: State) -> _Replay:
         try:

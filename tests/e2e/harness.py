@@ -73,8 +73,12 @@ def make_stack(root: Path, hcl: str, *, name: str = "stack", files: dict | None 
     return stack
 
 
-def memory_provider(store: str = ".mlform/memory.json", *, latency_ms: float = 0,
-                    fail: dict | None = None, call_log: str = ".mlform/calls.jsonl") -> str:
+STORE = ".mlform/memory.json"       # where memory_provider() keeps the store...
+CALLS = ".mlform/calls.jsonl"       # ...and the log of mutating calls
+
+
+def memory_provider(store: str = STORE, *, latency_ms: float = 0, fail: dict | None = None,
+                    call_log: str = CALLS) -> str:
     """A `provider "memory"` block."""
     lines = [f'  store      = "{store}"', f"  latency_ms = {latency_ms}",
              f'  call_log   = "{call_log}"']
@@ -97,13 +101,13 @@ def load_state(stack: Path, env: str = "default") -> State:
     return LocalBackend(path).load().state
 
 
-def store_path(stack: Path) -> Path:
-    return Path(stack) / ".mlform" / "memory.json"
+def store_path(stack: Path, store: str = STORE) -> Path:
+    return Path(stack) / store
 
 
-def read_store(stack: Path) -> dict:
+def read_store(stack: Path, store: str = STORE) -> dict:
     """The memory store's objects by id; it must be compacted (no log left)."""
-    path = store_path(stack)
+    path = store_path(stack, store)
     log = path.with_name(path.name + ".log")
     assert not log.exists(), f"the memory store was not compacted: {log} remains"
     if not path.exists():
@@ -118,12 +122,12 @@ def write_store(stack: Path, objects: dict) -> None:
     path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
-def calls_path(stack: Path) -> Path:
-    return Path(stack) / ".mlform" / "calls.jsonl"
+def calls_path(stack: Path, calls: str = CALLS) -> Path:
+    return Path(stack) / calls
 
 
-def read_calls(stack: Path) -> list[dict]:
-    path = calls_path(stack)
+def read_calls(stack: Path, calls: str = CALLS) -> list[dict]:
+    path = calls_path(stack, calls)
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -143,10 +147,10 @@ class CallLog:
         return read_calls(self.stack)[self._seen:]
 
 
-def assert_store_matches_state(stack: Path, env: str = "default") -> None:
+def assert_store_matches_state(stack: Path, env: str = "default", store: str = STORE) -> None:
     """One live object per state resource, and no object the state does not know."""
     state = load_state(stack, env)
-    objects = read_store(stack)
+    objects = read_store(stack, store)
     by_id = {rs.id: rs for rs in state.resources.values()}
     assert len(by_id) == len(state.resources), "two state resources share one object id"
     orphans = sorted(set(objects) - set(by_id))
