@@ -10,7 +10,7 @@ from mlform.addresses import AddressError, matches, parse_address
 from mlform.cli import output as out
 from mlform.diagnostics import DiagnosticError
 from mlform.session import Session, SessionOptions
-from mlform.state import ResourceState, State, StateError
+from mlform.state import ResourceState, State, StateError, is_marker
 
 
 def _session(env: str | None) -> Session:
@@ -22,9 +22,21 @@ def format_resource(rs: ResourceState) -> str:
              f"  id       = {json.dumps(rs.id)}", f"  provider = {json.dumps(rs.provider)}"]
     sensitive = {tuple(p) for p in rs.sensitive_paths}
     for key, value in sorted(rs.attributes.items()):
-        shown = "(sensitive value)" if (key,) in sensitive else json.dumps(value, sort_keys=True)
+        shown = "(sensitive value)" if (key,) in sensitive else json.dumps(
+            _hide_markers(value), sort_keys=True)
         lines.append(f"  {key} = {shown}")
     return "\n".join(lines)
+
+
+def _hide_markers(value):
+    """Nested sensitive values are stored as keyed hashes: show them as people expect."""
+    if is_marker(value):
+        return "(sensitive value)"
+    if isinstance(value, dict):
+        return {k: _hide_markers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hide_markers(v) for v in value]
+    return value
 
 
 def _require(state: State, address: str) -> ResourceState:

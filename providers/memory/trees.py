@@ -9,7 +9,8 @@ retried create or a repeated update adopts instead of acting twice.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Mapping  # not typing.Mapping: isinstance on it is ~5x slower
+from typing import Any, Callable
 
 from mlform.expr.values import UNKNOWN, Sensitive, contains_unknown, get_path
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -209,8 +207,3 @@ def apply_stack(stack: Path, parallelism: int = 10) -> dict:
 
 def changed(plan) -> list:
     return [c.address for c in plan.changes if c.action.value != "no-op"]
-
-
-def maxrss_mib() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
