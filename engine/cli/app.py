@@ -25,6 +25,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   context_settings={"help_option_names": ["-h", "--help"]})
 state_app = typer.Typer(no_args_is_help=True, help="Inspect and edit the state.")
 app.add_typer(state_app, name="state")
+monitor_app = typer.Typer(no_args_is_help=True, help="Run monitors on demand.")
+app.add_typer(monitor_app, name="monitor")
 
 
 class PlanFormat(str, Enum):
@@ -257,6 +259,15 @@ def state_push(file: Path, force: bool = typer.Option(False, "--force"), env: Op
     """Replace the state with FILE (refuses another lineage or an older serial unless --force)."""
     from mlform.cli import state_commands
     guarded(state_commands.push, file, force, env)
+
+
+@monitor_app.command("run")
+def monitor_run(address: str, env: Optional[str] = ENV, var: Optional[List[str]] = VARS,
+                var_file: Optional[List[Path]] = VAR_FILES,
+                json_: bool = typer.Option(False, "--json", help="Print the whole report as JSON.")) -> None:
+    """Run a monitor's checks now: exit 0 no breach, 2 breach, 1 error."""
+    from mlform.cli import monitor_commands
+    guarded(monitor_commands.run, address, env, var or [], var_file or [], json_)
 
 
 def main() -> None:

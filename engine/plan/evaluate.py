@@ -9,6 +9,7 @@ apply with the values providers returned.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -256,6 +257,12 @@ class Evaluator:
                                    address=inst.address,
                                    hint="entrypoint is a path relative to the module directory."))
             attributes["entrypoint_sha256"] = digest
+            entrypoint = attributes.get("entrypoint")
+            if isinstance(entrypoint, str) and inst.module:
+                # Providers run entrypoints from the stack directory; a module's entrypoint
+                # is relative to the module, so hand them a stack-relative path.
+                attributes["entrypoint_path"] = os.path.relpath(module_dir / entrypoint,
+                                                                self.stack_dir)
             attributes["fingerprint"] = fingerprint(attributes, digest)
         return Desired(attributes, [tuple(p) for p in sensitive], diags)
 

@@ -1,13 +1,13 @@
-# Quickstart: the whole ML chain in one plan.
+# Quickstart: the whole ML chain in one plan, running for real on this machine.
 #
-# dataset -> pipeline (training run) -> model (registry version) -> endpoint -> monitor
+#   dataset -> pipeline (a torch training run) -> model (registry version)
+#           -> endpoint (HTTP server, Open Inference Protocol v2) -> monitor (drift)
 #
-# Until the `local` provider lands, this stack runs on the built-in `memory`
-# provider: its "live" objects are a JSON file (.mlform/memory-<env>.json), so
-# plan/apply/drift behave exactly as they will against real infrastructure.
+# `make demo` creates the data (make_data.py), then plans and applies this stack.
+# `--env memory` plans the same stack against the in-memory provider (no torch needed).
 
-provider "memory" {
-  store = ".mlform/memory-{env}.json"
+provider "local" {
+  root = ".mlform/local/{env}"
 }
 
 variable "epochs" {
@@ -28,8 +28,8 @@ locals {
 dataset "transactions" {
   source = "./data/transactions.csv"
   format = "csv"
-  schema = { amount = "float", hour = "int", label = "int" }
-  checks = { min_rows = 10, max_null_fraction = 0.01 }
+  schema = { amount = "float", hour = "int", merchant_risk = "float", distance_km = "float", label = "int" }
+  checks = { min_rows = 1000, max_null_fraction = 0.01 }
   tags   = { team = "risk" }
 }
 
@@ -43,8 +43,8 @@ pipeline "train" {
   cluster         = training_cluster.cpu
   inputs          = { train = dataset.transactions }
   entrypoint      = "train.py"
-  hyperparameters = { epochs = var.epochs, lr = 0.01 }
-  gate            = { metric = "accuracy", min = 0.8 }
+  hyperparameters = { epochs = var.epochs, lr = 0.01, hidden = 32 }
+  gate            = { metric = "accuracy", min = 0.85 }
 }
 
 model "fraud" {
@@ -64,7 +64,8 @@ endpoint "fraud" {
 monitor "drift" {
   endpoint  = endpoint.fraud
   baseline  = dataset.transactions
-  checks    = [{ metric = "psi", threshold = 0.2 }]
+  pipeline  = pipeline.train
+  checks    = [{ metric = "psi", threshold = 0.2 }, { metric = "error_rate", threshold = 0.05 }]
   schedule  = "*/10 * * * *"
   on_breach = "retrain"
 }
@@ -75,4 +76,8 @@ output "endpoint_url" {
 
 output "model_version" {
   value = model.fraud.version
+}
+
+output "accuracy" {
+  value = pipeline.train.metrics.accuracy
 }

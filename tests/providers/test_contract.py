@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from mlform.diagnostics import Diagnostic
 from mlform.expr.values import UNKNOWN, contains_unknown
 from mlform.providers.base import KINDS, Desired, KindSchema, LiveObject, Provider, ProviderContext
+from mlform.providers.local import LocalProvider
 from mlform.providers.memory import MemoryProvider
 
 Attributes = dict[str, Any]
@@ -90,8 +91,49 @@ MEMORY = ProviderCase(
     },
 )
 
+# -- local -----------------------------------------------------------------------
+
+def _local(stack_dir: Path) -> Provider:
+    context = ProviderContext(name="local", alias=None, stack="contract", env="test",
+                              stack_dir=stack_dir, config={"root": "local/{env}"})
+    return LocalProvider(context)
+
+
+# A training script that keeps the run contract without loading torch: the suite is
+# about the provider's calls, tests/local/test_runs.py about real training.
+_TRAIN = """\
+import json, os
+out = os.environ["MLFORM_OUTPUT_DIR"]
+open(os.path.join(out, "model.pt"), "wb").write(b"model")
+json.dump({"accuracy": 0.9}, open(os.path.join(out, "metrics.json"), "w"))
+"""
+
+
+def _local_pipeline(stack_dir: Path) -> Attributes:
+    (stack_dir / "train.py").write_text(_TRAIN)
+    return {"fingerprint": "sha256:aaaa", "entrypoint": "train.py",
+            "hyperparameters": {"epochs": 5}, "gate": {"metric": "accuracy", "min": 0.5}}
+
+
+LOCAL = ProviderCase(
+    id="local",
+    provider_class=LocalProvider,
+    build=_local,
+    samples={
+        "dataset": _csv_dataset,
+        # CPU: the suite must pass on machines without a GPU
+        "training_cluster": lambda d: {"accelerator": "cpu", "gpus_per_node": 0, "nodes": 1},
+        "pipeline": _local_pipeline,
+    },
+    updates={
+        "dataset": lambda a: {**a, "checks": {"min_rows": 2}},
+        "training_cluster": lambda a: {**a, "max_runtime_seconds": 600},
+        "pipeline": lambda a: {**a, "fingerprint": "sha256:bbbb", "hyperparameters": {"epochs": 6}},
+    },
+)
+
 #: every provider the suite runs against; providers append their case here
-PROVIDER_CASES: list[ProviderCase] = [MEMORY]
+PROVIDER_CASES: list[ProviderCase] = [MEMORY, LOCAL]
 
 
 # -- harness -------------------------------------------------------------------------

@@ -1,0 +1,614 @@
+"""The `endpoint` kind of the `local` provider: one detached model server per endpoint.
+
+Files, under ``<root>/endpoints/<slug of address>/``:
+
+* ``server.json``  the server's spec (models, weights, capture, host, port, admin
+  token; mode 0600).  Its path is on the server's command line, which is how
+  `processes.is_ours` tells our process from anything else with that pid.
+* ``process.json`` pid, host and port of the process we started (and pids of
+  replaced ones not yet stopped), written right after the spawn.
+* ``server.log``, and ``capture.jsonl`` when `capture` is set (see `capture_path`).
+
+How an apply reaches the planned state (`_converge`, shared by create and update):
+
+* our process is alive, healthy and bound where the plan wants it → **hot path**:
+  rewrite the spec and ask the server to reload (`POST /v2/admin/reload`); it loads
+  the new versions beside the old ones and swaps atomically, so no request fails.
+  A rollout is a list of such reloads (`ROLLOUTS`): a canary serves
+  {old: 100-p, new: p} for `bake_seconds`, then promotes to 100% new.
+* otherwise (first create, a killed or hung server, a new host/port or torch
+  settings) → **new process**: spawn, wait for ready, record it, then stop the old
+  one, if any and only if `is_ours` accepts it.  The listening socket uses
+  SO_REUSEPORT, so a replacement can take over the same port before the old
+  process goes; a port held by anyone else is refused.  A new process serves the
+  planned version at once: a rollout splits traffic only within a running server.
+
+The state records `pid` and `port`; `read` asks the server what it serves
+(`/v2/admin/status`), so a killed server reads as gone and a server moved to
+another version reads as drift.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mlform.diagnostics import Diagnostic, error, warning
+from mlform.expr.values import UNKNOWN, contains_unknown
+from mlform.providers.base import (
+    Desired, KindSchema, LiveObject, Planned, ProgressEvent, ProviderError,
+)
+from mlform.specs import looks_like_address, split_address
+
+from . import processes
+from .common import KindHandler, LocalEnv, read_json, write_json_atomic
+from .registry import aliases, dir_digest, read_meta, registry_dir, uri_to_path, version_dir
+
+__all__ = ["EndpointHandler", "EndpointSettings", "endpoint_dir", "capture_path",
+           "SERVER_PROGRAM", "TOKEN_HEADER", "ROLLOUTS"]
+
+#: The server program, started by path: it imports nothing of mlform, so the
+#: configured interpreter needs only torch, fastapi and uvicorn.
+SERVER_PROGRAM = Path(__file__).with_name("server.py")
+TOKEN_HEADER = "x-mlform-token"
+COMPUTED = ("url", "model_version", "pid", "serving")
+
+
+class EndpointSettings(BaseModel):
+    """`settings { }` of a local endpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    torch_threads: int = Field(1, ge=1, le=256,
+                               description="torch intra-op threads of the server process "
+                                           "(changing it starts a new process).")
+
+
+def endpoint_dir(env: LocalEnv, address: str) -> Path:
+    return env.root / "endpoints" / env.slug(address)
+
+
+def capture_path(env: LocalEnv, address: str) -> Path:
+    """Where the endpoint at `address` appends captured requests (JSON lines)."""
+    return endpoint_dir(env, address) / "capture.jsonl"
+
+
+@dataclass(frozen=True)
+class _Files:
+    dir: Path
+
+    @property
+    def spec(self) -> Path:
+        return self.dir / "server.json"
+
+    @property
+    def process(self) -> Path:
+        return self.dir / "process.json"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "server.log"
+
+    @property
+    def capture(self) -> Path:
+        return self.dir / "capture.jsonl"
+
+    @property
+    def marker(self) -> str:
+        return str(self.spec)
+
+
+@dataclass(frozen=True)
+class _Running:
+    """Our process as found: `status` is its /v2/admin/status answer, None if it gave none."""
+
+    pid: int
+    host: str
+    port: int
+    status: dict | None
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.status and self.status.get("ready") and self.status.get("pid") == self.pid)
+
+
+# ----------------------------------------------------------------- rollouts
+
+Entry = dict          # {"version", "path", "weight"}
+Stages = list[list[Entry]]
+
+
+def _at_once(old: Entry | None, new: Entry, rollout: Mapping) -> Stages:
+    return [[{**new, "weight": 100}]]
+
+
+def _canary(old: Entry | None, new: Entry, rollout: Mapping) -> Stages:
+    if old is None or not rollout.get("bake_seconds"):
+        return _at_once(old, new, rollout)
+    share = int(rollout.get("canary_percent", 10))
+    return [[{**old, "weight": 100 - share}, {**new, "weight": share}], [{**new, "weight": 100}]]
+
+
+def _linear(old: Entry | None, new: Entry, rollout: Mapping) -> Stages:
+    if old is None or not rollout.get("bake_seconds"):
+        return _at_once(old, new, rollout)
+    step = int(rollout.get("step_percent", 10))
+    stages = [[{**old, "weight": 100 - share}, {**new, "weight": share}]
+              for share in range(step, 100, step)]
+    return stages + [[{**new, "weight": 100}]]
+
+
+#: strategy -> (version served now, version to serve, rollout) -> the splits to go through.
+#: Every split is loaded before it takes traffic, so "blue-green" is "all-at-once" here.
+ROLLOUTS: dict[str, Callable[[Entry | None, Entry, Mapping], Stages]] = {
+    "all-at-once": _at_once,
+    "blue-green": _at_once,
+    "canary": _canary,
+    "linear": _linear,
+}
+
+
+# ----------------------------------------------------------------- small helpers
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # loopback: no proxies
+
+
+def _http(method: str, url: str, token: str | None = None,
+          timeout: float = 2.0) -> tuple[int, Any] | None:
+    """(status, JSON body) of a call to our server; None when nothing answered."""
+    headers = {TOKEN_HEADER: token} if token else {}
+    request = urllib.request.Request(url, method=method, headers=headers,
+                                     data=b"" if method == "POST" else None)
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"null")
+        except ValueError:
+            return exc.code, None
+    except (OSError, ValueError):
+        return None
+
+
+def _origin(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _url(host: str, port: int, name: str) -> str:
+    return f"{_origin(host, port)}/v2/models/{name}"
+
+
+def _host_of(url: Any) -> str | None:
+    return urlsplit(url).hostname if isinstance(url, str) else None
+
+
+def _threads(attrs: Mapping) -> int:
+    settings = attrs.get("settings")
+    value = settings.get("torch_threads") if isinstance(settings, Mapping) else None
+    return value if isinstance(value, int) else 1
+
+
+def _capture(attrs: Mapping, files: _Files) -> dict | None:
+    capture = attrs.get("capture")
+    if not isinstance(capture, Mapping):
+        return None
+    return {"path": str(files.capture), "sample_percent": int(capture.get("sample_percent", 100))}
+
+
+def _main_version(serving: list[dict]) -> Any:
+    """The version with the largest share (the newer one on a tie)."""
+    if not serving:
+        return None
+    return max(enumerate(serving), key=lambda iv: (iv[1]["weight"], iv[0]))[1]["version"]
+
+
+def _write_private(path: Path, doc: Any) -> None:
+    """Like write_json_atomic, but owner-only from the first byte: it holds the admin token."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(doc, fh, indent=1, sort_keys=True, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _log_tail(path: Path, lines: int = 8) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# ----------------------------------------------------------------- the handler
+
+class EndpointHandler(KindHandler):
+    """`endpoint` resources: an OIP v2 server process per endpoint, hot-reloaded on updates."""
+
+    schema = KindSchema(settings_model=EndpointSettings, computed=COMPUTED)
+
+    # -- pure half ----------------------------------------------------------
+
+    def validate(self, desired: Desired) -> list[Diagnostic]:
+        attrs, address = desired.attributes, desired.address
+        found: list[Diagnostic] = []
+        settings = attrs.get("settings")
+        if isinstance(settings, Mapping) and not contains_unknown(settings):
+            try:
+                EndpointSettings.model_validate(dict(settings))
+            except ValidationError as exc:
+                found += [error(f"Invalid settings for {address}: "
+                                f"{'.'.join(map(str, e['loc']))}: {e['msg']}", address=address)
+                          for e in exc.errors()]
+        model = attrs.get("model")
+        approval = model.get("approval") if isinstance(model, Mapping) else None
+        if approval == "rejected":
+            found.append(error(
+                f"{address} would serve a rejected model version",
+                detail=f"{model.get('address', 'the model')} has approval = \"rejected\".",
+                address=address, hint='Approve the model, or point the endpoint at another one.'))
+        elif approval == "pending":
+            found.append(warning(f"{address} serves a model version whose approval is pending",
+                                 address=address))
+        if isinstance(model, str) and not looks_like_address(model) \
+                and uri_to_path(model, self.env.stack_dir) is None:
+            found.append(error(f"The local provider cannot serve the model of {address}",
+                               detail=f'"{model}" is not a file:// URI or a path on this machine.',
+                               address=address))
+        replicas = attrs.get("replicas")
+        if replicas == 0:
+            found.append(error(f"{address}: the local provider cannot scale an endpoint to 0 replicas",
+                               address=address, hint="Destroy the endpoint instead."))
+        elif isinstance(replicas, int) and replicas > 1:
+            found.append(warning(f"{address}: the local provider runs one server process; "
+                                 f"replicas = {replicas} is not applied", address=address))
+        for ignored in ("autoscaling", "instance_type"):
+            if attrs.get(ignored) is not None:
+                found.append(warning(f"{address}: {ignored} is not used by the local provider",
+                                     address=address))
+        return found
+
+    def plan(self, desired: Desired, prior: LiveObject | None) -> Planned:
+        attrs = dict(desired.attributes)
+        before = dict(prior.attributes) if prior is not None else None
+        version = self._planned_version(attrs.get("model"))
+        host = self.env.host
+        port = attrs.get("port", before.get("port", UNKNOWN) if before else UNKNOWN)
+        new_process = (before is None or _host_of(before.get("url")) != host
+                       or before.get("port") != port or _threads(before) != _threads(attrs))
+        computed = {
+            "port": port,
+            "url": UNKNOWN if contains_unknown(port) else _url(host, port, desired.name),
+            "model_version": version,
+            "pid": UNKNOWN if new_process else before.get("pid"),
+            "serving": UNKNOWN if contains_unknown(version) else [{"version": version, "weight": 100}],
+        }
+        return Planned(desired.address, desired.kind, desired.name, {**attrs, **computed},
+                       reasons=self._reasons(attrs, before, version, new_process))
+
+    @staticmethod
+    def _reasons(attrs: Mapping, before: Mapping | None, version: Any, new_process: bool) -> tuple:
+        if before is None:
+            return ()
+        reasons = []
+        old = before.get("model_version")
+        if not contains_unknown(version) and version != old:
+            rollout = attrs.get("rollout") if isinstance(attrs.get("rollout"), Mapping) else {}
+            strategy = rollout.get("strategy", "all-at-once")
+            how = (f"canary {rollout.get('canary_percent', 10)}% for "
+                   f"{rollout.get('bake_seconds', 0)}s, then all"
+                   if strategy == "canary" and rollout.get("bake_seconds") else strategy)
+            reasons.append(f"serves model version {version} instead of {old} ({how})")
+        if new_process:
+            reasons.append("needs a new server process (host, port or torch settings changed)")
+        return tuple(reasons)
+
+    def _planned_version(self, model: Any) -> Any:
+        """The version the endpoint will serve, as far as plan knows (UNKNOWN while the
+        model itself is being re-registered)."""
+        if contains_unknown(model) and not isinstance(model, Mapping):
+            return UNKNOWN
+        if isinstance(model, Mapping):
+            if "version" in model:
+                return model["version"]
+            return self._alias_version(model.get("address"), model.get("stage"))
+        if isinstance(model, str) and looks_like_address(model):
+            return self._alias_version(model, None)
+        if isinstance(model, str):
+            path = uri_to_path(model, self.env.stack_dir)
+            return self._directory_version(path) if path is not None and path.exists() else UNKNOWN
+        return None
+
+    def _alias_version(self, address: Any, stage: Any) -> Any:
+        """What the model's stage alias points to, else the version last applied."""
+        if not isinstance(address, str):
+            return None
+        table = aliases(self.env, address)
+        if isinstance(stage, str) and stage in table:
+            return table[stage]
+        stored = read_json(registry_dir(self.env, address) / "resource.json", {})
+        return (stored.get("attributes") or {}).get("version") if isinstance(stored, dict) else None
+
+    @staticmethod
+    def _directory_version(path: Path) -> Any:
+        meta = read_meta(path)
+        return meta["version"] if meta and "version" in meta else dir_digest(path)[7:19]
+
+    # -- what to serve ------------------------------------------------------
+
+    def _target(self, address: str, model: Any) -> Entry:
+        """The model version dir to serve, checked: it exists and is not rejected."""
+        version = self._planned_version(model)
+        if version is None or contains_unknown(version):
+            raise ProviderError(f"{address}: the model version to serve is not known",
+                                address=address)
+        path: Path | None = None
+        if isinstance(model, Mapping) and isinstance(model.get("address"), str):
+            path = version_dir(self.env, model["address"], version)
+            if not path.exists() and isinstance(model.get("uri"), str):
+                path = uri_to_path(model["uri"], self.env.stack_dir)
+        elif isinstance(model, str) and looks_like_address(model):
+            path = version_dir(self.env, model, version)
+        elif isinstance(model, str):
+            path = uri_to_path(model, self.env.stack_dir)
+        if path is None or not (path / "model.pt").exists():
+            raise ProviderError(f"{address}: no model.pt for model version {version!r} "
+                                f"(looked in {path})", address=address)
+        meta = read_meta(path) or {}
+        if meta.get("approval") == "rejected":
+            raise ProviderError(f"{address}: model version {version} is rejected; "
+                                "the endpoint will not serve it", address=address)
+        return {"version": version, "path": str(path)}
+
+    # -- apply --------------------------------------------------------------
+
+    def create(self, planned: Planned) -> LiveObject:
+        return self._converge(planned, None)
+
+    def update(self, prior: LiveObject, planned: Planned) -> LiveObject:
+        return self._converge(planned, dict(prior.attributes))
+
+    def _converge(self, planned: Planned, prior: dict | None) -> LiveObject:
+        address, attrs = planned.address, dict(planned.attributes)
+        files = _Files(self.env.area("endpoints", self.env.slug(address)))
+        target = self._target(address, attrs.get("model"))
+        host, threads = self.env.host, _threads(attrs)
+        want_port = attrs.get("port") if isinstance(attrs.get("port"), int) else None
+        record = read_json(files.process, {}) or {}
+        current = self._running(files, record)
+        if (current is not None and current.healthy and current.host == host
+                and want_port in (None, current.port)
+                and current.status.get("torch_threads", 1) == threads):
+            self._roll_out(address, files, current, target, attrs)
+            pid, port = current.pid, current.port
+        else:
+            pid, port = self._start(address, files, target, attrs, want_port, current, record)
+        # Stop what this endpoint left running before (a replaced or crashed-over process).
+        leftovers = {record.get("pid"), *record.get("retired", ()), (prior or {}).get("pid")} - {pid}
+        for old in leftovers:
+            processes.stop(old, files.marker)
+        now = read_json(files.process, {}) or {}
+        write_json_atomic(files.process, {"pid": pid, "host": host, "port": port,
+                                          "started": now.get("started")})
+        live = {**attrs, "port": port, "url": _url(host, port, planned.name), "pid": pid,
+                "model_version": target["version"],
+                "serving": [{"version": target["version"], "weight": 100}]}
+        spec = read_json(files.spec, {})
+        _write_private(files.spec, {**spec, "resource": live})
+        return LiveObject(address, planned.kind, self.env.object_id(address), live)
+
+    def _running(self, files: _Files, record: Mapping) -> _Running | None:
+        """Our recorded process, if alive (healthy or not); None when there is none."""
+        pid = record.get("pid")
+        if not processes.is_ours(pid, files.marker):
+            return None
+        host, port = record.get("host"), record.get("port")
+        answer = _http("GET", f"{_origin(host, port)}/v2/admin/status") if host and port else None
+        status = answer[1] if answer and answer[0] == 200 and isinstance(answer[1], dict) else None
+        return _Running(pid, host, port, status)
+
+    # -- hot path -----------------------------------------------------------
+
+    def _roll_out(self, address: str, files: _Files, running: _Running, target: Entry,
+                  attrs: Mapping) -> None:
+        """Reload the running server through the rollout's splits, baking between them."""
+        capture = _capture(attrs, files)
+        served = [dict(v) for v in running.status.get("versions", [])]
+        final = [{**target, "weight": 100}]
+        if [(v["version"], v["path"], v["weight"]) for v in served] == \
+                [(v["version"], v["path"], v["weight"]) for v in final] \
+                and running.status.get("capture") == capture:
+            return      # already serving exactly this: an update is idempotent
+        others = [v for v in served if v["version"] != target["version"]]
+        old = max(others, key=lambda v: v["weight"]) if others else None
+        old = {"version": old["version"], "path": old["path"]} if old else None
+        rollout = attrs.get("rollout") if isinstance(attrs.get("rollout"), Mapping) else {}
+        stages = ROLLOUTS[rollout.get("strategy", "all-at-once")](old, target, rollout)
+        for number, models in enumerate(stages, start=1):
+            self._reload(address, files, running, models, capture, _threads(attrs))
+            if number < len(stages):
+                self._bake(address, files, running, models, int(rollout.get("bake_seconds", 0)))
+
+    def _reload(self, address: str, files: _Files, running: _Running, models: list[Entry],
+                capture: dict | None, threads: int) -> None:
+        spec = self._write_spec(files, address, running.host, running.port, models, capture, threads)
+        origin = _origin(running.host, running.port)
+        answer = _http("POST", f"{origin}/v2/admin/reload", token=spec["token"], timeout=10)
+        if answer is None or answer[0] != 202:
+            raise ProviderError(f"{address}: the server refused to reload",
+                                service_message=json.dumps(answer[1]) if answer else "no answer",
+                                address=address, retryable=True)
+        self._wait(address, files, running.pid, running.host, running.port, spec["generation"],
+                   "waiting for the server to load the new model version")
+
+    def _bake(self, address: str, files: _Files, running: _Running, models: list[Entry],
+              seconds: int) -> None:
+        split = ", ".join(f"version {m['version']} {m['weight']}%" for m in models)
+        self._progress(address, f"baking for {seconds}s: {split}",
+                       _origin(running.host, running.port))
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(1.0, left))
+            again = self._running(files, {"pid": running.pid, "host": running.host,
+                                          "port": running.port})
+            if again is None or not again.healthy:
+                raise ProviderError(f"{address}: the server stopped answering during the rollout "
+                                    f"({split})", address=address, retryable=True,
+                                    service_message=_log_tail(files.log))
+
+    # -- new process --------------------------------------------------------
+
+    def _start(self, address: str, files: _Files, target: Entry, attrs: Mapping,
+               want_port: int | None, current: _Running | None, record: Mapping) -> tuple[int, int]:
+        """Spawn a server, wait until it is ready, and return (pid, port).
+
+        The old process, if any, keeps serving until the new one is ready; the
+        caller stops it afterwards."""
+        host = self.env.host
+        ours = {(current.host, current.port)} if current is not None else set()
+
+        def usable(port: Any) -> bool:
+            return isinstance(port, int) and ((host, port) in ours or not processes.port_open(host, port))
+
+        if want_port is not None:
+            if not usable(want_port):
+                raise ProviderError(f"{address}: port {want_port} on {host} is in use by another "
+                                    "program", address=address)
+            candidates = [want_port]
+        else:
+            # Keep the endpoint's URL across restarts when its old port is still free.
+            previous = record.get("port") if record.get("host") == host else None
+            first = previous if usable(previous) else processes.free_port(host)
+            candidates = [first, processes.free_port(host), processes.free_port(host)]
+        models = [{**target, "weight": 100}]
+        failure = ""
+        for port in candidates:
+            spec = self._write_spec(files, address, host, port, models, _capture(attrs, files),
+                                    _threads(attrs))
+            pid = processes.spawn([self.env.python, str(SERVER_PROGRAM), files.marker], files.log,
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=files.dir)
+            # Recorded before the wait: a crash from here on still knows what to stop.
+            retired = [p for p in {record.get("pid"), *record.get("retired", ())} if p]
+            write_json_atomic(files.process, {"pid": pid, "host": host, "port": port,
+                                              "started": time.time(), "retired": retired})
+            try:
+                self._wait(address, files, pid, host, port, spec["generation"],
+                           "waiting for the server to be ready")
+                return pid, port
+            except _Exited as exc:
+                failure = str(exc)      # most likely the port was taken meanwhile: next one
+            except ProviderError:
+                processes.stop(pid, files.marker)
+                self._restore(files, record)
+                raise
+        self._restore(files, record)
+        raise ProviderError(f"{address}: the server did not start", service_message=failure,
+                            address=address, retryable=True)
+
+    @staticmethod
+    def _restore(files: _Files, record: Mapping) -> None:
+        if record:
+            write_json_atomic(files.process, dict(record))
+        else:
+            files.process.unlink(missing_ok=True)
+
+    def _write_spec(self, files: _Files, address: str, host: str, port: int,
+                    models: list[Entry], capture: dict | None, threads: int) -> dict:
+        old = read_json(files.spec, {}) or {}
+        spec = {**old, "address": address, "name": self._name(address, old), "host": host,
+                "port": port, "token": old.get("token") or secrets.token_urlsafe(24),
+                "torch_threads": threads, "generation": int(old.get("generation", 0)) + 1,
+                "models": models, "capture": capture}
+        _write_private(files.spec, spec)
+        return spec
+
+    @staticmethod
+    def _name(address: str, old: Mapping) -> str:
+        """The model name in the URL: the endpoint's block name."""
+        return split_address(address)[-1].split("[", 1)[0] or old.get("name", "model")
+
+    def _wait(self, address: str, files: _Files, pid: int, host: str, port: int,
+              generation: int, message: str) -> dict:
+        """Until `pid` answers ready with `generation` loaded; raises on failure or timeout."""
+        origin = _origin(host, port)
+        self._progress(address, message, f"{origin}/v2/health/ready")
+        deadline = time.monotonic() + self.env.ready_timeout
+        pause = 0.02
+        while time.monotonic() < deadline:
+            if not processes.is_ours(pid, files.marker):
+                raise _Exited(_log_tail(files.log) or f"process {pid} exited")
+            answer = _http("GET", f"{origin}/v2/admin/status", timeout=2)
+            status = answer[1] if answer and answer[0] == 200 else None
+            # With SO_REUSEPORT the old process may answer too: only `pid` counts.
+            if isinstance(status, dict) and status.get("pid") == pid:
+                if status.get("ready") and status.get("generation") == generation:
+                    return status
+                problem = status.get("error") or {}
+                if problem.get("generation") == generation:
+                    raise ProviderError(f"{address}: the server could not load the model",
+                                        service_message=problem.get("message", ""),
+                                        address=address)
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.25)
+        raise ProviderError(f"{address}: the server was not ready within "
+                            f"{self.env.ready_timeout:g}s", service_message=_log_tail(files.log),
+                            address=address, retryable=True)
+
+    def _progress(self, address: str, message: str, waiting_on: str) -> None:
+        try:
+            self.env.context.progress(ProgressEvent(address, message, waiting_on=waiting_on))
+        except Exception:
+            pass    # a broken progress renderer must not fail the apply
+
+    # -- read / delete ------------------------------------------------------
+
+    def read(self, prior: LiveObject) -> LiveObject | None:
+        files = _Files(endpoint_dir(self.env, prior.address))
+        record = read_json(files.process, {}) or {}
+        spec = read_json(files.spec, {}) or {}
+        running = self._running(files, record)
+        if running is None or not running.healthy:
+            return None
+        base = dict(prior.attributes) or dict(spec.get("resource") or {})
+        if not base:
+            return None
+        serving = [{"version": v["version"], "weight": v["weight"]}
+                   for v in running.status.get("versions", [])]
+        live = {**base, "port": running.port, "pid": running.pid, "serving": serving,
+                "url": _url(running.host, running.port, spec.get("name") or self._name(prior.address, {})),
+                "model_version": _main_version(serving)}
+        captured = running.status.get("capture")
+        if captured is None:
+            live.pop("capture", None)
+        elif not isinstance(base.get("capture"), Mapping) \
+                or base["capture"].get("sample_percent", 100) != captured.get("sample_percent"):
+            live["capture"] = {**(base.get("capture") or {}),
+                               "sample_percent": captured.get("sample_percent")}
+        return LiveObject(prior.address, prior.kind, self.env.object_id(prior.address), live)
+
+    def delete(self, prior: LiveObject) -> None:
+        files = _Files(endpoint_dir(self.env, prior.address))
+        record = read_json(files.process, {}) or {}
+        for pid in {record.get("pid"), *record.get("retired", ()), prior.attributes.get("pid")}:
+            # `stop` signals only a live process whose command line names this spec file.
+            processes.stop(pid, files.marker)
+        shutil.rmtree(files.dir, ignore_errors=True)
+
+
+class _Exited(Exception):
+    """The server process ended before it was ready (the message is its log's tail)."""
+

@@ -1,0 +1,172 @@
+"""Serving overhead of a `local` endpoint: a small MLP over HTTP versus a direct call.
+
+The model is a TorchScript MLP (16 -> 64 -> 64 -> 2, softmax), one row per
+request.  The endpoint is started through the provider's handlers (a registry
+version, then a detached server on 127.0.0.1) and driven over keep-alive
+connections at concurrency 1, 8 and 32 by a minimal asyncio HTTP/1.1 client, so
+that the server rather than the client is measured; one httpx figure at
+concurrency 1 shows what a typical Python client sees.  The reference is the
+same module's forward pass called directly in this process, one row per call,
+one torch thread, as the server runs it.
+
+Figures: requests/s and p50/p99 latency per concurrency, the direct calls/s and
+p50/p99, and `serving_overhead_ratio` = direct calls/s / served requests/s at
+concurrency 1.  The client and the server share the machine's cores, so the
+served figures include the client's own cost (as any loopback benchmark does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from mlform.providers.base import Desired, ProviderContext
+from mlform.providers.local.common import LocalEnv, default_python
+from mlform.providers.local.endpoints import EndpointHandler
+from mlform.providers.local.registry import ModelHandler
+
+from ._support import record
+
+torch = pytest.importorskip("torch")
+
+# The run contract saves TorchScript; torch 2.x marks torch.jit deprecated.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+httpx = pytest.importorskip("httpx")
+
+FEATURES, HIDDEN, CLASSES = 16, 64, 2
+CONCURRENCY = (1, 8, 32)
+REQUESTS = {1: 2000, 8: 4000, 32: 4000}     # bounded: a few seconds per level on 2 cores
+WARMUP = 100
+DIRECT_CALLS = 5000
+
+
+def _mlp(directory: Path) -> str:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(FEATURES, HIDDEN), torch.nn.ReLU(),
+                              torch.nn.Linear(HIDDEN, HIDDEN), torch.nn.ReLU(),
+                              torch.nn.Linear(HIDDEN, CLASSES), torch.nn.Softmax(dim=1))
+    directory.mkdir(parents=True)
+    torch.jit.save(torch.jit.script(net.eval()), str(directory / "model.pt"))
+    return directory.as_uri()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+async def _drive(port: int, path: str, body: bytes, concurrency: int,
+                 total: int) -> tuple[float, list[float]]:
+    """`total` requests over `concurrency` keep-alive connections; (wall s, latencies ms).
+
+    A minimal HTTP/1.1 client on asyncio streams: an httpx client costs several times
+    what the server does per request, and on a 2-core machine it would be the client
+    that is measured.  Every answer's status line is checked."""
+    request = (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n"
+               f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+               ).encode() + body
+    latencies: list[float] = []
+    failures: list[bytes] = []
+
+    async def connection(count: int, keep: bool) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for _ in range(count):
+                t0 = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                answer = await reader.readexactly(length)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    failures.append(head + answer)
+                if keep:
+                    latencies.append((time.perf_counter() - t0) * 1000)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection(WARMUP // concurrency + 1, False) for _ in range(concurrency)))
+    t0 = time.perf_counter()
+    await asyncio.gather(*(connection(total // concurrency, True) for _ in range(concurrency)))
+    wall = time.perf_counter() - t0
+    assert not failures, failures[:3]
+    return wall, latencies
+
+
+def _httpx_reference(url: str, body: bytes, total: int) -> tuple[float, list[float]]:
+    """The same requests from httpx, one at a time: what a typical Python client sees."""
+    latencies = []
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        for _ in range(WARMUP):
+            client.post(url, content=body, headers={"content-type": "application/json"})
+        t0 = time.perf_counter()
+        for _ in range(total):
+            t = time.perf_counter()
+            response = client.post(url, content=body, headers={"content-type": "application/json"})
+            assert response.status_code == 200, response.text
+            latencies.append((time.perf_counter() - t) * 1000)
+        return time.perf_counter() - t0, latencies
+
+
+def test_serving_throughput_and_latency(tmp_path):
+    context = ProviderContext(name="local", alias=None, stack="bench", env="bench",
+                              stack_dir=tmp_path, config={})
+    env = LocalEnv(context=context, root=tmp_path / ".mlform" / "local", host="127.0.0.1",
+                   python=default_python(), ready_timeout=60)
+    models, endpoints = ModelHandler(env), EndpointHandler(env)
+    uri = _mlp(tmp_path / "run")
+    model_want = Desired("model.mlp", "model", "mlp", {"artifact": uri, "framework": "torch"})
+    model = models.create(models.plan(model_want, None))
+    ref = {"address": "model.mlp", "uri": model.attributes["uri"],
+           "version": model.attributes["version"], "approval": "approved"}
+    endpoint_want = Desired("endpoint.mlp", "endpoint", "mlp", {"model": ref})
+    live = endpoints.create(endpoints.plan(endpoint_want, None))
+    try:
+        url = live.attributes["url"] + "/infer"
+        port, path = live.attributes["port"], urlsplit(url).path
+        row = [0.1 * i for i in range(FEATURES)]
+        body = json.dumps({"inputs": [{"name": "input", "shape": [1, FEATURES],
+                                       "datatype": "FP32", "data": row}]}).encode()
+        served_rps = {}
+        for concurrency in CONCURRENCY:
+            wall, latencies = asyncio.run(_drive(port, path, body, concurrency,
+                                                 REQUESTS[concurrency]))
+            rps = len(latencies) / wall
+            served_rps[concurrency] = rps
+            common = dict(concurrency=concurrency, requests=len(latencies), model="mlp-16-64-64-2")
+            record("serving_requests_per_s", round(rps, 1), "req/s", **common)
+            record("serving_latency_p50", round(_percentile(latencies, 50), 3), "ms", **common)
+            record("serving_latency_p99", round(_percentile(latencies, 99), 3), "ms", **common)
+        wall, latencies = _httpx_reference(url, body, REQUESTS[1] // 2)
+        common = dict(concurrency=1, requests=len(latencies), client="httpx.Client")
+        record("serving_httpx_requests_per_s", round(len(latencies) / wall, 1), "req/s", **common)
+        record("serving_httpx_latency_p50", round(_percentile(latencies, 50), 3), "ms", **common)
+    finally:
+        endpoints.delete(live)
+
+    # The same module, called directly, as the server calls it.
+    torch.set_num_threads(1)
+    module = torch.jit.load(str(Path(model.attributes["uri"][7:]) / "model.pt"))
+    x = torch.tensor([row])
+    times: list[float] = []
+    with torch.inference_mode():
+        for _ in range(WARMUP):
+            module(x)
+        t0 = time.perf_counter()
+        for _ in range(DIRECT_CALLS):
+            t = time.perf_counter()
+            module(x).tolist()
+            times.append((time.perf_counter() - t) * 1000)
+        wall = time.perf_counter() - t0
+    direct_rps = DIRECT_CALLS / wall
+    record("direct_forward_calls_per_s", round(direct_rps, 1), "calls/s", calls=DIRECT_CALLS)
+    record("direct_forward_p50", round(statistics.median(times), 4), "ms")
+    record("direct_forward_p99", round(_percentile(times, 99), 4), "ms")
+    record("serving_overhead_ratio", round(direct_rps / served_rps[1], 1), "x",
+           meaning="direct calls/s over served requests/s at concurrency 1")

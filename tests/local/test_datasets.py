@@ -1,0 +1,318 @@
+"""`dataset` on the local provider: content-addressed store, digests, http sources, checks."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import threading
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from mlform.expr.values import UNKNOWN
+from mlform.providers.base import Desired, LiveObject, ProviderError
+from mlform.providers.local import checks, datasets
+from mlform.providers.local.datasets import DatasetHandler, tree_digest
+
+CSV = "amount,label\n1.5,0\n2.0,1\n3.5,1\n"
+
+
+def desired(name: str = "tx", **attributes) -> Desired:
+    return Desired(address=f"dataset.{name}", kind="dataset", name=name, attributes=attributes)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def stored_files(env) -> list[Path]:
+    return sorted(p for p in (env.root / "cas" / "sha256").rglob("*") if p.is_file())
+
+
+def apply(handler: DatasetHandler, d: Desired) -> LiveObject:
+    assert handler.validate(d) == []
+    return handler.create(handler.plan(d, None))
+
+
+# -- plan and the store ---------------------------------------------------------
+
+def test_plan_knows_uri_digest_rows_and_bytes(local_env):
+    write(local_env.stack_dir / "data" / "tx.csv", CSV)
+    planned = DatasetHandler(local_env).plan(desired(source="./data/tx.csv", format="csv"), None)
+    digest = sha256(CSV)
+    where = local_env.root / "cas" / "sha256" / digest[:2] / digest / "tx.csv"
+    assert planned.attributes["digest"] == digest
+    assert planned.attributes["uri"] == where.as_uri()
+    assert planned.attributes["rows"] == 3
+    assert planned.attributes["bytes"] == len(CSV)
+    assert planned.attributes["source"] == "./data/tx.csv"   # the spec's values stay as given
+    assert not where.exists(), "plan copies nothing"
+
+
+def test_create_copies_into_the_store_and_read_returns_the_record(local_env):
+    write(local_env.stack_dir / "tx.csv", CSV)
+    handler = DatasetHandler(local_env)
+    live = apply(handler, desired(source="tx.csv"))
+    stored = Path(live.attributes["uri"].removeprefix("file://"))
+    assert stored.read_text() == CSV
+    assert live.id == "stack/test/dataset.tx"
+    slug = local_env.slug("dataset.tx")
+    record = json.loads((local_env.root / "datasets" / f"{slug}.json").read_text())
+    assert record["digest"] == sha256(CSV)
+    found = handler.read(LiveObject("dataset.tx", "dataset", None, {}))
+    assert found is not None and found.attributes == live.attributes
+
+
+def test_same_content_is_stored_once(local_env, mocker):
+    write(local_env.stack_dir / "a" / "tx.csv", CSV)
+    write(local_env.stack_dir / "b" / "tx.csv", CSV)
+    write(local_env.stack_dir / "c" / "other.csv", CSV)
+    handler = DatasetHandler(local_env)
+    copies = mocker.spy(datasets, "_copy")
+    first = apply(handler, desired("a", source="a/tx.csv"))
+    again = handler.create(handler.plan(desired("a", source="a/tx.csv"), None))
+    twin = apply(handler, desired("b", source="b/tx.csv"))
+    renamed = apply(handler, desired("c", source="c/other.csv"))
+    assert copies.call_count == 1, "content already in the store is never copied again"
+    assert first.attributes["uri"] == again.attributes["uri"] == twin.attributes["uri"]
+    assert len(stored_files(local_env)) == 2            # tx.csv and other.csv ...
+    a, c = (Path(x.attributes["uri"].removeprefix("file://")) for x in (first, renamed))
+    assert a.stat().st_ino == c.stat().st_ino          # ... one set of bytes (a hard link)
+
+
+def test_a_directory_digest_covers_paths_and_contents(local_env):
+    root = local_env.stack_dir / "images"
+    write(root / "train" / "a.csv", "x\n1\n")
+    write(root / "train" / "b.csv", "x\n2\n")
+    write(root / "README", "notes")
+    handler = DatasetHandler(local_env)
+    planned = handler.plan(desired(source="images", format="dir"), None)
+    expected = tree_digest([("README", sha256("notes")), ("train/a.csv", sha256("x\n1\n")),
+                            ("train/b.csv", sha256("x\n2\n"))])
+    assert planned.attributes["digest"] == expected
+    assert planned.attributes["rows"] == 3          # a directory of files: one row per file
+    assert planned.attributes["bytes"] == 4 + 4 + 5
+    live = handler.create(planned)
+    stored = Path(live.attributes["uri"].removeprefix("file://"))
+    assert stored.name == "images" and (stored / "train" / "b.csv").read_text() == "x\n2\n"
+    (root / "train" / "b.csv").rename(root / "train" / "c.csv")   # same bytes, another path
+    assert handler.plan(desired(source="images", format="dir"), None).attributes["digest"] != expected
+
+
+def test_a_directory_of_csv_files_is_one_table(local_env):
+    write(local_env.stack_dir / "parts" / "1.csv", "amount\n1\n2\n")
+    write(local_env.stack_dir / "parts" / "2.csv", "amount\n3\n")
+    planned = DatasetHandler(local_env).plan(desired(source="parts", format="csv"), None)
+    assert planned.attributes["rows"] == 3
+
+
+def test_an_edited_source_shows_a_new_digest_at_plan_while_read_keeps_the_stored_one(local_env):
+    source = write(local_env.stack_dir / "tx.csv", CSV)
+    handler = DatasetHandler(local_env)
+    live = apply(handler, desired(source="tx.csv"))
+    source.write_text(CSV + "4.0,1\n")
+    planned = handler.plan(desired(source="tx.csv"), handler.read(live))
+    assert planned.attributes["digest"] == sha256(CSV + "4.0,1\n")
+    assert handler.read(live).attributes["digest"] == sha256(CSV)
+    updated = handler.update(live, planned)
+    assert updated.attributes["rows"] == 4
+
+
+def test_digests_are_cached_by_size_and_mtime_across_processes(local_env, mocker):
+    write(local_env.stack_dir / "tx.csv", CSV)
+    DatasetHandler(local_env).plan(desired(source="tx.csv"), None)
+    hashing = mocker.spy(datasets, "_hash_file")
+    reading = mocker.spy(checks, "profile")
+    DatasetHandler(local_env).plan(desired(source="tx.csv"), None)   # a new process: index.json
+    assert hashing.call_count == 0 and reading.call_count == 0
+
+
+def test_a_source_changed_between_plan_and_apply_is_refused(local_env):
+    source = write(local_env.stack_dir / "tx.csv", CSV)
+    handler = DatasetHandler(local_env)
+    planned = handler.plan(desired(source="tx.csv"), None)
+    source.write_text("amount,label\n9,9\n")
+    with pytest.raises(ProviderError, match="source changed since the plan"):
+        handler.create(planned)
+    assert stored_files(local_env) == []
+
+
+def test_read_is_none_when_the_stored_content_is_gone(local_env):
+    write(local_env.stack_dir / "tx.csv", CSV)
+    handler = DatasetHandler(local_env)
+    live = apply(handler, desired(source="tx.csv"))
+    Path(live.attributes["uri"].removeprefix("file://")).unlink()
+    assert handler.read(live) is None
+
+
+def test_delete_keeps_content_another_dataset_refers_to(local_env):
+    write(local_env.stack_dir / "tx.csv", CSV)
+    handler = DatasetHandler(local_env)
+    a = apply(handler, desired("a", source="tx.csv"))
+    b = apply(handler, desired("b", source="tx.csv"))
+    handler.delete(a)
+    assert handler.read(a) is None and handler.read(b) is not None
+    handler.delete(b)
+    handler.delete(b)   # absent already: success
+    assert stored_files(local_env) == []
+
+
+def test_unknown_source_plans_unknown_computed_values(local_env):
+    planned = DatasetHandler(local_env).plan(desired(source=UNKNOWN), None)
+    assert all(planned.attributes[k] is UNKNOWN for k in ("uri", "digest", "rows", "bytes"))
+
+
+def test_missing_and_unsupported_sources_are_diagnostics(local_env):
+    handler = DatasetHandler(local_env)
+    [missing] = handler.validate(desired(source="nope.csv"))
+    assert missing.summary.startswith("dataset.tx: source nope.csv not found")
+    [remote] = handler.validate(desired(source="s3://bucket/tx.csv"))
+    assert "not s3:// sources" in remote.summary
+    with pytest.raises(ProviderError, match="not found"):
+        handler.plan(desired(source="nope.csv"), None)
+
+
+# -- http(s) sources ----------------------------------------------------------------
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:   # keep the test output clean
+        pass
+
+    def send_response(self, code, message=None):
+        self.server.codes.append(code)
+        super().send_response(code, message)
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """A local http.server on 127.0.0.1 serving tmp/www; yields (base URL, folder, status codes)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, directory=str(root)))
+    server.codes = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", root, server.codes
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_http_source_is_downloaded_once_and_stored(local_env, http_root):
+    base, www, codes = http_root
+    write(www / "tx.csv", CSV)
+    d = desired(source=f"{base}/tx.csv", format="csv", checks={"min_rows": 3})
+    handler = DatasetHandler(local_env)
+    assert handler.validate(d) == []
+    planned = handler.plan(d, None)
+    assert planned.attributes["digest"] == sha256(CSV) and planned.attributes["rows"] == 3
+    live = handler.create(planned)
+    assert Path(live.attributes["uri"].removeprefix("file://")).read_text() == CSV
+    assert codes == [200], "validate, plan and create share one download"
+    DatasetHandler(local_env).plan(d, None)      # a later run asks If-Modified-Since
+    assert codes == [200, 304]
+
+
+def test_an_http_source_that_fails_is_a_diagnostic(local_env, http_root):
+    base, _, _ = http_root
+    [problem] = DatasetHandler(local_env).validate(desired(source=f"{base}/missing.csv"))
+    assert problem.summary == f"dataset.tx: cannot download {base}/missing.csv: HTTP 404 File not found"
+
+
+# -- checks ---------------------------------------------------------------------------
+
+def summaries(env, text: str, name: str = "tx.csv", **attributes) -> list[str]:
+    write(env.stack_dir / name, text)
+    return [d.summary for d in DatasetHandler(env).validate(desired(source=name, **attributes))]
+
+
+def test_min_rows(local_env):
+    assert summaries(local_env, CSV, checks={"min_rows": 100}) == [
+        "dataset.tx: 3 rows, fewer than min_rows = 100"]
+    assert summaries(local_env, CSV, checks={"min_rows": 3}) == []
+
+
+def test_max_null_fraction_counts_empty_and_missing_cells(local_env):
+    text = "amount,label,note\n1.5,0,a\n,1,b\n3.5\n2.5,1,\n"
+    assert summaries(local_env, text, checks={"max_null_fraction": 0.3}) == [
+        "dataset.tx: column note is 50% null (2 of 4 rows), more than max_null_fraction = 0.3"]
+    assert summaries(local_env, text, checks={"max_null_fraction": 0.2}) == [
+        "dataset.tx: column amount is 25% null (1 of 4 rows), more than max_null_fraction = 0.2",
+        "dataset.tx: column label is 25% null (1 of 4 rows), more than max_null_fraction = 0.2",
+        "dataset.tx: column note is 50% null (2 of 4 rows), more than max_null_fraction = 0.2",
+    ]
+
+
+def test_schema_columns_must_exist_and_parse(local_env):
+    text = "amount,label,when\n1.5,0,2024-01-02\nabc,1,2024-01-03T10:00:00Z\n2.0,yes,never\n"
+    schema = {"amount": "float", "label": "int", "when": "datetime", "ok": "bool", "note": "str"}
+    assert summaries(local_env, text, schema=schema) == [
+        "dataset.tx: column amount: 1 value is not float (first: 'abc' in row 2)",
+        "dataset.tx: column label: 1 value is not int (first: 'yes' in row 3)",
+        "dataset.tx: column when: 1 value is not datetime (first: 'never' in row 3)",
+        "dataset.tx: schema column ok (bool) is missing; columns found: amount, label, when",
+        "dataset.tx: schema column note (str) is missing; columns found: amount, label, when",
+    ]
+
+
+def test_a_failing_check_is_an_error_with_where_it_looked(local_env):
+    write(local_env.stack_dir / "tx.csv", CSV)
+    [problem] = DatasetHandler(local_env).validate(desired(source="tx.csv", checks={"min_rows": 5}))
+    assert problem.severity == "error" and problem.address == "dataset.tx"
+    assert problem.detail == f"Checked tx.csv (sha256 {sha256(CSV)[:12]}…)."
+
+
+def test_jsonl_checks(local_env):
+    text = '{"amount": 1.5, "label": 0}\n{"amount": null, "label": 1}\n{"label": true}\n'
+    assert summaries(local_env, text, name="tx.jsonl", format="jsonl",
+                     schema={"amount": "float", "label": "int"},
+                     checks={"min_rows": 4, "max_null_fraction": 0.5}) == [
+        "dataset.tx: column label: 1 value is not int (first: True in row 3)",
+        "dataset.tx: column amount is 66.7% null (2 of 3 rows), more than max_null_fraction = 0.5",
+        "dataset.tx: 3 rows, fewer than min_rows = 4",
+    ]
+
+
+def test_a_jsonl_key_first_seen_late_was_null_before(local_env):
+    text = '{"a": 1}\n{"a": 2}\n{"a": 3, "b": 4}\n'
+    assert summaries(local_env, text, name="x.jsonl", checks={"max_null_fraction": 0.5}) == [
+        "dataset.tx: column b is 66.7% null (2 of 3 rows), more than max_null_fraction = 0.5"]
+
+
+def test_parquet_without_pyarrow_is_a_clear_diagnostic(local_env, mocker):
+    mocker.patch.dict("sys.modules", {"pyarrow": None, "pyarrow.parquet": None})
+    write(local_env.stack_dir / "tx.parquet", "PAR1")
+    [problem] = DatasetHandler(local_env).validate(
+        desired(source="tx.parquet", format="parquet", checks={"min_rows": 1}))
+    assert problem.summary.startswith(
+        "dataset.tx: cannot run the dataset checks: reading parquet needs pyarrow, "
+        "which is not installed")
+
+
+def test_checks_that_need_columns_say_so_for_other_formats(local_env):
+    assert summaries(local_env, "blob", name="x.bin", format="other",
+                     checks={"min_rows": 1}, schema={"a": "int"}) == [
+        "dataset.tx: schema needs columns, but format other has none (use csv, jsonl or parquet)",
+        "dataset.tx: min_rows needs rows, but format other has none "
+        "(use csv, jsonl, parquet, json or a directory)",
+    ]
+
+
+@pytest.mark.parametrize("value, type_name, ok", [
+    ("12", "int", True), ("-3", "int", True), ("1.5", "int", False), (2.0, "int", True),
+    (True, "int", False), ("1e3", "float", True), ("x", "float", False), (3, "float", True),
+    ("Yes", "bool", True), ("maybe", "bool", False), (1, "bool", True),
+    ("2024-05-01", "datetime", True), ("2024-05-01T12:00:00Z", "datetime", True),
+    ("May 1", "datetime", False), (5, "str", True),
+])
+def test_parses_as(value, type_name, ok):
+    assert checks.parses_as(value, type_name) is ok
