@@ -58,7 +58,10 @@ def parse_address(text: str) -> Address:
     key: Any = None
     if index:
         inner = index[1:-1]
-        key = json.loads(inner) if inner.startswith('"') else int(inner)
+        try:
+            key = json.loads(inner) if inner.startswith('"') else int(inner)
+        except ValueError:  # a bad escape, or more digits than Python converts
+            raise AddressError(f'"{text[:80]}" has an invalid index {index[:40]}') from None
     return Address(".".join(modules), m.group(1), m.group(2), key, bool(index))
 
 

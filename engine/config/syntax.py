@@ -108,7 +108,9 @@ def _pos(file: str, node) -> SourceRange:
 
 
 def _hcl_body(tree: lark.Tree, file: str, diags: list[Diagnostic],
-              block_type: str = "") -> Body:
+              block_type: str | None = None) -> Body:
+    """`block_type` is the type of the top-level block this is the body of; None for
+    the file's own body, "" for nested blocks."""
     body = Body(source=_pos(file, tree))
     for child in tree.children:
         if not isinstance(child, lark.Tree):
@@ -139,7 +141,8 @@ def _hcl_body(tree: lark.Tree, file: str, diags: list[Diagnostic],
             inner = next(c for c in child.children if isinstance(c, lark.Tree) and c.data == "body")
             type_ = _token_text(parts[0])
             labels = tuple(_token_text(p) for p in parts[1:])
-            body.blocks.append(Block(type_, labels, _hcl_body(inner, file, diags, type_),
+            inner_type = type_ if block_type is None else ""
+            body.blocks.append(Block(type_, labels, _hcl_body(inner, file, diags, inner_type),
                                      _pos(file, child)))
     return body
 
@@ -287,6 +290,9 @@ def parse_json(text: str, file: str) -> tuple[Body, list[Diagnostic]]:
         return Body(), [error(f"Invalid JSON syntax: {exc.msg}",
                               source=SourceRange(file, exc.lineno, exc.colno),
                               hint="JSON needs double quotes and no trailing commas.")]
+    except ValueError:  # json refuses integers of more digits than Python converts
+        return Body(), [error("Invalid JSON value: a number has too many digits",
+                              source=SourceRange(file))]
     # JSON is read through the YAML composer for its line marks; tabs or some
     # escapes that YAML refuses fall back to positions at the file level.
     body, diags = parse_yaml(text, file)

@@ -903,6 +903,8 @@ def _jsonencode(value: Any) -> str:
 def _normalize_data(value: Any) -> Any:
     """Decoded JSON/YAML as expression values (integral floats to int, dates to str)."""
     if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise FunctionError("infinite and NaN numbers are not supported")
         return ops.normalize(value)
     if isinstance(value, dict):
         return {str(k) if not isinstance(k, bool) else ("true" if k else "false"):
@@ -929,6 +931,8 @@ def fn_jsondecode(str: Any) -> Any:
         return _normalize_data(json.loads(_str(str, 0)))
     except json.JSONDecodeError as err:
         raise ArgError(0, f"invalid JSON: {err}") from None
+    except ValueError:  # an integer of more digits than Python converts
+        raise ArgError(0, "invalid JSON: a number has too many digits") from None
 
 
 @builtin("yamlencode")
@@ -942,6 +946,8 @@ def fn_yamldecode(src: Any) -> Any:
         return _normalize_data(yaml.safe_load(_str(src, 0)))
     except yaml.YAMLError as err:
         raise ArgError(0, f"invalid YAML: {str(err).splitlines()[0]}") from None
+    except ValueError:  # an integer of more digits than Python converts
+        raise ArgError(0, "invalid YAML: a number has too many digits") from None
 
 
 @builtin("base64encode")
