@@ -24,10 +24,15 @@ def _session(dir: Path, env: str | None, vars=(), var_files=(), parallelism: int
     return Session(Path(dir), options)
 
 
+_progress_lock = threading.Lock()
+
+
 def _progress(event) -> None:
+    """One whole line per event: workers report at once, and lines must not interleave."""
     from rich.markup import escape
     suffix = f" (waiting on {event.waiting_on})" if event.waiting_on else ""
-    out.echo(escape(f"{event.address}: {event.message}{suffix}"))
+    with _progress_lock:
+        out.echo(escape(f"{event.address}: {event.message}{suffix}"))
     out.log.info("progress %s: %s", event.address, event.message)
 
 

@@ -145,7 +145,11 @@ def test_one_sigint_finishes_in_flight_work_then_stops(tmp_path):
     proc = start_mlform(*apply_args(), cwd=stack)
     head = _wait_for_progress(proc, count=5)
     proc.send_signal(signal.SIGINT)
-    rest, err = proc.communicate(timeout=120)
+    # Read through the same buffered reader as `head`: communicate() reads the raw pipe
+    # and would skip lines readline() had already buffered.
+    rest = proc.stdout.read()
+    err = proc.stderr.read()
+    proc.wait(timeout=120)
     out = "".join(head) + rest
     assert proc.returncode == 1, (out, err)
     assert "Interrupt" in err, err
