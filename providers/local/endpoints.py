@@ -227,6 +227,13 @@ def _write_private(path: Path, doc: Any) -> None:
     os.replace(tmp, path)
 
 
+def _wait_closed(host: str, port: int, seconds: float) -> None:
+    """Until nothing accepts connections on host:port, for at most `seconds`."""
+    deadline = time.monotonic() + seconds
+    while processes.port_open(host, port) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def _log_tail(path: Path, lines: int = 8) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -492,6 +499,10 @@ class EndpointHandler(KindHandler):
         else:
             # Keep the endpoint's URL across restarts when its old port is still free.
             previous = record.get("port") if record.get("host") == host else None
+            if current is None and isinstance(previous, int):
+                # Our server there just died (killed): its listening socket can outlive
+                # the process by a few ms, so give the port a moment before moving on.
+                _wait_closed(host, previous, seconds=2.0)
             first = previous if usable(previous) else processes.free_port(host)
             candidates = [first, processes.free_port(host), processes.free_port(host)]
         models = [{**target, "weight": 100}]

@@ -100,10 +100,16 @@ def mark_stale(env: LocalEnv, address: str, run_id: str, reason: str) -> None:
 
 # -- the gate ----------------------------------------------------------------
 
-def _show(value: float, other: float) -> str:
-    """Two decimals, unless that would print a miss as `0.90 < min 0.90`."""
-    text, other_text = f"{value:.2f}", f"{other:.2f}"
-    return text if text != other_text else f"{value:.6g}"
+def _shown(value: float, bound: float, below: bool) -> tuple[str, str]:
+    """A miss as text: two decimals where they say it right, the threshold as written
+    (`min 0.999`, never `min 1.00`), and the value with more digits where two decimals
+    would print it on the wrong side of the threshold (`0.8999 < min 0.9`)."""
+    bound_text = f"{bound:.2f}" if float(f"{bound:.2f}") == bound else f"{bound:.6g}"
+    text = f"{value:.2f}"
+    if (float(text) < bound) if below else (float(text) > bound):
+        return text, bound_text
+    text, bound_text = f"{value:.6g}", f"{bound:.6g}"
+    return (text if text != bound_text else repr(value)), bound_text
 
 
 def check_gate(gate: Any, metrics: Mapping[str, Any]) -> str | None:
@@ -119,9 +125,9 @@ def check_gate(gate: Any, metrics: Mapping[str, Any]) -> str | None:
         return f"gate failed: metric {metric!r} is {value!r}, not a number"
     low, high = gate.get("min"), gate.get("max")
     if isinstance(low, (int, float)) and value < low:
-        return f"gate failed: {metric} {_show(value, low)} < min {_show(low, value)}"
+        return "gate failed: {} {} < min {}".format(metric, *_shown(value, low, below=True))
     if isinstance(high, (int, float)) and value > high:
-        return f"gate failed: {metric} {_show(value, high)} > max {_show(high, value)}"
+        return "gate failed: {} {} > max {}".format(metric, *_shown(value, high, below=False))
     return None
 
 

@@ -248,6 +248,9 @@ def test_a_stricter_gate_judges_the_run_it_keeps(stack):
     ({"metric": "accuracy", "min": 0.9}, {"accuracy": 0.95}, None),
     ({"metric": "loss", "max": 0.2}, {"loss": 0.25}, "gate failed: loss 0.25 > max 0.20"),
     ({"metric": "accuracy", "min": 0.9}, {"accuracy": 0.8999}, "gate failed: accuracy 0.8999 < min 0.9"),
+    # the threshold as written, never rounded to `min 1.00`
+    ({"metric": "accuracy", "min": 0.999}, {"accuracy": 0.9017}, "gate failed: accuracy 0.90 < min 0.999"),
+    ({"metric": "accuracy", "min": 0.999}, {"accuracy": 0.9989}, "gate failed: accuracy 0.9989 < min 0.999"),
     ({"metric": "f1", "min": 0.5}, {"accuracy": 1.0},
      "gate failed: metric 'f1' was not reported (metrics: accuracy)"),
     ({"metric": "accuracy", "min": 0.5}, {"accuracy": "0.71"},

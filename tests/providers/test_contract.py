@@ -18,6 +18,11 @@ What every provider must do, per kind it serves:
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import signal
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -115,6 +120,48 @@ def _local_pipeline(stack_dir: Path) -> Attributes:
             "hyperparameters": {"epochs": 5}, "gate": {"metric": "accuracy", "min": 0.5}}
 
 
+def _torchscript_run(stack_dir: Path) -> str:
+    """A training run's output directory holding a real TorchScript module (what the
+    model and endpoint samples refer to); its file:// URI."""
+    output = stack_dir / "runs" / "contract" / "output"
+    if not (output / "model.pt").exists():
+        torch = pytest.importorskip("torch")
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2),
+                                  torch.nn.Softmax(dim=1))
+        output.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():         # torch 2.x marks torch.jit deprecated
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.save(torch.jit.script(net), str(output / "model.pt"))
+        (output / "signature.json").write_text(json.dumps({"inputs": ["amount", "label"],
+                                                           "outputs": ["p0", "p1"]}))
+        (output / "metrics.json").write_text('{"accuracy": 0.9}')
+    return output.as_uri()
+
+
+def _local_model(stack_dir: Path) -> Attributes:
+    return {"artifact": _torchscript_run(stack_dir), "framework": "torch", "stage": "staging"}
+
+
+def _local_endpoint(stack_dir: Path) -> Attributes:
+    # a model given by URI: the endpoint serves the directory itself, no registry needed
+    return {"model": _torchscript_run(stack_dir), "replicas": 1,
+            "rollout": {"strategy": "canary", "canary_percent": 10, "bake_seconds": 0},
+            "settings": {"torch_threads": 1}}
+
+
+def _local_monitor(stack_dir: Path) -> Attributes:
+    data = _csv_dataset(stack_dir)
+    baseline = stack_dir / data["source"]
+    return {"endpoint": {"address": "endpoint.fraud", "url": "http://127.0.0.1:1/v2/models/fraud",
+                         "model_version": 1},
+            "baseline": {"address": "dataset.tx", "uri": baseline.as_uri(), "format": "csv",
+                         "digest": hashlib.sha256(baseline.read_bytes()).hexdigest()},
+            "checks": [{"metric": "psi", "threshold": 0.2}],
+            # a schedule: create starts a scheduler process, delete must stop it
+            "schedule": "*/10 * * * *", "on_breach": "alert"}
+
+
 LOCAL = ProviderCase(
     id="local",
     provider_class=LocalProvider,
@@ -124,11 +171,19 @@ LOCAL = ProviderCase(
         # CPU: the suite must pass on machines without a GPU
         "training_cluster": lambda d: {"accelerator": "cpu", "gpus_per_node": 0, "nodes": 1},
         "pipeline": _local_pipeline,
+        "model": _local_model,
+        "endpoint": _local_endpoint,
+        "monitor": _local_monitor,
     },
     updates={
         "dataset": lambda a: {**a, "checks": {"min_rows": 2}},
         "training_cluster": lambda a: {**a, "max_runtime_seconds": 600},
         "pipeline": lambda a: {**a, "fingerprint": "sha256:bbbb", "hyperparameters": {"epochs": 6}},
+        "model": lambda a: {**a, "stage": "production"},
+        # turning capture on reloads the running server in place
+        "endpoint": lambda a: {**a, "capture": {"sample_percent": 50}},
+        # a new schedule restarts the scheduler
+        "monitor": lambda a: {**a, "schedule": "0 * * * *"},
     },
 )
 
@@ -179,6 +234,26 @@ def subject(case: ProviderCase, kind: str, tmp_path: Path):
             provider.delete(s.lost())
         finally:
             provider.close()
+    left = _processes_under(tmp_path)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"delete left processes running: {left}"
+
+
+def _processes_under(directory: Path) -> dict[int, str]:
+    """Live processes whose command line names a file under `directory` (servers,
+    schedulers: the local provider puts its spec file's path there)."""
+    marker = str(directory) + "/"
+    found = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if marker in cmd and stat[stat.rindex(")") + 2] not in "ZX":
+            found[int(entry.name)] = cmd
+    return found
 
 
 def _plain(value: Any) -> Any:
