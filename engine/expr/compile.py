@@ -379,6 +379,8 @@ def _static_chain(name: str | None, src: SourceRange | None, root_fn: Fn,
     get_attr, get_index = ops.get_attr, ops.get_index
 
     if name is not None:
+        # Same walk as chain_any below, with the root lookup inlined: this closure runs
+        # once per reference per instance, and the saved call is measurable at 10k instances.
         def chain(scope: Scope) -> Any:
             value = scope.lookup(name, src)
             for is_attr, key, where in keys:

@@ -209,15 +209,19 @@ ORDERING: dict[str, Callable[[Any, Any], bool]] = {
     "<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b}
 
 
-def arithmetic(op: str, a: Any, b: Any, source: SourceRange | None) -> Any:
-    """`a op b` for + - * / % with HCL's string-to-number conversion."""
-    if a is UNKNOWN or b is UNKNOWN:
-        return UNKNOWN
+def _unmark_pair(a: Any, b: Any) -> tuple[Any, Any, bool]:
+    """Both operands without their Sensitive markers, and whether either had one."""
     sensitive = False
     if type(a) is Sensitive:
         a, sensitive = a.value, True
     if type(b) is Sensitive:
         b, sensitive = b.value, True
+    return a, b, sensitive
+
+
+def arithmetic(op: str, a: Any, b: Any, source: SourceRange | None) -> Any:
+    """`a op b` for + - * / % with HCL's string-to-number conversion."""
+    a, b, sensitive = _unmark_pair(a, b)
     if a is UNKNOWN or b is UNKNOWN:
         return UNKNOWN
     x = _operand(a, op, a, b, source)
@@ -240,13 +244,7 @@ def arithmetic(op: str, a: Any, b: Any, source: SourceRange | None) -> Any:
 
 def compare(op: str, a: Any, b: Any, source: SourceRange | None) -> Any:
     """`a op b` for < > <= >=; only numbers (or numeric strings) are ordered."""
-    if a is UNKNOWN or b is UNKNOWN:
-        return UNKNOWN
-    sensitive = False
-    if type(a) is Sensitive:
-        a, sensitive = a.value, True
-    if type(b) is Sensitive:
-        b, sensitive = b.value, True
+    a, b, sensitive = _unmark_pair(a, b)
     if a is UNKNOWN or b is UNKNOWN:
         return UNKNOWN
     result = ORDERING[op](_operand(a, op, a, b, source), _operand(b, op, a, b, source))
