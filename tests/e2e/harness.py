@@ -32,6 +32,9 @@ class Run:
     def output(self) -> str:
         return self.stdout + self.stderr
 
+    def json(self):
+        return json.loads(self.stdout)
+
     def __str__(self) -> str:  # shown by failing asserts
         return (f"mlform {' '.join(map(str, self.args))} -> exit {self.code}\n"
                 f"--- stdout ---\n{self.stdout[-4000:]}\n--- stderr ---\n{self.stderr[-4000:]}")

@@ -14,45 +14,18 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+# The CLI runner and its result type are shared with the end-to-end suite.
+from e2e.harness import CLI, Run, cli_env  # noqa: E402  (tests/ is on sys.path)
+
 REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "mlform.cli"]
 
 #: proxies must not see loopback requests
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-@dataclass
-class Run:
-    """A finished CLI run; `str()` is what a failing assert shows."""
-
-    args: tuple
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-    def __str__(self) -> str:
-        return (f"mlform {' '.join(map(str, self.args))} -> exit {self.code}\n"
-                f"--- stdout ---\n{self.stdout[-6000:]}\n--- stderr ---\n{self.stderr[-6000:]}")
-
-
-def cli_env() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFORM_")}
-    env.update({"NO_COLOR": "1", "COLUMNS": "200", "PYTHONUNBUFFERED": "1"})
-    return env
 
 
 def mlform(stack: Path, *args: Any, timeout: float = 300) -> Run:
