@@ -143,34 +143,10 @@ def _render(seq: list[tuple]) -> Fn:
     if all(is_lit for is_lit, _, _ in seq):
         return const("".join(text for _, text, _ in seq))
     parts = tuple(seq)
-    template_string = ops.template_string
 
     def render(scope: Scope) -> Any:
-        out: list[str] = []
-        unknown = sensitive = False
-        for is_lit, item, src in parts:
-            if is_lit:
-                out.append(item)
-                continue
-            value = item(scope)
-            t = type(value)
-            if t is str:
-                out.append(value)
-                continue
-            if t is Sensitive:
-                sensitive = True
-                value = value.value
-                if type(value) is str:
-                    out.append(value)
-                    continue
-            if value is UNKNOWN:
-                unknown = True
-                continue
-            out.append(template_string(value, src))
-        if unknown:
-            return UNKNOWN
-        text = "".join(out)
-        return Sensitive(text) if sensitive else text
+        return _join([(item, None) if is_lit else (item(scope), src)
+                      for is_lit, item, src in parts])
     return render
 
 
