@@ -160,14 +160,14 @@ class Evaluator:
                 raise DiagnosticError.single("Invalid for_each argument", source=source,
                                              detail="Sensitive values cannot be used as for_each keys: "
                                                     "they would appear in resource addresses.")
-            if contains_unknown(value) and not (isinstance(value, dict) and UNKNOWN not in value.keys()):
-                if value is UNKNOWN or not isinstance(value, dict):
-                    raise DiagnosticError.single(
-                        "Invalid for_each argument", source=source,
-                        detail="The for_each value depends on attributes known only after apply, "
-                               "so the instances to create cannot be determined.",
-                        hint="Use values known at plan time (variables, locals, literal keys), or "
-                             "apply the upstream resources first with --target.")
+            # A map's keys decide the instances; unknown *values* in it are fine.
+            if not isinstance(value, dict) and contains_unknown(value):
+                raise DiagnosticError.single(
+                    "Invalid for_each argument", source=source,
+                    detail="The for_each value depends on attributes known only after apply, "
+                           "so the instances to create cannot be determined.",
+                    hint="Use values known at plan time (variables, locals, literal keys), or "
+                         "apply the upstream resources first with --target.")
             if isinstance(value, dict):
                 self._each[node.key] = value
                 return [make(k) for k in value]
