@@ -336,9 +336,7 @@ class Applier:
         attrs = dict(planned.attributes)
         lc = inst.resource.lifecycle
         if lc.ignore_changes and prior is not None:  # a replacement keeps them too, as planned
-            attrs = apply_ignore_changes(prior.attributes, attrs,
-                                         lc.ignore_changes if lc.ignore_changes == "all"
-                                         else tuple(map(tuple, lc.ignore_changes)), computed)
+            attrs = apply_ignore_changes(prior.attributes, attrs, lc.ignored, computed)
         masked = mask(attrs, desired.sensitive_paths, self.lineage)
         for path, saved, now in _differences(change.after or {}, masked):
             if not contains_unknown(now):

@@ -80,6 +80,13 @@ class Lifecycle:
     ignore_changes: list[tuple] | str = field(default_factory=list)   # paths, or "all"
     replace_triggered_by: list[Traversal] = field(default_factory=list)
 
+    @property
+    def ignored(self) -> tuple[tuple, ...] | str:
+        """`ignore_changes` in the form the diff takes: a tuple of paths, or "all"."""
+        if self.ignore_changes == "all":
+            return "all"
+        return tuple(tuple(p) for p in self.ignore_changes)
+
 
 @dataclass
 class Resource:

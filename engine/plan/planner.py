@@ -223,7 +223,7 @@ class Planner:
         elif triggered and prior is not None:
             force = "replace_by_triggers"
         lc = res.lifecycle
-        ignore = tuple(map(tuple, lc.ignore_changes)) if lc.ignore_changes != "all" else "all"
+        ignore = lc.ignored
         result = diff(DiffInput(
             prior=prior.attributes if prior else None,
             prior_tainted=bool(prior and prior.status == "tainted"),
