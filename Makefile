@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: this machine keeps a CPU build of 2.13.0 on disk (a bare
 	# `torch` would download a multi-GB CUDA build).
 	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)"
-	$(BIN)/pip install --quiet -e ".[test,local]"
+	$(BIN)/pip install --quiet -e ".[test,local,sagemaker]"
 	touch $(STAMP)
 
 venv: $(STAMP)

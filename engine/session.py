@@ -22,7 +22,7 @@ from mlform.diagnostics import DiagnosticError, SourceRange, error
 from mlform.expr import ExprError, Scope, strip_sensitive
 from mlform.graph import Graph, build_graph
 from mlform.providers.base import KindSchema, ProgressEvent, Provider, ProviderContext
-from mlform.state import LocalBackend, StateBackend
+from mlform.state import LocalBackend, S3Backend, StateBackend
 
 DEFAULT_PROVIDER = "local"
 
@@ -194,22 +194,57 @@ def _unsupported_argument(key: str, type_: str, name: str, fields: list[str],
                  hint=did_you_mean(name, fields) or listing)
 
 
+S3_ARGUMENTS = ("bucket", "key", "region", "endpoint_url", "profile")
+
+
 def make_backend(config: StackConfig) -> StateBackend:
     env = config.env
+    source = SourceRange(str(env.file)) if env.file else None
     if env.backend_type == "local":
         path = env.backend.get("path")
         if path is not None and (not isinstance(path, str) or not path or "\0" in path):
             raise DiagnosticError.single(
                 "The local backend's path must be a file path", detail=f"Got {path!r}.",
-                source=SourceRange(str(env.file)) if env.file else None,
-                hint='Write path = "state/NAME.json" (relative to the stack).')
+                source=source, hint='Write path = "state/NAME.json" (relative to the stack).')
         target = (config.stack_dir / path) if path else (
             config.stack_dir / ".mlform" / "state" / f"{env.name}.json")
         return LocalBackend(Path(target))
+    if env.backend_type == "s3":
+        return _s3_backend(config, source)
     raise DiagnosticError.single(
-        f'Unknown state backend "{env.backend_type}"',
-        source=SourceRange(str(env.file)) if env.file else None,
-        hint='Available: "local".')
+        f'Unknown state backend "{env.backend_type}"', source=source,
+        hint='Available: "local", "s3".')
+
+
+def _s3_backend(config: StackConfig, source: SourceRange | None) -> S3Backend:
+    from mlform.config.decode import did_you_mean
+    env = config.env
+    diags = []
+    for name in sorted(set(env.backend) - set(S3_ARGUMENTS)):
+        diags.append(error(f'Unsupported argument "{name}" in backend "s3"', source=source,
+                           hint=did_you_mean(name, S3_ARGUMENTS)
+                           or f"s3 takes: {', '.join(S3_ARGUMENTS)}."))
+    values = {}
+    for name in S3_ARGUMENTS:
+        value = env.backend.get(name)
+        if value is not None and (not isinstance(value, str) or not value or "\0" in value):
+            diags.append(error(f'The s3 backend\'s {name} must be a non-empty string',
+                               detail=f"Got {value!r}.", source=source))
+            continue
+        values[name] = value
+    if env.backend.get("bucket") is None:
+        diags.append(error('The s3 backend needs a bucket', source=source,
+                           hint='Write backend "s3" { bucket = "my-state-bucket" } (key, '
+                                'region, endpoint_url and profile are optional).'))
+    key = values.get("key") or f"mlform/{config.stack_name}/{env.name}.json"
+    if key.startswith("/") or key.endswith("/"):
+        diags.append(error("The s3 backend's key must name an object", detail=f"Got {key!r}.",
+                           source=source,
+                           hint='Write key = "mlform/STACK/ENV.json" (no leading or trailing /).'))
+    if diags:
+        raise DiagnosticError(diags)
+    return S3Backend(values["bucket"], key, region=values.get("region"),
+                     endpoint_url=values.get("endpoint_url"), profile=values.get("profile"))
 
 
 __all__ = ["Session", "SessionOptions", "make_backend", "DEFAULT_PROVIDER"]

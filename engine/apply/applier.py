@@ -29,7 +29,7 @@ from mlform.plan.evaluate import Evaluator, Instance
 from mlform.plan.model import Action, Change, Plan
 from mlform.providers.base import Desired as ProviderDesired
 from mlform.providers.base import LiveObject, Planned, ProgressEvent, ProviderError
-from mlform.state import ResourceState, State, StateWriter, hash_value, mask
+from mlform.state import ResourceState, State, StateError, StateWriter, hash_value, mask
 
 
 @dataclass
@@ -442,6 +442,14 @@ class Applier:
             if isinstance(exc, ProviderError):
                 msg = _failure_message(c.address, action_word, exc.message, exc.service_message)
                 hint = "Retrying may help." if exc.retryable else ""
+            elif isinstance(exc, StateError):
+                # The provider call may have succeeded; recording it did not.  The intent is
+                # in the journal (or the lost record is), so the next command adopts it.
+                msg = (f"{action_word} ran, but recording the result in the state failed: "
+                       f"{exc.summary}" + (f": {exc.detail}" if exc.detail else ""))
+                hint = (exc.hint or "") + (" " if exc.hint else "") + (
+                    "Run the command again: the next run reads the object by its "
+                    "deterministic name and records it.")
             else:
                 msg = f"{action_word} failed: provider crashed: {type(exc).__name__}: {exc}"
                 hint = f'This is a bug in the provider "{c.provider}".'

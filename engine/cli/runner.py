@@ -13,6 +13,7 @@ import typer
 
 from mlform.cli import output as out
 from mlform.diagnostics import DiagnosticError, error
+from mlform.state import StateError
 
 
 def show_diagnostics(diags) -> None:
@@ -34,6 +35,9 @@ def guarded(fn, *args, **kwargs) -> None:
         raise
     except DiagnosticError as exc:
         show_diagnostics(exc.diagnostics or [error("operation failed")])
+        raise typer.Exit(1)
+    except StateError as exc:      # a backend problem (S3 unreachable...), not a bug
+        show_diagnostics([exc.diagnostic()])
         raise typer.Exit(1)
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")

@@ -28,6 +28,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
+from mlform import __version__ as MLFORM_VERSION
 from mlform.diagnostics import Diagnostic, error
 from mlform.state.model import ResourceState, State, StateError
 from mlform.state.sensitive import seal, seal_outputs
@@ -75,20 +76,47 @@ class LockInfo:
 
 
 class StateLocked(StateError):
-    """The state is locked by someone else; `holder` says who."""
+    """The state is locked by someone else; `holder` says who.
 
-    def __init__(self, holder: LockInfo) -> None:
+    `hint` replaces the default advice (a backend whose locks outlive a killed holder
+    says so); `show_age` adds how long ago the lock was taken, which tells a stale lock
+    from a running apply at a glance.
+    """
+
+    def __init__(self, holder: LockInfo, *, hint: str | None = None,
+                 show_age: bool = False) -> None:
         self.holder = holder
+        age = lock_age(holder.created) if show_age else ""
         super().__init__(
             "Error acquiring the state lock",
             f"the state {holder.path} is locked by {holder.who}@{holder.host} "
-            f"(pid {holder.pid}) for {holder.operation!r} since {holder.created}, "
-            f"lock id {holder.id}",
-            hint=f"Wait for that run to finish. If it is gone and the lock remained, "
-                 f"run: mlform force-unlock {holder.id}")
+            f"(pid {holder.pid}) for {holder.operation!r} since {holder.created}"
+            f"{f' ({age} ago)' if age else ''}, lock id {holder.id}",
+            hint=hint or f"Wait for that run to finish. If it is gone and the lock remained, "
+                         f"run: mlform force-unlock {holder.id}")
 
     def diagnostic(self) -> Diagnostic:
         return error(self.summary, self.detail + "\n" + self.holder.describe(), hint=self.hint)
+
+
+def lock_age(created: str, now: datetime | None = None) -> str:
+    """How long ago an ISO 8601 time was, as "45s", "12m", "3h 5m" or "2d 4h"; "" if the
+    time cannot be read."""
+    try:
+        then = datetime.fromisoformat(created)
+    except (TypeError, ValueError):
+        return ""
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=timezone.utc)
+    seconds = max(0, int(((now or datetime.now(timezone.utc)) - then).total_seconds()))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if minutes < 60:
+        return f"{minutes}m"
+    if hours < 24:
+        return f"{hours}h {minutes % 60}m"
+    return f"{days}d {hours % 24}h"
 
 
 @dataclass
@@ -288,3 +316,158 @@ def journal_line(body: dict, lineage: str, base_serial: int) -> bytes:
     """One journal record: the body stamped with the snapshot it applies to."""
     return (_JOURNAL_ENCODER.encode({"lineage": lineage, "base_serial": base_serial, **body})
             + "\n").encode()
+
+
+# --- shared by the backends -----------------------------------------------------------
+
+def sealed_state(state: State, serial: int | None = None) -> State:
+    """A new State (own dict) with sensitive values masked, as it may be stored."""
+    key = state.lineage
+    return State(serial=state.serial if serial is None else serial, lineage=key,
+                 mlform_version=MLFORM_VERSION,
+                 resources={a: seal(r, key) for a, r in state.resources.items()},
+                 outputs=seal_outputs(state.outputs, key))
+
+
+class JournalReplay:
+    """The journal applied to a snapshot: O(records), one json.loads per line."""
+
+    def __init__(self, state: State, source: str) -> None:
+        self.state = state                     # mutated in place
+        self.pending: dict[str, PendingOp] = {}
+        self.source = source
+        self.good_end = 0                      # byte offset after the last parseable line
+        self.current = 0                       # lines that matched the snapshot
+        self.stale = 0                         # lines left from another snapshot
+        self._ops = {"intent": self._intent, "record": self._record,
+                     "delete": self._delete, "abandon": self._abandon,
+                     "outputs": self._outputs}
+
+    def run(self, data: bytes) -> "JournalReplay":
+        # Bytes after the last newline are a torn line (killed mid-append): ignored.
+        complete = data[:data.rfind(b"\n") + 1]
+        pos, bad_line = 0, None
+        for n, raw in enumerate(complete.split(b"\n")[:-1], start=1):
+            pos += len(raw) + 1
+            try:
+                rec = json.loads(raw)
+                if not isinstance(rec, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                # Garbage at the tail (power loss) is tolerated; garbage followed by
+                # good lines is corruption, and guessing past it could lose results.
+                bad_line = bad_line or n
+                continue
+            if bad_line is not None:
+                raise StateError(f"Corrupt state journal {self.source}",
+                                 f"line {bad_line} is not valid JSON but later lines are",
+                                 hint="Inspect the journal; deleting it loses the results "
+                                      "it recorded since the last snapshot.")
+            self.good_end = pos
+            if (rec.get("lineage") != self.state.lineage
+                    or rec.get("base_serial") != self.state.serial):
+                self.stale += 1
+                continue
+            self.current += 1
+            handler = self._ops.get(rec.get("op"))
+            if handler is None:
+                raise StateError(f"Corrupt state journal {self.source}",
+                                 f"line {n}: unknown operation {rec.get('op')!r}")
+            try:
+                handler(rec, n)
+            except (KeyError, TypeError) as exc:
+                raise StateError(f"Corrupt state journal {self.source}",
+                                 f"line {n}: malformed {rec.get('op')} record ({exc!r})")
+        return self
+
+    def _intent(self, rec: dict, n: int) -> None:
+        self.pending[rec["address"]] = PendingOp(rec["address"], rec["kind"], rec["provider"],
+                                                 rec["action"], rec.get("id"))
+
+    def _record(self, rec: dict, n: int) -> None:
+        r = ResourceState.from_json(rec["resource"], self.source, where=f"line {n}")
+        self.state.set(r)
+        self.pending.pop(r.address, None)
+
+    def _delete(self, rec: dict, n: int) -> None:
+        self.state.remove(rec["address"])
+        self.pending.pop(rec["address"], None)
+
+    def _abandon(self, rec: dict, n: int) -> None:
+        self.pending.pop(rec["address"], None)
+
+    def _outputs(self, rec: dict, n: int) -> None:
+        if not isinstance(rec["outputs"], dict):
+            raise TypeError("outputs must be an object")
+        self.state.outputs = rec["outputs"]
+
+
+def write_serial(state: State, new: State, prior: State | None, prior_digest: str,
+                 replay: JournalReplay | None, where: str) -> tuple[int, list[PendingOp]]:
+    """The serial `write` stores `new` (the sealed `state`) at, and the open intents kept.
+
+    `prior` carries the stored snapshot's serial and lineage (None: nothing stored),
+    `prior_digest` its content digest, `replay` the snapshot with its journal replayed.
+    The serial moves unless the new content equals both the snapshot and the snapshot
+    with its journal replayed: only then can the old journal, still next to the new
+    snapshot for a moment, not change what a load sees.
+    """
+    if prior is None:
+        empty = State(serial=0, lineage=new.lineage).content_digest()
+        return state.serial + (new.content_digest() != empty), []
+    if prior.lineage != new.lineage:
+        raise StateError(
+            f"Cannot write state {where}",
+            f"its lineage is {prior.lineage}, the state given has {new.lineage}",
+            hint="Use `mlform state push --force` to replace a state wholesale.")
+    if state.serial < prior.serial:
+        raise StateError(f"Cannot write state {where}",
+                         f"it moved to serial {prior.serial} since serial "
+                         f"{state.serial} was read", hint="Run the command again.")
+    same = new.content_digest() == prior_digest == replay.state.content_digest()
+    return prior.serial + (not same), list(replay.pending.values())
+
+
+def push_guard(new: State, prior: State | None, replay: JournalReplay | None, force: bool,
+               where: str) -> tuple[list[PendingOp], bool]:
+    """Check a `push` of `new` (sealed) over the stored state; returns the open intents to
+    keep and whether the journal must be dropped before the snapshot is replaced.
+
+    Refused unless `force`: another lineage, a lower serial, or the stored serial with
+    different content.
+    """
+    if prior is None:
+        return [], False
+    if prior.lineage != new.lineage:
+        if not force:
+            raise StateError(
+                f"Cannot push to {where}",
+                f"the stored state has lineage {prior.lineage}, the pushed one "
+                f"{new.lineage}: they are different states",
+                hint="Push with --force to replace it anyway.")
+        return [], False
+    current = replay.state.content_digest()
+    if not force and new.serial < prior.serial:
+        raise StateError(
+            f"Cannot push to {where}",
+            f"the pushed state has serial {new.serial}, lower than the stored "
+            f"{prior.serial}", hint="Pull the current state, or push with --force.")
+    if not force and new.serial == prior.serial and new.content_digest() != current:
+        raise StateError(
+            f"Cannot push to {where}",
+            f"the pushed state has the stored serial {prior.serial} but different "
+            f"content", hint="Pull the current state, or push with --force.")
+    # With the serial not moving, the old journal would replay onto the new content in
+    # the replace window; a forced push overwrites it anyway.
+    if new.serial <= prior.serial and new.content_digest() != current:
+        return [], True
+    return list(replay.pending.values()), False
+
+
+def intent_lines(pending: list[PendingOp], lineage: str, base_serial: int) -> bytes:
+    """Open intents as journal lines stamped for the snapshot at `base_serial`: how they
+    survive a snapshot replace until a writer resolves them."""
+    return b"".join(
+        journal_line({"op": "intent", "address": p.address, "kind": p.kind,
+                      "provider": p.provider, "action": p.action, "id": p.id},
+                     lineage, base_serial) for p in pending)

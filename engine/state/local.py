@@ -56,13 +56,12 @@ import threading
 import time
 from pathlib import Path
 
-from mlform import __version__ as MLFORM_VERSION
 from mlform._gc import paused_gc
 from mlform.state.backend import (
-    LoadedState, LockInfo, PendingOp, StateBackend, StateLocked, StateWriter, journal_line,
+    JournalReplay, LoadedState, LockInfo, PendingOp, StateBackend, StateLocked, StateWriter,
+    intent_lines, journal_line, push_guard, sealed_state, write_serial,
 )
-from mlform.state.model import ResourceState, State, StateError
-from mlform.state.sensitive import seal, seal_outputs
+from mlform.state.model import State, StateError
 
 FSYNC_INTERVAL = 0.05   # seconds: the most a power loss can take from the journal
 
@@ -91,88 +90,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _sealed(state: State, serial: int | None = None) -> State:
-    """A new State (own dict) with sensitive values masked, as it may be stored."""
-    key = state.lineage
-    return State(serial=state.serial if serial is None else serial, lineage=key,
-                 mlform_version=MLFORM_VERSION,
-                 resources={a: seal(r, key) for a, r in state.resources.items()},
-                 outputs=seal_outputs(state.outputs, key))
-
-
-class _Replay:
-    """The journal applied to a snapshot: O(records), one json.loads per line."""
-
-    def __init__(self, state: State, source: str) -> None:
-        self.state = state                     # mutated in place
-        self.pending: dict[str, PendingOp] = {}
-        self.source = source
-        self.good_end = 0                      # byte offset after the last parseable line
-        self.current = 0                       # lines that matched the snapshot
-        self.stale = 0                         # lines left from another snapshot
-        self._ops = {"intent": self._intent, "record": self._record,
-                     "delete": self._delete, "abandon": self._abandon,
-                     "outputs": self._outputs}
-
-    def run(self, data: bytes) -> "_Replay":
-        # Bytes after the last newline are a torn line (killed mid-append): ignored.
-        complete = data[:data.rfind(b"\n") + 1]
-        pos, bad_line = 0, None
-        for n, raw in enumerate(complete.split(b"\n")[:-1], start=1):
-            pos += len(raw) + 1
-            try:
-                rec = json.loads(raw)
-                if not isinstance(rec, dict):
-                    raise ValueError("not an object")
-            except ValueError:
-                # Garbage at the tail (power loss) is tolerated; garbage followed by
-                # good lines is corruption, and guessing past it could lose results.
-                bad_line = bad_line or n
-                continue
-            if bad_line is not None:
-                raise StateError(f"Corrupt state journal {self.source}",
-                                 f"line {bad_line} is not valid JSON but later lines are",
-                                 hint="Inspect the journal; deleting it loses the results "
-                                      "it recorded since the last snapshot.")
-            self.good_end = pos
-            if (rec.get("lineage") != self.state.lineage
-                    or rec.get("base_serial") != self.state.serial):
-                self.stale += 1
-                continue
-            self.current += 1
-            handler = self._ops.get(rec.get("op"))
-            if handler is None:
-                raise StateError(f"Corrupt state journal {self.source}",
-                                 f"line {n}: unknown operation {rec.get('op')!r}")
-            try:
-                handler(rec, n)
-            except (KeyError, TypeError) as exc:
-                raise StateError(f"Corrupt state journal {self.source}",
-                                 f"line {n}: malformed {rec.get('op')} record ({exc!r})")
-        return self
-
-    def _intent(self, rec: dict, n: int) -> None:
-        self.pending[rec["address"]] = PendingOp(rec["address"], rec["kind"], rec["provider"],
-                                                 rec["action"], rec.get("id"))
-
-    def _record(self, rec: dict, n: int) -> None:
-        r = ResourceState.from_json(rec["resource"], self.source, where=f"line {n}")
-        self.state.set(r)
-        self.pending.pop(r.address, None)
-
-    def _delete(self, rec: dict, n: int) -> None:
-        self.state.remove(rec["address"])
-        self.pending.pop(rec["address"], None)
-
-    def _abandon(self, rec: dict, n: int) -> None:
-        self.pending.pop(rec["address"], None)
-
-    def _outputs(self, rec: dict, n: int) -> None:
-        if not isinstance(rec["outputs"], dict):
-            raise TypeError("outputs must be an object")
-        self.state.outputs = rec["outputs"]
 
 
 class LocalBackend(StateBackend):
@@ -284,12 +201,12 @@ class LocalBackend(StateBackend):
                    if self.backup_path.exists() else "restore it from a copy")
         return f"mlform left the file as it is. Fix it by hand, or {restore}."
 
-    def _replay(self, snapshot: State) -> _Replay:
+    def _replay(self, snapshot: State) -> JournalReplay:
         try:
             data = self.journal_path.read_bytes()
         except FileNotFoundError:
             data = b""
-        return _Replay(snapshot, str(self.journal_path)).run(data)
+        return JournalReplay(snapshot, str(self.journal_path)).run(data)
 
     def load(self) -> LoadedState:
         with self._guard:
@@ -299,7 +216,7 @@ class LocalBackend(StateBackend):
             replay = self._replay(snap)
             return LoadedState(replay.state, list(replay.pending.values()))
 
-    def _current(self) -> tuple[State | None, str, _Replay | None]:
+    def _current(self) -> tuple[State | None, str, JournalReplay | None]:
         """(snapshot serial/lineage holder, digest of the snapshot, replay) for writers."""
         snap = self._read_snapshot()
         if snap is None:
@@ -317,29 +234,14 @@ class LocalBackend(StateBackend):
     def write(self, state: State) -> State:
         with self._guard:
             self._check_no_writer()
-            new = _sealed(state)
+            new = sealed_state(state)
             prior, prior_digest, replay = self._current()
-            if prior is None:
-                empty = State(serial=0, lineage=new.lineage).content_digest()
-                serial = state.serial + (new.content_digest() != empty)
-                return self._replace(new, serial, [], None)
-            if prior.lineage != new.lineage:
-                raise StateError(
-                    f"Cannot write state {self.path}",
-                    f"its lineage is {prior.lineage}, the state given has {new.lineage}",
-                    hint="Use `mlform state push --force` to replace a state wholesale.")
-            if state.serial < prior.serial:
-                raise StateError(f"Cannot write state {self.path}",
-                                 f"it moved to serial {prior.serial} since serial "
-                                 f"{state.serial} was read", hint="Run the command again.")
-            digest = new.content_digest()
-            same = digest == prior_digest == replay.state.content_digest()
-            return self._replace(new, prior.serial + (not same),
-                                 list(replay.pending.values()), replay.good_end)
+            serial, pending = write_serial(state, new, prior, prior_digest, replay,
+                                           str(self.path))
+            return self._replace(new, serial, pending, replay.good_end if replay else None)
 
     def push(self, doc: dict, force: bool = False) -> None:
-        new = _sealed(State.from_json(doc, source="the pushed state"))
-        new_serial = new.serial
+        new = sealed_state(State.from_json(doc, source="the pushed state"))
         with self._guard:
             self._check_no_writer()
             try:
@@ -350,39 +252,15 @@ class LocalBackend(StateBackend):
                 # Forcing over an unreadable state is how one repairs it; the unreadable
                 # file is kept as .backup by the replace.
                 prior, replay = None, None
-            pending: list[PendingOp] = []
-            drop_first = False
-            if prior is not None and prior.lineage == new.lineage:
-                current = replay.state.content_digest()
-                if not force and new.serial < prior.serial:
-                    raise StateError(
-                        f"Cannot push to {self.path}",
-                        f"the pushed state has serial {new.serial}, lower than the stored "
-                        f"{prior.serial}", hint="Pull the current state, or push with --force.")
-                if not force and new.serial == prior.serial and new.content_digest() != current:
-                    raise StateError(
-                        f"Cannot push to {self.path}",
-                        f"the pushed state has the stored serial {prior.serial} but different "
-                        f"content", hint="Pull the current state, or push with --force.")
-                pending = list(replay.pending.values())
-                # With the serial not moving, the old journal would replay onto the new
-                # content in the replace window; a forced push overwrites it anyway.
-                drop_first = new.serial <= prior.serial and new.content_digest() != current
-            elif prior is not None and not force:
-                raise StateError(
-                    f"Cannot push to {self.path}",
-                    f"the stored state has lineage {prior.lineage}, the pushed one "
-                    f"{new.lineage}: they are different states",
-                    hint="Push with --force to replace it anyway.")
+            pending, drop_first = push_guard(new, prior, replay, force, str(self.path))
             if drop_first:
                 _unlink(self.journal_path)
-                pending = []
-            self._replace(new, new_serial, pending, replay.good_end if replay else None)
+            self._replace(new, new.serial, pending, replay.good_end if replay else None)
 
     def open_writer(self, state: State) -> StateWriter:
         with self._guard:
             self._check_no_writer()
-            want = _sealed(state)
+            want = sealed_state(state)
             prior, prior_digest, replay = self._current()
             if (prior is None or prior.lineage != want.lineage
                     or replay.state.content_digest() != want.content_digest()):
@@ -412,10 +290,7 @@ class LocalBackend(StateBackend):
             os.fsync(fd)
         finally:
             os.close(fd)
-        restamped = b"".join(
-            journal_line({"op": "intent", "address": p.address, "kind": p.kind,
-                          "provider": p.provider, "action": p.action, "id": p.id},
-                         new.lineage, serial) for p in pending)
+        restamped = intent_lines(pending, new.lineage, serial)
         # 2. open intents must survive the swap: stamped for the new snapshot, inert
         #    until it is in place
         if restamped:

@@ -4,7 +4,8 @@
 #           -> endpoint (HTTP server, Open Inference Protocol v2) -> monitor (drift)
 #
 # `make demo` creates the data (make_data.py), then plans and applies this stack.
-# `--env memory` plans the same stack against the in-memory provider (no torch needed).
+# `--env memory` plans the same stack against the in-memory provider (no torch needed);
+# `--env sagemaker` plans and applies it on Amazon SageMaker.
 
 provider "local" {
   root = ".mlform/local/{env}"
@@ -19,6 +20,31 @@ variable "epochs" {
     condition     = var.epochs > 0
     error_message = "epochs must be positive."
   }
+}
+
+# Used by environments/sagemaker.hcl only (the same stack on Amazon SageMaker); set them
+# with MLFORM_VAR_sagemaker_role_arn=... and so on, or --var.
+variable "aws_region" {
+  type    = string
+  default = "eu-west-1"
+}
+
+variable "sagemaker_role_arn" {
+  type        = string
+  default     = ""
+  description = "IAM role SageMaker assumes (see the README's IAM section)."
+}
+
+variable "sagemaker_bucket" {
+  type        = string
+  default     = ""
+  description = "S3 bucket for datasets, code, model artifacts and captured requests."
+}
+
+variable "aws_endpoint_url" {
+  type        = string
+  default     = null
+  description = "Send AWS calls elsewhere (moto, LocalStack); null for AWS itself."
 }
 
 locals {

@@ -64,7 +64,11 @@ def main() -> None:
     torch.jit.save(torch.jit.script(model.cpu()), str(out / "model.pt"))
     (out / "signature.json").write_text(json.dumps({"inputs": FEATURES,
                                                     "outputs": ["p_legit", "p_fraud"]}))
-    (out / "metrics.json").write_text(json.dumps({"accuracy": accuracy, "rows": len(x)}))
+    metrics = {"accuracy": accuracy, "rows": len(x)}
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    # Also on stdout, one JSON line: SageMaker reads metrics from the job's log with the
+    # `"<metric>": <number>` regexes the sagemaker provider declares.
+    print(json.dumps(metrics), flush=True)
 
 
 if __name__ == "__main__":

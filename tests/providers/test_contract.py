@@ -35,6 +35,7 @@ from mlform.expr.values import UNKNOWN, contains_unknown
 from mlform.providers.base import KINDS, Desired, KindSchema, LiveObject, Provider, ProviderContext
 from mlform.providers.local import LocalProvider
 from mlform.providers.memory import MemoryProvider
+from mlform.providers.sagemaker import SageMakerProvider
 
 Attributes = dict[str, Any]
 
@@ -51,6 +52,8 @@ class ProviderCase:
     samples: Mapping[str, Callable[[Path], Attributes]]
     #: kind -> (attributes -> attributes changed in place, no replacement)
     updates: Mapping[str, Callable[[Attributes], Attributes]] = field(default_factory=dict)
+    #: pytest fixtures the provider needs (an emulator...), passed to `build` by name
+    needs: tuple[str, ...] = ()
 
 
 # -- memory ----------------------------------------------------------------------
@@ -187,8 +190,87 @@ LOCAL = ProviderCase(
     },
 )
 
+# -- sagemaker (against the emulator: moto in server mode, tests/emulator) -------------
+
+_SM_BUCKET = "mlform-contract"
+
+
+def _sagemaker(stack_dir: Path, aws) -> Provider:
+    aws.client("s3").create_bucket(Bucket=_SM_BUCKET)
+    # training jobs complete in the emulator with these metrics (the gate reads them)
+    aws.control(training_metrics={"accuracy": 0.9}, steps={"endpoint": 1, "training_job": 1})
+    context = ProviderContext(name="sagemaker", alias=None, stack="contract", env="test",
+                              stack_dir=stack_dir, config=aws.provider_config(_SM_BUCKET))
+    provider = SageMakerProvider(context)
+    provider.contract_emulator = aws        # the monitor sample makes its endpoint with it
+    return provider
+
+
+def _sm_pipeline(stack_dir: Path) -> Attributes:
+    (stack_dir / "train.py").write_text(_TRAIN)
+    return {"fingerprint": "sha256:aaaa", "entrypoint": "train.py",
+            "hyperparameters": {"epochs": 5}, "gate": {"metric": "accuracy", "min": 0.5}}
+
+
+_SM_PACKAGE = "arn:aws:sagemaker:us-east-1:123456789012:model-package/contract-fraud/1"
+
+
+def _sm_monitor(stack_dir: Path, provider: Provider) -> Attributes:
+    """A monitor watches an endpoint that captures requests: make one (model, config with
+    capture, endpoint) with boto3, as another stack or a person would."""
+    sm = provider.contract_emulator.client("sagemaker")
+    sm.create_model(ModelName="watched", ExecutionRoleArn="arn:aws:iam::123456789012:role/x",
+                    PrimaryContainer={"Image": "img", "ModelDataUrl": "s3://b/m.tar.gz"})
+    sm.create_endpoint_config(
+        EndpointConfigName="watched-1",
+        ProductionVariants=[{"VariantName": "primary", "ModelName": "watched",
+                             "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}],
+        DataCaptureConfig={"EnableCapture": True, "InitialSamplingPercentage": 100,
+                           "DestinationS3Uri": f"s3://{_SM_BUCKET}/capture/watched",
+                           "CaptureOptions": [{"CaptureMode": "Input"},
+                                              {"CaptureMode": "Output"}]})
+    sm.create_endpoint(EndpointName="watched", EndpointConfigName="watched-1")
+    data = _csv_dataset(stack_dir)
+    return {"endpoint": {"address": "endpoint.watched", "model_version": 1,
+                         "url": "https://runtime.sagemaker.us-east-1.amazonaws.com/endpoints/"
+                                "watched/invocations"},
+            "baseline": {"address": "dataset.tx", "uri": f"s3://{_SM_BUCKET}/data/tx.csv",
+                         "format": data["format"], "digest": "0" * 64},
+            "checks": [{"metric": "psi", "threshold": 0.2}],
+            "schedule": "*/10 * * * *", "on_breach": "alert"}
+
+
+SAGEMAKER = ProviderCase(
+    id="sagemaker",
+    provider_class=SageMakerProvider,
+    build=_sagemaker,
+    needs=("aws",),
+    samples={
+        "dataset": _csv_dataset,
+        "training_cluster": lambda d: {"accelerator": "cpu", "gpus_per_node": 0, "nodes": 1},
+        "pipeline": _sm_pipeline,
+        "model": lambda d: {"artifact": f"s3://{_SM_BUCKET}/runs/contract/model.tar.gz",
+                            "framework": "torch", "stage": "staging"},
+        # a model given by package ARN: the endpoint makes its own SageMaker Model for it
+        "endpoint": lambda d: {"model": _SM_PACKAGE, "replicas": 1,
+                               "rollout": {"strategy": "canary", "canary_percent": 10,
+                                           "bake_seconds": 0},
+                               "capture": {"sample_percent": 100}},
+        "monitor": _sm_monitor,
+    },
+    updates={
+        "dataset": lambda a: {**a, "checks": {"min_rows": 2}},
+        "training_cluster": lambda a: {**a, "max_runtime_seconds": 600},
+        "pipeline": lambda a: {**a, "fingerprint": "sha256:bbbb", "hyperparameters": {"epochs": 6}},
+        "model": lambda a: {**a, "stage": "production"},
+        # a new EndpointConfig rolled out with UpdateEndpoint
+        "endpoint": lambda a: {**a, "replicas": 2},
+        "monitor": lambda a: {**a, "schedule": "0 * * * *"},
+    },
+)
+
 #: every provider the suite runs against; providers append their case here
-PROVIDER_CASES: list[ProviderCase] = [MEMORY, LOCAL]
+PROVIDER_CASES: list[ProviderCase] = [MEMORY, LOCAL, SAGEMAKER]
 
 
 # -- harness -------------------------------------------------------------------------
@@ -218,9 +300,12 @@ CASES_BY_KIND = [pytest.param(case, kind, id=f"{case.id}-{kind}")
 
 
 @pytest.fixture
-def subject(case: ProviderCase, kind: str, tmp_path: Path):
-    provider = case.build(tmp_path)
-    attributes = case.samples[kind](tmp_path)
+def subject(case: ProviderCase, kind: str, tmp_path: Path, request):
+    provider = case.build(tmp_path, *(request.getfixturevalue(name) for name in case.needs))
+    sample = case.samples[kind]
+    # a sample may need the provider's own world (the emulator it talks to)
+    attributes = (sample(tmp_path, provider) if sample.__code__.co_argcount == 2
+                  else sample(tmp_path))
     name = "contract"
     desired = Desired(address=f"{kind}.{name}", kind=kind, name=name, attributes=attributes)
     change = case.updates.get(kind, dict)

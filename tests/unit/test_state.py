@@ -68,8 +68,8 @@ def content(state: State) -> str:
 def test_public_names():
     assert set(st.__all__) == {
         "State", "ResourceState", "StateError", "StateLocked", "LockInfo", "LoadedState",
-        "PendingOp", "StateBackend", "StateWriter", "LocalBackend", "mask", "hash_value",
-        "is_marker"}
+        "PendingOp", "StateBackend", "StateWriter", "LocalBackend", "S3Backend", "mask",
+        "hash_value", "is_marker"}
     for name in st.__all__:
         assert getattr(st, name)
 

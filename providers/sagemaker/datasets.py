@@ -1,0 +1,412 @@
+"""`dataset` on the `sagemaker` provider: S3 objects, uploaded once per digest.
+
+A local source (a file or directory relative to the stack, or ``file://``) is hashed
+as the local provider hashes it (sha256 of a file's bytes; for a directory, over its
+sorted ``relative path NUL file sha256`` lines) and uploaded to::
+
+    s3://<bucket>/<prefix>/datasets/<name>/<sha256>/<file name>          a file
+    s3://<bucket>/<prefix>/datasets/<name>/<sha256>/<relative path>...   a directory
+
+(`<name>` is ``env.name(address)``; the bucket layout is in bucket.py)
+
+each object tagged with the ownership tags and carrying its own sha256 (and the
+dataset's digest) as metadata.  Every key is looked at (HeadObject) before it is
+written, so a retried create or an unchanged dataset uploads nothing, and a
+directory whose upload was cut off resumes where it stopped.  The `uri` is the
+file's key, or the version's folder (ending in ``/``) for a directory.
+
+An ``s3://`` source is read, never copied: HeadObject for an object, ListObjectsV2
+for a prefix (a source naming no object is taken as a prefix; its `uri` ends in
+``/``).  Its `digest` is the sha256 over the objects' ``relative key NUL ETag:size``
+lines, so it changes whenever an object is rewritten; `uri` is the source.
+
+`rows` is counted (csv, jsonl; parquet with pyarrow; see the local provider's
+checks.py) for local data, and for S3 data no bigger than ``settings.fetch_limit_mb``,
+which is then fetched once per digest; otherwise it is null.  `schema` and `checks`
+fail the plan with the value found and the threshold, in the local provider's words;
+checks on S3 data bigger than the limit are an error rather than silently skipped.
+
+``datasets/<name>/dataset.json`` records what the dataset is (attributes, digest,
+objects); `read` finds the dataset by it (with or without an id), refuses it when its
+tags name another owner, and reports the dataset gone when the record or its objects
+are.  A changed digest is an update: the new version is uploaded beside the old ones,
+which stay until the dataset is destroyed (training jobs that read them keep
+reproducible inputs).  Delete removes every object under ``datasets/<name>/`` and never
+anything of an ``s3://`` source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlform.diagnostics import Diagnostic, error
+from mlform.expr.values import UNKNOWN, contains_unknown
+from mlform.providers.base import (
+    Desired, KindSchema, LiveObject, Planned, ProviderError, Timeouts,
+)
+from mlform.providers.local import checks
+from mlform.providers.local.datasets import Digests, tree_digest
+
+from . import bucket
+from .clusters import s3_tag_problem
+from .common import KindHandler, SageMakerEnv, settings_errors, user_tags
+
+__all__ = ["DatasetHandler", "DatasetSettings", "Source", "parse_s3"]
+
+_TABULAR_FETCH = ("csv", "jsonl", "parquet", "json")
+
+
+class DatasetSettings(BaseModel):
+    """`settings { }` of a sagemaker dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fetch_limit_mb: int = Field(100, ge=0, description=(
+        "Largest s3:// source (in MB) fetched to count rows and run checks; bigger "
+        "sources get rows = null and may not declare checks."))
+
+
+class SourceError(Exception):
+    """The source cannot be found or read; the message says which and why."""
+
+
+def parse_s3(uri: str) -> tuple[str, str]:
+    """(bucket, key) of an ``s3://bucket/key`` URI."""
+    parts = urllib.parse.urlsplit(uri)
+    return parts.netloc, parts.path.lstrip("/")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A dataset's data as found: where, its digest and size, and its files.
+
+    `files` are (relative key, local path or None, size, etag or None); a local source
+    has paths, an S3 source ETags.
+    """
+
+    kind: str               # "local" or "s3"
+    text: str               # the source as written
+    digest: str
+    size: int
+    is_dir: bool
+    name: str               # file or directory name (local), "" for S3
+    files: tuple[tuple[str, Path | None, int, str | None], ...]
+    path: Path | None = None         # local: the file or directory
+    s3_bucket: str = ""
+    s3_key: str = ""                 # S3: the object key, or the prefix (ending in /)
+
+    def fmt(self, attrs: Mapping[str, Any]) -> str:
+        given = attrs.get("format")
+        if isinstance(given, str):
+            return given.lower()
+        if self.path is not None:
+            return checks.infer_format(self.path)
+        return "dir" if self.is_dir else checks.infer_format(Path(PurePosixPath(self.s3_key).name))
+
+
+class DatasetHandler(KindHandler):
+    """`dataset`: S3 objects per digest, checks run at plan."""
+
+    schema = KindSchema(settings_model=DatasetSettings, replace_paths=("format",),
+                        computed=("uri", "digest", "rows", "bytes"),
+                        timeouts=Timeouts(create=3600.0, update=3600.0, delete=900.0))
+
+    def __init__(self, env: SageMakerEnv) -> None:
+        super().__init__(env)
+        # a cache of file digests by (path, size, mtime) and of row profiles by digest,
+        # so planning an unchanged dataset reads nothing twice
+        self.digests = Digests(Path(env.context.stack_dir) / ".mlform" / "cache" /
+                               "sagemaker-digests.json")
+
+    # -- the source ------------------------------------------------------------
+
+    def source(self, text: str) -> Source:
+        parts = urllib.parse.urlsplit(text)
+        scheme = parts.scheme.lower() if len(parts.scheme) > 1 else ""
+        if scheme == "s3":
+            return self._s3_source(text)
+        if scheme in ("", "file"):
+            path = (Path(urllib.parse.unquote(parts.path)) if scheme == "file"
+                    else Path(text).expanduser())
+            if not path.is_absolute():
+                path = Path(self.env.context.stack_dir) / path
+            return self._local_source(text, path)
+        raise SourceError(f"the sagemaker provider reads local files and s3:// sources, not "
+                          f"{scheme}:// ones; download the data first, or copy it to S3")
+
+    def _local_source(self, text: str, path: Path) -> Source:
+        if not path.exists():
+            raise SourceError(f"source {text} not found (looked for {path})")
+        try:
+            if path.is_dir():
+                files = []
+                for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                    digest, size = self.digests.file(file)
+                    files.append((file.relative_to(path).as_posix(), file, size, digest))
+                digest = tree_digest([(rel, sha) for rel, _, _, sha in files])
+            else:
+                digest, size = self.digests.file(path)
+                files = [(path.name, path, size, digest)]
+        except OSError as exc:
+            raise SourceError(f"cannot read source {text}: {exc}") from exc
+        finally:
+            self.digests.save()
+        # for local files the fourth field is the file's sha256 (what the metadata carries)
+        return Source("local", text, digest, sum(f[2] for f in files), path.is_dir(),
+                      path.name or "data", tuple(files), path=path)
+
+    def _s3_source(self, text: str) -> Source:
+        name, key = parse_s3(text)
+        if not name:
+            raise SourceError(f"source {text} names no bucket")
+        head = None
+        if key and not key.endswith("/"):
+            head = self.aws.find("s3", "head_object", Bucket=name, Key=key)
+        if head is not None:
+            files = [(PurePosixPath(key).name, None, int(head.get("ContentLength") or 0),
+                      str(head.get("ETag") or ""))]
+            is_dir = False
+        else:
+            if key and not key.endswith("/"):
+                key += "/"
+            listed = bucket.list_keys(self.env, key, bucket=name)
+            files = [(item["Key"][len(key):], None, int(item.get("Size") or 0),
+                      str(item.get("ETag") or "")) for item in listed
+                     if not item["Key"].endswith("/")]
+            if not files:
+                raise SourceError(f"source {text} not found (no object s3://{name}/{key.rstrip('/')}"
+                                  f" and nothing under s3://{name}/{key})")
+            is_dir = True
+        digest = tree_digest([(rel, f"{etag}:{size}") for rel, _, size, etag in files])
+        return Source("s3", text, digest, sum(f[2] for f in files), is_dir, "", tuple(files),
+                      s3_bucket=name, s3_key=key)
+
+    def uri(self, address: str, source: Source) -> str:
+        if source.kind == "s3":
+            return f"s3://{source.s3_bucket}/{source.s3_key}"
+        base = f"{bucket.dataset_prefix(self.env, address)}{source.digest}/"
+        return f"s3://{self.env.config.bucket}/{base}" + ("" if source.is_dir else source.name)
+
+    def _keys(self, address: str, source: Source) -> list[tuple[str, Path, int, str]]:
+        """(S3 key, local path, size, file sha256) of every object a local source uploads."""
+        base = f"{bucket.dataset_prefix(self.env, address)}{source.digest}/"
+        return [(base + rel, path, size, sha) for rel, path, size, sha in source.files]
+
+    # -- profiles (rows, checks) -------------------------------------------------
+
+    def profile(self, address: str, attrs: Mapping[str, Any], source: Source) -> checks.Profile | None:
+        """The data's profile, or None when S3 data is too big to fetch (or not tabular)."""
+        fmt = source.fmt(attrs)
+        schema = dict(attrs.get("schema") or {})
+        key = hashlib.sha256(repr((source.digest, fmt, sorted(schema.items()))).encode()).hexdigest()
+        if source.kind == "local":
+            compute = lambda: checks.profile(source.path, fmt, schema)  # noqa: E731
+        else:
+            if fmt not in _TABULAR_FETCH:   # opaque files: a directory's rows are its files
+                return checks.Profile(fmt, len(source.files) if source.is_dir else None)
+            limit = DatasetSettings.model_validate(dict(attrs.get("settings") or {})).fetch_limit_mb
+            if source.size > limit * 1_000_000:
+                return None
+            compute = lambda: self._fetched_profile(address, source, fmt, schema)  # noqa: E731
+        try:
+            return self.digests.profile(key, compute)
+        finally:
+            self.digests.save()
+
+    def _fetched_profile(self, address: str, source: Source, fmt: str,
+                         schema: Mapping[str, str]) -> checks.Profile:
+        with tempfile.TemporaryDirectory(prefix="mlform-dataset-") as tmp:
+            root = Path(tmp) / "data"
+            for rel, _, _, _ in source.files:
+                target = root / rel if source.is_dir else root
+                target.parent.mkdir(parents=True, exist_ok=True)
+                key = source.s3_key + rel if source.is_dir else source.s3_key
+                try:
+                    self.aws.client("s3").download_file(source.s3_bucket, key, str(target))
+                except Exception as exc:   # botocore ClientError or a transfer error
+                    raise ProviderError(f"{address}: cannot fetch s3://{source.s3_bucket}/{key} "
+                                        f"to check it: {exc}", address=address,
+                                        retryable=True) from exc
+            if not source.is_dir:   # keep the suffix: the csv/jsonl readers do not care, json does
+                named = root.with_name(PurePosixPath(source.s3_key).name)
+                root.rename(named)
+                root = named
+            return checks.profile(root, fmt, schema)
+
+    # -- the contract ------------------------------------------------------------
+
+    def validate(self, desired: Desired) -> list[Diagnostic]:
+        address, attrs = desired.address, desired.attributes
+        found = settings_errors(DatasetSettings, desired)
+        tag_problem = s3_tag_problem(address, attrs.get("tags"))
+        found += [tag_problem] if tag_problem else []
+        if found or contains_unknown((attrs.get("source"), attrs.get("format"),
+                                      attrs.get("schema"), attrs.get("checks"),
+                                      attrs.get("settings"))):
+            return found
+        try:
+            source = self.source(attrs["source"])
+        except SourceError as exc:
+            return [error(f"{address}: {exc}", address=address)]
+        except ProviderError as exc:
+            return [error(f"{address}: cannot read source {attrs['source']}: {exc.message}",
+                          address=address)]
+        declared = [v for v in (attrs.get("checks") or {}).values() if v is not None]
+        if not attrs.get("schema") and not declared:
+            return []
+        try:
+            prof = self.profile(address, attrs, source)
+        except checks.CheckUnavailable as exc:
+            return [error(f"{address}: cannot run the dataset checks: {exc}", address=address)]
+        if prof is None:
+            limit = DatasetSettings.model_validate(dict(attrs.get("settings") or {})).fetch_limit_mb
+            return [error(f"{address}: cannot run the dataset checks: {attrs['source']} is "
+                          f"{source.size} bytes, more than settings.fetch_limit_mb = {limit}",
+                          address=address,
+                          hint="Raise settings.fetch_limit_mb, or remove schema and checks.")]
+        what = "sha256" if source.kind == "local" else "digest"
+        detail = f"Checked {attrs['source']} ({what} {source.digest[:12]}…)."
+        return [error(f.message, detail, address=address)
+                for f in checks.run_checks(address, prof, attrs.get("checks"),
+                                           attrs.get("schema"))]
+
+    def plan(self, desired: Desired, prior: LiveObject | None) -> Planned:
+        attrs = dict(desired.attributes)
+        if contains_unknown((attrs.get("source"), attrs.get("format"), attrs.get("schema"),
+                             attrs.get("settings"))):
+            attrs.update(uri=UNKNOWN, digest=UNKNOWN, rows=UNKNOWN, bytes=UNKNOWN)
+        else:
+            attrs.update(self._computed(desired.address, attrs, self._source(desired.address,
+                                                                             attrs)))
+        return Planned(desired.address, desired.kind, desired.name, attrs)
+
+    def _source(self, address: str, attrs: Mapping[str, Any]) -> Source:
+        try:
+            return self.source(attrs["source"])
+        except SourceError as exc:
+            raise ProviderError(f"{address}: {exc}", address=address) from exc
+
+    def _computed(self, address: str, attrs: Mapping[str, Any], source: Source) -> dict[str, Any]:
+        try:
+            prof = self.profile(address, attrs, source)
+        except checks.CheckUnavailable:
+            prof = None   # validate reports why; the data is still usable
+        return {"uri": self.uri(address, source), "digest": source.digest,
+                "rows": prof.rows if prof is not None else None, "bytes": source.size}
+
+    def create(self, planned: Planned) -> LiveObject:
+        address, attrs = planned.address, dict(planned.attributes)
+        source = self._source(address, attrs)
+        planned_digest = attrs.get("digest")
+        if planned_digest is not UNKNOWN and planned_digest != source.digest:
+            raise ProviderError(f"{address}: the source changed since the plan (digest "
+                                f"{str(planned_digest)[:12]}… → {source.digest[:12]}…); "
+                                f"run plan again", address=address)
+        if contains_unknown(attrs):
+            attrs.update({k: v for k, v in self._computed(address, attrs, source).items()
+                          if attrs.get(k) is UNKNOWN})
+        record_key = bucket.dataset_record(self.env, address)
+        found = bucket.get_json(self.env, record_key, address=address)
+        if found is not None:   # a retried create, or an update: the record must be ours
+            self.env.check_owner(bucket.object_tags(self.env, record_key, address=address) or {},
+                                 address, f"dataset record s3://{self.env.config.bucket}/{record_key}")
+        if source.kind == "local":
+            self._upload(address, attrs, source)
+        record = {"address": address, "digest": source.digest, "uri": attrs["uri"],
+                  "source_kind": source.kind, "objects": len(source.files),
+                  "attributes": attrs}
+        if found is None or found[0] != record:
+            bucket.put_json(self.env, record_key, record, address=address,
+                            user_tags=attrs.get("tags"))
+        return LiveObject(address, planned.kind, attrs["uri"], attrs)
+
+    def _upload(self, address: str, attrs: Mapping[str, Any], source: Source) -> None:
+        tags = bucket.tagging(self.env.tags(address, attrs.get("tags")))
+        todo = []
+        for key, path, size, sha in self._keys(address, source):
+            head = self.aws.find("s3", "head_object", address=address,
+                                 Bucket=self.env.config.bucket, Key=key)
+            if head is None or (head.get("Metadata") or {}).get("sha256") != sha:
+                todo.append((key, path, size, sha))
+        if not todo:
+            return
+        total = sum(size for _, _, size, _ in todo)
+        self.aws.progress(address, f"uploading {len(todo)} file(s), {total} bytes, to "
+                                   f"{self.uri(address, source)}", waiting_on="s3 upload")
+        from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = self.aws.client("s3")
+        for key, path, size, sha in todo:
+            # upload_file: one PutObject for small files, a multipart upload for big ones
+            try:
+                client.upload_file(str(path), self.env.config.bucket, key, ExtraArgs={
+                    "Metadata": {"sha256": sha, "dataset-digest": source.digest},
+                    "Tagging": tags})
+            except (S3UploadFailedError, ClientError, BotoCoreError, OSError) as exc:
+                raise ProviderError(f"{address}: uploading {path} to s3://"
+                                    f"{self.env.config.bucket}/{key} failed: {exc}",
+                                    address=address, retryable=True) from exc
+
+    def read(self, prior: LiveObject) -> LiveObject | None:
+        address = prior.address
+        record_key = bucket.dataset_record(self.env, address)
+        found = bucket.get_json(self.env, record_key, address=address)
+        if found is None or not isinstance(found[0], dict):
+            return None
+        record = found[0]
+        tags = bucket.object_tags(self.env, record_key, address=address) or {}
+        self.env.check_owner(tags, address,
+                             f"dataset record s3://{self.env.config.bucket}/{record_key}")
+        if not self._data_present(address, record):
+            return None   # the data was removed outside mlform: gone
+        attrs = dict(record.get("attributes") or {})
+        live_tags = user_tags(tags)
+        if live_tags != (attrs.get("tags") or {}):
+            attrs["tags"] = live_tags
+        return LiveObject(address, prior.kind, record.get("uri") or attrs.get("uri"), attrs)
+
+    def _data_present(self, address: str, record: Mapping[str, Any]) -> bool:
+        uri = str(record.get("uri") or "")
+        name, key = parse_s3(uri)
+        if record.get("source_kind") == "s3":
+            try:
+                self._s3_source(uri)
+            except SourceError:
+                return False
+            return True
+        if not key.endswith("/"):
+            return self.aws.find("s3", "head_object", address=address, Bucket=name,
+                                 Key=key) is not None
+        listed = bucket.list_keys(self.env, key, address=address, bucket=name)
+        return len(listed) >= int(record.get("objects") or 1)
+
+    def update(self, prior: LiveObject, planned: Planned) -> LiveObject:
+        return self.create(planned)
+
+    def delete(self, prior: LiveObject) -> None:
+        address = prior.address
+        prefix = bucket.dataset_prefix(self.env, address)
+        record_key = bucket.dataset_record(self.env, address)
+        tags = bucket.object_tags(self.env, record_key, address=address)
+        if tags is not None:
+            self.env.check_owner(tags, address,
+                                 f"dataset record s3://{self.env.config.bucket}/{record_key}")
+        keys = [item["Key"] for item in bucket.list_keys(self.env, prefix, address=address)]
+        # an s3:// source is read, never owned: spare it even if it lies under this prefix
+        source = prior.attributes.get("source")
+        if isinstance(source, str) and source.startswith("s3://"):
+            name, src_key = parse_s3(source)
+            if name == self.env.config.bucket:
+                keys = [k for k in keys if not k.startswith(src_key)]
+        # the record goes last: a delete cut off half-way is still found and finished
+        bucket.delete_keys(self.env, [k for k in keys if k != record_key], address=address)
+        if record_key in keys:
+            bucket.delete_keys(self.env, [record_key], address=address)

@@ -1,0 +1,404 @@
+"""The `model` kind of the `sagemaker` provider: the Model Registry plus a deployable Model.
+
+Objects made for one model address (names from `SageMakerEnv`):
+
+* a **model package group** ``env.name(address)``, carrying the ownership tags and the
+  user's `tags` (versioned packages cannot be tagged on their own: they share the group's);
+* one **model package** per artifact: version = its ``ModelPackageVersion``, one container
+  (the serving image, ``ModelDataUrl`` = the artifact), approval mapped from `approval`,
+  and ``CustomerMetadataProperties`` ``mlform:stage`` / ``mlform:artifact`` /
+  ``mlform:description``;
+* one **SageMaker Model** per version, ``env.model_name(address, version)``, whose primary
+  container is the package.  Models are immutable, so a new version gets a new Model; the
+  Models of earlier versions are kept (an endpoint may still serve them) until delete.
+
+A new artifact (or serving image) registers a new version; an artifact already registered
+in the group is that version again (a retried create, or an artifact rolled back, never
+duplicates).  `stage`, `approval` and `description` change in place (UpdateModelPackage):
+SageMaker keeps ModelPackageDescription immutable, so the description that can change is
+the ``mlform:description`` metadata property (256 characters at most).  `stage` is an
+alias: it moves from the version the resource pointed at to the new one.
+
+The resource's id is the ARN of the model package it points at.  Computed: `version`,
+`uri` (that ARN), `model_name`, `group_arn`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlform.diagnostics import Diagnostic, error
+from mlform.expr.values import UNKNOWN, contains_unknown
+from mlform.providers.base import Desired, KindSchema, LiveObject, Planned, ProviderError, Timeouts
+
+from .aws import Missing
+from .common import (
+    OWNER_TAGS, TAG_ADDRESS, KindHandler, delete_record, load_record, save_record,
+    settings_errors, short_hash, tag_dict, user_tags,
+)
+
+__all__ = ["ModelHandler", "ModelSettings", "APPROVAL", "artifact_uri", "foreign_owner"]
+
+COMPUTED = ("version", "uri", "model_name", "group_arn")
+APPROVAL = {"approved": "Approved", "pending": "PendingManualApproval", "rejected": "Rejected"}
+_APPROVAL_BACK = {v: k for k, v in APPROVAL.items()}
+META_STAGE, META_ARTIFACT = "mlform:stage", "mlform:artifact"
+META_DESCRIPTION = "mlform:description"
+# SageMaker's limit on a CustomerMetadataProperties value.
+META_LIMIT = 256
+CONTENT_TYPES = ["application/json"]
+
+
+class ModelSettings(BaseModel):
+    """`settings { }` of a sagemaker model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str | None = Field(
+        None, min_length=1, description="Serving container image of this model's versions; "
+                                        "default: the provider's serving_image.")
+
+
+def artifact_uri(artifact: Any) -> Any:
+    """The artifact URI: a URI string, or a pipeline reference's `model_uri`."""
+    if isinstance(artifact, Mapping):
+        return artifact.get("model_uri", UNKNOWN if "address" in artifact else None)
+    return artifact
+
+
+def foreign_owner(tags: Mapping[str, str], address: str, env) -> bool:
+    """True when ownership tags are present and name someone else (untagged = importable)."""
+    return any(k in tags for k in OWNER_TAGS) and \
+        {k: tags.get(k) for k in OWNER_TAGS} != env.owner_tags(address)
+
+
+class ModelHandler(KindHandler):
+    """`model` resources: a model package group, a package per version, a Model per version."""
+
+    schema = KindSchema(settings_model=ModelSettings, replace_paths=(), computed=COMPUTED,
+                        service_managed=(),
+                        timeouts=Timeouts(create=900.0, update=900.0, delete=900.0))
+
+    # -- names and lookups (no side effects) --------------------------------------------
+
+    def _group(self, address: str) -> str:
+        return self.env.name(address)
+
+    def _image(self, attrs: Mapping) -> Any:
+        settings = attrs.get("settings") or {}
+        if contains_unknown(settings):
+            return UNKNOWN
+        return settings.get("image") or self.env.config.image("serving")
+
+    def _ident(self, address: str) -> str:
+        # the hash `SageMakerEnv.name` puts into every name it makes for this address
+        return short_hash(self.env.context.stack, self.env.context.env, address)
+
+    def _describe(self, arn: str | None, address: str) -> dict | None:
+        if not arn:
+            return None
+        return self.aws.find("sagemaker", "describe_model_package", address=address,
+                             ModelPackageName=arn)
+
+    def _packages(self, address: str) -> list[dict]:
+        """Summaries of the group's packages, newest version first."""
+        try:
+            found = list(self.aws.pages("sagemaker", "list_model_packages",
+                                        "ModelPackageSummaryList", address=address,
+                                        ModelPackageGroupName=self._group(address)))
+        except ProviderError:
+            # a group that does not exist lists as an error on AWS, as nothing on moto
+            if self.aws.find("sagemaker", "describe_model_package_group", address=address,
+                             ModelPackageGroupName=self._group(address)) is None:
+                return []
+            raise
+        return sorted(found, key=lambda p: p.get("ModelPackageVersion") or 0, reverse=True)
+
+    def _find_package(self, address: str, uri: str, image: str,
+                      hint: str | None = None) -> dict | None:
+        """The package of this group registered for (artifact, image), if any."""
+        def matches(desc: dict | None) -> bool:
+            if not desc or desc.get("ModelPackageStatus") in ("Failed", "Deleting"):
+                return False
+            containers = (desc.get("InferenceSpecification") or {}).get("Containers") or [{}]
+            return containers[0].get("ModelDataUrl") == uri and containers[0].get("Image") == image
+
+        first = self._describe(hint, address)
+        if matches(first) and first.get("ModelPackageGroupName") == self._group(address):
+            return first
+        for summary in self._packages(address):
+            if summary.get("ModelPackageArn") == hint:
+                continue
+            desc = self._describe(summary.get("ModelPackageArn"), address)
+            if matches(desc):
+                return desc
+        return None
+
+    # -- pure half ----------------------------------------------------------------------
+
+    def validate(self, desired: Desired) -> list[Diagnostic]:
+        found = settings_errors(ModelSettings, desired)
+        attrs, address = desired.attributes, desired.address
+        uri = artifact_uri(attrs.get("artifact"))
+        if isinstance(uri, str) and not uri.startswith("s3://"):
+            found.append(error(
+                f"SageMaker cannot register the artifact of {address}",
+                detail=f'"{uri}" is not an s3:// URI; SageMaker loads model data from S3.',
+                address=address,
+                hint="Point artifact at a sagemaker pipeline's model_uri or an s3:// object."))
+        description = attrs.get("description")
+        if isinstance(description, str) and len(description) > META_LIMIT:
+            found.append(error(
+                f"The description of {address} is too long for SageMaker",
+                detail=f"It has {len(description)} characters; SageMaker keeps at most "
+                       f"{META_LIMIT} in a model package's metadata.", address=address))
+        return found
+
+    def plan(self, desired: Desired, prior: LiveObject | None) -> Planned:
+        address = desired.address
+        attrs = dict(desired.attributes)
+        attrs.setdefault("approval", "approved")     # read always reports it
+        computed: dict[str, Any] = {key: UNKNOWN for key in COMPUTED}
+        reasons: tuple[str, ...] = ()
+        before = dict(prior.attributes) if prior is not None else None
+        uri, image = artifact_uri(attrs.get("artifact")), self._image(attrs)
+        if before is not None and before.get("version") is not None \
+                and not contains_unknown(uri) and not contains_unknown(image):
+            computed["group_arn"] = before.get("group_arn", UNKNOWN)
+            if artifact_uri(before.get("artifact")) == uri and self._image(before) == image:
+                computed.update(version=before["version"], uri=before.get("uri"),
+                                model_name=self.env.model_name(address, before["version"]))
+            elif isinstance(uri, str):
+                found = self._find_package(address, uri, image)
+                if found is not None:
+                    version = found["ModelPackageVersion"]
+                    computed.update(version=version, uri=found["ModelPackageArn"],
+                                    model_name=self.env.model_name(address, version))
+                    reasons = (f"artifact {uri} is already registered as version {version}",)
+                else:
+                    what = ("artifact" if artifact_uri(before.get("artifact")) != uri
+                            else "serving image")
+                    reasons = (f"new {what} registers a new model package version "
+                               f"(after version {before['version']})",)
+        return Planned(address, desired.kind, desired.name, {**attrs, **computed},
+                       reasons=reasons)
+
+    # -- apply --------------------------------------------------------------------------
+
+    def create(self, planned: Planned) -> LiveObject:
+        return self._apply(planned, None)
+
+    def update(self, prior: LiveObject, planned: Planned) -> LiveObject:
+        return self._apply(planned, prior)
+
+    def _apply(self, planned: Planned, prior: LiveObject | None) -> LiveObject:
+        address, attrs = planned.address, dict(planned.attributes)
+        uri, image = artifact_uri(attrs.get("artifact")), self._image(attrs)
+        if not isinstance(uri, str) or not uri.startswith("s3://"):
+            raise ProviderError(f"the artifact of {address} is not an s3:// URI: {uri!r}",
+                                address=address)
+        user = dict(attrs.get("tags") or {})
+        group = self._ensure_group(address, user, attrs.get("description"))
+        before = dict(prior.attributes) if prior is not None else {}
+        hint = (prior.id if prior is not None else None) or before.get("uri")
+        package = self._find_package(address, uri, image, hint=hint)
+        if package is None:
+            package = self._register(address, uri, image, attrs)
+        else:
+            self._update_package(address, package, attrs, uri)
+        arn, version = package["ModelPackageArn"], package["ModelPackageVersion"]
+        old_arn = before.get("uri") or hint
+        if old_arn and old_arn != arn and before.get("stage"):
+            self._drop_stage(address, old_arn, before["stage"])
+        model_name = self._ensure_model(address, arn, version, user)
+        final = {**attrs, "version": version, "uri": arn, "model_name": model_name,
+                 "group_arn": group["ModelPackageGroupArn"]}
+        save_record(self.env, "model", address, final)
+        return LiveObject(address, planned.kind, arn, final)
+
+    def _ensure_group(self, address: str, user: Mapping[str, str],
+                      description: str | None) -> dict:
+        name = self._group(address)
+        group = self.aws.find("sagemaker", "describe_model_package_group", address=address,
+                              ModelPackageGroupName=name)
+        if group is None:
+            self.aws.call("sagemaker", "create_model_package_group", address=address,
+                          ModelPackageGroupName=name,
+                          ModelPackageGroupDescription=f"mlform {address}",
+                          Tags=self.env.tags(address, user))
+            group = self.aws.call("sagemaker", "describe_model_package_group", address=address,
+                                  ModelPackageGroupName=name)
+            return group
+        tags = self._tags(group["ModelPackageGroupArn"], address)
+        self.env.check_owner(tags, address, f"model package group {name}")
+        self._heal_tags(group["ModelPackageGroupArn"], tags, address, user)
+        return group
+
+    def _tags(self, arn: str, address: str) -> dict[str, str]:
+        return tag_dict(list(self.aws.pages("sagemaker", "list_tags", "Tags", address=address,
+                                            ResourceArn=arn)))
+
+    def _heal_tags(self, arn: str, live: Mapping[str, str], address: str,
+                   user: Mapping[str, str]) -> None:
+        """Make the tags what the spec says (out-of-band changes are drift)."""
+        want = {t["Key"]: t["Value"] for t in self.env.tags(address, user)}
+        add = [{"Key": k, "Value": v} for k, v in sorted(want.items()) if live.get(k) != v]
+        drop = sorted(k for k in live if k not in want and not k.startswith("aws:"))
+        if add:
+            self.aws.call("sagemaker", "add_tags", address=address, ResourceArn=arn, Tags=add)
+        if drop:
+            self.aws.call("sagemaker", "delete_tags", address=address, ResourceArn=arn,
+                          TagKeys=drop)
+
+    @staticmethod
+    def _metadata(attrs: Mapping, uri: str) -> dict[str, str]:
+        meta: dict[str, str] = {}
+        if len(uri) <= META_LIMIT:     # ModelDataUrl is the authority; this is for people
+            meta[META_ARTIFACT] = uri
+        if attrs.get("stage"):
+            meta[META_STAGE] = str(attrs["stage"])
+        if attrs.get("description"):
+            meta[META_DESCRIPTION] = str(attrs["description"])
+        return meta
+
+    def _register(self, address: str, uri: str, image: str, attrs: Mapping) -> dict:
+        self.aws.progress(address, f"registering {uri} in {self._group(address)}")
+        kwargs: dict[str, Any] = dict(
+            ModelPackageGroupName=self._group(address),
+            InferenceSpecification={
+                "Containers": [{"Image": image, "ModelDataUrl": uri}],
+                "SupportedContentTypes": CONTENT_TYPES,
+                "SupportedResponseMIMETypes": CONTENT_TYPES},
+            ModelApprovalStatus=APPROVAL[attrs.get("approval", "approved")],
+            CustomerMetadataProperties=self._metadata(attrs, uri))
+        if attrs.get("description"):
+            kwargs["ModelPackageDescription"] = str(attrs["description"])
+        arn = self.aws.call("sagemaker", "create_model_package", address=address,
+                            **kwargs)["ModelPackageArn"]
+        return self.aws.wait(
+            lambda: self._describe(arn, address), "ModelPackageStatus", address=address,
+            what=f"model package {arn}", ready=("Completed",),
+            failed=("Failed",), timeout=self.schema.timeouts.create)
+
+    def _update_package(self, address: str, package: dict, attrs: Mapping, uri: str) -> None:
+        """Approval and metadata in place (UpdateModelPackage), only when they differ."""
+        want_meta = self._metadata(attrs, uri)
+        live_meta = dict(package.get("CustomerMetadataProperties") or {})
+        ours = (META_STAGE, META_ARTIFACT, META_DESCRIPTION)
+        remove = [k for k in ours if k in live_meta and k not in want_meta]
+        kwargs: dict[str, Any] = {}
+        approval = APPROVAL[attrs.get("approval", "approved")]
+        if package.get("ModelApprovalStatus") != approval:
+            kwargs["ModelApprovalStatus"] = approval
+        if any(live_meta.get(k) != v for k, v in want_meta.items()) or remove:
+            # the full set: AWS merges it, some emulators replace with it
+            kwargs["CustomerMetadataProperties"] = {
+                **{k: v for k, v in live_meta.items() if k not in ours}, **want_meta}
+            if remove:
+                kwargs["CustomerMetadataPropertiesToRemove"] = remove
+        if kwargs:
+            # the approval always goes along: an update without it resets it on some
+            # emulators, and on AWS re-stating the current status is a no-op
+            kwargs["ModelApprovalStatus"] = approval
+            self.aws.call("sagemaker", "update_model_package", address=address,
+                          ModelPackageArn=package["ModelPackageArn"], **kwargs)
+
+    def _drop_stage(self, address: str, arn: str, stage: str) -> None:
+        """The stage alias moved to another version: take it off the one it was on."""
+        old = self._describe(arn, address)
+        meta = dict((old or {}).get("CustomerMetadataProperties") or {})
+        if old is None or meta.get(META_STAGE) != stage:
+            return
+        meta.pop(META_STAGE)
+        self.aws.call("sagemaker", "update_model_package", address=address, ModelPackageArn=arn,
+                      ModelApprovalStatus=old.get("ModelApprovalStatus") or "Approved",
+                      CustomerMetadataProperties=meta,
+                      CustomerMetadataPropertiesToRemove=[META_STAGE])
+
+    def _ensure_model(self, address: str, arn: str, version: int,
+                      user: Mapping[str, str]) -> str:
+        name = self.env.model_name(address, version)
+        found = self.aws.find("sagemaker", "describe_model", address=address, ModelName=name)
+        if found is None:
+            self.aws.call("sagemaker", "create_model", address=address, ModelName=name,
+                          PrimaryContainer={"ModelPackageName": arn},
+                          ExecutionRoleArn=self.env.config.role_arn,
+                          Tags=self.env.tags(address, user))
+            return name
+        container = found.get("PrimaryContainer") or {}
+        if container.get("ModelPackageName") not in (arn, None):
+            raise ProviderError(
+                f"SageMaker Model {name} exists but serves {container.get('ModelPackageName')}, "
+                f"not {arn}; refusing to reuse it", address=address,
+                service_message="Delete that Model (or the whole model resource) and apply again.")
+        return name
+
+    # -- read / delete --------------------------------------------------------------------
+
+    def read(self, prior: LiveObject) -> LiveObject | None:
+        address = prior.address
+        name = self._group(address)
+        group = self.aws.find("sagemaker", "describe_model_package_group", address=address,
+                              ModelPackageGroupName=name)
+        if group is None:
+            return None
+        tags = self._tags(group["ModelPackageGroupArn"], address)
+        if foreign_owner(tags, address, self.env):
+            self.env.check_owner(tags, address, f"model package group {name}")
+        base = dict(prior.attributes) or dict(load_record(self.env, "model", address)
+                                              .get("attributes") or {})
+        arn = prior.id or base.get("uri")
+        if arn:
+            package = self._describe(arn, address)
+        else:
+            newest = self._packages(address)[:1]
+            package = self._describe(newest[0]["ModelPackageArn"], address) if newest else None
+        if package is None or package.get("ModelPackageGroupName") not in (None, name):
+            return None
+        container = ((package.get("InferenceSpecification") or {}).get("Containers") or [{}])[0]
+        meta = package.get("CustomerMetadataProperties") or {}
+        live = dict(base) if base else {"artifact": container.get("ModelDataUrl")}
+        version = package["ModelPackageVersion"]
+        model_name = self.env.model_name(address, version)
+        if self.aws.find("sagemaker", "describe_model", address=address,
+                         ModelName=model_name) is None:
+            model_name = None        # deleted outside mlform: the plan re-creates it
+        live.update(version=version, uri=package["ModelPackageArn"], model_name=model_name,
+                    group_arn=group["ModelPackageGroupArn"],
+                    approval=_APPROVAL_BACK.get(package.get("ModelApprovalStatus"),
+                                                package.get("ModelApprovalStatus")))
+        for key, meta_key in (("stage", META_STAGE), ("description", META_DESCRIPTION)):
+            if meta.get(meta_key):
+                live[key] = meta[meta_key]
+            else:
+                live.pop(key, None)
+        theirs = user_tags(tags)
+        if "tags" in base or theirs:
+            live["tags"] = theirs
+        return LiveObject(address, prior.kind, package["ModelPackageArn"], live)
+
+    def delete(self, prior: LiveObject) -> None:
+        address = prior.address
+        # Models of every version (found by the address hash in their names, owned by tag)
+        for model in list(self.aws.pages("sagemaker", "list_models", "Models", address=address,
+                                         NameContains=f"{self._ident(address)}-v")):
+            tags = self._tags(model["ModelArn"], address)
+            if (tags.get(TAG_ADDRESS) == self.env.owner_tags(address)[TAG_ADDRESS]
+                    and not foreign_owner(tags, address, self.env)):
+                self._forget("delete_model", address, ModelName=model["ModelName"])
+        for summary in self._packages(address):
+            self._forget("delete_model_package", address,
+                         ModelPackageName=summary["ModelPackageArn"])
+        self._forget("delete_model_package_group", address,
+                     ModelPackageGroupName=self._group(address))
+        delete_record(self.env, "model", address)
+
+    def _forget(self, operation: str, address: str, **kwargs: Any) -> None:
+        """A delete call for which absent already is success."""
+        try:
+            self.aws.call("sagemaker", operation, address=address, **kwargs)
+        except Missing:
+            pass

@@ -1,0 +1,746 @@
+"""`pipeline` on the `sagemaker` provider: one SageMaker training job per run fingerprint.
+
+Jobs and their names
+--------------------
+A run is a training job named ``env.name(address, "<fingerprint[:10]>-<attempt>")``
+(attempt 1, 2, ...): stack, environment and address readable first, then a hash of
+them, the fingerprint and the attempt.  Before starting one, `create` lists the jobs
+of this address and fingerprint: an InProgress or Completed job is adopted and waited
+on, so a retried or crashed create never starts a duplicate (and Ctrl-C during the
+wait leaves the job running, to be adopted by the next apply); only when every earlier
+attempt Failed or was Stopped (or was deleted, or marked stale) does attempt n+1
+start.  `run_id` is the job name, known at plan time whenever the fingerprint is.
+A changed fingerprint is an update that starts a new job under a new name; training
+jobs cannot be deleted in SageMaker, so earlier jobs stay as history.
+
+The job
+-------
+==========================  ==========================================================
+AlgorithmSpecification      ``settings.image`` or the provider's training image,
+                            TrainingInputMode File, a MetricDefinition per metric
+                            (the gate's and ``settings.metrics``): the regex
+                            ``"<metric>":\\s*(<number>)`` over the job's log
+code                        a tar.gz of the entrypoint (plus ``settings.source_dir``)
+                            at ``code/<sha256>/sourcedir.tar.gz``, run by the AWS
+                            framework containers through the ``sagemaker_program`` and
+                            ``sagemaker_submit_directory`` hyperparameters
+HyperParameters             the pipeline's, each value JSON-encoded (as the SageMaker
+                            Python SDK does)
+InputDataConfig             one channel per `inputs` entry: S3Prefix of the dataset's
+                            `uri`, the upstream pipeline's `model_uri`, or an s3:// URI
+OutputDataConfig            ``s3://<bucket>/<prefix>/runs/<name>/``
+ResourceConfig              the cluster's profile (clusters.py), or one ml.m5.xlarge
+StoppingCondition           `timeout_seconds` and the cluster's max runtime (the smaller),
+                            MaxWaitTimeInSeconds and checkpoints with spot
+Environment, Tags           below; tags are the ownership tags plus the pipeline's
+==========================  ==========================================================
+
+The run contract on SageMaker
+-----------------------------
+The script gets the local provider's environment variables (providers/local/runs.py),
+with SageMaker's paths: ``MLFORM_OUTPUT_DIR=/opt/ml/model`` (SageMaker uploads it as
+``model.tar.gz``, the pipeline's `model_uri`); ``MLFORM_INPUT_<NAME>`` is
+``/opt/ml/input/data/<name>`` for a directory input (a URI ending in ``/``) and the file
+inside that channel for a file input, so a script written for the local provider reads
+the same kind of path; ``MLFORM_INPUTS``, ``MLFORM_HYPERPARAMETERS``, ``MLFORM_DEVICE``
+(``cuda`` on GPU instances) and ``MLFORM_RUN_ID`` (the job name) as locally.  Metrics
+are read from the job's log, not from ``metrics.json``: print the metrics as one JSON
+line (``print(json.dumps(metrics))``), which the MetricDefinitions match; SageMaker
+reports the last value of each in ``FinalMetricDataList``.
+
+Gate, outputs, staleness
+------------------------
+A Completed job's metrics are judged by the `gate` (the local provider's `check_gate`,
+in its words); a miss, or a gate metric the job never printed, fails the apply and
+publishes nothing (no `model_uri`).  Because the gate is not part of the fingerprint,
+it is judged again on every apply against the same job: a retry re-judges the finished
+job rather than paying for a new one.  Computed: `run_id`, `job_arn`, `model_uri`
+(``ModelArtifacts.S3ModelArtifacts``), `metrics` (``FinalMetricDataList``) and `stale`.
+
+`stale` is true when a monitor has written the pipeline's marker (`common.stale_key`:
+``stale/<env.name(address)>.json``; the drift check of monitors.py writes it, or call
+`mark_stale`) = ``{"reason", "fingerprint", "run_id"?, ...}`` naming the current job
+(``run_id``), or, without a ``run_id``, naming the current fingerprint and written
+after the job was created (S3's LastModified against the job's CreationTime, to the
+second), so a marker against a run that has since been redone is out of date by itself.  The next plan then re-runs the pipeline with the marker's
+reason: the stale job is passed over and the next attempt starts.
+
+``settings { sagemaker_pipeline = true }`` also keeps a SageMaker Pipeline named
+``env.name(address, "pl")`` whose definition has one Training step with the same
+request, so the run can be repeated from SageMaker Studio.  ``runs/<name>/<job>.json``
+records the attributes a job was made for, so `read` recovers a create that was cut
+off (no id) with what the spec asked.
+
+Delete stops a job still running (and waits for Stopped), tags every job of the
+address ``mlform:deleted=true`` (read treats such jobs as gone), deletes the Pipeline
+and the stale marker; model artifacts and records under ``runs/`` are kept.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import re
+import tarfile
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlform.diagnostics import Diagnostic, error
+from mlform.expr.values import UNKNOWN, contains_unknown
+from mlform.providers.base import (
+    Desired, KindSchema, LiveObject, Planned, ProviderError, Timeouts,
+)
+from mlform.providers.local.runs import check_gate
+
+from . import bucket
+from .clusters import DEFAULT_MAX_RUNTIME, Profile, read_profile
+from .common import (
+    KindHandler, OWNER_TAGS, settings_errors, short_hash, stale_key, tag_dict, user_tags,
+)
+
+__all__ = ["PipelineHandler", "PipelineSettings", "mark_stale", "metric_regex",
+           "TAG_DELETED", "RUN_OUTPUTS"]
+
+TAG_DELETED = "mlform:deleted"
+RUN_OUTPUTS = ("run_id", "model_uri", "metrics", "job_arn")
+ACTIVE, DONE = "InProgress", "Completed"
+ENDED = ("Failed", "Stopped")
+_NUMBER = r"(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)"
+# SageMaker's limits on a CreateTrainingJob request
+_ENV_VALUE_LIMIT, _ENV_ENTRIES, _HYPER_ENTRIES, _METRICS, _JOB_TAGS = 512, 100, 100, 40, 50
+_SDK_HYPERPARAMETERS = ("sagemaker_program", "sagemaker_submit_directory", "sagemaker_region",
+                        "sagemaker_container_log_level")
+_SKIP_IN_CODE = ("__pycache__", ".git", ".mlform")
+
+
+class PipelineSettings(BaseModel):
+    """`settings { }` of a sagemaker pipeline."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str | None = Field(None, min_length=1, description=(
+        "Training container image; default: the provider's training_image."))
+    metrics: list[str] = Field(default_factory=list, description=(
+        "Metrics to read from the job's log besides the gate's (each printed as "
+        '"name": number, e.g. by print(json.dumps(metrics))).'))
+    source_dir: str | None = Field(None, min_length=1, description=(
+        "Directory (relative to the stack) packed with the entrypoint, for helper "
+        "modules and requirements.txt."))
+    sagemaker_pipeline: bool = Field(False, description=(
+        "Also keep a SageMaker Pipeline whose one Training step is this run."))
+
+
+def metric_regex(metric: str) -> str:
+    """The MetricDefinition regex: a JSON member ``"metric": number`` in the log."""
+    return f'"{re.escape(metric)}":\\s*{_NUMBER}'
+
+
+def mark_stale(env, address: str, *, reason: str, run_id: str | None = None,
+               fingerprint: str | None = None, **extra: Any) -> None:
+    """Mark the pipeline at `address` stale (a monitor's drift check does), so the next
+    plan re-runs it.  Name the job (`run_id`) when known; else the fingerprint."""
+    bucket.put_json(env, stale_key(env, address),
+                    {"reason": reason, "run_id": run_id, "fingerprint": fingerprint,
+                     "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra},
+                    address=address)
+
+
+def _settings(attrs: Mapping[str, Any]) -> PipelineSettings:
+    return PipelineSettings.model_validate(dict(attrs.get("settings") or {}))
+
+
+def _fp_hex(fingerprint: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", fingerprint.split(":", 1)[-1].lower())
+
+
+def _input_uri(value: Any) -> Any:
+    """The S3 URI an `inputs` entry stands for (a dataset or pipeline ref, or a string)."""
+    if isinstance(value, Mapping):
+        return value.get("uri") or value.get("model_uri")
+    return value
+
+
+def _env_name(key: str) -> str:
+    return "MLFORM_INPUT_" + re.sub(r"[^A-Z0-9]", "_", key.upper())
+
+
+def _channel_path(name: str, uri: str) -> str:
+    """Where SageMaker puts a channel's data: the channel folder, or the one file in it."""
+    base = f"/opt/ml/input/data/{name}"
+    return base if uri.endswith("/") else f"{base}/{PurePosixPath(uri).name}"
+
+
+def _metrics_of(desc: Mapping[str, Any]) -> dict[str, float]:
+    return {m["MetricName"]: m["Value"] for m in desc.get("FinalMetricDataList") or []
+            if "MetricName" in m and isinstance(m.get("Value"), (int, float))}
+
+
+def _time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return None
+
+
+class PipelineHandler(KindHandler):
+    """`pipeline`: a training job per fingerprint, gated on its final metrics."""
+
+    schema = KindSchema(settings_model=PipelineSettings,
+                        computed=("run_id", "model_uri", "metrics", "stale", "job_arn"),
+                        timeouts=Timeouts(create=24 * 3600.0, update=24 * 3600.0, delete=3600.0))
+
+    # -- names -------------------------------------------------------------------
+
+    def job_name(self, address: str, fingerprint: str, attempt: int) -> str:
+        return self.env.name(address, suffix=f"{_fp_hex(fingerprint)[:10]}-{attempt}")
+
+    def pipeline_name(self, address: str) -> str:
+        return self.env.name(address, "pl")
+
+    def _ident(self, address: str) -> str:
+        """The part of every job name of this address that no cut shortens."""
+        ctx = self.env.context
+        return f"-{short_hash(ctx.stack, ctx.env, address)}-"
+
+    def jobs(self, address: str, fingerprint: str | None = None) -> list[tuple[int, dict]]:
+        """(attempt, summary) of this address's jobs (of one fingerprint), oldest first.
+
+        Listed by the name fragment, then each name checked against the deterministic
+        one, so a job whose name merely contains the fragment is never taken.
+        """
+        fragment = self._ident(address) + (f"{_fp_hex(fingerprint)[:10]}-" if fingerprint else "")
+        found = []
+        for summary in self.aws.pages("sagemaker", "list_training_jobs", "TrainingJobSummaries",
+                                      address=address, NameContains=fragment, MaxResults=100):
+            name = summary.get("TrainingJobName", "")
+            match = re.search(r"-([0-9a-z]{1,10})-([0-9]+)$", name)
+            if not match:
+                continue
+            attempt = int(match.group(2))
+            if fingerprint is not None:
+                if name != self.job_name(address, fingerprint, attempt):
+                    continue
+            elif self.env.name(address, suffix=f"{match.group(1)}-{attempt}") != name:
+                continue
+            found.append((attempt, summary))
+        found.sort(key=lambda item: (_time(item[1].get("CreationTime")) or datetime.min.replace(
+            tzinfo=timezone.utc), item[0]))
+        return found
+
+    def job_tags(self, arn: str, address: str) -> dict[str, str]:
+        return tag_dict(list(self.aws.pages("sagemaker", "list_tags", "Tags", address=address,
+                                            ResourceArn=arn)))
+
+    def describe(self, name: str, address: str) -> dict | None:
+        return self.aws.find("sagemaker", "describe_training_job", address=address,
+                             TrainingJobName=name)
+
+    # -- staleness ---------------------------------------------------------------
+
+    def stale_marker(self, address: str) -> tuple[dict, datetime | None] | None:
+        found = bucket.get_json(self.env, stale_key(self.env, address), address=address)
+        if found is None or not isinstance(found[0], dict):
+            return None
+        return found[0], _time(found[1].get("LastModified"))
+
+    @staticmethod
+    def _marks(marker: tuple[dict, datetime | None] | None, job_name: str, fingerprint: Any,
+               created: Any) -> bool:
+        """Does the marker make the job `job_name` stale?"""
+        if marker is None:
+            return False
+        doc, written = marker
+        if doc.get("run_id"):
+            return doc["run_id"] == job_name
+        created = _time(created)
+        # S3 times have whole seconds: a job created in the marker's second counts as
+        # before it (at worst one extra re-run, never a retrain request ignored)
+        return (bool(doc.get("fingerprint")) and doc.get("fingerprint") == fingerprint
+                and (created is None or written is None
+                     or created.replace(microsecond=0) <= written))
+
+    # -- choosing the job for a run ----------------------------------------------
+
+    def choose(self, address: str, fingerprint: str) -> tuple[str, dict | None]:
+        """(job name, the summary of a job to adopt or None to start that name)."""
+        marker = self.stale_marker(address)
+        jobs = self.jobs(address, fingerprint)
+        for attempt, summary in sorted(jobs, key=lambda item: -item[0]):
+            if summary.get("TrainingJobStatus") not in (ACTIVE, DONE):
+                continue
+            name = summary["TrainingJobName"]
+            if summary.get("TrainingJobStatus") == DONE and self._marks(
+                    marker, name, fingerprint, summary.get("CreationTime")):
+                continue
+            tags = self.job_tags(summary["TrainingJobArn"], address)
+            if tags.get(TAG_DELETED) == "true":
+                continue
+            self.env.check_owner(tags, address, f"training job {name}")
+            return name, summary
+        attempt = max((a for a, _ in jobs), default=0) + 1
+        return self.job_name(address, fingerprint, attempt), None
+
+    # -- validate / plan -----------------------------------------------------------
+
+    def validate(self, desired: Desired) -> list[Diagnostic]:
+        address, attrs = desired.address, desired.attributes
+        found = settings_errors(PipelineSettings, desired)
+        inputs = attrs.get("inputs") or {}
+        for name, value in (inputs.items() if isinstance(inputs, Mapping) else ()):
+            if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", str(name)):
+                found.append(error(f"{address}: input name {name!r} is not a SageMaker channel "
+                                   f"name (letters, digits, . _ -, at most 64)", address=address))
+            uri = _input_uri(value)
+            if uri is UNKNOWN or contains_unknown(uri):
+                continue
+            if not (isinstance(uri, str) and uri.startswith("s3://")):
+                found.append(error(
+                    f"{address}: inputs.{name} is {uri!r}, but SageMaker training reads S3: "
+                    f"give a dataset (on the sagemaker provider) or an s3:// URI",
+                    address=address))
+        tags = attrs.get("tags")
+        if isinstance(tags, Mapping) and len(tags) > _JOB_TAGS - len(OWNER_TAGS):
+            found.append(error(f"{address} has {len(tags)} tags, more than the "
+                               f"{_JOB_TAGS - len(OWNER_TAGS)} a training job takes beside "
+                               f"mlform's {len(OWNER_TAGS)} ownership tags", address=address))
+        if not found and not contains_unknown({k: attrs.get(k) for k in (
+                "hyperparameters", "environment", "settings", "gate")}):
+            found += self._limits(address, attrs)
+        return found
+
+    def _limits(self, address: str, attrs: Mapping[str, Any]) -> list[Diagnostic]:
+        found = []
+        hyper = json.dumps(attrs.get("hyperparameters") or {}, sort_keys=True, default=str)
+        if len(hyper) > _ENV_VALUE_LIMIT:
+            found.append(error(
+                f"{address}: the hyperparameters are {len(hyper)} characters as JSON, more than "
+                f"the {_ENV_VALUE_LIMIT} SageMaker allows in MLFORM_HYPERPARAMETERS",
+                address=address, hint="Pass large values as an input (a dataset) instead."))
+        if len(attrs.get("hyperparameters") or {}) > _HYPER_ENTRIES - len(_SDK_HYPERPARAMETERS):
+            found.append(error(f"{address}: more than "
+                               f"{_HYPER_ENTRIES - len(_SDK_HYPERPARAMETERS)} hyperparameters",
+                               address=address))
+        for key, value in (attrs.get("environment") or {}).items():
+            if len(str(value)) > _ENV_VALUE_LIMIT:
+                found.append(error(f"{address}: environment.{key} is longer than the "
+                                   f"{_ENV_VALUE_LIMIT} characters SageMaker allows",
+                                   address=address))
+        entries = len(attrs.get("environment") or {}) + len(attrs.get("inputs") or {}) + 5
+        if entries > _ENV_ENTRIES:
+            found.append(error(f"{address}: {entries} environment variables (with mlform's), "
+                               f"more than SageMaker's {_ENV_ENTRIES}", address=address))
+        if len(self._metric_names(attrs)) > _METRICS:
+            found.append(error(f"{address}: more than {_METRICS} metrics to read from the log",
+                               address=address))
+        return found
+
+    def plan(self, desired: Desired, prior: LiveObject | None) -> Planned:
+        address, attrs = desired.address, dict(desired.attributes)
+        reason = self._rerun_reason(address, attrs, prior)
+        attrs["stale"] = False
+        if reason is None:
+            attrs.update({key: prior.attributes.get(key) for key in RUN_OUTPUTS})
+            return Planned(address, desired.kind, desired.name, attrs)
+        attrs.update(dict.fromkeys(RUN_OUTPUTS, UNKNOWN))
+        fingerprint = attrs.get("fingerprint")
+        if isinstance(fingerprint, str) and fingerprint:
+            attrs["run_id"] = self.choose(address, fingerprint)[0]
+        return Planned(address, desired.kind, desired.name, attrs,
+                       reasons=(reason,) if reason else ())
+
+    def _rerun_reason(self, address: str, attrs: Mapping[str, Any],
+                      prior: LiveObject | None) -> str | None:
+        """None when the prior job stands; else why not ("" when the engine says why)."""
+        if prior is None or contains_unknown(attrs.get("fingerprint")):
+            return ""
+        before = prior.attributes
+        if before.get("fingerprint") != attrs.get("fingerprint") or not before.get("run_id"):
+            return ""   # the engine names what moved in the fingerprint
+        if before.get("stale"):
+            marker = self.stale_marker(address)
+            return (str(marker[0].get("reason") or "marked stale") if marker
+                    else "marked stale by a monitor")
+        if not before.get("model_uri"):
+            return f"its training job {before['run_id']} did not complete"
+        return None
+
+    # -- the training job request ----------------------------------------------------
+
+    def _metric_names(self, attrs: Mapping[str, Any]) -> list[str]:
+        gate = attrs.get("gate")
+        names = [gate["metric"]] if isinstance(gate, Mapping) and gate.get("metric") else []
+        for name in _settings(attrs).metrics:
+            if name not in names:
+                names.append(name)
+        return names
+
+    def _entrypoint(self, address: str, attrs: Mapping[str, Any]) -> Path:
+        stack_dir = Path(self.env.context.stack_dir)
+        relative = str(attrs.get("entrypoint_path") or attrs.get("entrypoint") or "")
+        path = Path(relative) if Path(relative).is_absolute() else stack_dir / relative
+        if not path.is_file():
+            raise ProviderError(f"{address}: entrypoint {attrs.get('entrypoint')} not found "
+                                f"(looked for {path})", address=address)
+        wanted = attrs.get("entrypoint_sha256")
+        if isinstance(wanted, str):
+            found = hashlib.sha256(path.read_bytes()).hexdigest()
+            if found != wanted:
+                raise ProviderError(f"{address}: entrypoint {attrs.get('entrypoint')} changed "
+                                    f"since the plan (sha256 {wanted[:12]}… → {found[:12]}…); "
+                                    f"run plan again", address=address)
+        return path
+
+    def code(self, address: str, attrs: Mapping[str, Any]) -> tuple[bytes, str]:
+        """(a reproducible sourcedir.tar.gz, the program's path inside it)."""
+        entrypoint = self._entrypoint(address, attrs)
+        files: dict[str, Path] = {}
+        program = entrypoint.name
+        source_dir = _settings(attrs).source_dir
+        if source_dir:
+            root = Path(source_dir)
+            root = root if root.is_absolute() else Path(self.env.context.stack_dir) / root
+            if not root.is_dir():
+                raise ProviderError(f"{address}: settings.source_dir {source_dir} is not a "
+                                    f"directory (looked for {root})", address=address)
+            for path in sorted(root.rglob("*")):
+                rel = path.relative_to(root)
+                if path.is_file() and not any(part in _SKIP_IN_CODE for part in rel.parts):
+                    files[rel.as_posix()] = path
+            try:
+                program = entrypoint.resolve().relative_to(root.resolve()).as_posix()
+            except ValueError:   # the entrypoint lies outside source_dir: beside it at the root
+                if program in files:
+                    raise ProviderError(f"{address}: the entrypoint {entrypoint.name} would "
+                                        f"overwrite {source_dir}/{program} in the code archive",
+                                        address=address)
+        files[program] = entrypoint
+        raw = io.BytesIO()
+        # fixed times, owners and modes: the same files give the same bytes (and key)
+        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+                tarfile.open(fileobj=gz, mode="w") as tar:
+            for name in sorted(files):
+                data = files[name].read_bytes()
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = len(data), 0o644, 0
+                tar.addfile(info, io.BytesIO(data))
+        return raw.getvalue(), program
+
+    def _upload_code(self, address: str, archive: bytes) -> str:
+        key = bucket.code_key(self.env, hashlib.sha256(archive).hexdigest())
+        if self.aws.find("s3", "head_object", address=address, Bucket=self.env.config.bucket,
+                         Key=key) is None:
+            self.aws.call("s3", "put_object", address=address, Bucket=self.env.config.bucket,
+                          Key=key, Body=archive, ContentType="application/gzip",
+                          Tagging=bucket.tagging(self.env.tags(address)))
+        return f"s3://{self.env.config.bucket}/{key}"
+
+    def request(self, address: str, attrs: Mapping[str, Any], job_name: str, code_uri: str,
+                program: str, profile: Profile) -> dict:
+        """The CreateTrainingJob request for one run (also the Pipeline's Training step)."""
+        settings = _settings(attrs)
+        inputs = {str(k): _input_uri(v) for k, v in (attrs.get("inputs") or {}).items()}
+        for name, uri in inputs.items():
+            if not (isinstance(uri, str) and uri.startswith("s3://")):
+                raise ProviderError(f"{address}: inputs.{name} is {uri!r}, not an s3:// URI",
+                                    address=address)
+        hyper = attrs.get("hyperparameters") or {}
+        hyperparameters = {str(k): json.dumps(v, default=str) for k, v in hyper.items()}
+        hyperparameters.update({
+            "sagemaker_program": json.dumps(program),
+            "sagemaker_submit_directory": json.dumps(code_uri),
+            "sagemaker_region": json.dumps(self.env.config.region),
+            "sagemaker_container_log_level": "20",
+        })
+        paths = {name: _channel_path(name, uri) for name, uri in inputs.items()}
+        environment = {str(k): str(v) for k, v in (attrs.get("environment") or {}).items()}
+        environment.update({_env_name(name): path for name, path in paths.items()})
+        environment.update({
+            "MLFORM_OUTPUT_DIR": "/opt/ml/model",
+            "MLFORM_INPUTS": json.dumps(paths, sort_keys=True),
+            "MLFORM_HYPERPARAMETERS": json.dumps(hyper, sort_keys=True, default=str),
+            "MLFORM_DEVICE": "cuda" if profile.gpus_per_instance else "cpu",
+            "MLFORM_RUN_ID": job_name,
+        })
+        runtime_limits = [v for v in (attrs.get("timeout_seconds"),
+                                      profile.get("max_runtime_seconds")) if isinstance(v, int)]
+        runtime = min(runtime_limits) if runtime_limits else DEFAULT_MAX_RUNTIME
+        stopping: dict[str, int] = {"MaxRuntimeInSeconds": runtime}
+        resources: dict[str, Any] = {"InstanceType": profile.instance_type,
+                                     "InstanceCount": profile.instance_count,
+                                     "VolumeSizeInGB": int(profile.get("volume_gb") or 30)}
+        if profile.get("warm_pool_seconds"):
+            resources["KeepAlivePeriodInSeconds"] = int(profile["warm_pool_seconds"])
+        output = f"s3://{self.env.config.bucket}/{bucket.runs_prefix(self.env, address)}"
+        request: dict[str, Any] = {
+            "TrainingJobName": job_name,
+            "AlgorithmSpecification": {
+                "TrainingImage": settings.image or self.env.config.image("training"),
+                "TrainingInputMode": "File",
+                "MetricDefinitions": [{"Name": m, "Regex": metric_regex(m)}
+                                      for m in self._metric_names(attrs)],
+            },
+            "RoleArn": self.env.config.role_arn,
+            "HyperParameters": hyperparameters,
+            "InputDataConfig": [{
+                "ChannelName": name,
+                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,
+                                                "S3DataDistributionType": "FullyReplicated"}},
+                "InputMode": "File",
+            } for name, uri in sorted(inputs.items())],
+            "OutputDataConfig": {"S3OutputPath": output},
+            "ResourceConfig": resources,
+            "StoppingCondition": stopping,
+            "EnableManagedSpotTraining": profile.spot,
+            "Environment": environment,
+            "Tags": self.env.tags(address, attrs.get("tags")),
+        }
+        if not request["InputDataConfig"]:
+            del request["InputDataConfig"]
+        if profile.spot:
+            wait = profile.get("max_wait_seconds") or runtime
+            if wait < runtime:
+                raise ProviderError(f"{address}: timeout_seconds = {runtime} is more than the "
+                                    f"cluster's settings.max_wait_seconds = {wait}; spot jobs "
+                                    f"must finish within the wait", address=address)
+            stopping["MaxWaitTimeInSeconds"] = int(wait)
+            # spot capacity can be taken back: checkpoints let SageMaker resume the job
+            request["CheckpointConfig"] = {"S3Uri": f"{output}{job_name}/checkpoints/"}
+        return request
+
+    # -- create / update ---------------------------------------------------------------
+
+    def create(self, planned: Planned) -> LiveObject:
+        address, attrs = planned.address, dict(planned.attributes)
+        fingerprint = attrs.get("fingerprint")
+        if contains_unknown(fingerprint) or not fingerprint:
+            raise ProviderError(f"{address}: the run fingerprint is not known; run plan again",
+                                address=address)
+        name, adopted = self.choose(address, str(fingerprint))
+        if adopted is None:
+            request = self._start(address, attrs, name)
+        else:
+            self.aws.progress(address, f"adopting training job {name} "
+                                       f"({adopted.get('TrainingJobStatus')})")
+            request = None
+        desc = self._wait(address, name, self.schema.timeouts.create)
+        return self._publish(planned, attrs, desc, request)
+
+    def update(self, prior: LiveObject, planned: Planned) -> LiveObject:
+        attrs = dict(planned.attributes)
+        if attrs.get("model_uri") is UNKNOWN:   # the plan wants a run (a new or an adopted job)
+            return self.create(planned)
+        kept = prior.attributes.get("run_id")
+        # the same run: re-judge the gate, bring tags and the Pipeline up to date
+        address = planned.address
+        desc = self.describe(str(kept), address)
+        if desc is None or desc.get("TrainingJobStatus") != DONE:
+            raise ProviderError(f"{address}: training job {kept}, which the plan keeps, is "
+                                f"{'gone' if desc is None else desc.get('TrainingJobStatus')}; "
+                                f"run plan again", address=address)
+        tags = self.job_tags(desc["TrainingJobArn"], address)
+        self.env.check_owner(tags, address, f"training job {kept}")
+        self._sync_tags(address, desc["TrainingJobArn"], tags, attrs.get("tags") or {})
+        return self._publish(planned, attrs, desc, None)
+
+    def _start(self, address: str, attrs: Mapping[str, Any], name: str) -> dict:
+        archive, program = self.code(address, attrs)
+        profile = read_profile(self.env, attrs.get("cluster"), address=address)
+        request = self.request(address, attrs, name, self._upload_code(address, archive),
+                               program, profile)
+        # the record first: a create cut off after CreateTrainingJob is still recoverable
+        bucket.put_json(self.env, bucket.run_record(self.env, address, name),
+                        {"address": address, "job": name, "attributes": self._recorded(attrs)},
+                        address=address, user_tags=None)
+        self.aws.progress(address, f"starting training job {name} on "
+                                   f"{profile.instance_count} × {profile.instance_type}"
+                                   + (" (spot)" if profile.spot else ""))
+        try:
+            self.aws.call("sagemaker", "create_training_job", address=address, **request)
+        except ProviderError as exc:
+            # a concurrent or retried create got there first: adopt its job
+            if "ResourceInUse" not in exc.message or self.describe(name, address) is None:
+                raise
+        return request
+
+    @staticmethod
+    def _recorded(attrs: Mapping[str, Any]) -> dict:
+        return {k: v for k, v in attrs.items() if k not in RUN_OUTPUTS and k != "stale"}
+
+    def _wait(self, address: str, name: str, timeout: float) -> dict:
+        """Poll the job to Completed; SecondaryStatus changes are shown as progress."""
+        seen: list[str] = []
+
+        def describe() -> dict | None:
+            desc = self.describe(name, address)
+            secondary = (desc or {}).get("SecondaryStatus")
+            if secondary and (not seen or seen[-1] != secondary):
+                seen.append(secondary)
+                self.aws.progress(address, f"training job {name}: {secondary}",
+                                  waiting_on=f"training job {name}")
+            return desc
+
+        desc = self.aws.wait(describe, "TrainingJobStatus", address=address,
+                             what=f"training job {name}", ready=(DONE,), failed=ENDED,
+                             timeout=timeout)
+        assert desc is not None   # gone_ok is False: a vanished job raised
+        return desc
+
+    def _publish(self, planned: Planned, attrs: dict, desc: Mapping[str, Any],
+                 request: dict | None) -> LiveObject:
+        """Judge a Completed job by the gate; on a pass, the pipeline's attributes."""
+        address, name = planned.address, desc["TrainingJobName"]
+        metrics = _metrics_of(desc)
+        missed = check_gate(attrs.get("gate"), metrics)
+        if missed is not None:
+            raise ProviderError(f"{missed} (training job {name})", address=address,
+                                service_message="SageMaker reads metrics from the job's log: "
+                                                'print them as JSON ("accuracy": 0.93), e.g. '
+                                                "print(json.dumps(metrics)).")
+        attrs.update(run_id=name, job_arn=desc["TrainingJobArn"], metrics=metrics,
+                     model_uri=(desc.get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
+                     stale=False)
+        record_key = bucket.run_record(self.env, address, name)
+        record = {"address": address, "job": name, "attributes": self._recorded(attrs)}
+        found = bucket.get_json(self.env, record_key, address=address)
+        if found is None or found[0] != record:
+            bucket.put_json(self.env, record_key, record, address=address)
+        self._sync_pipeline(address, attrs, desc, request)
+        return LiveObject(address, planned.kind, name, attrs)
+
+    def _sync_tags(self, address: str, arn: str, live: Mapping[str, str],
+                   wanted: Mapping[str, str]) -> None:
+        have = user_tags(live)
+        have.pop(TAG_DELETED, None)
+        stale = sorted(k for k in have if k not in wanted)
+        changed = [{"Key": k, "Value": str(v)} for k, v in sorted(wanted.items())
+                   if have.get(k) != str(v)]
+        if changed:
+            self.aws.call("sagemaker", "add_tags", address=address, ResourceArn=arn, Tags=changed)
+        if stale:
+            self.aws.call("sagemaker", "delete_tags", address=address, ResourceArn=arn,
+                          TagKeys=stale)
+
+    # -- the SageMaker Pipeline definition ------------------------------------------------
+
+    def _sync_pipeline(self, address: str, attrs: Mapping[str, Any], desc: Mapping[str, Any],
+                       request: dict | None) -> None:
+        name = self.pipeline_name(address)
+        current = self.aws.find("sagemaker", "describe_pipeline", address=address,
+                                PipelineName=name)
+        if not _settings(attrs).sagemaker_pipeline:
+            if current is not None:
+                self._delete_pipeline(address, current)
+            return
+        if request is None:   # an adopted or kept job: its request, as SageMaker has it
+            request = self._request_of(desc, attrs)
+        step = {k: v for k, v in request.items() if k not in ("TrainingJobName", "Tags")}
+        definition = json.dumps({
+            "Version": "2020-12-01", "Metadata": {}, "Parameters": [],
+            "Steps": [{"Name": "Train", "Type": "Training", "Arguments": step}],
+        }, sort_keys=True)
+        if current is None:
+            self.aws.call("sagemaker", "create_pipeline", address=address, PipelineName=name,
+                          PipelineDefinition=definition, RoleArn=self.env.config.role_arn,
+                          PipelineDescription=f"mlform {address}",
+                          Tags=self.env.tags(address, attrs.get("tags")))
+            return
+        tags = self.job_tags(current["PipelineArn"], address)
+        self.env.check_owner(tags, address, f"SageMaker Pipeline {name}")
+        if current.get("PipelineDefinition") != definition:
+            self.aws.call("sagemaker", "update_pipeline", address=address, PipelineName=name,
+                          PipelineDefinition=definition, RoleArn=self.env.config.role_arn)
+        self._sync_tags(address, current["PipelineArn"], tags, attrs.get("tags") or {})
+
+    @staticmethod
+    def _request_of(desc: Mapping[str, Any], attrs: Mapping[str, Any]) -> dict:
+        keys = ("AlgorithmSpecification", "RoleArn", "HyperParameters", "InputDataConfig",
+                "OutputDataConfig", "ResourceConfig", "StoppingCondition",
+                "EnableManagedSpotTraining", "Environment", "CheckpointConfig")
+        return {k: desc[k] for k in keys if k in desc}
+
+    def _delete_pipeline(self, address: str, current: Mapping[str, Any]) -> None:
+        tags = self.job_tags(current["PipelineArn"], address)
+        self.env.check_owner(tags, address, f"SageMaker Pipeline {current['PipelineName']}")
+        self.aws.find("sagemaker", "delete_pipeline", address=address,
+                      PipelineName=current["PipelineName"])
+
+    # -- read / delete ---------------------------------------------------------------------
+
+    def read(self, prior: LiveObject) -> LiveObject | None:
+        address = prior.address
+        if prior.id:
+            desc = self.describe(prior.id, address)
+        else:
+            desc = None
+            for _, summary in reversed(self.jobs(address)):   # newest first
+                if summary.get("TrainingJobStatus") in ENDED:
+                    continue
+                candidate = self.describe(summary["TrainingJobName"], address)
+                tags = self.job_tags(summary["TrainingJobArn"], address) if candidate else {}
+                if candidate is not None and tags.get(TAG_DELETED) != "true":
+                    desc = candidate
+                    break
+        if desc is None or desc.get("TrainingJobStatus") not in (ACTIVE, DONE):
+            return None   # no job, or it failed / was stopped: no usable run
+        name = desc["TrainingJobName"]
+        tags = self.job_tags(desc["TrainingJobArn"], address)
+        if tags.get(TAG_DELETED) == "true":
+            return None
+        self.env.check_owner(tags, address, f"training job {name}")
+        attrs = dict(prior.attributes)
+        if not attrs:
+            found = bucket.get_json(self.env, bucket.run_record(self.env, address, name),
+                                    address=address)
+            attrs = dict((found[0] or {}).get("attributes") or {}) if found else {}
+        done = desc.get("TrainingJobStatus") == DONE
+        attrs.update(
+            run_id=name, job_arn=desc["TrainingJobArn"],
+            model_uri=(desc.get("ModelArtifacts") or {}).get("S3ModelArtifacts") if done else None,
+            metrics=_metrics_of(desc) if done else {},
+            stale=self._marks(self.stale_marker(address), name, attrs.get("fingerprint"),
+                              desc.get("CreationTime")))
+        live_tags = user_tags(tags)
+        live_tags.pop(TAG_DELETED, None)
+        if live_tags != (attrs.get("tags") or {}):
+            attrs["tags"] = live_tags
+        return LiveObject(address, prior.kind, name, attrs)
+
+    def delete(self, prior: LiveObject) -> None:
+        address = prior.address
+        for _, summary in self.jobs(address):
+            name, arn = summary["TrainingJobName"], summary["TrainingJobArn"]
+            tags = self.job_tags(arn, address)
+            if tags.get(TAG_DELETED) == "true":
+                continue
+            if {k: tags.get(k) for k in OWNER_TAGS} != self.env.owner_tags(address):
+                continue   # not ours (a name collision can only come from outside mlform)
+            desc = self.describe(name, address)
+            if desc is not None and desc.get("TrainingJobStatus") in (ACTIVE, "Stopping"):
+                if desc.get("TrainingJobStatus") == ACTIVE:
+                    self.aws.progress(address, f"stopping training job {name}")
+                    try:
+                        self.aws.call("sagemaker", "stop_training_job", address=address,
+                                      TrainingJobName=name)
+                    except ProviderError:
+                        # it may have ended between the describe and the stop: look again
+                        again = self.describe(name, address)
+                        if again is not None and again.get("TrainingJobStatus") == ACTIVE:
+                            raise
+                self.aws.wait(lambda: self.describe(name, address), "TrainingJobStatus",
+                              address=address, what=f"training job {name}",
+                              ready=("Stopped", "Completed", "Failed"),
+                              timeout=self.schema.timeouts.delete, gone_ok=True)
+            # training jobs cannot be deleted: the tag makes read treat it as gone
+            self.aws.call("sagemaker", "add_tags", address=address, ResourceArn=arn,
+                          Tags=[{"Key": TAG_DELETED, "Value": "true"}])
+        current = self.aws.find("sagemaker", "describe_pipeline", address=address,
+                                PipelineName=self.pipeline_name(address))
+        if current is not None:
+            self._delete_pipeline(address, current)
+        marker = stale_key(self.env, address)
+        if bucket.object_tags(self.env, marker, address=address) is not None:
+            bucket.delete_keys(self.env, [marker], address=address)

@@ -1,0 +1,1 @@
+"""Tests of the sagemaker provider against the SageMaker emulator (moto server)."""
