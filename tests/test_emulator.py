@@ -156,6 +156,28 @@ def test_training_job_failure_is_injected_by_name_substring(aws):
                     "TrainingJobStatus", 2) == ["InProgress", "Completed"]
 
 
+def test_training_job_describes_environment_and_metric_definitions_as_sent(aws):
+    sm = aws.client("sagemaker")
+    environment = {"MLFORM_OUTPUT_DIR": "/opt/ml/model", "SEED": "7"}
+    definitions = [{"Name": "accuracy", "Regex": "accuracy=([0-9.]+)"}]
+    sm.create_training_job(
+        TrainingJobName="t-env", RoleArn=ROLE_ARN, Environment=environment,
+        AlgorithmSpecification={"TrainingImage": CONTAINER["Image"], "TrainingInputMode": "File",
+                                "MetricDefinitions": definitions},
+        OutputDataConfig={"S3OutputPath": "s3://mlform-test/out"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+        StoppingCondition={"MaxRuntimeInSeconds": 3600})
+    described = sm.describe_training_job(TrainingJobName="t-env")
+    assert described["Environment"] == environment
+    assert described["AlgorithmSpecification"]["MetricDefinitions"] == definitions
+    # nothing sent, nothing described (moto would report Environment absent but its own
+    # "test:dcg" metric definition)
+    training_job(sm, "t-plain")
+    plain = sm.describe_training_job(TrainingJobName="t-plain")
+    assert "Environment" not in plain
+    assert "MetricDefinitions" not in plain["AlgorithmSpecification"]
+
+
 def test_model_package_is_in_progress_for_n_describes(aws):
     sm = aws.client("sagemaker")
     aws.control(steps={"model_package": 1})

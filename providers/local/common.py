@@ -1,8 +1,7 @@
 """What every kind handler of the `local` provider shares.
 
 `LocalEnv` holds the provider's paths and context; `KindHandler` is the
-per-kind half of the provider contract (the provider dispatches by kind
-through a table, not if/elif chains).
+per-kind half of the provider contract (dispatch: mlform.providers.dispatch).
 """
 
 from __future__ import annotations
@@ -16,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlform.diagnostics import Diagnostic
-from mlform.providers.base import Desired, KindSchema, LiveObject, Planned, ProviderContext
+from mlform.providers.base import ProviderContext
+from mlform.providers.dispatch import KindHandler as BaseKindHandler
 
 
 @dataclass
@@ -71,38 +70,12 @@ def read_json(path: Path, default: Any = None) -> Any:
         return default
 
 
-class KindHandler:
-    """One kind's implementation of the contract; see mlform.providers.base for semantics."""
-
-    schema: KindSchema = KindSchema()
+class KindHandler(BaseKindHandler):
+    """One kind's handler on this machine (the shared dispatch base, typed for LocalEnv)."""
 
     def __init__(self, env: LocalEnv) -> None:
-        self.env = env
-
-    def validate(self, desired: Desired) -> list[Diagnostic]:
-        return []
-
-    def plan(self, desired: Desired, prior: LiveObject | None) -> Planned:
-        raise NotImplementedError
-
-    def create(self, planned: Planned) -> LiveObject:
-        raise NotImplementedError
-
-    def read(self, prior: LiveObject) -> LiveObject | None:
-        raise NotImplementedError
-
-    def update(self, prior: LiveObject, planned: Planned) -> LiveObject:
-        raise NotImplementedError
-
-    def delete(self, prior: LiveObject) -> None:
-        raise NotImplementedError
-
-    def action(self, live: LiveObject, name: str, args: dict) -> dict:
-        """Kind-specific operations outside plan/apply (e.g. `mlform monitor run`)."""
-        raise NotImplementedError(name)
-
-    def close(self) -> None:
-        pass
+        super().__init__(env)
+        self.env: LocalEnv = env
 
 
 def default_python() -> str:

@@ -11,6 +11,10 @@ Everything lives under the provider's prefix (``mlform/{stack}/{env}`` by defaul
     runs/<name>/<job name>.json               the attributes a job was started with
     stale/<name>.json                         a monitor's "re-run this pipeline" marker
                                               (`common.stale_key`)
+    resources/<kind>/<name>.json              the attributes last applied to a model,
+                                              endpoint or monitor (`record_key`)
+    monitors/<name>/code/                     a monitor's drift check scripts
+    monitors/<name>/reports/                  its reports (written by the check)
 
 `<name>` is ``env.name(address)``, the provider's one naming rule (readable stack,
 environment and address, then a hash of them), so two addresses never share a folder.
@@ -19,7 +23,9 @@ never their own copy of the layout.
 
 Records, profiles and markers are small JSON objects written whole with the ownership
 tags (S3 object tagging) and read back with their tags, so a key some other stack wrote
-(a shared bucket, a copied prefix) is refused rather than adopted.
+(a shared bucket, a copied prefix) is refused rather than adopted.  The
+``resources/`` records (`save_record` / `load_record`) are checked by the address they
+hold instead: records written before they were tagged must still be read.
 """
 
 from __future__ import annotations
@@ -30,11 +36,12 @@ from typing import Any, Mapping
 
 from mlform.providers.base import ProviderError
 
+from .aws import Missing
 from .common import SageMakerEnv, tag_dict
 
 __all__ = ["dataset_prefix", "dataset_record", "cluster_profile", "code_key", "runs_prefix",
-           "run_record", "tagging", "put_json", "get_json", "object_tags", "delete_keys",
-           "list_keys"]
+           "run_record", "record_key", "tagging", "put_json", "get_json", "object_tags",
+           "delete_keys", "list_keys", "save_record", "load_record", "delete_record"]
 
 
 def dataset_prefix(env: SageMakerEnv, address: str) -> str:
@@ -61,6 +68,12 @@ def runs_prefix(env: SageMakerEnv, address: str) -> str:
 
 def run_record(env: SageMakerEnv, address: str, job_name: str) -> str:
     return env.key("runs", env.name(address), f"{job_name}.json")
+
+
+def record_key(env: SageMakerEnv, kind: str, address: str) -> str:
+    """S3 key of the attributes last applied to `address` (what AWS cannot tell: the spec's
+    references), read back when the engine recovers a create or imports by id."""
+    return env.key("resources", kind, env.name(address) + ".json")
 
 
 # -- small objects -----------------------------------------------------------------
@@ -127,3 +140,35 @@ def delete_keys(env: SageMakerEnv, keys: list[str], *, address: str) -> None:
                                 f"s3://{env.config.bucket}/{first.get('Key')}: "
                                 f"{first.get('Code')}: {first.get('Message')}",
                                 address=address, retryable=True)
+
+
+# -- resource records --------------------------------------------------------------
+
+def save_record(env: SageMakerEnv, kind: str, address: str, attributes: Mapping[str, Any],
+                **extra: Any) -> None:
+    """Write `address`'s record, unless the stored one already says the same: a repeated
+    apply must make no mutating call."""
+    key = record_key(env, kind, address)
+    # the document as it reads back (JSON types, default=str), so equal means unchanged
+    doc = json.loads(json.dumps({"address": address, "kind": kind,
+                                 "attributes": dict(attributes), **extra}, default=str))
+    found = get_json(env, key, address=address)
+    if found is not None and found[0] == doc:
+        return
+    put_json(env, key, doc, address=address)
+
+
+def load_record(env: SageMakerEnv, kind: str, address: str) -> dict:
+    """The saved record ({"attributes": ...}), or {} when there is none (or it is another
+    address's)."""
+    found = get_json(env, record_key(env, kind, address), address=address)
+    doc = found[0] if found is not None else None
+    return doc if isinstance(doc, dict) and doc.get("address") == address else {}
+
+
+def delete_record(env: SageMakerEnv, kind: str, address: str) -> None:
+    try:
+        env.aws.call("s3", "delete_object", address=address, Bucket=env.config.bucket,
+                     Key=record_key(env, kind, address))
+    except Missing:
+        pass

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from mlform.diagnostics import Diagnostic
-from mlform.providers.base import Desired, KindSchema, LiveObject, Planned, ProviderContext, ProviderError
+from mlform.providers.base import Desired, ProviderContext, ProviderError
+from mlform.providers.dispatch import KindHandler as BaseKindHandler
 
 from .aws import Aws, Missing
 from .config import SageMakerConfig
@@ -116,10 +117,21 @@ class SageMakerEnv:
         merged = {**dict(user or {}), **self.owner_tags(address)}
         return [{"Key": k, "Value": str(v)} for k, v in sorted(merged.items())]
 
-    def check_owner(self, tags: Mapping[str, str], address: str, what: str) -> None:
-        """Refuse an object another stack, environment or resource owns."""
+    def owns(self, tags: Mapping[str, str], address: str) -> bool:
+        """True when the ownership tags name this stack, environment and address."""
+        return {k: tags.get(k) for k in OWNER_TAGS} == self.owner_tags(address)
+
+    def check_owner(self, tags: Mapping[str, str], address: str, what: str, *,
+                    untagged_ok: bool = False) -> None:
+        """Refuse an object another stack, environment or resource owns.
+
+        An object with no ownership tags at all is refused too, unless `untagged_ok`
+        (read and import: an object made outside mlform may be imported, not adopted).
+        """
         want = self.owner_tags(address)
         if not any(k in tags for k in OWNER_TAGS):
+            if untagged_ok:
+                return
             raise ProviderError(
                 f"{what} exists but carries no mlform ownership tags, so mlform will not "
                 f"adopt it", address=address,
@@ -156,45 +168,6 @@ def stale_key(env: SageMakerEnv, pipeline_address: str) -> str:
     return env.key("stale", env.name(pipeline_address) + ".json")
 
 
-def record_key(env: SageMakerEnv, kind: str, address: str) -> str:
-    """S3 key of the attributes last applied to `address` (what AWS cannot tell: the spec's
-    references), read back when the engine recovers a create or imports by id."""
-    return env.key("resources", kind, env.name(address) + ".json")
-
-
-def save_record(env: SageMakerEnv, kind: str, address: str, attributes: Mapping[str, Any],
-                **extra: Any) -> None:
-    body = json.dumps({"address": address, "kind": kind, "attributes": dict(attributes), **extra},
-                      sort_keys=True, default=str).encode()
-    stored = load_record(env, kind, address)
-    if stored and json.dumps(stored, sort_keys=True, default=str).encode() == body:
-        return          # unchanged: an idempotent apply writes nothing
-    env.aws.call("s3", "put_object", address=address, Bucket=env.config.bucket,
-                 Key=record_key(env, kind, address), Body=body,
-                 ContentType="application/json")
-
-
-def load_record(env: SageMakerEnv, kind: str, address: str) -> dict:
-    """The saved record ({"attributes": ...}), or {} when there is none."""
-    found = env.aws.find("s3", "get_object", address=address, Bucket=env.config.bucket,
-                         Key=record_key(env, kind, address))
-    if found is None:
-        return {}
-    try:
-        doc = json.loads(found["Body"].read())
-    except ValueError:
-        return {}
-    return doc if isinstance(doc, dict) and doc.get("address") == address else {}
-
-
-def delete_record(env: SageMakerEnv, kind: str, address: str) -> None:
-    try:
-        env.aws.call("s3", "delete_object", address=address, Bucket=env.config.bucket,
-                     Key=record_key(env, kind, address))
-    except Missing:
-        pass
-
-
 def settings_errors(model: type, desired: Desired) -> list[Diagnostic]:
     """Diagnostics for a `settings { }` block that `model` (pydantic, extra="forbid") refuses."""
     from pydantic import ValidationError
@@ -219,35 +192,40 @@ def settings_errors(model: type, desired: Desired) -> list[Diagnostic]:
     return []
 
 
-class KindHandler:
-    """One kind's implementation of the contract; see mlform.providers.base for semantics."""
-
-    schema: KindSchema = KindSchema()
+class KindHandler(BaseKindHandler):
+    """One kind's handler on SageMaker: the shared dispatch base plus AWS helpers."""
 
     def __init__(self, env: SageMakerEnv) -> None:
-        self.env = env
+        super().__init__(env)
+        self.env: SageMakerEnv = env
         self.aws = env.aws
 
-    def validate(self, desired: Desired) -> list[Diagnostic]:
-        return []
+    # -- helpers every SageMaker-backed handler uses -------------------------------------
 
-    def plan(self, desired: Desired, prior: LiveObject | None) -> Planned:
-        raise NotImplementedError
+    def sagemaker_tags(self, arn: str, address: str) -> dict[str, str]:
+        """The tags of a SageMaker object, as a dict."""
+        return tag_dict(list(self.aws.pages("sagemaker", "list_tags", "Tags", address=address,
+                                            ResourceArn=arn)))
 
-    def create(self, planned: Planned) -> LiveObject:
-        raise NotImplementedError
+    def heal_tags(self, arn: str, live: Mapping[str, str], want: list[dict],
+                  address: str) -> None:
+        """Make a SageMaker object's tags `want` (an AWS tag list, as `SageMakerEnv.tags`
+        makes): tags changed outside mlform are drift.  AWS's own ``aws:`` tags stay."""
+        wanted = tag_dict(want)
+        add = [{"Key": k, "Value": v} for k, v in sorted(wanted.items()) if live.get(k) != v]
+        drop = sorted(k for k in live if k not in wanted and not k.startswith("aws:"))
+        if add:
+            self.aws.call("sagemaker", "add_tags", address=address, ResourceArn=arn, Tags=add)
+        if drop:
+            self.aws.call("sagemaker", "delete_tags", address=address, ResourceArn=arn,
+                          TagKeys=drop)
 
-    def read(self, prior: LiveObject) -> LiveObject | None:
-        raise NotImplementedError
-
-    def update(self, prior: LiveObject, planned: Planned) -> LiveObject:
-        raise NotImplementedError
-
-    def delete(self, prior: LiveObject) -> None:
-        raise NotImplementedError
-
-    def action(self, live: LiveObject, name: str, args: dict) -> dict:
-        raise NotImplementedError(name)
+    def forget(self, operation: str, address: str, **kwargs: Any) -> None:
+        """A SageMaker delete call for which absent already is success."""
+        try:
+            self.aws.call("sagemaker", operation, address=address, **kwargs)
+        except Missing:
+            pass
 
     def close(self) -> None:
         pass
@@ -255,5 +233,4 @@ class KindHandler:
 
 __all__ = ["SageMakerEnv", "KindHandler", "OWNER_TAGS", "TAG_STACK", "TAG_ENV", "TAG_ADDRESS",
            "tag_dict", "user_tags", "tag_value", "untag_value", "short_hash", "content_hash", "name_from_url",
-           "stale_key", "record_key", "save_record", "load_record", "delete_record",
-           "settings_errors"]
+           "stale_key", "settings_errors"]

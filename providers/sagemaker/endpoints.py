@@ -57,11 +57,8 @@ from mlform.providers.base import Desired, KindSchema, LiveObject, Planned, Prov
 from mlform.specs import looks_like_address
 
 from .aws import Missing
-from .common import (
-    TAG_ADDRESS, KindHandler, content_hash, delete_record, load_record, save_record,
-    settings_errors, short_hash, tag_dict, user_tags,
-)
-from .models import foreign_owner
+from .bucket import delete_record, load_record, save_record
+from .common import KindHandler, content_hash, settings_errors, short_hash, user_tags
 from .monitors import rollback_alarms
 
 __all__ = ["EndpointHandler", "EndpointSettings", "deployment_config", "invocation_url",
@@ -305,7 +302,7 @@ class EndpointHandler(KindHandler):
         user = dict(attrs.get("tags") or {})
         desc = self._describe(name, address)
         if desc is not None:
-            tags = self._tags(desc["EndpointArn"], address)
+            tags = self.sagemaker_tags(desc["EndpointArn"], address)
             self.env.check_owner(tags, address, f"endpoint {name}")
             if desc.get("EndpointStatus") == "Failed":
                 self.aws.progress(address, f"endpoint {name} is Failed "
@@ -326,14 +323,14 @@ class EndpointHandler(KindHandler):
                                     Tags=self.env.tags(address, user))
             partial = {**attrs, "arn": created["EndpointArn"], "traffic": {}}
             desc = self._wait(name, address, self.schema.timeouts.create, partial=partial)
-            tags = self._tags(desc["EndpointArn"], address)
+            tags = self.sagemaker_tags(desc["EndpointArn"], address)
         else:
             if desc.get("EndpointStatus") not in READY:
                 desc = self._wait(name, address, self.schema.timeouts.update)
             if desc["EndpointConfigName"] != config:
                 desc = self._deploy(address, name, desc, config, attrs)
         desc = self._heal_variant(address, name, desc, attrs)
-        self._heal_tags(desc["EndpointArn"], tags, address, user)
+        self.heal_tags(desc["EndpointArn"], tags, self.env.tags(address, user), address)
         self._ensure_autoscaling(address, name, attrs)
         live = self._live(address, attrs, desc, self._config(desc["EndpointConfigName"], address),
                           autoscaling=self._scaling(address, name))
@@ -355,10 +352,6 @@ class EndpointHandler(KindHandler):
                                 service_message=exc.service_message,
                                 partial=LiveObject(address, "endpoint", name, dict(partial))
                                 ) from exc
-
-    def _tags(self, arn: str, address: str) -> dict[str, str]:
-        return tag_dict(list(self.aws.pages("sagemaker", "list_tags", "Tags", address=address,
-                                            ResourceArn=arn)))
 
     def _ensure_own_model(self, address: str, model: Any, user: Mapping) -> None:
         name, _, arn = self._target(address, model)
@@ -428,20 +421,13 @@ class EndpointHandler(KindHandler):
         config = self._config(name, address)
         if config is None:
             return
-        tags = self._tags(config["EndpointConfigArn"], address)
-        if (tags.get(TAG_ADDRESS) != self.env.owner_tags(address)[TAG_ADDRESS]
-                or foreign_owner(tags, address, self.env)):
+        tags = self.sagemaker_tags(config["EndpointConfigArn"], address)
+        if not self.env.owns(tags, address):
             return      # not ours (made outside mlform): leave it
-        self._forget("delete_endpoint_config", address, EndpointConfigName=name)
+        self.forget("delete_endpoint_config", address, EndpointConfigName=name)
         model = self._variant_model(config)
         if model and model != keep_model and f"{self._ident(address)}-m-" in model:
-            self._forget("delete_model", address, ModelName=model)
-
-    def _forget(self, operation: str, address: str, **kwargs: Any) -> None:
-        try:
-            self.aws.call("sagemaker", operation, address=address, **kwargs)
-        except Missing:
-            pass
+            self.forget("delete_model", address, ModelName=model)
 
     def _heal_variant(self, address: str, name: str, desc: dict, attrs: Mapping) -> dict:
         """Weight (and count, unless autoscaled) back to the plan when changed out of band."""
@@ -469,17 +455,6 @@ class EndpointHandler(KindHandler):
     def _variant(desc: Mapping) -> dict | None:
         return next((v for v in desc.get("ProductionVariants") or []
                      if v.get("VariantName") == VARIANT), None)
-
-    def _heal_tags(self, arn: str, live: Mapping[str, str], address: str,
-                   user: Mapping[str, str]) -> None:
-        want = {t["Key"]: t["Value"] for t in self.env.tags(address, user)}
-        add = [{"Key": k, "Value": v} for k, v in sorted(want.items()) if live.get(k) != v]
-        drop = sorted(k for k in live if k not in want and not k.startswith("aws:"))
-        if add:
-            self.aws.call("sagemaker", "add_tags", address=address, ResourceArn=arn, Tags=add)
-        if drop:
-            self.aws.call("sagemaker", "delete_tags", address=address, ResourceArn=arn,
-                          TagKeys=drop)
 
     # -- autoscaling ----------------------------------------------------------------------
 
@@ -634,9 +609,8 @@ class EndpointHandler(KindHandler):
         desc = self._describe(name, address)
         if desc is None:
             return None
-        tags = self._tags(desc["EndpointArn"], address)
-        if foreign_owner(tags, address, self.env):
-            self.env.check_owner(tags, address, f"endpoint {name}")
+        tags = self.sagemaker_tags(desc["EndpointArn"], address)
+        self.env.check_owner(tags, address, f"endpoint {name}", untagged_ok=True)
         base = dict(prior.attributes) or dict(load_record(self.env, "endpoint", address)
                                               .get("attributes") or {})
         config = self._config(desc["EndpointConfigName"], address) \
@@ -667,9 +641,7 @@ class EndpointHandler(KindHandler):
             self._delete_config(config["EndpointConfigName"], address, keep_model=None)
         for model in list(self.aws.pages("sagemaker", "list_models", "Models", address=address,
                                          NameContains=f"{ident}-m-")):
-            tags = self._tags(model["ModelArn"], address)
-            if (tags.get(TAG_ADDRESS) == self.env.owner_tags(address)[TAG_ADDRESS]
-                    and not foreign_owner(tags, address, self.env)):
-                self._forget("delete_model", address, ModelName=model["ModelName"])
+            if self.env.owns(self.sagemaker_tags(model["ModelArn"], address), address):
+                self.forget("delete_model", address, ModelName=model["ModelName"])
         delete_record(self.env, "endpoint", address)
 

@@ -34,13 +34,10 @@ from mlform.diagnostics import Diagnostic, error
 from mlform.expr.values import UNKNOWN, contains_unknown
 from mlform.providers.base import Desired, KindSchema, LiveObject, Planned, ProviderError, Timeouts
 
-from .aws import Missing
-from .common import (
-    OWNER_TAGS, TAG_ADDRESS, KindHandler, delete_record, load_record, save_record,
-    settings_errors, short_hash, tag_dict, user_tags,
-)
+from .bucket import delete_record, load_record, save_record
+from .common import KindHandler, settings_errors, short_hash, user_tags
 
-__all__ = ["ModelHandler", "ModelSettings", "APPROVAL", "artifact_uri", "foreign_owner"]
+__all__ = ["ModelHandler", "ModelSettings", "APPROVAL", "artifact_uri"]
 
 COMPUTED = ("version", "uri", "model_name", "group_arn")
 APPROVAL = {"approved": "Approved", "pending": "PendingManualApproval", "rejected": "Rejected"}
@@ -67,12 +64,6 @@ def artifact_uri(artifact: Any) -> Any:
     if isinstance(artifact, Mapping):
         return artifact.get("model_uri", UNKNOWN if "address" in artifact else None)
     return artifact
-
-
-def foreign_owner(tags: Mapping[str, str], address: str, env) -> bool:
-    """True when ownership tags are present and name someone else (untagged = importable)."""
-    return any(k in tags for k in OWNER_TAGS) and \
-        {k: tags.get(k) for k in OWNER_TAGS} != env.owner_tags(address)
 
 
 class ModelHandler(KindHandler):
@@ -232,26 +223,11 @@ class ModelHandler(KindHandler):
             group = self.aws.call("sagemaker", "describe_model_package_group", address=address,
                                   ModelPackageGroupName=name)
             return group
-        tags = self._tags(group["ModelPackageGroupArn"], address)
+        tags = self.sagemaker_tags(group["ModelPackageGroupArn"], address)
         self.env.check_owner(tags, address, f"model package group {name}")
-        self._heal_tags(group["ModelPackageGroupArn"], tags, address, user)
+        self.heal_tags(group["ModelPackageGroupArn"], tags, self.env.tags(address, user),
+                       address)
         return group
-
-    def _tags(self, arn: str, address: str) -> dict[str, str]:
-        return tag_dict(list(self.aws.pages("sagemaker", "list_tags", "Tags", address=address,
-                                            ResourceArn=arn)))
-
-    def _heal_tags(self, arn: str, live: Mapping[str, str], address: str,
-                   user: Mapping[str, str]) -> None:
-        """Make the tags what the spec says (out-of-band changes are drift)."""
-        want = {t["Key"]: t["Value"] for t in self.env.tags(address, user)}
-        add = [{"Key": k, "Value": v} for k, v in sorted(want.items()) if live.get(k) != v]
-        drop = sorted(k for k in live if k not in want and not k.startswith("aws:"))
-        if add:
-            self.aws.call("sagemaker", "add_tags", address=address, ResourceArn=arn, Tags=add)
-        if drop:
-            self.aws.call("sagemaker", "delete_tags", address=address, ResourceArn=arn,
-                          TagKeys=drop)
 
     @staticmethod
     def _metadata(attrs: Mapping, uri: str) -> dict[str, str]:
@@ -345,9 +321,8 @@ class ModelHandler(KindHandler):
                               ModelPackageGroupName=name)
         if group is None:
             return None
-        tags = self._tags(group["ModelPackageGroupArn"], address)
-        if foreign_owner(tags, address, self.env):
-            self.env.check_owner(tags, address, f"model package group {name}")
+        tags = self.sagemaker_tags(group["ModelPackageGroupArn"], address)
+        self.env.check_owner(tags, address, f"model package group {name}", untagged_ok=True)
         base = dict(prior.attributes) or dict(load_record(self.env, "model", address)
                                               .get("attributes") or {})
         arn = prior.id or base.get("uri")
@@ -385,20 +360,11 @@ class ModelHandler(KindHandler):
         # Models of every version (found by the address hash in their names, owned by tag)
         for model in list(self.aws.pages("sagemaker", "list_models", "Models", address=address,
                                          NameContains=f"{self._ident(address)}-v")):
-            tags = self._tags(model["ModelArn"], address)
-            if (tags.get(TAG_ADDRESS) == self.env.owner_tags(address)[TAG_ADDRESS]
-                    and not foreign_owner(tags, address, self.env)):
-                self._forget("delete_model", address, ModelName=model["ModelName"])
+            if self.env.owns(self.sagemaker_tags(model["ModelArn"], address), address):
+                self.forget("delete_model", address, ModelName=model["ModelName"])
         for summary in self._packages(address):
-            self._forget("delete_model_package", address,
+            self.forget("delete_model_package", address,
                          ModelPackageName=summary["ModelPackageArn"])
-        self._forget("delete_model_package_group", address,
+        self.forget("delete_model_package_group", address,
                      ModelPackageGroupName=self._group(address))
         delete_record(self.env, "model", address)
-
-    def _forget(self, operation: str, address: str, **kwargs: Any) -> None:
-        """A delete call for which absent already is success."""
-        try:
-            self.aws.call("sagemaker", operation, address=address, **kwargs)
-        except Missing:
-            pass

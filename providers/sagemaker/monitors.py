@@ -47,9 +47,11 @@ from mlform.providers.base import Desired, KindSchema, LiveObject, Planned, Prov
 from mlform.specs import validate_cron
 
 from .aws import Missing
+from .bucket import (
+    delete_keys, delete_record, get_json, list_keys, load_record, save_record,
+)
 from .common import (
-    KindHandler, SageMakerEnv, delete_record, load_record, name_from_url, save_record,
-    settings_errors, stale_key, tag_dict, user_tags,
+    KindHandler, SageMakerEnv, name_from_url, settings_errors, stale_key, tag_dict, user_tags,
 )
 from .drift_check import METRIC, NAMESPACE
 
@@ -441,13 +443,9 @@ class MonitorHandler(KindHandler):
         # the definition's hash: read compares it with the live definition (edited = drift)
         return f"{self._owner_text(address)} definition={_sha(definition.encode())[:16]}"
 
-    def _tags(self, service: str, arn: str, address: str) -> dict[str, str]:
-        if service == "cloudwatch":
-            found = self.aws.call("cloudwatch", "list_tags_for_resource", address=address,
-                                  ResourceARN=arn).get("Tags") or []
-            return tag_dict(found)
-        return tag_dict(list(self.aws.pages("sagemaker", "list_tags", "Tags", address=address,
-                                            ResourceArn=arn)))
+    def _alarm_tags(self, arn: str, address: str) -> dict[str, str]:
+        return tag_dict(self.aws.call("cloudwatch", "list_tags_for_resource", address=address,
+                                      ResourceARN=arn).get("Tags") or [])
 
     def _ensure_pipeline(self, address: str, name: str, definition: str,
                          tags: list[dict]) -> str:
@@ -459,11 +457,9 @@ class MonitorHandler(KindHandler):
                                  PipelineName=name, PipelineDefinition=definition,
                                  PipelineDescription=description,
                                  RoleArn=self.env.config.role_arn, Tags=tags)["PipelineArn"]
-        self.env.check_owner(self._tags("sagemaker", found["PipelineArn"], address), address,
-                             f"pipeline {name}")
-        want_tags = {t["Key"]: t["Value"] for t in tags}
-        live_tags = self._tags("sagemaker", found["PipelineArn"], address)
-        self._heal_sagemaker_tags(found["PipelineArn"], live_tags, want_tags, address)
+        live_tags = self.sagemaker_tags(found["PipelineArn"], address)
+        self.env.check_owner(live_tags, address, f"pipeline {name}")
+        self.heal_tags(found["PipelineArn"], live_tags, tags, address)
         if (_canonical(found.get("PipelineDefinition") or "") != definition
                 or found.get("PipelineDescription") != description
                 or found.get("RoleArn") != self.env.config.role_arn):
@@ -471,15 +467,6 @@ class MonitorHandler(KindHandler):
                           PipelineDefinition=definition, PipelineDescription=description,
                           RoleArn=self.env.config.role_arn)
         return found["PipelineArn"]
-
-    def _heal_sagemaker_tags(self, arn: str, live: Mapping, want: Mapping, address: str) -> None:
-        add = [{"Key": k, "Value": v} for k, v in sorted(want.items()) if live.get(k) != v]
-        drop = sorted(k for k in live if k not in want and not k.startswith("aws:"))
-        if add:
-            self.aws.call("sagemaker", "add_tags", address=address, ResourceArn=arn, Tags=add)
-        if drop:
-            self.aws.call("sagemaker", "delete_tags", address=address, ResourceArn=arn,
-                          TagKeys=drop)
 
     def _schedule_spec(self, address: str, pipeline_arn: str, schedule: str | None,
                        params: Mapping[str, str]) -> dict:
@@ -541,7 +528,7 @@ class MonitorHandler(KindHandler):
         if found is None:
             self.aws.call("cloudwatch", "put_metric_alarm", address=address, Tags=tags, **spec)
             return
-        live_tags = self._tags("cloudwatch", found["AlarmArn"], address)
+        live_tags = self._alarm_tags(found["AlarmArn"], address)
         self.env.check_owner(live_tags, address, f"CloudWatch alarm {name}")
         dims = sorted((d["Name"], d["Value"]) for d in found.get("Dimensions") or [])
         same = all(found.get(k) == v for k, v in spec.items()
@@ -563,15 +550,10 @@ class MonitorHandler(KindHandler):
     # -- read / delete / actions --------------------------------------------------------
 
     def _last_report(self, address: str) -> str | None:
-        found = self.aws.find("s3", "get_object", address=address, Bucket=self.env.config.bucket,
-                              Key=self.env.key("monitors", self._slug(address), "reports",
-                                               "latest.json"))
-        if found is None:
-            return None
-        try:
-            return json.loads(found["Body"].read()).get("report")
-        except (ValueError, AttributeError):
-            return None
+        found = get_json(self.env, self.env.key("monitors", self._slug(address), "reports",
+                                                "latest.json"), address=address)
+        doc = found[0] if found is not None else None
+        return doc.get("report") if isinstance(doc, dict) else None
 
     def _read_parts(self, address: str, base: Mapping) -> dict | None:
         """Live attributes, or None when every part is gone; a missing or changed part shows
@@ -592,7 +574,7 @@ class MonitorHandler(KindHandler):
             definition = _canonical(pipeline.get("PipelineDefinition") or "")
             if pipeline.get("PipelineDescription") != self._description(address, definition):
                 live["check_pipeline"] = None          # edited outside mlform
-            theirs = user_tags(self._tags("sagemaker", pipeline["PipelineArn"], address))
+            theirs = user_tags(self.sagemaker_tags(pipeline["PipelineArn"], address))
             if "tags" in base or theirs:
                 live["tags"] = theirs
         if schedule is None:
@@ -636,14 +618,9 @@ class MonitorHandler(KindHandler):
                 pass
         self.aws.call("cloudwatch", "delete_alarms", address=address,
                       AlarmNames=[names["alarm_name"]])
-        bucket = self.env.config.bucket
         prefix = self.env.key("monitors", self._slug(address)) + "/"
-        keys = [o["Key"] for o in self.aws.pages("s3", "list_objects_v2", "Contents",
-                                                  address=address, Bucket=bucket, Prefix=prefix)]
-        for start in range(0, len(keys), 1000):
-            self.aws.call("s3", "delete_objects", address=address, Bucket=bucket,
-                          Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]],
-                                  "Quiet": True})
+        delete_keys(self.env, [o["Key"] for o in list_keys(self.env, prefix, address=address)],
+                    address=address)
         delete_record(self.env, "monitor", address)
 
     def action(self, live: LiveObject, name: str, args: dict) -> dict:

@@ -100,7 +100,7 @@ from mlform.providers.local.runs import check_gate
 from . import bucket
 from .clusters import DEFAULT_MAX_RUNTIME, Profile, read_profile
 from .common import (
-    KindHandler, OWNER_TAGS, settings_errors, short_hash, stale_key, tag_dict, user_tags,
+    KindHandler, OWNER_TAGS, settings_errors, short_hash, stale_key, user_tags,
 )
 
 __all__ = ["PipelineHandler", "PipelineSettings", "mark_stale", "metric_regex",
@@ -231,10 +231,6 @@ class PipelineHandler(KindHandler):
             tzinfo=timezone.utc), item[0]))
         return found
 
-    def job_tags(self, arn: str, address: str) -> dict[str, str]:
-        return tag_dict(list(self.aws.pages("sagemaker", "list_tags", "Tags", address=address,
-                                            ResourceArn=arn)))
-
     def describe(self, name: str, address: str) -> dict | None:
         return self.aws.find("sagemaker", "describe_training_job", address=address,
                              TrainingJobName=name)
@@ -276,7 +272,7 @@ class PipelineHandler(KindHandler):
             if summary.get("TrainingJobStatus") == DONE and self._marks(
                     marker, name, fingerprint, summary.get("CreationTime")):
                 continue
-            tags = self.job_tags(summary["TrainingJobArn"], address)
+            tags = self.sagemaker_tags(summary["TrainingJobArn"], address)
             if tags.get(TAG_DELETED) == "true":
                 continue
             self.env.check_owner(tags, address, f"training job {name}")
@@ -541,7 +537,7 @@ class PipelineHandler(KindHandler):
             raise ProviderError(f"{address}: training job {kept}, which the plan keeps, is "
                                 f"{'gone' if desc is None else desc.get('TrainingJobStatus')}; "
                                 f"run plan again", address=address)
-        tags = self.job_tags(desc["TrainingJobArn"], address)
+        tags = self.sagemaker_tags(desc["TrainingJobArn"], address)
         self.env.check_owner(tags, address, f"training job {kept}")
         self._sync_tags(address, desc["TrainingJobArn"], tags, attrs.get("tags") or {})
         return self._publish(planned, attrs, desc, None)
@@ -648,7 +644,7 @@ class PipelineHandler(KindHandler):
                           PipelineDescription=f"mlform {address}",
                           Tags=self.env.tags(address, attrs.get("tags")))
             return
-        tags = self.job_tags(current["PipelineArn"], address)
+        tags = self.sagemaker_tags(current["PipelineArn"], address)
         self.env.check_owner(tags, address, f"SageMaker Pipeline {name}")
         if current.get("PipelineDefinition") != definition:
             self.aws.call("sagemaker", "update_pipeline", address=address, PipelineName=name,
@@ -663,7 +659,7 @@ class PipelineHandler(KindHandler):
         return {k: desc[k] for k in keys if k in desc}
 
     def _delete_pipeline(self, address: str, current: Mapping[str, Any]) -> None:
-        tags = self.job_tags(current["PipelineArn"], address)
+        tags = self.sagemaker_tags(current["PipelineArn"], address)
         self.env.check_owner(tags, address, f"SageMaker Pipeline {current['PipelineName']}")
         self.aws.find("sagemaker", "delete_pipeline", address=address,
                       PipelineName=current["PipelineName"])
@@ -680,14 +676,14 @@ class PipelineHandler(KindHandler):
                 if summary.get("TrainingJobStatus") in ENDED:
                     continue
                 candidate = self.describe(summary["TrainingJobName"], address)
-                tags = self.job_tags(summary["TrainingJobArn"], address) if candidate else {}
+                tags = self.sagemaker_tags(summary["TrainingJobArn"], address) if candidate else {}
                 if candidate is not None and tags.get(TAG_DELETED) != "true":
                     desc = candidate
                     break
         if desc is None or desc.get("TrainingJobStatus") not in (ACTIVE, DONE):
             return None   # no job, or it failed / was stopped: no usable run
         name = desc["TrainingJobName"]
-        tags = self.job_tags(desc["TrainingJobArn"], address)
+        tags = self.sagemaker_tags(desc["TrainingJobArn"], address)
         if tags.get(TAG_DELETED) == "true":
             return None
         self.env.check_owner(tags, address, f"training job {name}")
@@ -713,10 +709,10 @@ class PipelineHandler(KindHandler):
         address = prior.address
         for _, summary in self.jobs(address):
             name, arn = summary["TrainingJobName"], summary["TrainingJobArn"]
-            tags = self.job_tags(arn, address)
+            tags = self.sagemaker_tags(arn, address)
             if tags.get(TAG_DELETED) == "true":
                 continue
-            if {k: tags.get(k) for k in OWNER_TAGS} != self.env.owner_tags(address):
+            if not self.env.owns(tags, address):
                 continue   # not ours (a name collision can only come from outside mlform)
             desc = self.describe(name, address)
             if desc is not None and desc.get("TrainingJobStatus") in (ACTIVE, "Stopping"):

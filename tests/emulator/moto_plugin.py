@@ -43,7 +43,9 @@ What moto lacks, and what this plugin adds:
   and the weight defaults to 1.0 as in AWS.  AddTags/ListTags/DeleteTags work on
   model-package ARNs and on resources created without tags, AddTags replaces a key's
   value instead of appending a duplicate, and an unknown ARN is a ValidationException
-  ("... does not exist") instead of an HTTP 500.
+  ("... does not exist") instead of an HTTP 500.  CreateTrainingJob keeps the request's
+  ``Environment`` (moto drops it) and ``AlgorithmSpecification.MetricDefinitions`` (moto
+  replaces them with its own ``test:dcg``), and DescribeTrainingJob returns both as sent.
 
 * **Throttling / 5xx injection.**  ``throttle = {"<Action>": k}``: the next k calls of
   that action answer HTTP 400 ThrottlingException; ``server_error = {"<Action>": k}``:
@@ -517,15 +519,25 @@ def _install_endpoints(backend_cls, response_cls) -> None:
 
 def _install_training_jobs(backend_cls, response_cls) -> None:
     """Training jobs: InProgress scripts ending Completed (with `training_metrics`) or
-    Failed (`fail_training`), and StopTrainingJob."""
+    Failed (`fail_training`), StopTrainingJob, and the request's Environment and
+    MetricDefinitions kept as sent."""
     from moto.core.responses import EmptyResult
     from moto.sagemaker.exceptions import ResourceNotFound, ValidationError
 
     original_create = backend_cls.create_training_job
     original_describe = backend_cls.describe_training_job
+    original_respond_create = response_cls.create_training_job
 
     def create_training_job(self, training_job_name, *args, **kwargs):
+        spec = kwargs.get("algorithm_specification") or {}
+        sent = spec.get("MetricDefinitions")
         job = original_create(self, training_job_name, *args, **kwargs)
+        # moto writes its own "test:dcg" definition into the request's spec: put back what
+        # was sent (nothing, when nothing was: AWS then describes none)
+        job.algorithm_specification = {k: v for k, v in job.algorithm_specification.items()
+                                       if k != "MetricDefinitions"}
+        if sent is not None:
+            job.algorithm_specification["MetricDefinitions"] = sent
         reason = _failure("fail_training", training_job_name)
         metrics = {k: float(v) for k, v in _setting("training_metrics").items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -562,6 +574,16 @@ def _install_training_jobs(backend_cls, response_cls) -> None:
                 + [_set(training_job_status="Stopped", secondary_status="Stopped",
                         training_end_time=_now())])
 
+    def respond_create_training_job(self):
+        # moto's response drops Environment before the backend sees it: keep it on the job,
+        # where DescribeTrainingJob's answer (built from the job's attributes) returns it
+        result = original_respond_create(self)
+        environment = self._get_param("Environment")
+        job = self.sagemaker_backend.training_jobs.get(self._get_param("TrainingJobName"))
+        if job is not None and environment:
+            job.environment = dict(environment)
+        return result
+
     def respond_stop_training_job(self):
         self.sagemaker_backend.stop_training_job(self._get_param("TrainingJobName"))
         return EmptyResult()
@@ -569,6 +591,7 @@ def _install_training_jobs(backend_cls, response_cls) -> None:
     backend_cls.create_training_job = create_training_job
     backend_cls.describe_training_job = describe_training_job
     backend_cls.stop_training_job = stop_training_job
+    response_cls.create_training_job = respond_create_training_job
     response_cls.stop_training_job = respond_stop_training_job
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from mlform.expr.values import UNKNOWN
 from mlform.providers.base import Desired, LiveObject, ProgressEvent, ProviderError
+from mlform.providers.sagemaker.training import metric_regex
 
 from ._provider import BUCKET, apply, build, count, keys
 
@@ -101,16 +102,21 @@ def test_training_job_request_from_cluster_profile_and_inputs(aws, provider, tmp
     assert job["CheckpointConfig"]["S3Uri"].endswith(f"/{name}/checkpoints/")
     assert job["OutputDataConfig"]["S3OutputPath"] == \
         f"s3://{BUCKET}/mlform/shop/test/runs/{provider.env.name(ADDRESS)}/"
-    # moto keeps no Environment: read it from the Pipeline's step, the same request
-    step = json.loads(aws.client("sagemaker").describe_pipeline(
-        PipelineName=provider.env.name(ADDRESS, "pl"))["PipelineDefinition"])["Steps"][0]
-    assert step["Arguments"]["HyperParameters"] == hyper
-    env = step["Arguments"]["Environment"]
+    env = job["Environment"]
     assert env["LOG_LEVEL"] == "debug" and env["MLFORM_OUTPUT_DIR"] == "/opt/ml/model"
     assert env["MLFORM_INPUT_TRAIN"] == "/opt/ml/input/data/train/tx.csv"
     assert env["MLFORM_INPUT_EXTRA"] == "/opt/ml/input/data/extra"
     assert env["MLFORM_DEVICE"] == "cuda" and env["MLFORM_RUN_ID"] == name
     assert json.loads(env["MLFORM_HYPERPARAMETERS"]) == attrs["hyperparameters"]
+    # the gate's metric, matched in the JSON line the run contract prints
+    assert job["AlgorithmSpecification"]["MetricDefinitions"] == [
+        {"Name": "accuracy", "Regex": metric_regex("accuracy")}]
+    # the SageMaker Pipeline's step is the same request
+    step = json.loads(aws.client("sagemaker").describe_pipeline(
+        PipelineName=provider.env.name(ADDRESS, "pl"))["PipelineDefinition"])["Steps"][0]
+    assert {k: step["Arguments"][k] for k in ("Environment", "HyperParameters")} == \
+        {"Environment": env, "HyperParameters": hyper}
+    assert step["Arguments"]["AlgorithmSpecification"] == job["AlgorithmSpecification"]
     assert _tags(aws, job["TrainingJobArn"]) == {
         "mlform:stack": "shop", "mlform:env": "test", "mlform:address": ADDRESS, "team": "risk"}
 
@@ -291,8 +297,6 @@ def test_sagemaker_pipeline_definition(aws, provider, tmp_path):
 
 def test_metric_regex_matches_the_json_line_the_run_contract_prints():
     import re
-
-    from mlform.providers.sagemaker.training import metric_regex
 
     line = json.dumps({"accuracy": 0.9312, "val_loss": -1.5e-07, "epochs": 5})
     assert re.search(metric_regex("accuracy"), line).group(1) == "0.9312"

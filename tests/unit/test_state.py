@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import mlform.state as st
 import mlform.state.local as local_mod
 from mlform.diagnostics import Diagnostic
 from mlform.state import (
-    LocalBackend, LockInfo, PendingOp, ResourceState, State, StateError, StateLocked,
+    LocalBackend, LockInfo, ResourceState, State, StateError, StateLocked,
     hash_value, is_marker, mask,
 )
 
@@ -135,78 +134,8 @@ def test_malformed_state_file_is_a_state_error(tmp_path, case):
     assert isinstance(d, Diagnostic) and d.severity == "error" and d.summary
 
 
-def test_push_validates_and_guards(tmp_path):
-    b = backend(tmp_path)
-    s = State.new()
-    s.set(res("dataset.a"))
-    s = b.write(s)
-    assert s.serial == 1
-    with pytest.raises(StateError):
-        b.push({"version": 1, "serial": 5})                        # malformed
-    lower = {**s.to_json(), "serial": 0}
-    with pytest.raises(StateError, match="lower"):
-        b.push(lower)
-    other = {**s.to_json(), "lineage": "another", "serial": 9}
-    with pytest.raises(StateError, match="lineage"):
-        b.push(other)
-    changed = s.copy()
-    changed.set(res("dataset.b"))
-    with pytest.raises(StateError, match="same serial|stored serial"):
-        b.push(changed.to_json())
-    b.push({**changed.to_json(), "serial": 2})
-    assert b.load().state.serial == 2 and b.load().state.get("dataset.b")
-    b.push(other, force=True)
-    assert b.pull()["lineage"] == "another" and b.pull()["serial"] == 9
-    # a corrupt state can be replaced by a forced push (and is kept as .backup)
-    b.path.write_text("{corrupt")
-    with pytest.raises(StateError):
-        b.push(s.to_json())
-    b.push(s.to_json(), force=True)
-    assert b.pull()["serial"] == 1 and b.backup_path.read_text() == "{corrupt"
-
-
-# --- serial and lineage -------------------------------------------------------------------
-
-def test_serial_grows_only_on_content_change(tmp_path):
-    b = backend(tmp_path)
-    s = State.new()
-    lineage = s.lineage
-    s.set(res("dataset.a"))
-    s1 = b.write(s)
-    assert s1.serial == 1
-    assert b.write(s1).serial == 1                                  # same content
-    s1.set(res("dataset.a", n=2))
-    s2 = b.write(s1)
-    assert s2.serial == 2
-    s2.outputs = {"o": {"value": 1, "sensitive": False}}
-    assert b.write(s2).serial == 3                                  # outputs are content
-    # a writer that changes nothing keeps the serial; one that changes bumps it once
-    loaded = b.load().state
-    w = b.open_writer(loaded)
-    w.intent("dataset.a", "dataset", "memory", "update")
-    w.abandon("dataset.a")
-    assert w.close().serial == 3
-    w = b.open_writer(b.load().state)
-    for i in range(5):
-        w.record(res(f"dataset.x{i}"))
-    assert w.close().serial == 4
-    assert b.load().state.lineage == lineage
-
-
-def test_lineage_is_set_once(tmp_path):
-    b = backend(tmp_path)
-    assert b.load().state.lineage != b.load().state.lineage        # nothing stored yet
-    first = b.write(State.new())
-    assert b.load().state.lineage == first.lineage
-    with pytest.raises(StateError, match="lineage"):
-        b.write(State.new())
-    with pytest.raises(StateError, match="lineage"):
-        b.open_writer(State.new())
-    stale = b.load().state
-    b.write(_with(stale, res("dataset.a")))
-    with pytest.raises(StateError, match="moved"):
-        b.write(State(serial=0, lineage=first.lineage))
-
+# Serial and lineage rules, push guards, journal replay, stale journals and writer threads
+# are tested for every backend in test_state_backends.py.
 
 def _with(state: State, *resources: ResourceState) -> State:
     s = state.copy()
@@ -264,48 +193,6 @@ def test_sensitive_values_never_reach_disk(tmp_path):
 
 # --- journal ------------------------------------------------------------------------------
 
-def test_journal_replay_and_pending(tmp_path):
-    b = backend(tmp_path)
-    base = b.write(_with(State.new(), res("dataset.old"), res("model.gone")))
-    w = b.open_writer(b.load().state)
-    w.intent("dataset.a", "dataset", "memory", "create")
-    w.record(res("dataset.a", n=1))
-    w.intent("dataset.a", "dataset", "memory", "update", id="id-dataset.a")
-    w.record(res("dataset.a", n=2))
-    w.intent("model.gone", "model", "memory", "delete", id="id-model.gone")
-    w.record_delete("model.gone")
-    w.intent("endpoint.e", "endpoint", "memory", "create")           # killed during create
-    w.intent("monitor.m", "monitor", "memory", "delete", id="mon-1")  # killed during delete
-    w.intent("pipeline.p", "pipeline", "memory", "create")
-    w.abandon("pipeline.p")                                          # failed, nothing made
-    w.set_outputs({"o": {"value": 1, "sensitive": False}})
-    crash(w)
-
-    loaded = LocalBackend(b.path).load()                              # a new process
-    assert loaded.state.serial == base.serial
-    assert sorted(loaded.state.resources) == ["dataset.a", "dataset.old"]
-    assert loaded.state.get("dataset.a").attributes == {"n": 2}
-    assert loaded.state.outputs == {"o": {"value": 1, "sensitive": False}}
-    assert sorted(loaded.pending, key=lambda p: p.address) == [
-        PendingOp("endpoint.e", "endpoint", "memory", "create", None),
-        PendingOp("monitor.m", "monitor", "memory", "delete", "mon-1")]
-    assert loaded.state.to_json() == LocalBackend(b.path).pull()
-
-    # pending intents survive a snapshot until a writer resolves them
-    b2 = LocalBackend(b.path)
-    closed = b2.open_writer(loaded.state).close()
-    assert closed.serial == base.serial + 1
-    assert {p.address for p in b2.load().pending} == {"endpoint.e", "monitor.m"}
-    b2.write(_with(b2.load().state, res("dataset.z")))
-    assert {p.address for p in b2.load().pending} == {"endpoint.e", "monitor.m"}
-    w = b2.open_writer(b2.load().state)
-    assert {p.address for p in w.pending()} == {"endpoint.e", "monitor.m"}
-    w.record(res("endpoint.e"))
-    w.record_delete("monitor.m")
-    w.close()
-    assert b2.load().pending == [] and not b2.journal_path.exists()
-
-
 def test_torn_last_line_is_ignored_and_trimmed(tmp_path):
     b = backend(tmp_path)
     w = b.open_writer(b.load().state)
@@ -327,66 +214,6 @@ def test_torn_last_line_is_ignored_and_trimmed(tmp_path):
     b.journal_path.write_bytes(b"{oops\n" + good)
     with pytest.raises(StateError, match="journal"):
         b.load()
-
-
-def test_stale_journal_is_ignored(tmp_path):
-    b = backend(tmp_path)
-    b.write(_with(State.new(), res("dataset.a")))
-    w = b.open_writer(b.load().state)
-    w.record(res("dataset.b"))
-    w.record_delete("dataset.a")
-    old_journal = b.journal_path.read_bytes()
-    final = w.close()
-    assert not b.journal_path.exists()
-    # crash after the snapshot rename but before the journal was removed
-    b.journal_path.write_bytes(old_journal + json.dumps(
-        {"lineage": final.lineage, "base_serial": final.serial - 1, "op": "record",
-         "resource": res("dataset.zombie").to_json()}).encode() + b"\n")
-    loaded = b.load()
-    assert loaded.state.to_json() == final.to_json()
-    # another lineage's journal too
-    b.journal_path.write_bytes(json.dumps(
-        {"lineage": "other", "base_serial": final.serial, "op": "delete",
-         "address": "dataset.b"}).encode() + b"\n")
-    assert b.load().state.to_json() == final.to_json()
-    # and a new writer starts cleanly over it
-    w = b.open_writer(b.load().state)
-    w.record(res("dataset.c"))
-    assert sorted(w.close().resources) == ["dataset.b", "dataset.c"]
-
-
-def test_writer_threads(tmp_path):
-    b = backend(tmp_path)
-    w = b.open_writer(b.load().state)
-    errors = []
-
-    def work(t: int) -> None:
-        try:
-            for i in range(500):
-                a = f"dataset.t{t}_{i}"
-                w.intent(a, "dataset", "memory", "create")
-                w.record(res(a, t=t, i=i))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    assert len(w.state().resources) == 8000 and w.pending() == []
-    lines = b.journal_path.read_bytes().split(b"\n")
-    assert lines[-1] == b"" and len(lines) == 16001
-    assert all(json.loads(line) for line in lines[:-1])
-    mid = LocalBackend(b.path).load()
-    assert len(mid.state.resources) == 8000 and mid.pending == []
-    final = w.close()
-    assert w.close() is final                                       # idempotent
-    with pytest.raises(StateError):
-        w.record(res("dataset.late"))
-    assert len(b.load().state.resources) == 8000
-    assert b.load().state.get("dataset.t15_499").attributes == {"t": 15, "i": 499}
 
 
 class CountingOS:
