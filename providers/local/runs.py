@@ -73,7 +73,7 @@ from . import processes
 from .cluster import devices_for
 from .common import KindHandler, LocalEnv, read_json, write_json_atomic
 
-__all__ = ["PipelineHandler", "check_gate", "run_environment", "stale_marker_path", "mark_stale",
+__all__ = ["PipelineHandler", "check_gate", "entrypoint_file", "run_environment", "stale_marker_path", "mark_stale",
            "RUNNING", "SUCCEEDED", "FAILED"]
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
@@ -110,6 +110,27 @@ def _shown(value: float, bound: float, below: bool) -> tuple[str, str]:
         return text, bound_text
     text, bound_text = f"{value:.6g}", f"{bound:.6g}"
     return (text if text != bound_text else repr(value)), bound_text
+
+
+def entrypoint_file(stack_dir: Path, address: str, attrs: Mapping[str, Any]) -> Path:
+    """The pipeline's entrypoint on disk, refused if it changed since the plan.
+
+    The engine gives a stack-relative `entrypoint_path` for pipelines inside modules.
+    Shared with the sagemaker provider, which packs the same file into its code archive.
+    """
+    relative = str(attrs.get("entrypoint_path") or attrs.get("entrypoint") or "")
+    entrypoint = Path(relative) if Path(relative).is_absolute() else Path(stack_dir) / relative
+    if not entrypoint.is_file():
+        raise ProviderError(f"{address}: entrypoint {attrs.get('entrypoint')} not found "
+                            f"(looked for {entrypoint})", address=address)
+    wanted = attrs.get("entrypoint_sha256")
+    if isinstance(wanted, str):
+        found = hashlib.sha256(entrypoint.read_bytes()).hexdigest()
+        if found != wanted:
+            raise ProviderError(f"{address}: entrypoint {attrs.get('entrypoint')} changed "
+                                f"since the plan (sha256 {wanted[:12]}… → {found[:12]}…); "
+                                f"run plan again", address=address)
+    return entrypoint
 
 
 def check_gate(gate: Any, metrics: Mapping[str, Any]) -> str | None:
@@ -395,23 +416,8 @@ class PipelineHandler(KindHandler):
         return {"run_id": run.run_id, "model_uri": run.output.as_uri(),
                 "metrics": record.get("metrics") or {}}
 
-    def _entrypoint(self, address: str, attrs: Mapping[str, Any]) -> Path:
-        # The engine gives a stack-relative `entrypoint_path` for pipelines inside modules.
-        entrypoint = self.env.resolve(str(attrs.get("entrypoint_path") or attrs.get("entrypoint") or ""))
-        if not entrypoint.is_file():
-            raise ProviderError(f"{address}: entrypoint {attrs.get('entrypoint')} not found "
-                                f"(looked for {entrypoint})", address=address)
-        wanted = attrs.get("entrypoint_sha256")
-        if isinstance(wanted, str):
-            found = hashlib.sha256(entrypoint.read_bytes()).hexdigest()
-            if found != wanted:
-                raise ProviderError(f"{address}: entrypoint {attrs.get('entrypoint')} changed "
-                                    f"since the plan (sha256 {wanted[:12]}… → {found[:12]}…); "
-                                    f"run plan again", address=address)
-        return entrypoint
-
     def _execute(self, address: str, attrs: Mapping[str, Any], run: RunDir) -> None:
-        entrypoint = self._entrypoint(address, attrs)
+        entrypoint = entrypoint_file(self.env.stack_dir, address, attrs)
         devices = devices_for(self.env, attrs.get("cluster"))
         run.output.mkdir(parents=True, exist_ok=True)
         run.write(run_id=run.run_id, address=address, status=RUNNING, pid=None,

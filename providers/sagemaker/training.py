@@ -95,7 +95,7 @@ from mlform.expr.values import UNKNOWN, contains_unknown
 from mlform.providers.base import (
     Desired, KindSchema, LiveObject, Planned, ProviderError, Timeouts,
 )
-from mlform.providers.local.runs import check_gate
+from mlform.providers.local.runs import check_gate, entrypoint_file
 
 from . import bucket
 from .clusters import DEFAULT_MAX_RUNTIME, Profile, read_profile
@@ -374,25 +374,9 @@ class PipelineHandler(KindHandler):
                 names.append(name)
         return names
 
-    def _entrypoint(self, address: str, attrs: Mapping[str, Any]) -> Path:
-        stack_dir = Path(self.env.context.stack_dir)
-        relative = str(attrs.get("entrypoint_path") or attrs.get("entrypoint") or "")
-        path = Path(relative) if Path(relative).is_absolute() else stack_dir / relative
-        if not path.is_file():
-            raise ProviderError(f"{address}: entrypoint {attrs.get('entrypoint')} not found "
-                                f"(looked for {path})", address=address)
-        wanted = attrs.get("entrypoint_sha256")
-        if isinstance(wanted, str):
-            found = hashlib.sha256(path.read_bytes()).hexdigest()
-            if found != wanted:
-                raise ProviderError(f"{address}: entrypoint {attrs.get('entrypoint')} changed "
-                                    f"since the plan (sha256 {wanted[:12]}… → {found[:12]}…); "
-                                    f"run plan again", address=address)
-        return path
-
     def code(self, address: str, attrs: Mapping[str, Any]) -> tuple[bytes, str]:
         """(a reproducible sourcedir.tar.gz, the program's path inside it)."""
-        entrypoint = self._entrypoint(address, attrs)
+        entrypoint = entrypoint_file(Path(self.env.context.stack_dir), address, attrs)
         files: dict[str, Path] = {}
         program = entrypoint.name
         source_dir = _settings(attrs).source_dir
