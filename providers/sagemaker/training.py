@@ -557,6 +557,9 @@ class PipelineHandler(KindHandler):
         def describe() -> dict | None:
             desc = self.describe(name, address)
             secondary = (desc or {}).get("SecondaryStatus")
+            # the main status is reported by aws.wait; repeat nothing it says already
+            if secondary == (desc or {}).get("TrainingJobStatus"):
+                secondary = None
             if secondary and (not seen or seen[-1] != secondary):
                 seen.append(secondary)
                 self.aws.progress(address, f"training job {name}: {secondary}",
