@@ -48,7 +48,8 @@ class ProviderCase:
     provider_class: type[Provider]
     #: tmp dir (the stack directory) -> a configured provider
     build: Callable[[Path], Provider]
-    #: kind -> (tmp dir -> desired attributes); may write files (datasets, entrypoints)
+    #: kind -> (tmp dir -> desired attributes); may write files (datasets, entrypoints);
+    #: a sample taking a second argument gets the `needs` fixtures by name
     samples: Mapping[str, Callable[[Path], Attributes]]
     #: kind -> (attributes -> attributes changed in place, no replacement)
     updates: Mapping[str, Callable[[Attributes], Attributes]] = field(default_factory=dict)
@@ -201,9 +202,7 @@ def _sagemaker(stack_dir: Path, aws) -> Provider:
     aws.control(training_metrics={"accuracy": 0.9}, steps={"endpoint": 1, "training_job": 1})
     context = ProviderContext(name="sagemaker", alias=None, stack="contract", env="test",
                               stack_dir=stack_dir, config=aws.provider_config(_SM_BUCKET))
-    provider = SageMakerProvider(context)
-    provider.contract_emulator = aws        # the monitor sample makes its endpoint with it
-    return provider
+    return SageMakerProvider(context)
 
 
 def _sm_pipeline(stack_dir: Path) -> Attributes:
@@ -215,10 +214,10 @@ def _sm_pipeline(stack_dir: Path) -> Attributes:
 _SM_PACKAGE = "arn:aws:sagemaker:us-east-1:123456789012:model-package/contract-fraud/1"
 
 
-def _sm_monitor(stack_dir: Path, provider: Provider) -> Attributes:
+def _sm_monitor(stack_dir: Path, fixtures: dict) -> Attributes:
     """A monitor watches an endpoint that captures requests: make one (model, config with
-    capture, endpoint) with boto3, as another stack or a person would."""
-    sm = provider.contract_emulator.client("sagemaker")
+    capture, endpoint) with boto3 in the emulator, as another stack or a person would."""
+    sm = fixtures["aws"].client("sagemaker")
     sm.create_model(ModelName="watched", ExecutionRoleArn="arn:aws:iam::123456789012:role/x",
                     PrimaryContainer={"Image": "img", "ModelDataUrl": "s3://b/m.tar.gz"})
     sm.create_endpoint_config(
@@ -301,10 +300,11 @@ CASES_BY_KIND = [pytest.param(case, kind, id=f"{case.id}-{kind}")
 
 @pytest.fixture
 def subject(case: ProviderCase, kind: str, tmp_path: Path, request):
-    provider = case.build(tmp_path, *(request.getfixturevalue(name) for name in case.needs))
+    fixtures = {name: request.getfixturevalue(name) for name in case.needs}
+    provider = case.build(tmp_path, *fixtures.values())
     sample = case.samples[kind]
-    # a sample may need the provider's own world (the emulator it talks to)
-    attributes = (sample(tmp_path, provider) if sample.__code__.co_argcount == 2
+    # a sample may need the provider's world too (the emulator it talks to)
+    attributes = (sample(tmp_path, fixtures) if sample.__code__.co_argcount == 2
                   else sample(tmp_path))
     name = "contract"
     desired = Desired(address=f"{kind}.{name}", kind=kind, name=name, attributes=attributes)
