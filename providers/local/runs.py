@@ -73,8 +73,8 @@ from . import processes
 from .cluster import devices_for
 from .common import KindHandler, LocalEnv, read_json, write_json_atomic
 
-__all__ = ["PipelineHandler", "check_gate", "entrypoint_file", "run_environment", "stale_marker_path", "mark_stale",
-           "RUNNING", "SUCCEEDED", "FAILED"]
+__all__ = ["PipelineHandler", "check_gate", "entrypoint_file", "input_variable",
+           "run_environment", "stale_marker_path", "mark_stale", "RUNNING", "SUCCEEDED", "FAILED"]
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 RUN_OUTPUTS = ("run_id", "model_uri", "metrics")
@@ -222,7 +222,8 @@ def _input_path(env: LocalEnv, value: Any) -> str:
     return str(env.resolve(text))
 
 
-def _env_name(key: str) -> str:
+def input_variable(key: str) -> str:
+    """The run contract's variable for input `key` (shared with the sagemaker provider)."""
     return "MLFORM_INPUT_" + re.sub(r"[^A-Z0-9]", "_", key.upper())
 
 
@@ -232,7 +233,7 @@ def run_environment(env: LocalEnv, attrs: Mapping[str, Any], run: RunDir,
     inputs = {key: _input_path(env, value) for key, value in (attrs.get("inputs") or {}).items()}
     hyperparameters = attrs.get("hyperparameters") or {}
     result = {**os.environ, **{str(k): str(v) for k, v in (attrs.get("environment") or {}).items()}}
-    result.update({_env_name(key): path for key, path in inputs.items()})
+    result.update({input_variable(key): path for key, path in inputs.items()})
     result.update({
         "MLFORM_INPUTS": json.dumps(inputs, sort_keys=True),
         "MLFORM_HYPERPARAMETERS": json.dumps(hyperparameters, sort_keys=True, default=str),

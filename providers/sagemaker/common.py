@@ -88,6 +88,12 @@ class SageMakerEnv:
     def s3_uri(self, *parts: str) -> str:
         return f"s3://{self.config.bucket}/{self.key(*parts)}"
 
+    @property
+    def name_prefix(self) -> str:
+        """What every name of this stack and environment starts with (`name`'s readable
+        part begins with it), for listings by prefix."""
+        return _clean(f"{self.context.stack}-{self.context.env}")
+
     def name(self, address: str, suffix: str = "", limit: int = NAME_LIMIT) -> str:
         """A SageMaker-valid name, unique per (stack, env, address[, suffix]).
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -190,8 +189,7 @@ def rollback_alarms(env: SageMakerEnv, endpoint_name: str, limit: int = 10) -> l
     """Names of this stack/env's monitor alarms that watch `endpoint_name` (at most the 10
     SageMaker's AutoRollbackConfiguration accepts): found by the name prefix every name of
     the stack/env starts with, then by namespace, metric and EndpointName dimension."""
-    prefix = re.sub(r"-+", "-", re.sub(r"[^A-Za-z0-9]+", "-",
-                                       f"{env.context.stack}-{env.context.env}")).strip("-")[:24]
+    prefix = env.name_prefix[:24]
     found = []
     for alarm in env.aws.pages("cloudwatch", "describe_alarms", "MetricAlarms",
                                AlarmNamePrefix=prefix, AlarmTypes=["MetricAlarm"]):

@@ -95,7 +95,7 @@ from mlform.expr.values import UNKNOWN, contains_unknown
 from mlform.providers.base import (
     Desired, KindSchema, LiveObject, Planned, ProviderError, Timeouts,
 )
-from mlform.providers.local.runs import check_gate, entrypoint_file
+from mlform.providers.local.runs import check_gate, entrypoint_file, input_variable
 
 from . import bucket
 from .clusters import DEFAULT_MAX_RUNTIME, Profile, read_profile
@@ -163,10 +163,6 @@ def _input_uri(value: Any) -> Any:
     if isinstance(value, Mapping):
         return value.get("uri") or value.get("model_uri")
     return value
-
-
-def _env_name(key: str) -> str:
-    return "MLFORM_INPUT_" + re.sub(r"[^A-Z0-9]", "_", key.upper())
 
 
 def _channel_path(name: str, uri: str) -> str:
@@ -437,7 +433,7 @@ class PipelineHandler(KindHandler):
         })
         paths = {name: _channel_path(name, uri) for name, uri in inputs.items()}
         environment = {str(k): str(v) for k, v in (attrs.get("environment") or {}).items()}
-        environment.update({_env_name(name): path for name, path in paths.items()})
+        environment.update({input_variable(name): path for name, path in paths.items()})
         environment.update({
             "MLFORM_OUTPUT_DIR": "/opt/ml/model",
             "MLFORM_INPUTS": json.dumps(paths, sort_keys=True),
