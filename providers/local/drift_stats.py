@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 __all__ = [
+    "features_to_check", "NO_COMMON_FEATURE",
     "PSI_EPSILON", "KsResult", "psi", "ks", "kolmogorov_sf", "p99", "error_rate",
     "numeric_columns", "read_table", "BASELINE_FORMATS",
 ]
@@ -137,6 +138,21 @@ def _number(value: Any) -> float | None:
     if not math.isfinite(number):
         return None
     return number
+
+
+NO_COMMON_FEATURE = "no numeric feature is in both the baseline and the captured inputs"
+
+
+def features_to_check(check: Mapping[str, Any], baseline: Mapping[str, Any],
+                      current: Mapping[str, Any]) -> list[str]:
+    """The features a psi/ks check measures: the one it names, else every numeric column
+    in both samples, sorted (empty when there is none: report `NO_COMMON_FEATURE`).
+
+    Shared by the local monitor and the sagemaker drift check (which runs in AWS with
+    this module uploaded beside it), so both pick features the same way."""
+    if check.get("feature"):
+        return [check["feature"]]
+    return sorted(set(baseline) & set(current))
 
 
 def numeric_columns(records: Iterable[Mapping[str, Any]]) -> dict[str, list[float]]:

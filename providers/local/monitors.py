@@ -239,13 +239,9 @@ def _drift(check: Mapping, data: _CheckData, measure: Callable[[list, list, Moni
         return [_result(check, None, feature=check.get("feature"),
                         skip="no captured requests in the window")]
     baseline, current = data.baseline, data.current
-    if check.get("feature"):
-        features = [check["feature"]]
-    else:
-        features = sorted(set(baseline) & set(current))
-        if not features:
-            return [_result(check, None, skip="no numeric feature is in both the baseline and "
-                                              "the captured inputs")]
+    features = drift_stats.features_to_check(check, baseline, current)
+    if not features:
+        return [_result(check, None, skip=drift_stats.NO_COMMON_FEATURE)]
     out = []
     minimum = data.settings.min_rows
     for feature in features:

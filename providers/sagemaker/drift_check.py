@@ -162,13 +162,9 @@ def _result(check: Mapping, value: float | None, feature: str | None = None, ski
 
 def drift_results(check: Mapping, baseline: dict, current: dict, min_rows: int, bins: int,
                   stats) -> list[dict]:
-    if check.get("feature"):
-        features = [check["feature"]]
-    else:
-        features = sorted(set(baseline) & set(current))
-        if not features:
-            return [_result(check, None, skip="no numeric feature is in both the baseline and "
-                                              "the captured inputs")]
+    features = stats.features_to_check(check, baseline, current)
+    if not features:
+        return [_result(check, None, skip=stats.NO_COMMON_FEATURE)]
     out = []
     for feature in features:
         got = len(current.get(feature, ()))
