@@ -2,7 +2,9 @@
 
 Library code never prints or exits; it collects `Diagnostic` values (or raises
 `DiagnosticError` carrying them) and the CLI renders them as
-``error: <summary>`` / ``  at FILE:LINE:COL`` / detail / hint.
+``error: <summary>`` / ``  at FILE:LINE:COL`` / detail / hint.  `Diagnostic`,
+`SourceRange`, `error` and `warning` are the provider contract's
+(`mlform.providers.base`), re-exported here for the engine.
 """
 
 from __future__ import annotations
@@ -10,54 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-
-@dataclass(frozen=True)
-class SourceRange:
-    """Where in the spec a diagnostic points (1-based line and column)."""
-
-    file: str
-    line: int = 0
-    column: int = 0
-
-    def __str__(self) -> str:
-        if self.line:
-            return f"{self.file}:{self.line}:{self.column or 1}"
-        return self.file
-
-
-@dataclass(frozen=True)
-class Diagnostic:
-    """One problem found in the spec, the state or a provider answer."""
-
-    severity: str  # "error" | "warning"
-    summary: str
-    detail: str = ""
-    source: SourceRange | None = None
-    address: str | None = None
-    hint: str = ""
-
-    def to_json(self) -> dict:
-        out: dict = {"severity": self.severity, "summary": self.summary, "detail": self.detail}
-        if self.address:
-            out["address"] = self.address
-        if self.source:
-            out["range"] = {
-                "filename": self.source.file,
-                "start": {"line": self.source.line, "column": self.source.column},
-            }
-        if self.hint:
-            out["hint"] = self.hint
-        return out
-
-
-def error(summary: str, detail: str = "", *, source: SourceRange | None = None,
-          address: str | None = None, hint: str = "") -> Diagnostic:
-    return Diagnostic("error", summary, detail, source, address, hint)
-
-
-def warning(summary: str, detail: str = "", *, source: SourceRange | None = None,
-            address: str | None = None, hint: str = "") -> Diagnostic:
-    return Diagnostic("warning", summary, detail, source, address, hint)
+# The types themselves belong to the provider contract, which both the engine and the
+# providers build on (providers may not import the engine).
+from mlform.providers.base import Diagnostic, SourceRange, error, warning
 
 
 @dataclass
@@ -86,3 +43,6 @@ class Diagnostics(list):
 
     def extend_from(self, items: Iterable[Diagnostic]) -> None:
         self.extend(items)
+
+
+__all__ = ["Diagnostic", "SourceRange", "error", "warning", "DiagnosticError", "Diagnostics"]

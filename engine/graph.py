@@ -137,7 +137,7 @@ class _Resolver:
         if root == "var":
             if not rest or rest[0] not in module.variables:
                 name = rest[0] if rest else ""
-                from mlform.config.decode import did_you_mean
+                from mlform.specs import did_you_mean
                 self.diags.append(error(f'Reference to undeclared input variable "{name}"',
                                         source=source,
                                         hint=(did_you_mean(name, module.variables)
@@ -148,7 +148,7 @@ class _Resolver:
         if root == "local":
             if not rest or rest[0] not in module.locals:
                 name = rest[0] if rest else ""
-                from mlform.config.decode import did_you_mean
+                from mlform.specs import did_you_mean
                 self.diags.append(error(f'Reference to undeclared local value "{name}"',
                                         source=source,
                                         hint=(did_you_mean(name, module.locals) if name else "")
@@ -162,7 +162,7 @@ class _Resolver:
                 return []
             key = f"{root}.{rest[0]}"
             if key not in module.resources:
-                from mlform.config.decode import did_you_mean
+                from mlform.specs import did_you_mean
                 hint = did_you_mean(key, module.resources) or (
                     f'Declare it: {root} "{rest[0]}" {{ ... }}')
                 self.diags.append(error(f'Reference to undeclared resource "{key}"', source=source,
@@ -173,7 +173,7 @@ class _Resolver:
             if not rest or rest[0] not in module.children:
                 name = rest[0] if rest else ""
                 if name not in module.module_calls:  # a missing module dir was reported already
-                    from mlform.config.decode import did_you_mean
+                    from mlform.specs import did_you_mean
                     self.diags.append(error(
                         f'Reference to undeclared module "{name}"', source=source,
                         hint=(did_you_mean(name, module.module_calls) if name else "")
@@ -273,7 +273,7 @@ def _add_reference_edges(graph: Graph, diags: list[Diagnostic]) -> None:
                 continue
             for name in call.inputs:
                 if name not in child.variables:
-                    from mlform.config.decode import did_you_mean
+                    from mlform.specs import did_you_mean
                     diags.append(error(f'Module "{call_name}" has no input variable "{name}"',
                                        source=call.input_sources.get(name)
                                        or call.inputs[name].source,

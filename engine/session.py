@@ -188,7 +188,7 @@ class Session:
 
 def _unsupported_argument(key: str, type_: str, name: str, fields: list[str],
                           source: SourceRange):
-    from mlform.config.decode import did_you_mean
+    from mlform.specs import did_you_mean
     listing = f"{type_} takes: {', '.join(fields)}." if fields else f"{type_} takes no arguments."
     return error(f'Unsupported argument "{name}" in provider "{key}"', source=source,
                  hint=did_you_mean(name, fields) or listing)
@@ -217,7 +217,7 @@ def make_backend(config: StackConfig) -> StateBackend:
 
 
 def _s3_backend(config: StackConfig, source: SourceRange | None) -> S3Backend:
-    from mlform.config.decode import did_you_mean
+    from mlform.specs import did_you_mean
     env = config.env
     diags = []
     for name in sorted(set(env.backend) - set(S3_ARGUMENTS)):

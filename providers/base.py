@@ -1,4 +1,20 @@
-"""The provider contract (DESIGN.md section 5).
+"""The provider contract (DESIGN.md section 5): everything a provider and the engine
+exchange, and nothing of the engine itself.
+
+This module imports nothing of mlform: the engine builds on it, and providers build
+on it (and on the provider kit, `mlform.providers.kit`), so neither needs the other.
+It holds three things:
+
+* **values** - what crosses the contract is plain JSON-like data (None, bool, int,
+  float, str, lists, dicts).  One marker rides along: `UNKNOWN`, a value known only
+  after apply.  The engine's other marker, `Sensitive`, is defined here so that one
+  `contains_unknown` serves both sides, but it never crosses the contract: the engine
+  strips it before any provider call.
+* **diagnostics** - `Diagnostic` (with an optional `SourceRange`), made with `error`
+  and `warning`.  Providers return them from `validate`; the engine adds the file and
+  line of the block.
+* **the contract types** - `Desired`, `Planned`, `LiveObject`, `KindSchema`,
+  `ProviderContext`, `ProgressEvent`, `ProviderError` and the `Provider` base class.
 
 A provider is configured once per run (`Provider(context)`) and serves the
 kinds it declares in `kinds`.  Every call gets and returns plain values:
@@ -32,12 +48,147 @@ from typing import Any, Callable, ClassVar, Mapping
 
 from pydantic import BaseModel, ConfigDict
 
-from mlform.diagnostics import Diagnostic
-
 __all__ = [
+    # values
+    "UNKNOWN", "Sensitive", "is_unknown", "contains_unknown",
+    # diagnostics
+    "SourceRange", "Diagnostic", "error", "warning",
+    # the contract
     "ProviderContext", "KindSchema", "Timeouts", "Desired", "Planned", "LiveObject",
     "ProgressEvent", "ProviderError", "Provider", "AnySettings", "KINDS",
 ]
+
+
+# ---------------------------------------------------------------------------- values
+
+class _Unknown:
+    """Singleton for a value that is known only after apply."""
+
+    _instance: "_Unknown | None" = None
+    __slots__ = ()
+
+    def __new__(cls) -> "_Unknown":
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "(known after apply)"
+
+    def __reduce__(self):  # keep the singleton across copy/pickle
+        return (_Unknown, ())
+
+    def __bool__(self) -> bool:
+        raise TypeError("an unknown value has no truth value yet")
+
+
+#: A value known only after apply.  Any operation touching it yields UNKNOWN;
+#: it prints as ``(known after apply)``.
+UNKNOWN = _Unknown()
+
+
+def is_unknown(value: Any) -> bool:
+    return value is UNKNOWN
+
+
+class Sensitive:
+    """Wraps a value that must not be shown or stored in clear (the engine's marker;
+    it never reaches a provider)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        while isinstance(value, Sensitive):
+            value = value.value
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "(sensitive value)"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sensitive):
+            return self.value == other.value
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(("sensitive", repr(type(self.value))))
+
+
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
+def contains_unknown(value: Any) -> bool:
+    """True when UNKNOWN appears anywhere inside `value`."""
+    # Hot: the planner asks this of every attribute of every instance.  Plain loops
+    # and a leaf-type shortcut instead of any(generator), several times faster.
+    if value is UNKNOWN:
+        return True
+    if type(value) in _LEAVES:
+        return False
+    if isinstance(value, dict):
+        value = value.values()
+    elif isinstance(value, Sensitive):
+        return contains_unknown(value.value)
+    elif not isinstance(value, (list, tuple)):
+        return False
+    for item in value:
+        if item is UNKNOWN or (type(item) not in _LEAVES and contains_unknown(item)):
+            return True
+    return False
+
+
+# ---------------------------------------------------------------------- diagnostics
+
+@dataclass(frozen=True)
+class SourceRange:
+    """Where in the spec a diagnostic points (1-based line and column)."""
+
+    file: str
+    line: int = 0
+    column: int = 0
+
+    def __str__(self) -> str:
+        if self.line:
+            return f"{self.file}:{self.line}:{self.column or 1}"
+        return self.file
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem found in the spec, the state or a provider answer."""
+
+    severity: str  # "error" | "warning"
+    summary: str
+    detail: str = ""
+    source: SourceRange | None = None
+    address: str | None = None
+    hint: str = ""
+
+    def to_json(self) -> dict:
+        out: dict = {"severity": self.severity, "summary": self.summary, "detail": self.detail}
+        if self.address:
+            out["address"] = self.address
+        if self.source:
+            out["range"] = {
+                "filename": self.source.file,
+                "start": {"line": self.source.line, "column": self.source.column},
+            }
+        if self.hint:
+            out["hint"] = self.hint
+        return out
+
+
+def error(summary: str, detail: str = "", *, source: SourceRange | None = None,
+          address: str | None = None, hint: str = "") -> Diagnostic:
+    return Diagnostic("error", summary, detail, source, address, hint)
+
+
+def warning(summary: str, detail: str = "", *, source: SourceRange | None = None,
+            address: str | None = None, hint: str = "") -> Diagnostic:
+    return Diagnostic("warning", summary, detail, source, address, hint)
+
+
+# ---------------------------------------------------------------------- the contract
 
 KINDS = ("dataset", "training_cluster", "pipeline", "model", "endpoint", "monitor")
 

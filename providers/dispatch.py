@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Mapping
 
 from pydantic import BaseModel, ValidationError
 
-from mlform.diagnostics import Diagnostic
+from mlform.providers.base import Diagnostic
 from mlform.providers.base import Desired, KindSchema, LiveObject, Planned, Provider, ProviderError
 
 __all__ = ["KindHandler", "HandlerProvider"]

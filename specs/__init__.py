@@ -30,8 +30,8 @@ from ._kinds import (
     Rollout,
     SpecModel,
     TrainingCluster,
-    validate_cron,
 )
+from ._cron import Cron, CronError, parse_cron, validate_cron
 from ._refs import (
     REF_KEY,
     REF_PROJECTION,
@@ -45,6 +45,7 @@ from ._refs import (
 )
 from ._schema import SCHEMA_DIALECT, json_schema
 from ._validate import Problem, field_names, validate_attributes
+from ._words import closest, did_you_mean
 
 KINDS = tuple(KIND_MODELS)
 
@@ -54,6 +55,6 @@ __all__ = [
     "Endpoint", "Rollout", "Capture", "Autoscaling", "Monitor", "MonitorCheck", "Lifecycle",
     "REF_KEY", "REF_PROJECTION", "Ref", "ref", "is_ref", "address_kind", "split_address",
     "looks_like_address", "project_refs",
-    "Problem", "validate_attributes", "field_names", "validate_cron",
-    "json_schema", "SCHEMA_DIALECT",
+    "Problem", "validate_attributes", "field_names", "validate_cron", "Cron", "CronError", "parse_cron",
+    "json_schema", "SCHEMA_DIALECT", "closest", "did_you_mean",
 ]

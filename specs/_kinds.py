@@ -15,13 +15,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ._cron import validate_cron
 from ._refs import ref
 
 __all__ = [
     "SpecModel", "Dataset", "DatasetChecks", "TrainingCluster", "Pipeline", "Gate",
     "Model", "Endpoint", "Rollout", "Capture", "Autoscaling", "Monitor", "MonitorCheck",
     "Lifecycle", "KIND_MODELS", "COMPUTED", "REFERENCE_FIELDS", "META_ARGUMENTS",
-    "COLUMN_TYPES", "validate_cron",
+    "COLUMN_TYPES",
 ]
 
 #: Column types a dataset schema may name.
@@ -227,45 +228,6 @@ class Endpoint(_Common):
 
 
 # --------------------------------------------------------------------------- monitor
-
-_CRON_FIELDS = (
-    ("minute", 0, 59, None),
-    ("hour", 0, 23, None),
-    ("day-of-month", 1, 31, None),
-    ("month", 1, 12, ("JAN", "FEB", "MAR", "APR", "MAY", "JUN",
-                      "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")),
-    ("day-of-week", 0, 7, ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")),
-)
-_CRON_ITEM = re.compile(r"^(?:(\*)|([0-9A-Za-z]+)(?:-([0-9A-Za-z]+))?)(?:/([0-9]+))?$")
-
-
-def validate_cron(expression: str) -> str | None:
-    """Check the shape of a 5-field cron expression; the problem, or None if fine."""
-    fields = expression.split()
-    if len(fields) != 5:
-        return (f'schedule must be a 5-field cron expression such as "*/10 * * * *", '
-                f'got "{expression}"')
-    for text, (name, low, high, names) in zip(fields, _CRON_FIELDS):
-        for item in text.split(","):
-            match = _CRON_ITEM.match(item)
-            if not match:
-                return f'schedule {name} field "{text}" is not valid cron syntax'
-            star, start, end, step = match.groups()
-            if step is not None and int(step) < 1:
-                return f'schedule {name} field "{text}" has a step of 0'
-            for part in (start, end):
-                if part is None:
-                    continue
-                if part.isdigit():
-                    number = int(part)
-                elif names and part.upper() in names:
-                    number = names.index(part.upper()) + (1 if name == "month" else 0)
-                else:
-                    return f'schedule {name} field "{text}" is not valid cron syntax'
-                if not low <= number <= high:
-                    return f'schedule {name} value {part} is out of range {low}-{high}'
-    return None
-
 
 class MonitorCheck(SpecModel):
     """One drift or health check."""

@@ -8,7 +8,6 @@ unknown parts, is accepted for type purposes and counts as present.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import types
@@ -19,6 +18,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, ValidationError
 
 from ._kinds import COMPUTED, KIND_MODELS, META_ARGUMENTS
+from ._words import closest
 
 __all__ = ["Problem", "validate_attributes", "field_names"]
 
@@ -34,8 +34,8 @@ def field_names(model: type[BaseModel]) -> list[str]:
 
 
 def _suggest(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f'; did you mean "{close[0]}"?' if close else ""
+    close = closest(word, choices)
+    return f'; did you mean "{close}"?' if close else ""
 
 
 def _show(value: Any) -> str:

@@ -170,7 +170,7 @@ def hcl_syntax_error(exc: Exception, file: str, text: str) -> Diagnostic:
         opener = text[scan.interpolation:scan.interpolation + 2]
         return error(f'Invalid HCL syntax: unterminated "{opener}"',
                      detail=_line(text, iline), source=SourceRange(file, iline, icol),
-                     hint=f'Close it with "}}" before the string\'s closing quote.')
+                     hint='Close it with "}" before the string\'s closing quote.')
     if scan.unterminated is not None and scan.unterminated <= stop:
         sline, scol = _line_col(text, scan.unterminated)
         return error("Invalid HCL syntax: unterminated string",

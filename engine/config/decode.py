@@ -7,7 +7,6 @@ with the file and line they were written at.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,13 +15,9 @@ from mlform.config.model import (
     Traversal, Validation, Variable,
 )
 from mlform.config.syntax import Attribute, Block, BlockObjectExpr, Body
-from mlform.diagnostics import Diagnostic, SourceRange, error
+from mlform.diagnostics import Diagnostic, error
 from mlform.expr import ExprError, Scope, parse_type
-
-
-def did_you_mean(word: str, choices) -> str:
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f'Did you mean "{match[0]}"?' if match else ""
+from mlform.specs import did_you_mean
 
 
 class Decoder:
@@ -384,4 +379,4 @@ def relative(path: Path, base: Path) -> str:
         return str(path)
 
 
-__all__ = ["decode_module", "did_you_mean", "Decoder", "provider_config", "relative"]
+__all__ = ["decode_module", "Decoder", "provider_config", "relative"]

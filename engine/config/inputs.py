@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from mlform.config.decode import did_you_mean
+from mlform.specs import did_you_mean
 from mlform.config.loader import display_path
 from mlform.config.model import Module, StackConfig, Variable
 from mlform.config.syntax import PARSERS, SpecLoader

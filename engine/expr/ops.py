@@ -447,7 +447,7 @@ def iteration_pairs(value: Any, source: SourceRange | None, what: str) -> list[t
             keys = list(value)
         return [(k, value[k]) for k in keys]
     if value is None:
-        raise ExprError(f"Iteration over null value",
+        raise ExprError("Iteration over null value",
                         f"A null value cannot be used as the collection in a {what}.", source)
     raise ExprError("Iteration over non-iterable value",
                     f"A value of type {type_name(value)} cannot be used as the collection in a "

@@ -14,78 +14,13 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+# The markers belong to the provider contract (providers see UNKNOWN too, and may not
+# import the engine); the expression language adds the operations on them.
+from mlform.providers.base import UNKNOWN, Sensitive, contains_unknown, is_unknown
 
-class _Unknown:
-    """Singleton for a value that is known only after apply."""
-
-    _instance: "_Unknown | None" = None
-    __slots__ = ()
-
-    def __new__(cls) -> "_Unknown":
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "(known after apply)"
-
-    def __reduce__(self):  # keep the singleton across copy/pickle
-        return (_Unknown, ())
-
-    def __bool__(self) -> bool:
-        raise TypeError("an unknown value has no truth value yet")
-
-
-UNKNOWN = _Unknown()
-
-
-def is_unknown(value: Any) -> bool:
-    return value is UNKNOWN
-
-
-_LEAVES = frozenset({str, int, float, bool, type(None)})
-
-
-def contains_unknown(value: Any) -> bool:
-    """True when UNKNOWN appears anywhere inside `value`."""
-    # Hot: the planner asks this of every attribute of every instance.  Plain loops
-    # and a leaf-type shortcut instead of any(generator), several times faster.
-    if value is UNKNOWN:
-        return True
-    if type(value) in _LEAVES:
-        return False
-    if isinstance(value, dict):
-        value = value.values()
-    elif isinstance(value, Sensitive):
-        return contains_unknown(value.value)
-    elif not isinstance(value, (list, tuple)):
-        return False
-    for item in value:
-        if item is UNKNOWN or (type(item) not in _LEAVES and contains_unknown(item)):
-            return True
-    return False
-
-
-class Sensitive:
-    """Wraps a value that must not be shown or stored in clear."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        while isinstance(value, Sensitive):
-            value = value.value
-        self.value = value
-
-    def __repr__(self) -> str:
-        return "(sensitive value)"
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sensitive):
-            return self.value == other.value
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(("sensitive", repr(type(self.value))))
+__all__ = ["UNKNOWN", "Sensitive", "contains_unknown", "is_unknown", "is_sensitive", "unmark",
+           "strip_sensitive", "iter_paths", "get_path", "set_path", "unknown_tree", "known_part",
+           "merge_unknown", "Path"]
 
 
 def is_sensitive(value: Any) -> bool:

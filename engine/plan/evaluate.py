@@ -16,7 +16,7 @@ from typing import Any
 
 from mlform.config.loader import display_path
 from mlform.config.model import RESOURCE_KINDS, Resource
-from mlform.diagnostics import Diagnostic, DiagnosticError, SourceRange, error
+from mlform.diagnostics import Diagnostic, DiagnosticError, error
 from mlform.expr import UNKNOWN, ExprError, Scope, Sensitive, strip_sensitive
 from mlform.expr.values import contains_unknown, get_path, set_path
 from mlform.graph import NODE_LOCAL, NODE_OUTPUT, NODE_VARIABLE, Node

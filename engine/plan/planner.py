@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from dataclasses import replace as dc_replace
 from typing import Any
 
@@ -436,7 +436,7 @@ class Planner:
         known = set(self.session.graph.nodes) | {c.address for c in changes}
         for t in targets:
             if not any(matches(t, a) or matches(t, config_key(a)) for a in known):
-                from mlform.config.decode import did_you_mean
+                from mlform.specs import did_you_mean
                 resources = sorted(a for a in known if "." in a and not a.startswith(
                     ("var.", "local.", "output.")))
                 self.diags.append(error(f'--target "{t}" matches no resource',

@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from mlform.diagnostics import Diagnostic, error
-from mlform.expr.values import UNKNOWN, contains_unknown
+from mlform.providers.base import Diagnostic, error
+from mlform.providers.base import UNKNOWN, contains_unknown
 from mlform.providers.base import (
     Desired, KindSchema, LiveObject, Planned, ProviderError, Timeouts,
 )

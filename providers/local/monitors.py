@@ -53,8 +53,8 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mlform.diagnostics import Diagnostic, error
-from mlform.expr.values import UNKNOWN, contains_unknown
+from mlform.providers.base import Diagnostic, error
+from mlform.providers.base import UNKNOWN, contains_unknown
 from mlform.providers.base import (
     Desired, KindSchema, LiveObject, Planned, ProviderError, Timeouts,
 )

@@ -33,8 +33,8 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mlform.diagnostics import Diagnostic, error
-from mlform.expr.values import UNKNOWN, contains_unknown
+from mlform.providers.base import Diagnostic, error
+from mlform.providers.base import UNKNOWN, contains_unknown
 from mlform.providers.base import Desired, KindSchema, LiveObject, Planned, ProviderError
 
 from .common import KindHandler, LocalEnv, read_json, write_json_atomic

@@ -64,7 +64,7 @@ from pathlib import Path
 from typing import Any, Mapping, NoReturn
 from urllib.parse import unquote, urlsplit
 
-from mlform.expr.values import UNKNOWN, contains_unknown
+from mlform.providers.base import UNKNOWN, contains_unknown
 from mlform.providers.base import (
     Desired, KindSchema, LiveObject, Planned, ProgressEvent, ProviderError, Timeouts,
 )

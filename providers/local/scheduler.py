@@ -9,10 +9,8 @@ monitor.json is gone (the monitor was deleted).  It logs to `scheduler.log` next
 monitor.json.  The path of monitor.json on its command line is how the provider
 recognises it as its own (see `processes.is_ours`).
 
-Cron: `minute hour day-of-month month day-of-week`; each field is `*`, a value, a range
-`a-b`, a step `*/n`, `a-b/n` or `a/n` (from a to the end), or a comma list of these;
-months and weekdays also by name (`JAN`, `MON`); weekday 0 and 7 are Sunday.  As in
-Vixie cron, when both day fields are restricted a day matches if either does.
+The schedule is parsed by `mlform.specs.parse_cron`, the one cron parser (DESIGN.md
+section 6: the provider kit and specs hold what providers share).
 """
 
 from __future__ import annotations
@@ -21,109 +19,12 @@ import logging
 import signal
 import sys
 import threading
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
-__all__ = ["Cron", "parse_cron", "main"]
+from mlform.specs import parse_cron
 
-_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
-_DAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
-
-# (name, lowest, highest, names of the values from `lowest` on)
-_FIELDS = (("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day-of-month", 1, 31, ()),
-           ("month", 1, 12, _MONTHS), ("day-of-week", 0, 7, _DAYS))
-
-#: The search for the next match gives up after this long (`0 0 30 2 *` never matches).
-_HORIZON = timedelta(days=366 * 5)
-
-
-def _value(text: str, name: str, low: int, high: int, names: tuple[str, ...]) -> int:
-    if text.isdigit():
-        number = int(text)
-    elif text.upper() in names:
-        number = names.index(text.upper()) + low
-    else:
-        raise ValueError(f"cron {name} field: {text!r} is not a number")
-    if not low <= number <= high:
-        raise ValueError(f"cron {name} field: {number} is out of range {low}-{high}")
-    return number
-
-
-def _field(text: str, name: str, low: int, high: int, names: tuple[str, ...]) -> frozenset[int]:
-    """The set of values one field allows."""
-    allowed: set[int] = set()
-    for item in text.split(","):
-        span, _, step_text = item.partition("/")
-        step = int(step_text) if step_text.isdigit() else None
-        if step_text and not step:
-            raise ValueError(f"cron {name} field: bad step in {item!r}")
-        if span == "*":
-            start, end = low, high
-        elif "-" in span:
-            first, _, last = span.partition("-")
-            start, end = _value(first, name, low, high, names), _value(last, name, low, high, names)
-            if start > end:
-                raise ValueError(f"cron {name} field: range {span!r} runs backwards")
-        else:
-            start = _value(span, name, low, high, names)
-            end = high if step else start      # `5/15` means 5-59/15, as Vixie cron
-        allowed.update(range(start, end + 1, step or 1))
-    return frozenset(allowed)
-
-
-@dataclass(frozen=True)
-class Cron:
-    """A parsed 5-field cron expression."""
-
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]     # 0 = Sunday (7 is folded into 0)
-    any_day: bool                # day-of-month is `*`
-    any_weekday: bool            # day-of-week is `*`
-
-    def _day_matches(self, moment: datetime) -> bool:
-        weekday = (moment.weekday() + 1) % 7          # Python: Monday = 0; cron: Sunday = 0
-        by_day, by_weekday = moment.day in self.days, weekday in self.weekdays
-        if self.any_day or self.any_weekday:
-            return by_day and by_weekday
-        return by_day or by_weekday
-
-    def matches(self, moment: datetime) -> bool:
-        return (moment.minute in self.minutes and moment.hour in self.hours
-                and moment.month in self.months and self._day_matches(moment))
-
-    def next_after(self, moment: datetime) -> datetime:
-        """The first matching minute strictly after `moment` (skipping whole months, days
-        and hours that cannot match, so a search is a few hundred steps at most)."""
-        t = moment.replace(second=0, microsecond=0) + timedelta(minutes=1)
-        limit = moment + _HORIZON
-        while t <= limit:
-            if t.month not in self.months:
-                t = (t.replace(day=1, hour=0, minute=0) + timedelta(days=32)).replace(day=1)
-            elif not self._day_matches(t):
-                t = t.replace(hour=0, minute=0) + timedelta(days=1)
-            elif t.hour not in self.hours:
-                t = t.replace(minute=0) + timedelta(hours=1)
-            elif t.minute not in self.minutes:
-                t += timedelta(minutes=1)
-            else:
-                return t
-        raise ValueError("the cron expression matches no time in the next five years")
-
-
-def parse_cron(expression: str) -> Cron:
-    """Parse `minute hour day-of-month month day-of-week`; ValueError says what is wrong."""
-    parts = expression.split()
-    if len(parts) != 5:
-        raise ValueError(f"a cron expression has 5 fields, got {len(parts)}: {expression!r}")
-    sets = [_field(text, *spec) for text, spec in zip(parts, _FIELDS)]
-    weekdays = frozenset(d % 7 for d in sets[4])
-    return Cron(sets[0], sets[1], sets[2], sets[3], weekdays,
-                any_day=parts[2].startswith("*"), any_weekday=parts[4].startswith("*"))
-
+__all__ = ["serve", "main"]
 
 # ------------------------------------------------------------------ the program
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from collections.abc import Mapping  # not typing.Mapping: isinstance on it is ~5x slower
 from typing import Any, Callable
 
-from mlform.expr.values import UNKNOWN, contains_unknown
+from mlform.providers.base import UNKNOWN, contains_unknown
 from mlform.providers.base import AnySettings, KindSchema, ProviderError
 
 from .trees import to_plain

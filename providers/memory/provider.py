@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from mlform.diagnostics import Diagnostic, error
+from mlform.providers.base import Diagnostic, error
 from mlform.providers.base import Desired, LiveObject, Planned, Provider, ProviderContext, ProviderError
 
 from .calllog import CallLog

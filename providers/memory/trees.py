@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping  # not typing.Mapping: isinstance on it is ~5x slower
 from typing import Any, Callable
 
-from mlform.expr.values import UNKNOWN, Sensitive, contains_unknown, get_path
+from mlform.expr.values import get_path
+from mlform.providers.base import UNKNOWN, Sensitive, contains_unknown
 
 __all__ = ["MISSING", "to_plain", "copy_plain", "fill_unknowns", "pick_from", "realizes"]
 

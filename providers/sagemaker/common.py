@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from mlform.diagnostics import Diagnostic
+from mlform.providers.base import Diagnostic
 from mlform.providers.base import Desired, ProviderContext, ProviderError
 from mlform.providers.dispatch import KindHandler as BaseKindHandler
 
@@ -178,8 +178,8 @@ def settings_errors(model: type, desired: Desired) -> list[Diagnostic]:
     """Diagnostics for a `settings { }` block that `model` (pydantic, extra="forbid") refuses."""
     from pydantic import ValidationError
 
-    from mlform.diagnostics import error
-    from mlform.expr.values import contains_unknown
+    from mlform.providers.base import error
+    from mlform.providers.base import contains_unknown
 
     settings = desired.attributes.get("settings")
     if settings is None or contains_unknown(settings):

@@ -46,8 +46,8 @@ from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlform.diagnostics import Diagnostic, error
-from mlform.expr.values import UNKNOWN, contains_unknown
+from mlform.providers.base import Diagnostic, error
+from mlform.providers.base import UNKNOWN, contains_unknown
 from mlform.providers.base import (
     Desired, KindSchema, LiveObject, Planned, ProviderError, Timeouts,
 )

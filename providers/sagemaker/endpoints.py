@@ -51,8 +51,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlform.diagnostics import Diagnostic, error, warning
-from mlform.expr.values import UNKNOWN, contains_unknown
+from mlform.providers.base import Diagnostic, error, warning
+from mlform.providers.base import UNKNOWN, contains_unknown
 from mlform.providers.base import Desired, KindSchema, LiveObject, Planned, ProviderError, Timeouts
 from mlform.specs import looks_like_address
 
@@ -445,7 +445,7 @@ class EndpointHandler(KindHandler):
             change["DesiredInstanceCount"] = want
         elif count is not None:
             change["DesiredInstanceCount"] = count      # the scaler's choice stays
-        self.aws.progress(address, f"restoring weight 1.0"
+        self.aws.progress(address, "restoring weight 1.0"
                           + ("" if scaled else f" and {want} instance(s)") + f" of {name}")
         self.aws.call("sagemaker", "update_endpoint_weights_and_capacities", address=address,
                       EndpointName=name, DesiredWeightsAndCapacities=[change])

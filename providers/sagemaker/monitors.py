@@ -40,10 +40,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlform.diagnostics import Diagnostic, error
-from mlform.expr.values import UNKNOWN, contains_unknown
+from mlform.providers.base import Diagnostic, error
+from mlform.providers.base import UNKNOWN, contains_unknown
 from mlform.providers.base import Desired, KindSchema, LiveObject, Planned, ProviderError, Timeouts
-from mlform.specs import validate_cron
+from mlform.specs import parse_cron
 
 from .aws import Missing
 from .bucket import (
@@ -89,93 +89,57 @@ class MonitorSettings(BaseModel):
 
 # -- cron ------------------------------------------------------------------------------------
 
-_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
-_DAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
-
-
-def _number(text: str, names: tuple[str, ...] | None, first: int) -> int:
-    if text.isdigit():
-        return int(text)
-    return names.index(text.upper()) + first        # validate_cron checked the names
-
-
-def _field(text: str, low: int, high: int, names: tuple[str, ...] | None = None,
-           first: int = 0) -> str:
-    """One of minute/hour/day-of-month/month in AWS's syntax (names become numbers)."""
-    out = []
-    for item in text.split(","):
-        value, _, step = item.partition("/")
-        if value == "*":
-            out.append(f"{low}/{step}" if step else "*")
-            continue
-        start, _, end = value.partition("-")
-        a = _number(start, names, first)
-        if end:
-            b = _number(end, names, first)
-            if step:        # AWS has no stepped ranges: list the values
-                out += [str(v) for v in range(a, b + 1, int(step))]
-            else:
-                out.append(f"{a}-{b}")
-        else:
-            out.append(f"{a}/{step}" if step else str(a))
-    return ",".join(out)
-
-
-def _weekdays(text: str) -> set[int]:
-    """The days (0 = Sunday .. 6) a 5-field day-of-week field selects."""
-    days: set[int] = set()
-    for item in text.split(","):
-        value, _, step = item.partition("/")
-        every = int(step) if step else 1
-        if value == "*":
-            a, b = 0, 6
-        else:
-            start, _, end = value.partition("-")
-            a = _number(start, _DAYS, 0)
-            b = _number(end, _DAYS, 0) if end else (7 if step else a)
-        days |= {v % 7 for v in range(a, b + 1, every)}
-    return days
-
-
-def _aws_days(days: set[int]) -> str:
-    """AWS numbers days 1 (SUN) .. 7 (SAT), and knows no steps: runs become ranges."""
-    numbers = sorted(d + 1 for d in days)
+def _runs(values: list[int]) -> list[str]:
+    """Sorted values as AWS list items: runs of three or more become ranges."""
     parts, i = [], 0
-    while i < len(numbers):
+    while i < len(values):
         j = i
-        while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
+        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
             j += 1
-        parts.append(str(numbers[i]) if i == j else
-                     f"{numbers[i]},{numbers[j]}" if j == i + 1 else f"{numbers[i]}-{numbers[j]}")
+        parts.append(str(values[i]) if i == j else
+                     f"{values[i]},{values[j]}" if j == i + 1 else f"{values[i]}-{values[j]}")
         i = j + 1
-    return ",".join(parts)
+    return parts
+
+
+def _aws_field(allowed: frozenset[int], low: int, high: int) -> str:
+    """One of minute / hour / day-of-month / month in AWS's syntax, from the values the
+    parsed field allows: `*`, `a/step` (a step to the end of the field), or a list."""
+    values = sorted(allowed)
+    if values == list(range(low, high + 1)):
+        return "*"
+    if len(values) > 2:
+        step = values[1] - values[0]
+        if step > 1 and values == list(range(values[0], high + 1, step)):
+            return f"{values[0]}/{step}"
+    return ",".join(_runs(values))
 
 
 def aws_cron(expression: str | None) -> str:
     """An EventBridge schedule expression for a 5-field cron expression (None: the default).
 
-    AWS cron has six fields (a year last) and needs ``?`` in day-of-month or day-of-week;
-    its days of the week are 1-7 from Sunday and allow no steps.  Standard cron runs when
-    *either* restricted day field matches; AWS cannot say that, so such an expression is
-    refused (ValueError) rather than silently changed.
+    The expression is parsed by `mlform.specs.parse_cron` (the one cron parser) and its
+    fields rendered in AWS's six-field form (a year last), which needs ``?`` in
+    day-of-month or day-of-week; AWS numbers the days of the week 1-7 from Sunday and
+    allows no steps there.  Standard cron runs when *either* restricted day field
+    matches; AWS cannot say that, so such an expression is refused (ValueError) rather
+    than silently changed.
     """
     if expression is None:
         return DEFAULT_SCHEDULE
-    problem = validate_cron(expression)
-    if problem:
-        raise ValueError(problem)
-    minute, hour, dom, month, dow = expression.split()
-    days = _weekdays(dow)
-    every_day = len(days) == 7
-    if not every_day and dom != "*":
+    cron = parse_cron(expression)          # CronError is a ValueError
+    every_weekday = cron.weekdays == frozenset(range(7))
+    every_day = cron.days == frozenset(range(1, 32))
+    if not every_weekday and not every_day:
         raise ValueError(
             f'schedule "{expression}" restricts both day-of-month and day-of-week, which cron '
             "reads as either; AWS schedules support one of them")
-    fields = [_field(minute, 0, 59), _field(hour, 0, 23)]
-    if every_day:
-        fields += [_field(dom, 1, 31), _field(month, 1, 12, _MONTHS, 1), "?"]
+    fields = [_aws_field(cron.minutes, 0, 59), _aws_field(cron.hours, 0, 23)]
+    if every_weekday:
+        fields += [_aws_field(cron.days, 1, 31), _aws_field(cron.months, 1, 12), "?"]
     else:
-        fields += ["?", _field(month, 1, 12, _MONTHS, 1), _aws_days(days)]
+        fields += ["?", _aws_field(cron.months, 1, 12),
+                   ",".join(_runs(sorted(d + 1 for d in cron.weekdays)))]
     return f"cron({' '.join(fields + ['*'])})"
 
 

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -413,60 +412,6 @@ def test_scheduler_program_exits_cleanly_on_sigterm(provider, stack):
 def test_scheduler_exits_when_its_monitor_is_gone(tmp_path):
     stop = threading.Event()
     assert sched.serve(tmp_path / "monitor.json", stop, sched.logging.getLogger("t")) == 0
-
-
-# ------------------------------------------------------------------ cron
-
-T = datetime(2024, 5, 6, 14, 30)      # a Monday
-
-
-@pytest.mark.parametrize("expression,moment,expected", [
-    ("* * * * *", T, True),
-    ("*/10 * * * *", T, True),
-    ("*/7 * * * *", T, False),
-    ("30 14 * * *", T, True),
-    ("0,15,30,45 * * * *", T, True),
-    ("20-40 * * * *", T, True),
-    ("31-40 * * * *", T, False),
-    ("10-40/10 * * * *", T, True),
-    ("5/25 * * * *", T, True),             # 5, 30, 55
-    ("* 9-17 * * 1-5", T, True),           # office hours on a Monday
-    ("* * * * 0", T, False),
-    ("* * * * 7", datetime(2024, 5, 5, 1, 0), True),   # 7 is Sunday too
-    ("* * * * MON", T, True),
-    ("* * * MAY *", T, True),
-    ("* * 1 * *", T, False),
-    ("* * 1 * 1", T, True),                # both day fields restricted: either matches
-    ("* * 6 * 0", T, True),
-    ("* * */2 * 1", T, False),             # day-of-month starts with *: both must match
-])
-def test_cron_matches(expression, moment, expected):
-    assert sched.parse_cron(expression).matches(moment) is expected
-
-
-@pytest.mark.parametrize("expression,expected", [
-    ("*/10 * * * *", datetime(2024, 5, 6, 14, 40)),
-    ("* * * * *", datetime(2024, 5, 6, 14, 31)),
-    ("0 0 * * *", datetime(2024, 5, 7, 0, 0)),
-    ("30 14 * * *", datetime(2024, 5, 7, 14, 30)),      # strictly after
-    ("0 9 * * 0", datetime(2024, 5, 12, 9, 0)),
-    ("0 0 29 2 *", datetime(2028, 2, 29, 0, 0)),
-    ("15 3 1 JAN *", datetime(2025, 1, 1, 3, 15)),
-])
-def test_cron_next_after(expression, expected):
-    assert sched.parse_cron(expression).next_after(T.replace(second=12)) == expected
-
-
-@pytest.mark.parametrize("expression", ["* * * *", "61 * * * *", "*/0 * * * *", "5-1 * * * *",
-                                        "x * * * *", "* * 0 * *", "* * * 13 *"])
-def test_cron_rejects(expression):
-    with pytest.raises(ValueError):
-        sched.parse_cron(expression)
-
-
-def test_cron_that_never_matches():
-    with pytest.raises(ValueError, match="no time"):
-        sched.parse_cron("0 0 30 2 *").next_after(T)
 
 
 # ------------------------------------------------------------------ mlform monitor run

@@ -54,7 +54,8 @@ def provider(aws, tmp_path):
     ("0 0 * * SUN,SAT", "cron(0 0 ? * 1,7 *)"),
     ("0 0 * * */2", "cron(0 0 ? * 1,3,5,7 *)"),
     ("0 0 * * 5-7", "cron(0 0 ? * 1,6,7 *)"),
-    ("15 10-20/5 * JAN-MAR *", "cron(15 10,15,20 * 1-3 ? *)"),
+    # 10-20/5 and 10/5 allow the same hours (10, 15, 20): rendered from the parsed values
+    ("15 10-20/5 * JAN-MAR *", "cron(15 10/5 * 1-3 ? *)"),
     ("0 12 */2 * *", "cron(0 12 1/2 * ? *)"),
     (None, "rate(1 hour)"),
 ])
