@@ -10,8 +10,8 @@ TORCH_VERSION ?= 2.13.0
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch first, pinned: this machine keeps a CPU build of 2.13.0 on disk (a bare
-	# `torch` would download a multi-GB CUDA build).
+	# torch first, pinned: PyPI's 2.13.0 is a CUDA build (a few GB) that also runs on
+	# the CPU; pinning keeps every machine on the version the tests were run with.
 	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)"
 	$(BIN)/pip install --quiet -e ".[test,local,sagemaker]"
 	touch $(STAMP)

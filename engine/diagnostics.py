@@ -31,11 +31,16 @@ class DiagnosticError(Exception):
         return cls([error(summary, detail, **kw)])
 
 
+def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
+    """True when one of them is an error (warnings never stop anything)."""
+    return any(d.severity == "error" for d in diagnostics)
+
+
 class Diagnostics(list):
     """A list of diagnostics with the two questions callers always ask."""
 
     def has_errors(self) -> bool:
-        return any(d.severity == "error" for d in self)
+        return has_errors(self)
 
     def raise_if_errors(self) -> None:
         if self.has_errors():
@@ -45,4 +50,5 @@ class Diagnostics(list):
         self.extend(items)
 
 
-__all__ = ["Diagnostic", "SourceRange", "error", "warning", "DiagnosticError", "Diagnostics"]
+__all__ = ["Diagnostic", "SourceRange", "error", "warning", "DiagnosticError", "Diagnostics",
+           "has_errors"]

@@ -1,19 +1,42 @@
 """Operations that need the state: lock, load (with recovery), plan, apply.
 
-The CLI composes these; they print nothing and never exit.
+This is where planning's I/O happens, around the pure planner: providers are
+configured, refresh reads every recorded object, and the facts the planner asks for
+are read in rounds (`mlform.facts`) until it returns a plan.  The CLI composes these;
+they print nothing and never exit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 from mlform.apply.applier import ApplyResult, apply_plan
 from mlform.diagnostics import DiagnosticError
+from mlform.facts import read_facts
+from mlform.plan.inputs import FactTable, PlanInputs, PlanOptions
 from mlform.plan.model import Plan
-from mlform.plan.planner import PlanOptions, make_plan
-from mlform.plan.refresh import recover_pending
+from mlform.plan.planner import Planner
+from mlform.recovery import recover_pending
+from mlform.refresh import refresh
 from mlform.state import State, StateError, StateLocked
+
+#: A plan that still asks for new facts after this many rounds has a provider whose
+#: fact keys never settle: a bug, reported rather than looped on.
+MAX_FACT_ROUNDS = 64
+
+
+@dataclass
+class PlanTiming:
+    """Where one plan's time went (seconds): the benchmarks report it."""
+
+    refresh_s: float = 0.0
+    facts_s: float = 0.0
+    walk_s: float = 0.0
+    fact_rounds: int = 0
 
 
 @contextlib.contextmanager
@@ -49,7 +72,7 @@ def load_state(session, *, recover: bool = True) -> State:
     if not loaded.pending or not recover:
         return loaded.state
     writer = session.backend.open_writer(loaded.state)
-    diags = recover_pending(session, writer, loaded.pending)
+    diags = recover_pending(session.provider_set(loaded.state), writer, loaded.pending)
     state = writer.close()
     if diags:
         raise DiagnosticError(diags)
@@ -65,8 +88,37 @@ def _unusable_state(session, exc: OSError) -> DiagnosticError:
         else "Check that the stack directory is writable.")
 
 
-def plan(session, state: State, options: PlanOptions) -> Plan:
-    return make_plan(session, state, options)
+def plan(session, state: State, options: PlanOptions, timing: PlanTiming | None = None) -> Plan:
+    """Refresh, then run the pure planner, reading the facts it asks for between rounds."""
+    timing = timing if timing is not None else PlanTiming()
+    providers = session.provider_set(state)
+    t0 = time.perf_counter()
+    refreshed, drift, diags = state, (), ()
+    if options.refresh and state.resources:
+        found = refresh(providers, state, options.parallelism)
+        refreshed, drift, diags = found.state, tuple(found.drift), tuple(found.diagnostics)
+    timing.refresh_s = time.perf_counter() - t0
+    planner = Planner(PlanInputs(
+        graph=session.graph, stack_dir=session.stack_dir, env=session.env_name,
+        config_digest=session.config.digest, variables=session.variables,
+        providers=providers, state=state, refreshed=refreshed, options=options,
+        drift=drift, diagnostics=diags, cwd=str(Path.cwd())))
+    facts = FactTable()
+    while True:
+        t1 = time.perf_counter()
+        result = planner.run(facts)
+        timing.walk_s += time.perf_counter() - t1
+        if isinstance(result, Plan):
+            return result
+        timing.fact_rounds += 1
+        if timing.fact_rounds > MAX_FACT_ROUNDS:
+            raise DiagnosticError.single(
+                f"Planning asked for new facts {MAX_FACT_ROUNDS} times",
+                detail=f"Still asking for: {sorted(map(str, result))[:3]}",
+                hint="A provider's fact_keys keeps changing; this is a bug in the provider.")
+        t2 = time.perf_counter()
+        facts.add(read_facts(result, providers, session.digests))
+        timing.facts_s += time.perf_counter() - t2
 
 
 def apply(session, state: State, plan_: Plan, *, parallelism: int, progress=None,
@@ -81,4 +133,4 @@ def apply(session, state: State, plan_: Plan, *, parallelism: int, progress=None
     return result
 
 
-__all__ = ["locked", "load_state", "plan", "apply"]
+__all__ = ["locked", "load_state", "plan", "apply", "PlanTiming"]

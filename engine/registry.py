@@ -17,7 +17,12 @@ from mlform.diagnostics import DiagnosticError
 from mlform.providers.base import KINDS, KindSchema, Provider
 
 GROUP = "mlform.providers"
-_REQUIRED_CALLS = ("validate", "plan", "create", "read", "update", "delete", "import_")
+_REQUIRED_CALLS = ("validate", "plan", "create", "read", "update", "delete", "import_",
+                   "fact_keys", "read_facts")
+#: the contract version this engine speaks (`Provider.contract_version`)
+CONTRACT_VERSION = 2
+#: hooks whose arguments changed between versions: name -> parameters after self
+_PARAMETERS = {"validate": 2, "plan": 3, "fact_keys": 2, "read_facts": 1}
 
 
 @dataclass(frozen=True)
@@ -54,11 +59,31 @@ def check_provider_class(name: str, cls: object) -> list[str]:
     if not (inspect.isclass(getattr(cls, "config_model", None))
             and issubclass(cls.config_model, BaseModel)):
         problems.append("config_model is not a pydantic model")
+    version = getattr(cls, "contract_version", None)
+    if version != CONTRACT_VERSION:
+        problems.append(f"implements contract version {version!r}, but this mlform speaks "
+                        f"version {CONTRACT_VERSION} (see docs/providers.md)")
     abstract = getattr(cls, "__abstractmethods__", frozenset())
     for call in _REQUIRED_CALLS:
         if call in abstract or not callable(getattr(cls, call, None)):
             problems.append(f"hook {call}() is not implemented")
+            continue
+        wanted = _PARAMETERS.get(call)
+        if wanted is not None and _arity(getattr(cls, call)) != wanted:
+            problems.append(f"hook {call}() takes {_arity(getattr(cls, call))} argument(s), "
+                            f"the contract passes {wanted}")
     return problems
+
+
+def _arity(fn) -> int | None:
+    """Positional parameters after `self` (None when it takes *args)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return None
+    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
 def discover() -> dict[str, ProviderInfo]:
@@ -95,4 +120,4 @@ def get(name: str) -> type[Provider]:
     return info.cls  # type: ignore[return-value]
 
 
-__all__ = ["discover", "get", "check_provider_class", "ProviderInfo", "GROUP"]
+__all__ = ["discover", "get", "check_provider_class", "ProviderInfo", "GROUP", "CONTRACT_VERSION"]

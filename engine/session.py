@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from pydantic import ValidationError
 
@@ -21,8 +21,10 @@ from mlform.config.model import ProviderConfig, Resource, StackConfig
 from mlform.diagnostics import DiagnosticError, SourceRange, error
 from mlform.expr import ExprError, Scope, strip_sensitive
 from mlform.graph import Graph, build_graph
-from mlform.providers.base import KindSchema, ProgressEvent, Provider, ProviderContext
-from mlform.state import LocalBackend, S3Backend, StateBackend
+from mlform.plan.inputs import ProviderSet
+from mlform.providers.base import ProgressEvent, Provider, ProviderContext
+from mlform.providers.kit.digests import DigestCache
+from mlform.state import LocalBackend, S3Backend, State, StateBackend
 
 DEFAULT_PROVIDER = "local"
 
@@ -76,15 +78,43 @@ class Session:
 
     # ------------------------------------------------------------ providers
 
-    def provider_key_for(self, resource: Resource) -> str:
-        if resource.provider:
-            return resource.provider
+    @property
+    def default_provider_key(self) -> str:
+        """The provider of blocks that name none: the environment's default, else the one
+        provider type the stack declares, else `local`."""
         if self.config.env.default_provider:
             return self.config.env.default_provider
         types = {p.type for p in self.config.root.providers.values()}
         if len(types) == 1:
             return types.pop()
         return DEFAULT_PROVIDER
+
+    def provider_key_for(self, resource: Resource) -> str:
+        return resource.provider or self.default_provider_key
+
+    @property
+    def cache_dir(self) -> Path:
+        """Caches shared by the engine and the providers (file digests, profiles)."""
+        return self.stack_dir / ".mlform" / "cache"
+
+    @property
+    def digests(self) -> DigestCache:
+        return DigestCache.shared(self.cache_dir)
+
+    def provider_set(self, state: State | None = None, keys: Iterable[str] = ()) -> ProviderSet:
+        """Every provider this run can use, configured now (before anything is planned):
+        those of the spec's blocks and those recorded in the state.  A provider that fails
+        to configure is reported where it is used."""
+        keys = {*keys, *(self.provider_key_for(node.config) for node in self.graph.resources())}
+        if state is not None:
+            keys |= {rs.provider for rs in state.resources.values()}
+        configured, failures = {}, {}
+        for key in sorted(keys):
+            try:
+                configured[key] = self.provider(key)
+            except DiagnosticError as exc:
+                failures[key] = exc
+        return ProviderSet(configured, failures, self.default_provider_key)
 
     def _provider_config(self, key: str) -> ProviderConfig | None:
         return self.config.env.providers.get(key) or self.config.root.providers.get(key)
@@ -101,7 +131,8 @@ class Session:
             source = declared.source if declared else None
             context = ProviderContext(
                 name=type_, alias=alias or None, stack=self.config.stack_name, env=self.env_name,
-                stack_dir=self.stack_dir, config=config, progress=self.options.progress)
+                stack_dir=self.stack_dir, config=config, progress=self.options.progress,
+                cache_dir=self.cache_dir)
             try:
                 provider = cls(context)
             except DiagnosticError:
@@ -166,16 +197,6 @@ class Session:
         if diags:
             raise DiagnosticError(diags)
         return config
-
-    def schema(self, provider_key: str, kind: str, source: SourceRange | None = None) -> KindSchema:
-        provider = self.provider(provider_key)
-        schema = provider.kinds.get(kind)
-        if schema is None:
-            raise DiagnosticError.single(
-                f'Provider "{provider_key}" does not serve {kind} resources',
-                source=source,
-                hint=f"It serves: {', '.join(sorted(provider.kinds))}. Pick another with provider = NAME.")
-        return schema
 
     def close(self) -> None:
         for provider in self._providers.values():

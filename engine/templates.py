@@ -1,4 +1,9 @@
-"""Templates for `mlform init DIR --template NAME`."""
+"""Templates for `mlform init DIR --template NAME`.
+
+Each template maps a path in the new stack to its text.  Its spec files follow the stack
+rule of `mlform.config.loader` (`*.hcl`, `*.mlform.yaml`/`.yml`/`.json` at the top level);
+every other file (data, entrypoints, a `params.yaml`) is left alone by the loader.
+"""
 
 MEMORY_MAIN = '''# A minimal stack on the built-in memory provider: it keeps its "live" objects
 # in a JSON file, so you can try plan/apply/drift without any infrastructure.

@@ -30,8 +30,10 @@ the provider when they disagree with the plan):
 
 | call | must |
 | --- | --- |
-| validate(desired) | no side effects; return diagnostics |
-| plan(desired, prior) | no side effects; known values stay what apply produces |
+| fact_keys(desired, prior) | pure: the facts validate and plan need |
+| read_facts(keys) | reads, changes nothing; a value or a FactError per key |
+| validate(desired, facts) | pure; return diagnostics |
+| plan(desired, prior, facts) | pure; known values stay what apply produces |
 | create(planned) | deterministic provider-side name from stack, env and address, so a retried or crashed create adopts rather than duplicates; if it raises, nothing it made may be left unrecorded (adopt or clean up) |
 | read(prior) | no side effects; None when gone; `prior.id` may be None when the engine recovers an interrupted create (look it up by the deterministic name) |
 | update(prior, planned) | in place, idempotent, waits until ready |
@@ -44,7 +46,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping, NamedTuple, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
@@ -56,6 +58,8 @@ __all__ = [
     # the contract
     "ProviderContext", "KindSchema", "Timeouts", "Desired", "Planned", "LiveObject",
     "ProgressEvent", "ProviderError", "Provider", "AnySettings", "KINDS",
+    # facts
+    "FactKey", "FactError", "Facts",
 ]
 
 
@@ -139,9 +143,11 @@ def contains_unknown(value: Any) -> bool:
 
 # ---------------------------------------------------------------------- diagnostics
 
-@dataclass(frozen=True)
-class SourceRange:
-    """Where in the spec a diagnostic points (1-based line and column)."""
+class SourceRange(NamedTuple):
+    """Where in the spec a diagnostic points (1-based line and column).
+
+    A named tuple, not a dataclass: a stack's loader makes one per key it reads (over
+    100,000 for a 10,000-resource file), and a tuple is made several times faster."""
 
     file: str
     line: int = 0
@@ -163,6 +169,9 @@ class Diagnostic:
     source: SourceRange | None = None
     address: str | None = None
     hint: str = ""
+    #: machine-readable kind of problem, for code that must tell diagnostics apart
+    #: (never parse the words); empty for most
+    code: str = field(default="", compare=False)
 
     def to_json(self) -> dict:
         out: dict = {"severity": self.severity, "summary": self.summary, "detail": self.detail}
@@ -179,13 +188,13 @@ class Diagnostic:
 
 
 def error(summary: str, detail: str = "", *, source: SourceRange | None = None,
-          address: str | None = None, hint: str = "") -> Diagnostic:
-    return Diagnostic("error", summary, detail, source, address, hint)
+          address: str | None = None, hint: str = "", code: str = "") -> Diagnostic:
+    return Diagnostic("error", summary, detail, source, address, hint, code)
 
 
 def warning(summary: str, detail: str = "", *, source: SourceRange | None = None,
-            address: str | None = None, hint: str = "") -> Diagnostic:
-    return Diagnostic("warning", summary, detail, source, address, hint)
+            address: str | None = None, hint: str = "", code: str = "") -> Diagnostic:
+    return Diagnostic("warning", summary, detail, source, address, hint, code)
 
 
 # ---------------------------------------------------------------------- the contract
@@ -211,8 +220,11 @@ class ProviderContext:
     stack: str                     # stack name (its directory name)
     env: str                       # environment name or "default"
     stack_dir: Path
-    config: Mapping[str, Any]      # evaluated `provider "x" { ... }` block
+    config: Mapping[str, Any]      # the `provider "x" { ... }` block, checked by config_model
     progress: Callable[[ProgressEvent], None] = lambda event: None
+    #: where a provider may keep caches (file digests, row profiles) shared with the
+    #: engine: ``<stack>/.mlform/cache``; None keeps them in memory only
+    cache_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -232,7 +244,10 @@ class AnySettings(BaseModel):
 class KindSchema:
     """What a provider declares for one kind it serves.
 
-    Paths are dotted attribute paths (``"settings.instance_type"``).
+    Paths are dotted attribute paths (``"settings.instance_type"``).  The engine checks
+    each resource's evaluated `settings { }` against `settings_model` (pydantic) once,
+    before `validate`, and reports problems at the block's file and line: providers
+    read settings with it but do not check them again.
     """
 
     settings_model: type[BaseModel] = AnySettings
@@ -269,6 +284,10 @@ class Planned:
     `attributes` is the full attribute set after apply, with `UNKNOWN` where
     the value is only known then.  `replace_paths` adds provider-decided
     reasons for replacement to the declared `KindSchema.replace_paths`.
+    `replaces` is set by the engine, not the provider: the id of the object a
+    create_before_destroy replacement will delete once this one exists, so a
+    provider whose names come from the address can pick another name for the new
+    object (the old one still holds the first).
     """
 
     address: str
@@ -277,6 +296,40 @@ class Planned:
     attributes: Mapping[str, Any]
     replace_paths: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
+    replaces: str | None = None
+
+
+# ---------------------------------------------------------------------------- facts
+
+@dataclass(frozen=True)
+class FactKey:
+    """One fact a provider reads before it validates or plans an instance.
+
+    Planning is pure: whatever `validate` and `plan` need to know about the world
+    (a source file's digest, the GPUs of this machine, the training jobs a pipeline
+    already ran) is read before, in `read_facts`, and handed to them as values.  A key
+    is plain hashable data: `kind` is the resource kind whose handler reads it (it
+    routes the read), `name` what the fact is, `args` what identifies it (a path, an
+    address, ...).  The engine reads every key once per run, in parallel, and never
+    looks inside.
+    """
+
+    kind: str
+    name: str
+    args: tuple = ()
+
+
+@dataclass(frozen=True)
+class FactError:
+    """A fact that could not be read, as a value (`read_facts` returns it in place of the
+    fact; `validate` turns it into a diagnostic, `plan` into unknowns)."""
+
+    message: str
+    retryable: bool = False
+
+
+#: The facts a call may look at: every key its `fact_keys` named, read.
+Facts = Mapping[FactKey, Any]
 
 
 class ProviderError(Exception):
@@ -289,31 +342,52 @@ class ProviderError(Exception):
         self.address = address
         self.retryable = retryable
         self.service_message = service_message
-        # An object the failed call did make (half-created): the engine records
-        # it as tainted so the next apply replaces it instead of orphaning it.
+        # An object the failed call did make (half-created): the engine records it as
+        # tainted so the next apply replaces it instead of orphaning it.
         self.partial = partial
 
 
 class Provider(abc.ABC):
-    """Base class of every provider plugin (found through entry points)."""
+    """Base class of every provider plugin (found through entry points).
+
+    Per resource the engine calls, in this order:
+
+    1. ``fact_keys(desired, prior)`` - pure: the facts `validate` and `plan` need;
+    2. ``read_facts(keys)`` - the one reading step before planning (I/O allowed, no
+       changes to anything); the engine batches keys across resources;
+    3. ``validate(desired, facts)`` and ``plan(desired, prior, facts)`` - pure: they
+       look only at their arguments;
+    4. at apply: ``create`` / ``update`` / ``delete``, each waiting until done;
+       ``read`` at refresh.
+    """
 
     #: provider type name, as used in `provider "NAME" { }`
     name: ClassVar[str]
     #: kinds served and what the provider declares about each
     kinds: ClassVar[Mapping[str, KindSchema]]
-    #: pydantic model of the `provider "NAME" { }` block
+    #: pydantic model of the `provider "NAME" { }` block (the engine checks the block
+    #: against it and hands the provider the checked values in `context.config`)
     config_model: ClassVar[type[BaseModel]] = AnySettings
     #: the interface version this provider implements
-    contract_version: ClassVar[int] = 1
+    contract_version: ClassVar[int] = 2
 
     def __init__(self, context: ProviderContext) -> None:
         self.context = context
 
-    def validate(self, desired: Desired) -> list[Diagnostic]:
+    def fact_keys(self, desired: Desired, prior: LiveObject | None) -> Sequence[FactKey]:
+        """The facts `validate` and `plan` need for this instance (pure)."""
+        return ()
+
+    def read_facts(self, keys: Sequence[FactKey]) -> dict[FactKey, Any]:
+        """Read facts: a value (or a `FactError`) per key.  No changes to anything."""
+        return {}
+
+    def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
+        """Provider-specific checks (capacity, instance types, quotas); pure."""
         return []
 
     @abc.abstractmethod
-    def plan(self, desired: Desired, prior: LiveObject | None) -> Planned: ...
+    def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned: ...
 
     @abc.abstractmethod
     def create(self, planned: Planned) -> LiveObject: ...

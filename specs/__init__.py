@@ -44,7 +44,7 @@ from ._refs import (
     split_address,
 )
 from ._schema import SCHEMA_DIALECT, json_schema
-from ._validate import Problem, field_names, validate_attributes
+from ._validate import Problem, field_names, validate_attributes, validate_model
 from ._words import closest, did_you_mean
 
 KINDS = tuple(KIND_MODELS)
@@ -55,6 +55,6 @@ __all__ = [
     "Endpoint", "Rollout", "Capture", "Autoscaling", "Monitor", "MonitorCheck", "Lifecycle",
     "REF_KEY", "REF_PROJECTION", "Ref", "ref", "is_ref", "address_kind", "split_address",
     "looks_like_address", "project_refs",
-    "Problem", "validate_attributes", "field_names", "validate_cron", "Cron", "CronError", "parse_cron",
+    "Problem", "validate_attributes", "validate_model", "field_names", "validate_cron", "Cron", "CronError", "parse_cron",
     "json_schema", "SCHEMA_DIALECT", "closest", "did_you_mean",
 ]

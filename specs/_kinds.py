@@ -52,8 +52,8 @@ class _Common(SpecModel):
 
     settings: dict[str, Any] = Field(
         default_factory=dict,
-        description="Provider-specific settings; validated by the provider that serves "
-                    "the resource, free-form here.")
+        description="Provider-specific settings; checked by the engine against the settings "
+                    "model of the provider that serves the resource, free-form here.")
     tags: dict[str, str] = Field(
         default_factory=dict, description="Labels passed to the provider's objects.")
 
@@ -261,8 +261,8 @@ class Monitor(_Common):
         "alert", description="What a breach does: alert, mark the pipeline stale so the "
                              "next plan re-runs it (retrain), or nothing.")
     pipeline: PipelineRef | None = Field(
-        None, description="Pipeline to retrain; defaults to the one behind the endpoint's "
-                          "model.")
+        None, description="Pipeline to retrain when on_breach is \"retrain\" (required "
+                          "then by the local and sagemaker providers).")
 
     @field_validator("schedule")
     @classmethod

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from ._kinds import COMPUTED, KIND_MODELS, META_ARGUMENTS
 from ._words import closest
 
-__all__ = ["Problem", "validate_attributes", "field_names"]
+__all__ = ["Problem", "validate_attributes", "validate_model", "field_names"]
 
 #: One problem: the attribute path (keys and list indexes) and a message.
 Problem = tuple[tuple, str]
@@ -199,7 +199,7 @@ def _extra(error: Mapping[str, Any], path: tuple, model: type[BaseModel], shown:
     name = str(path[-1]) if path else ""
     parent = _model_at(model, path[:-1])
     choices = field_names(parent) if parent else []
-    if parent is model:
+    if parent is model and model in KIND_MODELS.values():
         choices += list(META_ARGUMENTS)
     return f'unknown attribute "{name}"{_suggest(name, choices)}'
 
@@ -287,8 +287,25 @@ def validate_attributes(kind: str, attributes: Mapping[str, Any],
                                           "and cannot be set"))
             continue
         given[key] = value
+    return problems + _check(model, given, is_unknown, unwrap)
+
+
+def validate_model(model: type[BaseModel], value: Mapping[str, Any],
+                   is_unknown: Callable[[Any], bool] = lambda value: False, *,
+                   unwrap: Callable[[Any], Any] | None = None) -> list[Problem]:
+    """Check a value against any pydantic model the way `validate_attributes` checks a
+    resource: unknown parts accepted, nulls as not set, short messages.  The engine
+    checks each resource's `settings { }` against its provider's settings model with it.
+    """
+    return _check(model, value, is_unknown, unwrap)
+
+
+def _check(model: type[BaseModel], value: Mapping[str, Any],
+           is_unknown: Callable[[Any], bool], unwrap: Callable[[Any], Any] | None
+           ) -> list[Problem]:
     prepared = _Prepared(is_unknown, unwrap)
-    data, _ = prepared.walk(given, ())
+    data, _ = prepared.walk(dict(value), ())
+    problems: list[Problem] = []
     try:
         model.model_validate(data)
     except ValidationError as exc:

@@ -2,7 +2,8 @@
 
 Each directory under ``tests/golden/cases/`` is one case:
 
-``main.hcl`` (and/or ``.yaml``/``.json``, ``modules/``, ``environments/``, data files, entrypoints)
+``main.hcl`` (and/or ``*.mlform.yaml``/``*.mlform.json``, ``modules/``, ``environments/``, data files,
+entrypoints)
     the spec to plan.
 ``prior/`` (optional)
     an earlier version of the spec.  It is applied first (``mlform apply --auto-approve``,
@@ -21,6 +22,13 @@ Each directory under ``tests/golden/cases/`` is one case:
     (secrets) that must not appear anywhere in the plan's output.
 ``expected.json``
     the ``mlform plan --format json`` document, normalized (see `normalize`).
+
+Shared fixture files live in ``tests/golden/shared/``: the common training entrypoint
+``train.py`` and dataset ``data/train.csv``.  Each is copied into every case's stack, and
+into its ``prior/`` stack, unless that spec has its own file at the same path, which wins
+(the lineage cases change one of them between ``prior/`` and the case on purpose).  Plans
+hold digests of these files, so edit them only together with every ``expected.json``;
+a case that needs different content keeps its own copy.
 
 Run with ``MLFORM_UPDATE_GOLDEN=1`` to rewrite the expected files; read every rewritten file
 before committing it.  The cases run in-process through typer's CliRunner (fast), each in its
@@ -43,6 +51,7 @@ from mlform import __version__
 from mlform.cli import app
 
 CASES_DIR = Path(__file__).parent / "golden" / "cases"
+SHARED_DIR = Path(__file__).parent / "golden" / "shared"
 CASE_META = {"prior", "expected.json", "args.json", "mutate.json", "README.md"}
 KEEP_IN_STACK = {".mlform"}
 UPDATE = bool(os.environ.get("MLFORM_UPDATE_GOLDEN"))
@@ -85,6 +94,15 @@ def copy_spec(src: Path, dst: Path) -> None:
             shutil.copytree(item, dst / item.name, copy_function=shutil.copyfile)
         else:
             shutil.copyfile(item, dst / item.name)
+
+
+def add_shared(stack: Path) -> None:
+    """Copy each file of ``tests/golden/shared/`` into `stack` where the spec has none there."""
+    for item in sorted(SHARED_DIR.rglob("*")):
+        target = stack / item.relative_to(SHARED_DIR)
+        if item.is_file() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(item, target)
 
 
 def clear_spec(stack: Path) -> None:
@@ -184,6 +202,7 @@ def test_golden(case_name: str, tmp_path: Path) -> None:
 
     if (case / "prior").is_dir():
         copy_spec(case / "prior", stack)
+        add_shared(stack)
     for step in _setup_commands(case, spec):
         want = step.get("exit_code", 0)
         code, out, err, tb = run_cli(stack, step["args"])
@@ -191,6 +210,7 @@ def test_golden(case_name: str, tmp_path: Path) -> None:
             _fail_cli(f"setup `mlform {' '.join(step['args'])}`", code, want, out, err, tb)
     clear_spec(stack)
     copy_spec(case, stack)
+    add_shared(stack)
     if (case / "mutate.json").exists():
         mutate(stack, _load(case / "mutate.json"))
 

@@ -1,14 +1,23 @@
 """Apply: execute a plan's changes in dependency order, in parallel, durably.
 
-The walk runs on one scheduler thread that owns every mutable thing (the
-evaluation scopes, the ready set); only provider calls run on the worker
-pool (`--parallelism`).  Each provider call is bracketed by a journal intent
-and a journal result (`StateWriter`), so a kill at any instant loses nothing:
-the next run finds the intent and adopts what the call made.
+The walk is the one graph walker (`mlform.walk`); this module is its apply executor.
+Visiting a unit runs on the walk's thread, which owns every mutable thing (the
+evaluation scopes, the fact table): it re-evaluates a block with what its upstream
+blocks really produced, asks the provider for the final plan of each instance (which
+must agree with the saved plan), and hands each instance's operation to a worker
+(`--parallelism` threads).  Facts a final plan needs are read on a worker too, and
+the block is visited again when they are in.
 
-After a failure, in-flight calls finish, nothing new starts, and the summary
-names each root cause once (failures of dependents that never started are
-not repeated).  `cancel()` does the same for the first Ctrl-C.
+What an operation does is the action's row in `STEPS`: a sequence of provider calls,
+each bracketed by a journal intent before it and a result after it (`StateWriter`),
+so a kill at any instant loses nothing.  The next run finds an intent without a result
+and reads what the call made (`mlform.recovery`).  In a create_before_destroy
+replacement the old object stays recorded as *deposed* on the new one until its delete
+is recorded, so no kill can orphan it: the next plan deletes it.
+
+After a failure, in-flight calls finish, nothing new starts, and the summary names
+each root cause once (dependents that never started are not repeated).  `cancel()`
+does the same for the first Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,19 +26,25 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from typing import Any, Callable
 
 from mlform.addresses import config_key
 from mlform.diagnostics import Diagnostic, DiagnosticError, error
 from mlform.expr import UNKNOWN, strip_sensitive
 from mlform.expr.values import contains_unknown
+from mlform.facts import read_facts
 from mlform.graph import NODE_OUTPUT, NODE_RESOURCE
 from mlform.plan.diff import apply_ignore_changes
 from mlform.plan.evaluate import Evaluator, Instance
+from mlform.plan.inputs import ENGINE, FactTable, ProviderSet
 from mlform.plan.model import Action, Change, Plan
-from mlform.providers.base import Desired as ProviderDesired
-from mlform.providers.base import LiveObject, Planned, ProgressEvent, ProviderError
+from mlform.providers.base import Desired, LiveObject, Planned, ProgressEvent, ProviderError
+from mlform.providers.kit.digests import DigestCache
 from mlform.state import ResourceState, State, StateError, StateWriter, hash_value, mask
+from mlform.walk import NeedFacts, Unit, Visit, Walk
+
+__all__ = ["Applier", "ApplyResult", "apply_plan", "STEPS"]
 
 
 @dataclass
@@ -38,48 +53,67 @@ class ApplyResult:
     added: int = 0
     changed: int = 0
     destroyed: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     cancelled: bool = False
     not_started: int = 0
     outputs: dict[str, tuple[Any, bool]] = field(default_factory=dict)
 
     @property
+    def failures(self) -> list[tuple[str, str]]:
+        """(address, message) of each error, for the summary: the diagnostics, shortened
+        (a summary that starts with its address names it once)."""
+        out = []
+        for d in self.diagnostics:
+            if d.severity != "error":
+                continue
+            address = d.address or ""
+            prefix = f"{address}: "
+            out.append((address, d.summary[len(prefix):] if address and
+                        d.summary.startswith(prefix) else d.summary))
+        return out
+
+    @property
     def ok(self) -> bool:
-        return not self.failures and not self.diagnostics and not self.cancelled
+        return not self.diagnostics and not self.cancelled
+
+    def count(self, action: Action) -> None:
+        for counter in action.counts:
+            setattr(self, counter, getattr(self, counter) + 1)
 
 
 @dataclass
 class _Op:
-    """One provider operation sequence for one instance, run on a worker."""
+    """One instance's provider operations (a row of `STEPS`), run on a worker."""
 
     change: Change
-    unit: str
     inst: Instance | None
     prior: ResourceState | None
     planned: Planned | None
     sensitive_paths: list
     dependencies: list[str]
+    live: Any = None                        # what the last step returned
+
+    def run(self, applier: "Applier") -> Any:
+        steps = DEPOSED_STEPS if self.change.deposed else STEPS[self.change.action]
+        for step in steps:
+            step(applier, self)
+        return self.live
 
 
 @dataclass
-class _Unit:
-    key: str
-    deps: set[str]
-    run: Callable[["Applier", "_Unit"], None]     # plans the unit's ops and _submits them
-    node: Any = None
-    change: Change | None = None
-    outstanding: int = 0
-    failed: bool = False
+class _FactsOp:
+    """Reading the facts a block's final plans need (visited again when done)."""
 
+    requests: frozenset
 
-_COUNTS = {Action.CREATE: ("added",), Action.UPDATE: ("changed",), Action.DELETE: ("destroyed",),
-           Action.DELETE_CREATE: ("added", "destroyed"), Action.CREATE_DELETE: ("added", "destroyed")}
+    def run(self, applier: "Applier") -> Any:
+        return read_facts(self.requests, applier.providers, applier.digests)
 
 
 class Applier:
     def __init__(self, session, plan: Plan, writer: StateWriter, *, parallelism: int = 10,
-                 progress: Callable[[ProgressEvent], None] | None = None) -> None:
+                 progress: Callable[[ProgressEvent], None] | None = None,
+                 providers: ProviderSet | None = None) -> None:
         self.session = session
         self.plan = plan
         self.writer = writer
@@ -87,19 +121,23 @@ class Applier:
         self.progress = progress or (lambda e: None)
         self.cancel_event = threading.Event()
         self.result = ApplyResult()
-        self.by_address = {c.address: c for c in plan.changes}
+        self.by_address = {c.address: c for c in plan.changes if not c.deposed}
         self.refreshed = {a: ResourceState.from_json(r) for a, r in plan.refreshed.items()}
+        self.providers = providers if providers is not None else session.provider_set(
+            keys={rs.provider for rs in self.refreshed.values()})
+        self.digests: DigestCache = session.digests
+        self.facts = FactTable()
         self.lineage = writer.lineage
-        # Results come back to the scheduler thread through _done; work goes out to the
+        # Results come back to the walk's thread through _done; work goes out to the
         # workers through _work (C-implemented queues: no Future or lock per operation).
-        self._done: "queue.SimpleQueue[tuple[_Unit, _Op, Any, BaseException | None]]" = \
+        self._done: "queue.SimpleQueue[tuple[Unit, Any, Any, BaseException | None]]" = \
             queue.SimpleQueue()
-        self._work: "queue.SimpleQueue[tuple[_Unit, _Op] | None]" = queue.SimpleQueue()
+        self._work: "queue.SimpleQueue[tuple[Unit, Any] | None]" = queue.SimpleQueue()
         self._workers: list[threading.Thread] = []
         self._inflight = 0
-        self._stopping = False
         self._outputs: dict[str, Any] = {}
         self._edges = session.graph.resource_edges()
+        self.walk: Walk | None = None
 
     def cancel(self) -> None:
         """First Ctrl-C: stop scheduling, let in-flight calls finish, save."""
@@ -109,17 +147,29 @@ class Applier:
 
     def run(self) -> ApplyResult:
         mode = self.plan.mode
-        if mode == "refresh-only":
-            self._record_refresh()
-        else:
-            self._record_refresh()
+        self._record_refresh()
+        if mode != "refresh-only":
             units = self._destroy_units() if mode == "destroy" else self._normal_units()
-            self._schedule(units)
-            if mode == "normal" and not self._stopping:
-                self._record_outputs()
-            elif mode == "destroy" and not self._stopping and not self.plan.targets:
-                # A full destroy leaves nothing for outputs to describe; a targeted one keeps them.
-                self.writer.set_outputs({})
+            self.walk = Walk(units, self, stop_on_failure=True,
+                             cancelled=self.cancel_event.is_set)
+            try:
+                self.walk.run()
+            finally:
+                # Work already handed out runs to its end (as ThreadPoolExecutor.shutdown).
+                for _ in self._workers:
+                    self._work.put(None)
+                for worker in self._workers:
+                    worker.join()
+                self._workers.clear()
+            self.result.not_started = self.walk.not_started(
+                lambda u: u.change is not None or u.node.type == NODE_RESOURCE)
+            if not self.walk.stopping:
+                if mode == "normal":
+                    self._record_outputs()
+                elif not self.plan.targets:
+                    # A full destroy leaves nothing for outputs to describe; a targeted one
+                    # keeps them.
+                    self.writer.set_outputs({})
         self.result.cancelled = self.cancel_event.is_set()
         return self.result
 
@@ -136,15 +186,16 @@ class Applier:
 
     # ------------------------------------------------------------ units
 
-    def _normal_units(self) -> dict[str, _Unit]:
+    def _normal_units(self) -> dict[str, Unit]:
         graph = self.session.graph
         self.ev = Evaluator(graph, self.session.stack_dir, self.session.variables.values,
                             self.session.env_name)
-        units: dict[str, _Unit] = {}
-        for key, node in graph.nodes.items():
-            units[key] = _Unit(key, set(node.deps), Applier._run_node, node=node)
-        deletes = [c for c in self.plan.changes if c.action is Action.DELETE]
-        self._add_delete_units(units, deletes)
+        order = {node.key: i for i, node in enumerate(graph.topological())}
+        units = {key: Unit(key, set(node.deps), node=node, order=order[key])
+                 for key, node in graph.nodes.items()}
+        deletes = [c for c in self.plan.changes if c.action is Action.DELETE and not c.deposed]
+        self._add_delete_units(units, deletes, len(order))
+        self._add_deposed_units(units)
         # An orphan is deleted after the blocks that used to depend on it moved on.
         for c in deletes:
             key = config_key(c.address)
@@ -155,18 +206,31 @@ class Applier:
                         units[f"delete:{c.address}"].deps.add(owner)
         return units
 
-    def _destroy_units(self) -> dict[str, _Unit]:
-        units: dict[str, _Unit] = {}
-        self._add_delete_units(units, [c for c in self.plan.changes if c.action is Action.DELETE])
+    def _destroy_units(self) -> dict[str, Unit]:
+        units: dict[str, Unit] = {}
+        self._add_delete_units(units, [c for c in self.plan.changes
+                                       if c.action is Action.DELETE and not c.deposed], 0)
+        self._add_deposed_units(units)
         return units
 
-    def _add_delete_units(self, units: dict[str, _Unit], deletes: list[Change]) -> None:
+    def _add_deposed_units(self, units: dict[str, Unit]) -> None:
+        """A unit per deposed object; the address's own work (its block, or its delete)
+        waits for them, so two units never record the same address at once."""
+        for i, c in enumerate(c for c in self.plan.changes if c.deposed):
+            key = f"delete-deposed:{c.address}:{c.deposed}"
+            units[key] = Unit(key, set(), change=c, order=-1 - i)
+            for owner in (config_key(c.address), f"delete:{c.address}"):
+                if owner in units:
+                    units[owner].deps.add(key)
+
+    @staticmethod
+    def _add_delete_units(units: dict[str, Unit], deletes: list[Change], first: int) -> None:
         by_key: dict[str, list[str]] = {}
         for c in deletes:
             by_key.setdefault(config_key(c.address), []).append(f"delete:{c.address}")
-        for c in deletes:
-            units[f"delete:{c.address}"] = _Unit(f"delete:{c.address}", set(), Applier._run_delete,
-                                                 change=c)
+        for i, c in enumerate(deletes):
+            key = f"delete:{c.address}"
+            units[key] = Unit(key, set(), change=c, order=first + i)
         # X is deleted after everything that depends on X is deleted.
         for c in deletes:
             for dep in c.dependencies:
@@ -174,72 +238,40 @@ class Applier:
                     if target != f"delete:{c.address}":
                         units[target].deps.add(f"delete:{c.address}")
 
-    # ------------------------------------------------------------ scheduler
+    # ------------------------------------------------------------ the walk's executor
 
-    def _schedule(self, units: dict[str, _Unit]) -> None:
-        dependents: dict[str, list[str]] = {k: [] for k in units}
-        waiting: dict[str, int] = {}
-        for key, unit in units.items():
-            unit.deps &= units.keys()
-            waiting[key] = len(unit.deps)
-            for dep in unit.deps:
-                dependents[dep].append(key)
-        ready = sorted(k for k, n in waiting.items() if n == 0)
-        finished: set[str] = set()
-
-        def complete(unit: _Unit) -> None:
-            finished.add(unit.key)
-            if unit.failed:
-                return
-            for nxt in dependents[unit.key]:
-                waiting[nxt] -= 1
-                if waiting[nxt] == 0:
-                    ready.append(nxt)
-
+    def visit(self, unit: Unit) -> Visit:
         try:
-            while True:
-                while ready and not self._stopping:
-                    if self.cancel_event.is_set():
-                        self._stopping = True
-                        break
-                    unit = units[ready.pop()]
-                    unit.outstanding = 0
-                    try:
-                        # A block's operations start as soon as each one is planned (_submit),
-                        # so the first ones run while the rest are still being planned.
-                        unit.run(self, unit)
-                    except DiagnosticError as exc:
-                        self._fail_unit(unit, exc.diagnostics)
-                    if unit.outstanding == 0:
-                        self._finish_unit(unit)
-                        complete(unit)
-                if self._inflight == 0:
-                    break
-                try:
-                    unit, op, live, exc = self._done.get(timeout=0.2)
-                except queue.Empty:
-                    if self.cancel_event.is_set():
-                        self._stopping = True
-                    continue
-                self._inflight -= 1
-                self._settle(unit, op, live, exc)
-                unit.outstanding -= 1
-                if unit.outstanding == 0:
-                    self._finish_unit(unit)
-                    complete(unit)
-        finally:
-            # Work already handed out runs to its end (as ThreadPoolExecutor.shutdown(wait=True)).
-            for _ in self._workers:
-                self._work.put(None)
-            for worker in self._workers:
-                worker.join()
-            self._workers.clear()
-        self.result.not_started = sum(1 for k, u in units.items()
-                                      if k not in finished and (u.change or (
-                                          u.node is not None and u.node.type == NODE_RESOURCE)))
+            if unit.change is not None:
+                return self._visit_delete(unit)
+            if unit.node.type != NODE_RESOURCE:
+                value = self.ev.evaluate_node(unit.node)
+                if unit.node.type == NODE_OUTPUT and not unit.node.module:
+                    self._outputs[unit.node.name] = value
+                return Visit.DONE
+            return self._visit_resource(unit)
+        except DiagnosticError as exc:
+            self._fail(unit, exc.diagnostics)
+            return Visit.FAILED
 
-    def _submit(self, unit: _Unit, op: _Op) -> None:
-        """Hand one operation to the workers (scheduler thread only)."""
+    def wait(self) -> Unit | None:
+        try:
+            unit, op, outcome, exc = self._done.get(timeout=0.2)
+        except queue.Empty:
+            return None
+        unit.outstanding -= 1
+        if isinstance(op, _FactsOp):
+            if exc is not None:
+                self._fail(unit, [error(f"Reading facts for {unit.key} failed: {exc}")])
+            else:
+                self.facts.add(outcome)
+                unit.revisit = True
+        else:
+            self._settle(unit, op, outcome, exc)
+        return unit
+
+    def _submit(self, unit: Unit, op: Any) -> None:
+        """Hand one operation to the workers (walk thread only)."""
         unit.outstanding += 1
         self._inflight += 1
         if len(self._workers) < min(self.parallelism, self._inflight):
@@ -254,82 +286,102 @@ class Applier:
             item = self._work.get()
             if item is None:
                 return
-            self._worker(*item)
+            unit, op = item
+            try:
+                self._done.put((unit, op, op.run(self), None))
+            except BaseException as exc:  # reported on the walk's thread
+                self._done.put((unit, op, None, exc))
 
-    def _fail_unit(self, unit: _Unit, diags: list[Diagnostic]) -> None:
+    def _fail(self, unit: Unit, diags: list[Diagnostic]) -> None:
         unit.failed = True
-        self._stopping = True
-        for d in diags:
-            self.result.diagnostics.append(d)
-            self.result.failures.append((d.address or unit.key, d.summary))
+        self.result.diagnostics.extend(dc_replace(d, address=d.address or unit.key)
+                                       for d in diags)
 
-    def _finish_unit(self, unit: _Unit) -> None:
-        if unit.failed:
-            self._stopping = True
+    # ------------------------------------------------------------ node work (walk thread)
 
-    # ------------------------------------------------------------ node work (scheduler thread)
+    def _visit_delete(self, unit: Unit) -> Visit:
+        c = unit.change
+        prior = self.refreshed.get(c.address)
+        if prior is None or (prior.holds_only_deposed and not c.deposed):
+            return Visit.DONE
+        self._submit(unit, _Op(c, None, prior, None, [], list(prior.dependencies)))
+        return Visit.RUNNING
 
-    def _run_node(self, unit: _Unit) -> None:
+    def _visit_resource(self, unit: Unit) -> Visit:
         node = unit.node
-        if node.type != NODE_RESOURCE:
-            value = self.ev.evaluate_node(node)
-            if node.type == NODE_OUTPUT and not node.module:
-                self._outputs[node.name] = value
-            return
         ev = self.ev
         instances = ev.expand(node)
-        ev.declare_empty(node)
-        submitted = 0
         res = node.config
-        provider_key = self.session.provider_key_for(res)
-        provider = self.session.provider(provider_key)
-        schema = self.session.schema(provider_key, res.kind, res.source)
+        provider_key = self.providers.key_for(res)
+        provider = self.providers.get(provider_key)
+        schema = self.providers.schema(provider_key, res.kind, res.source)
         deps = sorted(self._edges.get(node.key, ()))
+        # First every final plan (or the facts they need: read on a worker, then again),
+        # then the operations: a block is never half submitted.
+        ops: list[_Op] = []
         problems: list[Diagnostic] = []
+        needs: set = set()
         for inst in instances:
             change = self.by_address.get(inst.address)
             prior = self.refreshed.get(inst.address)
-            if change is None or change.action is Action.NOOP:
-                if prior is not None:
-                    ev.set_instance(inst, prior.attributes, prior.sensitive_paths, prior.id)
-                    if change is not None and list(prior.dependencies) != deps:
-                        self.writer.record(ResourceState(**{**prior.__dict__, "dependencies": deps}))
-                    continue
-                if change is None:
-                    # Not selected by --target and not yet created: downstream sees unknowns
-                    # (computed attributes too, so outputs that read them stay unknown).
-                    desired = ev.desired(inst)
-                    unknowns = {k: UNKNOWN if v is None else v for k, v in desired.attributes.items()}
-                    unknowns.update({k: UNKNOWN for k in schema.computed if "." not in k})
-                    ev.set_instance(inst, unknowns, [], UNKNOWN)
-                    continue
+            if prior is not None and prior.holds_only_deposed:
+                prior = None        # the object is gone; only its deposed objects are left
             try:
+                if change is None or change.action is Action.NOOP:
+                    self._unchanged(inst, change, prior, schema, deps)
+                    continue
                 planned, sens = self._final_plan(inst, change, prior, provider, provider_key,
                                                  schema.computed)
+            except NeedFacts as exc:
+                needs |= exc.requests
+                continue
             except DiagnosticError as exc:
                 problems.extend(exc.diagnostics)
                 continue
-            self._submit(unit, _Op(change, unit.key, inst, prior, planned, sens, deps))
-            submitted += 1
+            ops.append(_Op(change, inst, prior, planned, sens, deps))
+        if needs:
+            self._submit(unit, _FactsOp(frozenset(needs)))
+            return Visit.RUNNING
+        ev.declare_empty(node)
+        for op in ops:
+            self._submit(unit, op)
         if problems:
-            if submitted:
-                # Some instances are fine: they run, but this block counts as failed.
-                self._fail_unit(unit, problems)
-                return
-            raise DiagnosticError(problems)
+            # Some instances may be fine: they run, but this block counts as failed.
+            self._fail(unit, problems)
+            return Visit.RUNNING if ops else Visit.FAILED
+        return Visit.RUNNING if ops else Visit.DONE
+
+    def _unchanged(self, inst: Instance, change: Change | None, prior, schema, deps) -> None:
+        """An instance the plan leaves alone: downstream sees what it is (or will be)."""
+        if prior is not None:
+            self.ev.set_instance(inst, prior.attributes, prior.sensitive_paths, prior.id)
+            if change is not None and list(prior.dependencies) != deps:
+                self.writer.record(ResourceState(**{**prior.__dict__, "dependencies": deps}))
+            return
+        if change is None:
+            # Not selected by --target and not yet created: downstream sees unknowns
+            # (computed attributes too, so outputs that read them stay unknown).
+            desired = self.ev.desired(inst, self.facts.view(ENGINE))
+            unknowns = {k: UNKNOWN if v is None else v for k, v in desired.attributes.items()}
+            unknowns.update({k: UNKNOWN for k in schema.computed if "." not in k})
+            self.ev.set_instance(inst, unknowns, [], UNKNOWN)
 
     def _final_plan(self, inst: Instance, change: Change, prior, provider, provider_key: str,
                     computed) -> tuple[Planned, list]:
         """Re-evaluate with applied upstream values; must agree with the saved plan."""
-        desired = self.ev.desired(inst)
+        desired = self.ev.desired(inst, self.facts.view(ENGINE))
         if desired.diagnostics:
             raise DiagnosticError(desired.diagnostics)
-        request = ProviderDesired(inst.address, inst.kind, inst.name, desired.attributes)
+        request = Desired(inst.address, inst.kind, inst.name, desired.attributes)
         # A replacement is planned as a new object (no prior), as the planner did.
         prior_live = (LiveObject(inst.address, inst.kind, prior.id, prior.attributes)
                       if prior and not change.action.is_replace else None)
+        keys = provider.fact_keys(request, prior_live)
+        missing = self.facts.missing(provider_key, keys) if keys else ()
+        if missing:
+            raise NeedFacts(missing)
         try:
-            planned = provider.plan(request, prior_live)
+            planned = provider.plan(request, prior_live, self.facts.view(provider_key))
         except ProviderError as exc:
             raise DiagnosticError.single(f"Planning {inst.address} failed: {exc.message}",
                                          address=inst.address)
@@ -346,97 +398,52 @@ class Applier:
                            f"said {_short(saved)}. The spec, a file it reads, or an upstream result "
                            "changed after the plan was made.",
                     address=inst.address, hint="Run plan again and review the new plan.")
+        replaces = prior.id if prior is not None and change.action is Action.CREATE_DELETE else None
         return (Planned(planned.address, planned.kind, planned.name, attrs, planned.replace_paths,
-                        planned.reasons), desired.sensitive_paths)
+                        planned.reasons, replaces=replaces), desired.sensitive_paths)
 
-    def _run_delete(self, unit: _Unit) -> None:
-        c = unit.change
-        prior = self.refreshed.get(c.address)
-        if prior is not None:
-            self._submit(unit, _Op(c, unit.key, None, prior, None, [], list(prior.dependencies)))
+    # ------------------------------------------------------------ provider work (workers)
 
-    # ------------------------------------------------------------ provider work (worker threads)
-
-    def _worker(self, unit: _Unit, op: _Op) -> None:
-        try:
-            live = self._execute(op)
-            self._done.put((unit, op, live, None))
-        except BaseException as exc:  # reported on the scheduler thread
-            self._done.put((unit, op, None, exc))
-
-    def _emit(self, address: str, message: str, waiting: str = "") -> None:
+    def emit(self, address: str, message: str, waiting: str = "") -> None:
         try:
             self.progress(ProgressEvent(address, message, waiting))
         except Exception:
             pass  # a broken progress renderer must not break an apply
 
-    def _execute(self, op: _Op):
+    def provider_of(self, op: _Op):
         c = op.change
-        provider = self.session.provider(c.provider if op.prior is None or op.planned is not None
-                                         else op.prior.provider)
-        prior_live = (LiveObject(op.prior.address, op.prior.kind, op.prior.id, op.prior.attributes)
-                      if op.prior else None)
-        w = self.writer
-        start = time.monotonic()
-        action = c.action
-        if action is Action.DELETE:
-            self._emit(c.address, "Destroying...")
-            w.intent(c.address, c.kind, op.prior.provider, "delete", op.prior.id)
-            provider.delete(prior_live)
-            w.record_delete(c.address)
-            self._emit(c.address, f"Destruction complete after {time.monotonic() - start:.1f}s")
-            return None
-        if action is Action.DELETE_CREATE and prior_live is not None:
-            self._emit(c.address, "Destroying (replace)...")
-            w.intent(c.address, c.kind, c.provider, "delete", op.prior.id)
-            provider.delete(prior_live)
-            w.record_delete(c.address)
-        if action in (Action.CREATE, Action.DELETE_CREATE, Action.CREATE_DELETE):
-            self._emit(c.address, "Creating...")
-            w.intent(c.address, c.kind, c.provider, "create", None)
-            live = self._guarded(provider.create, op, op.planned)
-            self._record(op, live)
-            if action is Action.CREATE_DELETE and prior_live is not None and live.id != prior_live.id:
-                self._emit(c.address, "Destroying the replaced object...")
-                provider.delete(prior_live)
-            self._emit(c.address, f"Creation complete after {time.monotonic() - start:.1f}s "
-                                  f"[id={live.id}]")
-            return live
-        self._emit(c.address, "Modifying...")
-        w.intent(c.address, c.kind, c.provider, "update", op.prior.id if op.prior else None)
-        live = self._guarded(provider.update, op, prior_live, op.planned)
-        self._record(op, live)
-        self._emit(c.address, f"Modifications complete after {time.monotonic() - start:.1f}s "
-                              f"[id={live.id}]")
-        return live
+        return self.providers.get(c.provider if op.prior is None or op.planned is not None
+                                  else op.prior.provider)
 
-    def _guarded(self, call, op: _Op, *args):
+    def guarded(self, call, op: _Op, *args):
+        """A create or update: a half-made object is recorded tainted, never orphaned."""
         try:
             return call(*args)
         except ProviderError as exc:
             if exc.partial is not None:
-                # Half-made: record it tainted so the next apply replaces it, never orphans it.
-                self._record(op, exc.partial, status="tainted")
+                self.record(op, exc.partial, status="tainted")
             else:
                 self.writer.abandon(op.change.address)
             raise
 
-    def _record(self, op: _Op, live, status: str = "ok") -> None:
-        inst = op.inst
+    def record(self, op: _Op, live, status: str = "ok", deposed: list | None = None) -> None:
+        """Record `live` as the object at the change's address.  Deposed objects recorded
+        there stay (unless `deposed` says which now are): only their own delete ends them."""
         c = op.change
+        if deposed is None:
+            current = self.writer.get(c.address)
+            deposed = list(current.deposed) if current is not None else []
         self.writer.record(ResourceState(
             address=c.address, kind=c.kind, name=c.name, module=c.module, index_key=c.index_key,
             provider=c.provider, id=live.id, attributes=dict(live.attributes),
             sensitive_paths=[list(p) for p in op.sensitive_paths],
-            dependencies=list(op.dependencies), status=status))
+            dependencies=list(op.dependencies), status=status, deposed=deposed))
 
-    # ------------------------------------------------------------ results (scheduler thread)
+    # ------------------------------------------------------------ results (walk thread)
 
-    def _settle(self, unit: _Unit, op: _Op, live, exc: BaseException | None) -> None:
+    def _settle(self, unit: Unit, op: _Op, live, exc: BaseException | None) -> None:
         c = op.change
         if exc is not None:
-            unit.failed = True
-            self._stopping = True
             action_word = {Action.CREATE: "create", Action.UPDATE: "update",
                            Action.DELETE: "delete"}.get(c.action, "replace")
             if isinstance(exc, ProviderError):
@@ -453,12 +460,9 @@ class Applier:
             else:
                 msg = f"{action_word} failed: provider crashed: {type(exc).__name__}: {exc}"
                 hint = f'This is a bug in the provider "{c.provider}".'
-            self.result.failures.append((c.address, msg))
-            self.result.diagnostics.append(error(f"{c.address}: {msg}", address=c.address,
-                                                 hint=hint))
+            self._fail(unit, [error(f"{c.address}: {msg}", address=c.address, hint=hint)])
             return
-        for counter in _COUNTS.get(c.action, ()):
-            setattr(self.result, counter, getattr(self.result, counter) + 1)
+        self.result.count(c.action)
         if live is not None and op.inst is not None:
             self._check_result(op, live)
             self.ev.set_instance(op.inst, dict(live.attributes), op.sensitive_paths, live.id)
@@ -486,6 +490,111 @@ class Applier:
                              "sensitive": sensitive}
             self.result.outputs[name] = (clear, sensitive)
         self.writer.set_outputs(outputs)
+
+
+# ---------------------------------------------------------------- the action table
+#
+# Each step is one provider call with its journal intent before and its record after.
+
+def _destroy(applier: Applier, op: _Op) -> None:
+    c, prior = op.change, op.prior
+    start = time.monotonic()
+    applier.emit(c.address, "Destroying...")
+    applier.writer.intent(c.address, c.kind, prior.provider, "delete", prior.id)
+    applier.provider_of(op).delete(LiveObject(prior.address, prior.kind, prior.id,
+                                              prior.attributes))
+    applier.writer.record_delete(c.address)
+    applier.emit(c.address, f"Destruction complete after {time.monotonic() - start:.1f}s")
+
+
+def _destroy_first(applier: Applier, op: _Op) -> None:
+    """The delete half of a plain (destroy-then-create) replacement."""
+    c, prior = op.change, op.prior
+    if prior is None:
+        return
+    applier.emit(c.address, "Destroying (replace)...")
+    applier.writer.intent(c.address, c.kind, c.provider, "delete", prior.id)
+    applier.provider_of(op).delete(LiveObject(prior.address, prior.kind, prior.id,
+                                              prior.attributes))
+    applier.writer.record_delete(c.address)
+
+
+def _create(applier: Applier, op: _Op) -> None:
+    c, prior = op.change, op.prior
+    start = time.monotonic()
+    applier.emit(c.address, "Creating...")
+    # A create_before_destroy replacement: the old object stays until the new one is
+    # recorded, and is then recorded as deposed (its delete is the next step), so no
+    # kill can lose track of either.
+    replacing = prior.id if c.action is Action.CREATE_DELETE and prior is not None else None
+    applier.writer.intent(c.address, c.kind, c.provider, "create", None, replaces=replacing)
+    live = applier.guarded(applier.provider_of(op).create, op, op.planned)
+    current = applier.writer.get(c.address)
+    deposed = list(current.deposed) if current is not None else []
+    if replacing is not None and live.id != replacing:
+        deposed.append({"id": replacing, "attributes": prior.attributes})
+    applier.record(op, live, deposed=deposed)
+    op.live = live
+    applier.emit(c.address, f"Creation complete after {time.monotonic() - start:.1f}s "
+                            f"[id={live.id}]")
+
+
+def _destroy_replaced(applier: Applier, op: _Op) -> None:
+    """The delete half of a create_before_destroy replacement: the old object, deposed
+    when the new one was recorded."""
+    c, prior, live = op.change, op.prior, op.live
+    if prior is None or live is None or live.id == prior.id:
+        return          # the provider reused the object (its ids come from the address)
+    applier.emit(c.address, "Destroying the replaced object...")
+    _delete_deposed(applier, c.address, c.kind, c.provider, prior.id, prior.attributes)
+
+
+def _destroy_deposed(applier: Applier, op: _Op) -> None:
+    """A deposed object the plan deletes (an earlier replacement was interrupted)."""
+    c = op.change
+    applier.emit(c.address, f"Destroying deposed object {c.deposed}...")
+    _delete_deposed(applier, c.address, c.kind, c.provider, c.deposed, c.before or {})
+
+
+def _delete_deposed(applier: Applier, address: str, kind: str, provider: str, id: str,
+                    attributes) -> None:
+    applier.writer.intent(address, kind, provider, "delete-deposed", id)
+    applier.providers.get(provider).delete(LiveObject(address, kind, id, dict(attributes)))
+    current = applier.writer.get(address)
+    if current is None:
+        applier.writer.abandon(address)
+        return
+    rest = [d for d in current.deposed if d.get("id") != id]
+    if current.holds_only_deposed and not rest:
+        applier.writer.record_delete(address)       # the placeholder held nothing else
+    else:
+        applier.writer.record(current.with_deposed(rest))
+
+
+def _update(applier: Applier, op: _Op) -> None:
+    c, prior = op.change, op.prior
+    start = time.monotonic()
+    applier.emit(c.address, "Modifying...")
+    applier.writer.intent(c.address, c.kind, c.provider, "update", prior.id if prior else None)
+    prior_live = LiveObject(prior.address, prior.kind, prior.id, prior.attributes) \
+        if prior else None
+    live = applier.guarded(applier.provider_of(op).update, op, prior_live, op.planned)
+    applier.record(op, live)
+    op.live = live
+    applier.emit(c.address, f"Modifications complete after {time.monotonic() - start:.1f}s "
+                            f"[id={live.id}]")
+
+
+#: action -> the provider calls that carry it out, in order
+STEPS: dict[Action, tuple[Callable[[Applier, _Op], None], ...]] = {
+    Action.CREATE: (_create,),
+    Action.UPDATE: (_update,),
+    Action.DELETE: (_destroy,),
+    Action.DELETE_CREATE: (_destroy_first, _create),
+    Action.CREATE_DELETE: (_create, _destroy_replaced),
+}
+#: the delete of a deposed object
+DEPOSED_STEPS = (_destroy_deposed,)
 
 
 def _differences(expected: Any, actual: Any, path: tuple = ()):
@@ -521,11 +630,10 @@ def _short(value: Any) -> str:
 
 
 def apply_plan(session, plan: Plan, writer: StateWriter, *, parallelism: int = 10,
-               progress=None, on_start: Callable[[Applier], None] | None = None) -> ApplyResult:
-    applier = Applier(session, plan, writer, parallelism=parallelism, progress=progress)
+               progress=None, on_start: Callable[[Applier], None] | None = None,
+               providers: ProviderSet | None = None) -> ApplyResult:
+    applier = Applier(session, plan, writer, parallelism=parallelism, progress=progress,
+                      providers=providers)
     if on_start is not None:
         on_start(applier)
     return applier.run()
-
-
-__all__ = ["Applier", "ApplyResult", "apply_plan"]

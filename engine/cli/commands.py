@@ -13,8 +13,8 @@ from mlform import operations
 from mlform.cli import output as out
 from mlform.cli.runner import show_diagnostics
 from mlform.diagnostics import DiagnosticError, error
-from mlform.plan import planfile
-from mlform.plan.planner import PlanOptions
+from mlform import planfile
+from mlform.plan.inputs import PlanOptions
 from mlform.session import Session, SessionOptions
 
 
@@ -50,8 +50,12 @@ def _render_plan(plan, format: str) -> None:
 
 
 def validate(dir: Path, env: str | None) -> int:
+    from rich.markup import escape
+
+    from mlform.config.loader import display_path, files_read
     from mlform.validate import validate_stack
     session = _session(dir, env)
+    out.echo(escape(f"Read {_and_list([display_path(p) for p in files_read(session.config)])}."))
     diags = validate_stack(session)
     if diags:
         show_diagnostics(diags)
@@ -60,6 +64,11 @@ def validate(dir: Path, env: str | None) -> int:
     n = len(session.graph.resources())
     out.echo(f"Success! The configuration is valid ({n} resource block{'s' if n != 1 else ''}).")
     return 0
+
+
+def _and_list(items: list[str]) -> str:
+    """a, b and c"""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def fmt(dir: Path, check: bool) -> int:
@@ -224,7 +233,8 @@ def apply(dir_or_plan: Path, *, auto_approve, env, vars, var_files, refresh_only
     finally:
         session.close()
     summary = ApplySummary(added=result.added, changed=result.changed, destroyed=result.destroyed,
-                           failed=list(result.failures), outputs=dict(result.outputs))
+                           failed=list(result.failures), outputs=dict(result.outputs),
+                           mode=the_plan.mode)
     # The summary names each failure once; show only the diagnostics it does not repeat.
     shown = {f"{address}: {message}" for address, message in result.failures}
     show_diagnostics([d for d in result.diagnostics if d.summary not in shown])
@@ -402,6 +412,7 @@ def schema(kind: str | None) -> int:
 
 
 def init(dir: Path, template: str) -> int:
+    from mlform.config.loader import is_stack_file
     from mlform.templates import TEMPLATES
     if template not in TEMPLATES:
         raise DiagnosticError.single(f'Unknown template "{template}"',
@@ -409,7 +420,7 @@ def init(dir: Path, template: str) -> int:
     dir = Path(dir)
     try:
         dir.mkdir(parents=True, exist_ok=True)
-        existing = [p.name for p in dir.iterdir() if p.suffix in (".hcl", ".yaml", ".yml", ".json")]
+        existing = [p.name for p in dir.iterdir() if is_stack_file(p.name)]
         if existing:
             raise DiagnosticError.single(
                 f"{dir} already holds spec files ({', '.join(sorted(existing))})",

@@ -10,7 +10,7 @@ reach output or disk in clear.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,14 @@ import yaml
 
 from mlform.specs import did_you_mean
 from mlform.config.loader import display_path
-from mlform.config.model import Module, StackConfig, Variable
+from mlform.config.model import Module, StackConfig, Variable, VariableValues
 from mlform.config.syntax import PARSERS, SpecLoader
 from mlform.diagnostics import Diagnostic, DiagnosticError, SourceRange, error
 from mlform.expr import ExprError, Scope, Sensitive, parse_expression
 
 ENV_PREFIX = "MLFORM_VAR_"
+#: `Diagnostic.code` of a required root variable without a value (validate accepts it)
+MISSING_VARIABLE = "missing_variable"
 
 
 @dataclass
@@ -34,12 +36,6 @@ class RawValue:
     origin: str
     source: SourceRange | None = None
     from_cli_text: bool = False   # a --var / env string: may need parsing for non-string types
-
-
-@dataclass
-class VariableValues:
-    values: dict[str, Any] = field(default_factory=dict)     # name -> value (Sensitive-wrapped if sensitive)
-    sensitive: set[str] = field(default_factory=set)
 
 
 def parse_var_arg(text: str) -> tuple[str, str]:
@@ -198,7 +194,7 @@ def resolve_root_variables(config: StackConfig, cli_vars: list[str], var_files: 
                                 "its default")
             else:
                 diags.append(error(f'No value for required variable "{name}"', source=var.source,
-                                   detail=var.description,
+                                   detail=var.description, code=MISSING_VARIABLE,
                                    hint=f"Pass --var {name}=VALUE, set {ENV_PREFIX}{name}, "
                                         f"or give it a default."))
                 continue
@@ -219,4 +215,4 @@ def resolve_root_variables(config: StackConfig, cli_vars: list[str], var_files: 
 
 
 __all__ = ["resolve_root_variables", "VariableValues", "convert", "check_validations",
-           "parse_var_arg", "ENV_PREFIX"]
+           "parse_var_arg", "ENV_PREFIX", "MISSING_VARIABLE"]

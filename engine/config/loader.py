@@ -1,9 +1,13 @@
 """Load a stack directory, its modules and the chosen environment into a `StackConfig`.
 
-Every `*.hcl`, `*.yaml`/`*.yml` and `*.json` file at the top level of a
-directory is part of that module.  `environments/NAME.hcl` (or .yaml/.json)
-picks the default provider, variable values, provider overrides and the
-backend.  Every problem found is collected, so one run reports them all.
+A directory's stack files (a stack's or a module's) are its top-level `*.hcl`
+files and its `*.mlform.yaml`/`*.mlform.yml`/`*.mlform.json` files: the
+suffix keeps other YAML and JSON beside them out (a saved `plan --format
+json`, a memory store, `params.yaml`), as `.tf.json` does for Terraform.
+`environments/NAME.hcl` (or `.yaml`/`.yml`/`.json`, plain or `.mlform.`),
+picked by name, sets the default provider, variable values, provider
+overrides and the backend.  Every problem found is collected, so one run
+reports them all.
 """
 
 from __future__ import annotations
@@ -13,12 +17,19 @@ import hashlib
 import os
 from pathlib import Path
 
+from mlform._gc import paused_gc
 from mlform.config.decode import Decoder, decode_module, provider_config
 from mlform.config.model import Environment, Module, StackConfig
 from mlform.config.syntax import PARSERS, Body, parse_file
 from mlform.diagnostics import Diagnostic, DiagnosticError, SourceRange, error
 
-SPEC_SUFFIXES = (".hcl", ".yaml", ".yml", ".json")
+# The files of a stack or a module, by how their names end.
+STACK_SUFFIXES = (".hcl", ".mlform.yaml", ".mlform.yml", ".mlform.json")
+# YAML/JSON names that are not stack files (any more): named in hints.
+_PLAIN_SUFFIXES = (".yaml", ".yml", ".json")
+# An environment file is picked by name, so plain YAML/JSON names are fine there too;
+# the first that exists wins, in this order.
+ENV_SUFFIXES = (".hcl", ".mlform.yaml", ".mlform.yml", ".mlform.json", *_PLAIN_SUFFIXES)
 ENV_DIR = "environments"
 
 
@@ -31,9 +42,46 @@ def display_path(path: Path) -> str:
     return rel if not rel.startswith("..") else str(path)
 
 
+def is_stack_file(name: str) -> bool:
+    """Whether a file of this name at a stack's (or module's) top level is part of it."""
+    return name.endswith(STACK_SUFFIXES) and not name.startswith(".")
+
+
 def spec_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir()
-                  if p.is_file() and p.suffix in SPEC_SUFFIXES and not p.name.startswith("."))
+    """The stack files of a directory, in name order (the order they are read in)."""
+    return sorted(p for p in directory.iterdir() if is_stack_file(p.name) and p.is_file())
+
+
+def _no_spec_files_hint(directory: Path, otherwise: str) -> str:
+    """When a directory holds YAML/JSON files but no stack file, say how to make them one."""
+    try:
+        plain = sorted(p.name for p in directory.iterdir()
+                       if p.name.endswith(_PLAIN_SUFFIXES) and not p.name.startswith(".")
+                       and p.is_file())
+    except OSError:
+        plain = []
+    if not plain:
+        return otherwise
+    stem, _, suffix = plain[0].rpartition(".")
+    shown = ", ".join(plain[:3]) + (", ..." if len(plain) > 3 else "")
+    return (f"mlform reads *.hcl, *.mlform.yaml, *.mlform.yml and *.mlform.json files and leaves "
+            f"other YAML and JSON alone ({shown}). If those are spec files, rename them: "
+            f"{plain[0]} to {stem}.mlform.{suffix}.")
+
+
+def files_read(config: StackConfig) -> list[Path]:
+    """Every spec file a loaded stack was read from: the root module's, its modules'
+    (depth first) and the environment's, in the order they were first read."""
+    files: dict[Path, None] = {}
+
+    def walk(module: Module) -> None:
+        files.update(dict.fromkeys(module.files))
+        for child in module.children.values():
+            walk(child)
+    walk(config.root)
+    if config.env.file is not None:
+        files[config.env.file] = None
+    return list(files)
 
 
 class _Reader:
@@ -83,7 +131,8 @@ class _Reader:
                 continue
             if not spec_files(child_dir):
                 self.diags.append(error(f'Module "{name}": no spec files in {call.source_path}',
-                                        source=call.source))
+                                        source=call.source, hint=_no_spec_files_hint(
+                                            child_dir, "A module is a directory of stack files.")))
                 continue
             module.children[name] = self.module(child_dir, chain + (directory.resolve(),))
         return module
@@ -103,10 +152,20 @@ def _similar_dir(written: str, missing: Path) -> str:
 
 
 def _env_file(stack_dir: Path, env: str) -> Path | None:
-    for suffix in SPEC_SUFFIXES:
+    for suffix in ENV_SUFFIXES:
         candidate = stack_dir / ENV_DIR / f"{env}{suffix}"
         if candidate.is_file():
             return candidate
+    return None
+
+
+def _env_name(file_name: str) -> str | None:
+    """`staging` for environments/staging.hcl, staging.yaml, staging.mlform.json, ..."""
+    if file_name.startswith("."):
+        return None
+    for suffix in ENV_SUFFIXES:  # the .mlform. ones before the plain ones they end with
+        if file_name.endswith(suffix) and len(file_name) > len(suffix):
+            return file_name[:-len(suffix)]
     return None
 
 
@@ -114,7 +173,7 @@ def available_environments(stack_dir: Path) -> list[str]:
     d = stack_dir / ENV_DIR
     if not d.is_dir():
         return []
-    return sorted({p.stem for p in d.iterdir() if p.suffix in SPEC_SUFFIXES})
+    return sorted({name for name in map(_env_name, (p.name for p in d.iterdir())) if name})
 
 
 def _decode_environment(name: str, path: Path, body: Body, root: Module,
@@ -181,11 +240,19 @@ def load_stack(stack_dir: Path, env: str | None = None) -> StackConfig:
     if not stack_dir.is_dir():
         raise DiagnosticError.single(f"Stack directory not found: {stack_dir}",
                                      hint="Run mlform in a stack directory, or pass it: mlform plan DIR.")
-    reader = _Reader()
     if not spec_files(stack_dir):
         raise DiagnosticError.single(
             f"No spec files in {display_path(stack_dir)}",
-            hint="A stack is a directory of *.hcl, *.yaml or *.json files. Try: mlform init DIR")
+            hint=_no_spec_files_hint(stack_dir, "A stack is a directory of *.hcl (or *.mlform.yaml, "
+                                     "*.mlform.json) files. Try: mlform init DIR"))
+    # Reading allocates many small objects that all stay alive: the cyclic collector's
+    # passes over them would free nothing (mlform._gc).
+    with paused_gc():
+        return _load(stack_dir, env)
+
+
+def _load(stack_dir: Path, env: str | None) -> StackConfig:
+    reader = _Reader()
     root = reader.module(stack_dir)
     environment = Environment(name="default")
     if env:
@@ -208,5 +275,6 @@ def load_stack(stack_dir: Path, env: str | None = None) -> StackConfig:
                        digest=reader.digest.hexdigest())
 
 
-__all__ = ["load_stack", "display_path", "spec_files", "available_environments", "SPEC_SUFFIXES"]
-assert set(SPEC_SUFFIXES) <= set(PARSERS)
+__all__ = ["load_stack", "display_path", "spec_files", "is_stack_file", "files_read",
+           "available_environments", "STACK_SUFFIXES", "ENV_SUFFIXES"]
+assert {"." + suffix.rsplit(".", 1)[1] for suffix in ENV_SUFFIXES} <= set(PARSERS)

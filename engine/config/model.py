@@ -16,6 +16,14 @@ RESOURCE_KINDS = ("dataset", "training_cluster", "pipeline", "model", "endpoint"
 META_ARGUMENTS = ("provider", "depends_on", "for_each", "count", "lifecycle")
 
 
+@dataclass
+class VariableValues:
+    """The root variables' resolved values (`mlform.config.inputs` resolves them)."""
+
+    values: dict[str, Any] = field(default_factory=dict)   # name -> value (Sensitive if sensitive)
+    sensitive: set[str] = field(default_factory=set)
+
+
 @dataclass(frozen=True)
 class Traversal:
     """A static reference written in a meta-argument (`depends_on = [dataset.x]`)."""

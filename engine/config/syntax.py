@@ -2,8 +2,10 @@
 
 HCL, YAML and JSON files all become the same `Body` here, so the decoding that
 follows (`decode.py`) is written once.  HCL goes through python-hcl2's parse
-tree (the only source of line numbers); YAML and JSON through PyYAML's node
-graph, whose marks give lines for every key.
+tree (the only source of line numbers).  YAML and JSON are one walk
+(`_tree_body`) over nodes that know where they start: PyYAML's node graph,
+whose marks give lines for every key, and for JSON the lazily scanned nodes
+of `_json_nodes` (json's C decoder for values, a light scan for the keys).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import lark
 import yaml
 
 from mlform.config._hcl_errors import hcl_syntax_error
+from mlform.config._json_nodes import MAPPING, SCALAR, SEQUENCE, JsonDocument, JsonValueError
 from mlform.diagnostics import Diagnostic, DiagnosticError, SourceRange, error
 from mlform.expr import ExprError, compile_hcl, compile_value, parse_type
 
@@ -203,38 +206,77 @@ def _mark(file: str, node: yaml.Node) -> SourceRange:
     return SourceRange(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+class _YamlNode:
+    """A PyYAML node seen through the interface `_tree_body` walks (as `JsonNode`)."""
+
+    __slots__ = ("node", "file", "ctor")
+
+    def __init__(self, node: yaml.Node, file: str, ctor: _Constructor) -> None:
+        self.node, self.file, self.ctor = node, file, ctor
+
+    @property
+    def pos(self) -> SourceRange:
+        return _mark(self.file, self.node)
+
+    @property
+    def line_col(self) -> tuple[int, int]:
+        """Where the value's text starts (as `JsonNode.line_col`): after a quote."""
+        quoted = isinstance(self.node, yaml.ScalarNode) and self.node.style in ('"', "'")
+        return self.node.start_mark.line + 1, self.node.start_mark.column + 1 + quoted
+
+    @property
+    def kind(self) -> str:
+        if isinstance(self.node, yaml.MappingNode):
+            return MAPPING
+        return SEQUENCE if isinstance(self.node, yaml.SequenceNode) else SCALAR
+
+    def value(self) -> Any:
+        return self.ctor.value(self.node)
+
+    def entries(self):
+        for key_node, value_node in self.node.value:
+            yield (self.ctor.value(key_node), _mark(self.file, key_node),
+                   _YamlNode(value_node, self.file, self.ctor))
+
+    def items(self):
+        return (_YamlNode(item, self.file, self.ctor) for item in self.node.value)
+
+
 # Top-level keys whose value maps a label to a block body (`dataset: {name: {...}}`).
 _LABELED = {"variable", "output", "provider", "module", "dataset", "training_cluster",
             "pipeline", "model", "endpoint", "monitor", "backend"}
 
 
-def _yaml_body(node: yaml.Node, file: str, ctor: _Constructor, diags: list[Diagnostic],
-               top: bool = False) -> Body:
-    body = Body(source=_mark(file, node))
-    if not isinstance(node, yaml.MappingNode):
-        diags.append(error("Expected a mapping of attributes", source=_mark(file, node),
+def _tree_body(node, file: str, diags: list[Diagnostic], top: bool = False) -> Body:
+    """The body a YAML or JSON mapping spells.
+
+    `node` is a `_YamlNode` or a `JsonNode`: `pos` is where it starts, `line_col` where
+    its text starts (inside a string's quotes; `compile_value` counts from there),
+    `kind` is MAPPING, SEQUENCE or SCALAR, `value()` the plain value, `entries()` gives
+    (key, where the key starts, value node) per member in file order (a key written
+    twice comes twice) and `items()` a sequence's nodes.
+    """
+    body = Body(source=node.pos)
+    if node.kind != MAPPING:
+        diags.append(error("Expected a mapping of attributes", source=node.pos,
                            hint="A block body is a mapping: `name: value` per line."))
         return body
-    for key_node, value_node in node.value:
-        key = ctor.value(key_node)
+    for key, source, value_node in node.entries():
         if not isinstance(key, str):
-            diags.append(error(f"Attribute names must be strings, got {key!r}",
-                               source=_mark(file, key_node)))
+            diags.append(error(f"Attribute names must be strings, got {key!r}", source=source))
             continue
-        source = _mark(file, key_node)
         if top and key in _LABELED:
-            _yaml_labeled(key, value_node, file, ctor, diags, body)
+            _tree_labeled(key, value_node, file, diags, body)
         elif top and key == "locals":
-            body.blocks.append(Block("locals", (), _yaml_body(value_node, file, ctor, diags), source))
-        elif key in NESTED_BLOCKS and isinstance(value_node, yaml.MappingNode) and not top:
-            body.blocks.append(Block(key, (), _yaml_body(value_node, file, ctor, diags), source))
+            body.blocks.append(Block("locals", (), _tree_body(value_node, file, diags), source))
+        elif key in NESTED_BLOCKS and value_node.kind == MAPPING and not top:
+            body.blocks.append(Block(key, (), _tree_body(value_node, file, diags), source))
         else:
             if key in body.attributes:
                 diags.append(error(f'Duplicate attribute "{key}"', source=source))
                 continue
             try:
-                expr = compile_value(ctor.value(value_node), file,
-                                     value_node.start_mark.line + 1, value_node.start_mark.column + 1)
+                expr = compile_value(value_node.value(), file, *value_node.line_col)
             except ExprError as exc:
                 diags.append(exc.diagnostic())
                 continue
@@ -242,19 +284,16 @@ def _yaml_body(node: yaml.Node, file: str, ctor: _Constructor, diags: list[Diagn
     return body
 
 
-def _yaml_labeled(type_: str, node: yaml.Node, file: str, ctor: _Constructor,
-                  diags: list[Diagnostic], body: Body) -> None:
-    if not isinstance(node, yaml.MappingNode):
-        diags.append(error(f'"{type_}" must map names to blocks', source=_mark(file, node),
+def _tree_labeled(type_: str, node, file: str, diags: list[Diagnostic], body: Body) -> None:
+    if node.kind != MAPPING:
+        diags.append(error(f'"{type_}" must map names to blocks', source=node.pos,
                            hint=f"Write `{type_}:` then `  NAME:` and the block's attributes under it."))
         return
-    for label_node, block_node in node.value:
-        label = str(ctor.value(label_node))
+    for label, source, block_node in node.entries():
         # `provider: {memory: [{...}, {alias: x, ...}]}` declares several configurations.
-        items = block_node.value if isinstance(block_node, yaml.SequenceNode) else [block_node]
+        items = block_node.items() if block_node.kind == SEQUENCE else [block_node]
         for item in items:
-            body.blocks.append(Block(type_, (label,), _yaml_body(item, file, ctor, diags),
-                                     _mark(file, label_node)))
+            body.blocks.append(Block(type_, (str(label),), _tree_body(item, file, diags), source))
 
 
 def parse_yaml(text: str, file: str) -> tuple[Body, list[Diagnostic]]:
@@ -272,7 +311,7 @@ def parse_yaml(text: str, file: str) -> tuple[Body, list[Diagnostic]]:
     if node is None:
         return Body(source=SourceRange(file)), []
     try:
-        return _yaml_body(node, file, _Constructor(), diags, top=True), diags
+        return _tree_body(_YamlNode(node, file, _Constructor()), file, diags, top=True), diags
     except yaml.MarkedYAMLError as exc:  # constructor errors (unknown tags, huge numbers)
         mark = exc.problem_mark or exc.context_mark
         return Body(), [error(f"Invalid YAML value: {exc.problem or exc.context}",
@@ -284,6 +323,8 @@ def parse_yaml(text: str, file: str) -> tuple[Body, list[Diagnostic]]:
 
 
 def parse_json(text: str, file: str) -> tuple[Body, list[Diagnostic]]:
+    """JSON is checked and its errors worded by `json.loads`, then walked with the
+    positions of `_json_nodes` (C-speed decoding of every attribute value)."""
     try:
         json.loads(text)
     except json.JSONDecodeError as exc:
@@ -293,13 +334,16 @@ def parse_json(text: str, file: str) -> tuple[Body, list[Diagnostic]]:
     except ValueError:  # json refuses integers of more digits than Python converts
         return Body(), [error("Invalid JSON value: a number has too many digits",
                               source=SourceRange(file))]
-    # JSON is read through the YAML composer for its line marks; tabs or some
-    # escapes that YAML refuses fall back to positions at the file level.
-    body, diags = parse_yaml(text, file)
-    if diags and diags[0].summary.startswith("Invalid YAML"):
-        return Body(), [error("Could not read this JSON file's structure",
-                              detail=diags[0].summary, source=SourceRange(file, 1, 1))]
-    return body, diags
+    except RecursionError:
+        return Body(), [error("Invalid JSON: nesting too deep", source=SourceRange(file, 1, 1))]
+    diags: list[Diagnostic] = []
+    try:
+        return _tree_body(JsonDocument(text, file).root(), file, diags, top=True), diags
+    except JsonValueError as exc:
+        return Body(), [error(f"Invalid JSON value: {exc.message}", source=exc.source,
+                              hint="Write plain strings, numbers, booleans, lists and objects.")]
+    except RecursionError:
+        return Body(), [error("Invalid JSON: nesting too deep", source=SourceRange(file, 1, 1))]
 
 
 PARSERS = {".hcl": parse_hcl, ".tf": parse_hcl, ".yaml": parse_yaml, ".yml": parse_yaml,

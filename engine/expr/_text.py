@@ -54,11 +54,9 @@ def unescape(text: str, src: SourceRange | None) -> str:
 
 
 def line_starts(text: str) -> list[int]:
-    starts = [0]
-    for i, c in enumerate(text):
-        if c == "\n":
-            starts.append(i + 1)
-    return starts
+    if "\n" not in text:      # the common case: a one-line value
+        return [0]
+    return [0, *(m.end() for m in re.finditer("\n", text))]
 
 
 def line_of(starts: list[int], index: int) -> int:

@@ -1,9 +1,11 @@
 """Evaluation of the configuration in dependency order: the values behind every name.
 
 The `Evaluator` owns the scope of each module instance (the `var`, `local`,
-`module` and resource-kind roots) and fills it in as the walk proceeds.  Both
-planning and apply use it: planning fills resources with planned values,
-apply with the values providers returned.
+`module` and resource-kind roots) and fills it in as the walk proceeds.  Plan,
+validate and apply use it: planning fills resources with planned values, apply
+with the values providers returned.  It reads nothing: a pipeline's entrypoint
+digest is a fact (`entrypoint_key`) the caller read before; when it is not in the
+facts given, `desired` raises `NeedFacts`.
 """
 
 from __future__ import annotations
@@ -12,19 +14,24 @@ import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from mlform.config.loader import display_path
 from mlform.config.model import RESOURCE_KINDS, Resource
 from mlform.diagnostics import Diagnostic, DiagnosticError, error
 from mlform.expr import UNKNOWN, ExprError, Scope, Sensitive, strip_sensitive
 from mlform.expr.values import contains_unknown, get_path, set_path
 from mlform.graph import NODE_LOCAL, NODE_OUTPUT, NODE_VARIABLE, Node
-from mlform.plan.lineage import entrypoint_digest, fingerprint
+from mlform.plan.fingerprints import fingerprint
+from mlform.plan.inputs import ENGINE, entrypoint_key
+from mlform.providers.base import FactError, FactKey
+from mlform.walk import NeedFacts
 from mlform.specs import project_refs, validate_attributes
 
 REF_KEY = "__ref__"
 
+
+#: `Diagnostic.code` of a for_each or count that needs values known only after apply
+NEEDS_APPLY = "needs_apply"
 
 # A count beyond this is a mistake, not a fleet: expanding it would exhaust memory.
 MAX_COUNT = 100_000
@@ -55,7 +62,9 @@ def instance_address(prefix: str, kind: str, name: str, key: Any) -> str:
 
 
 @dataclass
-class Desired:
+class Evaluated:
+    """An instance's evaluated attributes (the provider gets them as `Desired`)."""
+
     attributes: dict                 # clear values (no Sensitive markers), may hold UNKNOWN
     sensitive_paths: list[tuple]
     diagnostics: list[Diagnostic]
@@ -68,7 +77,8 @@ def _mark_sensitive(value: dict, paths: list[tuple]) -> dict:
 
 
 class Evaluator:
-    def __init__(self, graph, stack_dir: Path, variables: dict[str, Any], env_name: str) -> None:
+    def __init__(self, graph, stack_dir: Path, variables: dict[str, Any], env_name: str,
+                 cwd: str = ".") -> None:
         self.graph = graph
         self.stack_dir = stack_dir
         self.roots: dict[str, dict[str, Any]] = {}
@@ -76,7 +86,7 @@ class Evaluator:
         for path, module in graph.modules.items():
             roots: dict[str, Any] = {
                 "var": {}, "local": {}, "module": {name: {} for name in module.children},
-                "path": {"module": str(module.dir), "root": str(stack_dir), "cwd": str(Path.cwd())},
+                "path": {"module": str(module.dir), "root": str(stack_dir), "cwd": cwd},
                 "env": {"name": env_name},
             }
             for kind in RESOURCE_KINDS:
@@ -163,7 +173,7 @@ class Evaluator:
             # A map's keys decide the instances; unknown *values* in it are fine.
             if not isinstance(value, dict) and contains_unknown(value):
                 raise DiagnosticError.single(
-                    "Invalid for_each argument", source=source,
+                    "Invalid for_each argument", source=source, code=NEEDS_APPLY,
                     detail="The for_each value depends on attributes known only after apply, "
                            "so the instances to create cannot be determined.",
                     hint="Use values known at plan time (variables, locals, literal keys), or "
@@ -188,7 +198,7 @@ class Evaluator:
                 value = value.value
             if value is UNKNOWN:
                 raise DiagnosticError.single(
-                    "Invalid count argument", source=source,
+                    "Invalid count argument", source=source, code=NEEDS_APPLY,
                     detail="The count depends on values known only after apply.",
                     hint="Use a value known at plan time.")
             if isinstance(value, float) and value.is_integer():
@@ -217,8 +227,9 @@ class Evaluator:
             return scope.child(count={"index": inst.index_key})
         return scope
 
-    def desired(self, inst: Instance) -> Desired:
-        """Evaluate an instance's attributes, project references and check them against its spec."""
+    def desired(self, inst: Instance, facts: Mapping[FactKey, Any]) -> Evaluated:
+        """Evaluate an instance's attributes, project references and check them against its
+        spec.  `facts` are the engine's (entrypoint digests); NeedFacts when one is missing."""
         res = inst.resource
         scope = self.instance_scope(inst)
         diags: list[Diagnostic] = []
@@ -246,25 +257,35 @@ class Evaluator:
         attributes = project_refs(attributes)
         if inst.kind == "pipeline" and not diags:
             module_dir = self.graph.modules[inst.module].dir
-            digest = entrypoint_digest(attributes.get("entrypoint"), module_dir)
+            entrypoint = attributes.get("entrypoint")
+            digest = self._entrypoint_digest(entrypoint, module_dir, facts)
             if digest is None:
-                where = display_path(module_dir)
-                where = "the stack directory" if where == "." else where
-                entrypoint = attributes.get("entrypoint")
+                where = _shown_path(module_dir, self.stack_dir)
                 diags.append(error(f"Entrypoint not found for {inst.address}",
                                    detail=f'There is no file "{entrypoint}" in {where}.',
                                    source=res.attribute_sources.get("entrypoint", res.source),
                                    address=inst.address,
                                    hint="entrypoint is a path relative to the module directory."))
             attributes["entrypoint_sha256"] = digest
-            entrypoint = attributes.get("entrypoint")
             if isinstance(entrypoint, str) and inst.module:
                 # Providers run entrypoints from the stack directory; a module's entrypoint
                 # is relative to the module, so hand them a stack-relative path.
                 attributes["entrypoint_path"] = os.path.relpath(module_dir / entrypoint,
                                                                 self.stack_dir)
             attributes["fingerprint"] = fingerprint(attributes, digest)
-        return Desired(attributes, [tuple(p) for p in sensitive], diags)
+        return Evaluated(attributes, [tuple(p) for p in sensitive], diags)
+
+    @staticmethod
+    def _entrypoint_digest(entrypoint: Any, module_dir: Path, facts: Mapping[FactKey, Any]) -> Any:
+        """The entrypoint's sha256 from the facts; UNKNOWN while its name is unknown, None
+        when there is no such file."""
+        if not isinstance(entrypoint, str):
+            return UNKNOWN if entrypoint is UNKNOWN else None
+        key = entrypoint_key(module_dir / entrypoint)   # an absolute entrypoint stays itself
+        if key not in facts:
+            raise NeedFacts({(ENGINE, key)})
+        found = facts[key]
+        return None if isinstance(found, FactError) else found
 
     def set_instance(self, inst: Instance, attributes: dict, sensitive_paths: list,
                      id: Any) -> None:
@@ -320,6 +341,16 @@ def _has_sensitive(value: Any) -> bool:
     return False
 
 
+def _shown_path(directory: Path, stack_dir: Path) -> str:
+    """A module directory as diagnostics name it: relative to the stack."""
+    if Path(directory).resolve() == Path(stack_dir).resolve():
+        return "the stack directory"
+    try:
+        return Path(directory).resolve().relative_to(Path(stack_dir).resolve()).as_posix()
+    except ValueError:
+        return str(directory)
+
+
 def _with_address(diag: Diagnostic, address: str) -> Diagnostic:
     return replace(diag, address=diag.address or address)
 
@@ -337,4 +368,4 @@ def _spec_problem(kind: str, path: tuple, message: str) -> tuple[str, str]:
     return text, f"See `mlform schema {kind}` for the attributes {article} {kind} takes."
 
 
-__all__ = ["Evaluator", "Instance", "Desired", "instance_address", "REF_KEY"]
+__all__ = ["Evaluator", "Instance", "Evaluated", "instance_address", "REF_KEY", "NEEDS_APPLY"]

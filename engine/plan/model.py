@@ -23,6 +23,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from mlform.diagnostics import has_errors
+
 
 class Action(str, enum.Enum):
     NOOP = "no-op"
@@ -46,6 +48,11 @@ class Action(str, enum.Enum):
     def is_replace(self) -> bool:
         return self in (Action.DELETE_CREATE, Action.CREATE_DELETE)
 
+    @property
+    def counts(self) -> tuple[str, ...]:
+        """What carrying it out adds to an apply's summary ("added", "changed", "destroyed")."""
+        return _COUNTS[self]
+
     @classmethod
     def from_json_actions(cls, actions: list[str]) -> "Action":
         for action, value in _JSON_ACTIONS.items():
@@ -57,6 +64,11 @@ class Action(str, enum.Enum):
 _SYMBOLS = {
     Action.NOOP: " ", Action.CREATE: "+", Action.READ: "<=", Action.UPDATE: "~",
     Action.DELETE_CREATE: "-/+", Action.CREATE_DELETE: "+/-", Action.DELETE: "-",
+}
+_COUNTS = {
+    Action.NOOP: (), Action.READ: (), Action.CREATE: ("added",), Action.UPDATE: ("changed",),
+    Action.DELETE: ("destroyed",), Action.DELETE_CREATE: ("added", "destroyed"),
+    Action.CREATE_DELETE: ("added", "destroyed"),
 }
 _JSON_ACTIONS = {
     Action.NOOP: ["no-op"], Action.CREATE: ["create"], Action.READ: ["read"],
@@ -86,6 +98,9 @@ class Change:
     dependencies: tuple[str, ...] = ()     # addresses this instance depends on
     prior_id: str | None = None
     changed_paths: tuple[tuple, ...] = ()  # paths whose value differs (display)
+    #: the id of a deposed object this change deletes (an object a create_before_destroy
+    #: replacement left behind when its delete was interrupted), else ""
+    deposed: str = ""
 
     @property
     def is_change(self) -> bool:
@@ -110,21 +125,12 @@ class Summary:
 
     @classmethod
     def of(cls, changes: "tuple[Change, ...]") -> "Summary":
-        add = change = destroy = read = 0
+        counts = {"added": 0, "changed": 0, "destroyed": 0}
         for c in changes:
-            a = c.action
-            if a is Action.CREATE:
-                add += 1
-            elif a is Action.UPDATE:
-                change += 1
-            elif a is Action.DELETE:
-                destroy += 1
-            elif a is Action.READ:
-                read += 1
-            elif a.is_replace:
-                add += 1
-                destroy += 1
-        return cls(add, change, destroy, read)
+            for counter in c.action.counts:
+                counts[counter] += 1
+        read = sum(1 for c in changes if c.action is Action.READ)
+        return cls(counts["added"], counts["changed"], counts["destroyed"], read)
 
 
 @dataclass(frozen=True)
@@ -147,7 +153,11 @@ class Plan:
     # The refreshed state this plan was made against (addresses -> resource dict),
     # used by refresh-only apply to record what was read.
     refreshed: Mapping[str, Any] = field(default_factory=dict)
-    errored: bool = False
+
+    @property
+    def errored(self) -> bool:
+        """True when a diagnostic is an error (such a plan can be shown, never applied)."""
+        return has_errors(self.diagnostics)
 
     @property
     def summary(self) -> Summary:

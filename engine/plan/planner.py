@@ -1,28 +1,30 @@
-"""The planning walk: configuration + refreshed state → a `Plan` value.
+"""The planning walk: `PlanInputs` (configuration, refreshed state, facts) → a `Plan` value.
+
+Pure: no I/O, no session.  What it needs was read before it runs (refresh, provider
+configuration) and is handed to it in `PlanInputs`; the facts providers and the engine
+need (digests, GPUs, existing jobs) arrive in rounds: `Planner.run(facts)` returns the
+fact requests the walk is waiting on, and is called again once they are read
+(`mlform.operations.plan` drives it).
 
 Order of work:
-1. refresh (parallel reads through providers) → refreshed state + drift;
-2. walk the graph in dependency order: evaluate each block, expand instances,
-   ask the provider for its plan, run the pure diff, attach reasons;
-3. instances in the state but not in the configuration become deletes;
-4. outputs; 5. `--target` selection.
-
-Provider calls here are side-effect free (`validate`, `plan`, `read`); the
-diff itself (`diff.py`) is pure.
+1. walk the graph in dependency order (`mlform.walk`): evaluate each block, expand
+   instances, check `settings` against the provider's model, ask the provider to
+   validate and plan (pure calls, with the facts they named), run the pure diff,
+   attach reasons;
+2. instances in the state but not in the configuration become deletes;
+3. outputs; 4. `--target` selection.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass
 from dataclasses import replace as dc_replace
 from typing import Any
 
 from mlform._gc import paused_gc
 from mlform.addresses import config_key, matches
 from mlform.config.model import Resource
-from mlform.diagnostics import Diagnostic, DiagnosticError, error
+from mlform.diagnostics import Diagnostic, DiagnosticError, Diagnostics, error
 from mlform.expr import UNKNOWN, Sensitive, strip_sensitive
 from mlform.expr.values import contains_unknown
 from mlform.graph import NODE_OUTPUT, NODE_RESOURCE
@@ -30,27 +32,13 @@ from mlform.plan.diff import (
     DiffInput, apply_ignore_changes, changed_paths, diff, dotted, parse_dotted,
 )
 from mlform.plan.evaluate import Evaluator, Instance
-from mlform.plan.lineage import rerun_reasons
+from mlform.plan.fingerprints import rerun_reasons
+from mlform.plan.inputs import ENGINE, FactTable, PlanInputs, PlanOptions
 from mlform.plan.model import Action, Change, OutputChange, Plan
-from mlform.plan.refresh import refresh
-from mlform.providers.base import Desired as ProviderDesired
-from mlform.providers.base import LiveObject, ProviderError
-from mlform.state import State, hash_value, mask
-
-
-@dataclass(frozen=True)
-class PlanOptions:
-    mode: str = "normal"            # "normal" | "destroy" | "refresh-only"
-    refresh: bool = True
-    targets: tuple[str, ...] = ()
-    replace: tuple[str, ...] = ()
-    parallelism: int = 10
-
-
-@dataclass
-class PlanTiming:
-    refresh_s: float = 0.0
-    walk_s: float = 0.0
+from mlform.providers.base import Desired, Facts, LiveObject, ProviderError
+from mlform.specs import validate_model
+from mlform.state.sensitive import hash_value, mask
+from mlform.walk import NeedFacts, Unit, Visit, Walk, visiting
 
 
 # How an upstream change reads in a downstream reason ("model.fraud gets a new version"):
@@ -68,9 +56,6 @@ _UPSTREAM_PHRASE = {
 # What a downstream update is called, per kind.
 _KIND_PREFIX = {"model": "new model version", "endpoint": "rollout", "monitor": "reconfigure"}
 
-_ACTION_VERBS = {Action.DELETE_CREATE: "replaced", Action.CREATE_DELETE: "replaced"}
-
-
 def _upstream_phrase(kind: str, action: Action, up: str, changed: set[str]) -> str:
     for (k, a, needs), fmt in _UPSTREAM_PHRASE.items():
         if a is action and k in (kind, None) and (needs is None or needs in changed):
@@ -79,115 +64,138 @@ def _upstream_phrase(kind: str, action: Action, up: str, changed: set[str]) -> s
 
 
 class Planner:
-    def __init__(self, session, state: State, options: PlanOptions) -> None:
-        self.session = session
-        self.state = state
-        self.options = options
-        self.diags: list[Diagnostic] = []
+    """One plan: `run(facts)` until it returns a `Plan` (see the module docstring)."""
+
+    def __init__(self, inputs: PlanInputs) -> None:
+        self.inputs = inputs
+        self.graph = inputs.graph
+        self.providers = inputs.providers
+        self.state = inputs.state
+        self.refreshed = inputs.refreshed
+        self.options = inputs.options
+        self.lineage = inputs.state.lineage
+        self.diags = Diagnostics(inputs.diagnostics)
         self.changes: list[Change] = []
+        # each block's changes, put in the graph's order when the walk ends: blocks that
+        # waited on facts are planned later, and the plan must read the same anyway
+        self.node_changes: dict[str, list[Change]] = {}
         self.node_actions: dict[str, set[Action]] = {}   # config key -> actions of its instances
-        self.node_kinds: dict[str, str] = {}
         self.node_changed: dict[str, set[str]] = {}      # config key -> top-level attributes changed
         self.declared: set[str] = set()
-        self.failed: set[str] = set()    # config keys whose planning failed, or an upstream's did
-        self.timing = PlanTiming()
-        self.resource_edges = session.graph.resource_edges()
-        self.lineage = state.lineage
+        self.outputs: dict[str, Any] = {}
+        self.resource_edges = self.graph.resource_edges()
+        self.evaluator = Evaluator(self.graph, inputs.stack_dir, inputs.variables.values,
+                                   inputs.env, inputs.cwd)
+        self.facts = FactTable()
+        order = {node.key: i for i, node in enumerate(self.graph.topological())}
+        self.walk = Walk({key: Unit(key, set(node.deps), node=node, order=order[key])
+                          for key, node in self.graph.nodes.items()}, self)
+        self._walked = False
 
     # ---------------------------------------------------------------- run
 
-    def run(self) -> Plan:
+    def run(self, facts: FactTable | None = None) -> Plan | frozenset:
+        """The plan, or the fact requests still needed (read them, then call again)."""
+        if facts is not None:
+            self.facts = facts
         opts = self.options
-        t0 = time.perf_counter()
-        drift: list[Change] = []
-        refreshed = self.state
-        if opts.refresh and self.state.resources:
-            result = refresh(self.session, self.state, opts.parallelism)
-            refreshed, drift = result.state, result.drift
-            self.diags.extend(result.diagnostics)
-        self.refreshed = refreshed
-        self.timing.refresh_s = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        outputs: dict[str, Any] = {}
-        if opts.mode == "normal" and not _has_errors(self.diags):
+        if opts.mode == "normal" and not self.diags.has_errors() and not self._walked:
+            self.walk.resume()
             # No I/O in the walk, and what it allocates lives until the plan is made:
             # cyclic GC passes over it free nothing and cost a fifth of a big plan.
             with paused_gc():
-                outputs = self._walk()
+                requests = self.walk.run()
+            if requests:
+                return requests
+            self._walked = True
+            self.changes = [c for node in self.graph.topological()
+                            for c in self.node_changes.get(node.key, ())]
             self._orphans()
-        elif opts.mode == "destroy" and not _has_errors(self.diags):
+            self._deposed()
+        elif opts.mode == "destroy" and not self.diags.has_errors():
             self._destroy_all()
-        output_changes = self._output_changes(outputs) if opts.mode == "normal" else (
+            self._deposed()
+        output_changes = self._output_changes(self.outputs) if opts.mode == "normal" else (
             self._output_deletes() if opts.mode == "destroy" and not opts.targets else ())
         changes = self._select_targets(self.changes)
-        self.timing.walk_s = time.perf_counter() - t1
-        values = self.session.variables
+        values = self.inputs.variables
         return Plan(
-            changes=tuple(changes), drift=tuple(drift), output_changes=tuple(output_changes),
+            changes=tuple(changes), drift=tuple(self.inputs.drift),
+            output_changes=tuple(output_changes),
             diagnostics=tuple(dict.fromkeys(self.diags)),  # each once
-            mode=opts.mode, env=self.session.env_name,
+            mode=opts.mode, env=self.inputs.env,
             targets=tuple(opts.targets), replace=tuple(opts.replace),
             state_lineage=self.state.lineage, state_serial=self.state.serial,
-            config_digest=self.session.config.digest,
+            config_digest=self.inputs.config_digest,
             variables={k: v for k, v in values.values.items() if k not in values.sensitive},
             sensitive_variables={k: hash_value(values.values[k], self.state.lineage)
                                  for k in sorted(values.sensitive)},
-            refreshed={a: r.to_json() for a, r in refreshed.resources.items()},
-            errored=_has_errors(self.diags),
+            refreshed={a: r.to_json() for a, r in self.refreshed.resources.items()},
         )
 
     # ---------------------------------------------------------------- walk
 
-    def _walk(self) -> dict[str, Any]:
-        session = self.session
-        ev = Evaluator(session.graph, session.stack_dir, session.variables.values, session.env_name)
-        self.evaluator = ev
-        failed = self.failed
-        outputs: dict[str, Any] = {}
-        for node in session.graph.topological():
-            if any(dep in failed for dep in node.deps):
-                failed.add(node.key)          # not repeated: the root cause is already reported
-                continue
-            try:
-                if node.type == NODE_RESOURCE:
-                    self._plan_resource(ev, node)
-                else:
-                    value = ev.evaluate_node(node)
-                    if node.type == NODE_OUTPUT and not node.module:
-                        outputs[node.name] = value
-            except DiagnosticError as exc:
-                self.diags.extend(exc.diagnostics)
-                failed.add(node.key)
-        return outputs
+    def visit(self, unit: Unit) -> Visit:
+        """One graph node (the walk's executor)."""
+        return visiting(unit, lambda: self._visit_node(unit.node), self.diags)
 
-    def _plan_resource(self, ev: Evaluator, node) -> None:
+    def _visit_node(self, node) -> Visit:
+        if node.type == NODE_RESOURCE:
+            return self._plan_resource(node)
+        value = self.evaluator.evaluate_node(node)
+        if node.type == NODE_OUTPUT and not node.module:
+            self.outputs[node.name] = value
+        return Visit.DONE
+
+    def wait(self) -> None:
+        return None             # planning hands nothing to workers
+
+    @property
+    def failed(self) -> set[str]:
+        """Config keys whose planning failed, or an upstream's did."""
+        return self.walk.failed
+
+    def _plan_resource(self, node) -> Visit:
+        """Plan every instance of a block, or none: a block waiting on facts is planned
+        again from the start once they are in, so nothing of a half round is kept."""
         res: Resource = node.config
-        self.node_kinds[node.key] = res.kind
+        ev = self.evaluator
         instances = ev.expand(node)
-        ev.declare_empty(node)
-        actions = self.node_actions.setdefault(node.key, set())
-        changed = self.node_changed.setdefault(node.key, set())
-        provider_key = self.session.provider_key_for(res)
-        schema = self.session.schema(provider_key, res.kind, res.provider_source or res.source)
-        provider = self.session.provider(provider_key)
+        provider_key = self.providers.key_for(res)
+        schema = self.providers.schema(provider_key, res.kind, res.provider_source or res.source)
+        provider = self.providers.get(provider_key)
         replace_paths = tuple(parse_dotted(p) for p in schema.replace_paths)
         dependencies = tuple(sorted(self.resource_edges.get(node.key, ())))
         triggered = self._triggered(res, node.module)
-        errors = False
+        planned: list[tuple[Instance, Change, dict, list]] = []
+        problems: list[Diagnostic] = []
+        needs: set = set()
         for inst in instances:
-            self.declared.add(inst.address)
             try:
-                change = self._plan_instance(ev, inst, provider, provider_key, schema, replace_paths,
-                                             dependencies, triggered)
+                planned.append(self._plan_instance(ev, inst, provider, provider_key, schema,
+                                                   replace_paths, dependencies, triggered))
+            except NeedFacts as exc:
+                needs |= exc.requests
             except DiagnosticError as exc:
-                self.diags.extend(exc.diagnostics)
-                errors = True
-                continue
+                problems.extend(exc.diagnostics)
+        if needs:
+            raise NeedFacts(needs)
+        ev.declare_empty(node)
+        actions = self.node_actions.setdefault(node.key, set())
+        changed = self.node_changed.setdefault(node.key, set())
+        changes = self.node_changes.setdefault(node.key, [])
+        for inst, change, clear_after, sensitive_paths in planned:
+            self.declared.add(inst.address)
+            new_id = change.prior_id if change.action in (Action.NOOP, Action.UPDATE) else UNKNOWN
+            ev.set_instance(inst, clear_after, sensitive_paths, new_id)
             actions.add(change.action)
             changed.update(str(p[0]) for p in change.changed_paths if p)
-            self.changes.append(change)
-        if errors:
-            raise DiagnosticError([])
+            changes.append(change)
+        for inst in instances:
+            self.declared.add(inst.address)     # a failed instance is still declared
+        if problems:
+            raise DiagnosticError(problems)
+        return Visit.DONE
 
     def _triggered(self, res: Resource, module: str) -> str:
         """The first replace_triggered_by reference that changes in this plan, or ""."""
@@ -201,19 +209,41 @@ class Planner:
                 return prefix + ".".join(str(p) for p in trav.parts)
         return ""
 
+    def _facts(self, provider_key: str, provider, request: Desired,
+               prior: LiveObject | None) -> Facts:
+        """The facts `provider` named for this call; NeedFacts when some are not read yet."""
+        keys = provider.fact_keys(request, prior)
+        if keys:
+            missing = self.facts.missing(provider_key, keys)
+            if missing:
+                raise NeedFacts(missing)
+        return self.facts.view(provider_key)
+
     def _plan_instance(self, ev: Evaluator, inst: Instance, provider, provider_key: str, schema,
-                       replace_paths, dependencies, triggered: str) -> Change:
+                       replace_paths, dependencies, triggered: str
+                       ) -> tuple[Instance, Change, dict, list]:
+        """(the instance, its change, its planned clear value, its sensitive paths)."""
         res = inst.resource
         prior = self.refreshed.get(inst.address)
-        desired = ev.desired(inst)
+        if prior is not None and prior.holds_only_deposed:
+            prior = None      # only holds deposed objects: the object itself is gone
+        desired = ev.desired(inst, self.facts.view(ENGINE))
         if desired.diagnostics:
             raise DiagnosticError(desired.diagnostics)
-        request = ProviderDesired(inst.address, inst.kind, inst.name, desired.attributes)
+        settings = desired.attributes.get("settings")
+        if isinstance(settings, dict):
+            problems = settings_problems(schema.settings_model, settings, inst.address,
+                                         res.attribute_sources.get("settings", res.source),
+                                         provider_key, inst.kind)
+            if problems:
+                raise DiagnosticError(problems)
+        request = Desired(inst.address, inst.kind, inst.name, desired.attributes)
         prior_live = LiveObject(inst.address, inst.kind, prior.id, prior.attributes) if prior else None
-        problems = self._provider_call(inst, provider.validate, request)
+        facts = self._facts(provider_key, provider, request, prior_live)
+        problems = self._provider_call(inst, provider.validate, request, facts)
         if problems:
             raise DiagnosticError([_locate(d, res, inst.address) for d in problems])
-        planned = self._provider_call(inst, provider.plan, request, prior_live)
+        planned = self._provider_call(inst, provider.plan, request, prior_live, facts)
         self._check_planned(provider_key, inst, desired.attributes, planned.attributes)
         clear_after = dict(planned.attributes)
         masked_after = mask(clear_after, desired.sensitive_paths, self.lineage)
@@ -238,7 +268,8 @@ class Planner:
         if result.action.is_replace and prior_live is not None:
             # A replacement is a new object: plan it as a create (Terraform re-plans with a
             # null prior), so what the provider computes anew (run ids, versions) is unknown.
-            planned = self._provider_call(inst, provider.plan, request, None)
+            facts = self._facts(provider_key, provider, request, None)
+            planned = self._provider_call(inst, provider.plan, request, None, facts)
             self._check_planned(provider_key, inst, desired.attributes, planned.attributes)
             clear_after = dict(planned.attributes)
             after = mask(clear_after, desired.sensitive_paths, self.lineage)
@@ -256,10 +287,7 @@ class Planner:
                 source=res.source, address=inst.address,
                 hint="Remove prevent_destroy to allow this, or change the spec so no replacement is needed.")
         reasons, reason_code = self._reasons(inst, prior, result, provider_reasons, triggered)
-        new_id = prior.id if prior is not None and not result.action.is_replace else UNKNOWN
-        ev.set_instance(inst, clear_after, desired.sensitive_paths,
-                        new_id if result.action is not Action.CREATE else UNKNOWN)
-        return Change(
+        change = Change(
             address=inst.address, kind=inst.kind, name=inst.name, provider=provider_key,
             action=result.action, before=prior.attributes if prior else None,
             after=result.after, module=inst.module, index_key=inst.index_key,
@@ -268,6 +296,7 @@ class Planner:
             before_sensitive=tuple(map(tuple, prior.sensitive_paths)) if prior else (),
             after_sensitive=tuple(desired.sensitive_paths), dependencies=dependencies,
             prior_id=prior.id if prior else None, changed_paths=result.changed_paths)
+        return inst, change, clear_after, desired.sensitive_paths
 
     @staticmethod
     def _provider_call(inst: Instance, fn, *args):
@@ -339,7 +368,7 @@ class Planner:
                 if not up_actions:
                     continue
                 up_action = sorted(up_actions, key=lambda a: a.value)[0]
-                phrase = _upstream_phrase(self.node_kinds.get(up, ""), up_action, up,
+                phrase = _upstream_phrase(self._kind_of(up), up_action, up,
                                           self.node_changed.get(up, set()))
                 lead = _KIND_PREFIX.get(inst.kind)
                 reasons.append(f"{lead}: {attr} changes because {phrase}" if lead
@@ -347,11 +376,15 @@ class Planner:
                 code = code or "update_because_upstream"
         return list(dict.fromkeys(reasons)), code
 
+    def _kind_of(self, key: str) -> str:
+        node = self.graph.nodes.get(key)
+        return node.config.kind if node is not None and node.type == NODE_RESOURCE else ""
+
     # ---------------------------------------------------------------- deletes
 
     def _delete_change(self, rs, reason: str, code: str) -> Change:
         key = config_key(rs.address)
-        node = self.session.graph.nodes.get(key)
+        node = self.graph.nodes.get(key)
         if node is not None and node.type == NODE_RESOURCE and node.config.lifecycle.prevent_destroy:
             raise DiagnosticError.single(
                 f"Instance cannot be destroyed: {rs.address}",
@@ -365,14 +398,28 @@ class Planner:
             before_sensitive=tuple(map(tuple, rs.sensitive_paths)),
             dependencies=tuple(rs.dependencies), prior_id=rs.id)
 
+    def _deposed(self) -> None:
+        """Objects a create_before_destroy replacement left behind (its delete was
+        interrupted): each is deleted, as its own change."""
+        for rs in self.refreshed.resources.values():
+            for obj in rs.deposed:
+                self.changes.append(Change(
+                    address=rs.address, kind=rs.kind, name=rs.name, provider=rs.provider,
+                    action=Action.DELETE, before=obj.get("attributes") or {}, after=None,
+                    module=rs.module, index_key=rs.index_key, deposed=obj["id"],
+                    reasons=(f"a create_before_destroy replacement of {rs.address} was "
+                             "interrupted before it destroyed this object",),
+                    before_sensitive=tuple(map(tuple, rs.sensitive_paths)),
+                    dependencies=tuple(rs.dependencies), prior_id=obj["id"]))
+
     def _orphans(self) -> None:
         for address, rs in self.refreshed.resources.items():
-            if address in self.declared:
+            if address in self.declared or rs.holds_only_deposed:
                 continue
             key = config_key(address)
             if key in self.failed:
                 continue  # a block that failed to plan is still declared: not an orphan
-            node = self.session.graph.nodes.get(key)
+            node = self.graph.nodes.get(key)
             if node is None:
                 reason, code = f"{key} is not in the configuration", "delete_because_no_resource_config"
             elif node.config.for_each is not None:
@@ -389,6 +436,8 @@ class Planner:
 
     def _destroy_all(self) -> None:
         for rs in self.refreshed.resources.values():
+            if rs.holds_only_deposed:
+                continue
             try:
                 self.changes.append(self._delete_change(rs, "", "delete_because_destroy"))
             except DiagnosticError as exc:
@@ -409,7 +458,7 @@ class Planner:
                 continue
             value = values[name]
             sensitive = isinstance(value, Sensitive) or bool(
-                self.session.graph.nodes[f"output.{name}"].config.sensitive)
+                self.graph.nodes[f"output.{name}"].config.sensitive)
             clear, marked = strip_sensitive(value)
             after = hash_value(clear, self.lineage) if (sensitive or marked) and not contains_unknown(clear) \
                 else (UNKNOWN if contains_unknown(clear) and (sensitive or marked) else clear)
@@ -433,7 +482,7 @@ class Planner:
         targets = self.options.targets
         if not targets:
             return changes
-        known = set(self.session.graph.nodes) | {c.address for c in changes}
+        known = set(self.graph.nodes) | {c.address for c in changes}
         for t in targets:
             if not any(matches(t, a) or matches(t, config_key(a)) for a in known):
                 from mlform.specs import did_you_mean
@@ -471,17 +520,28 @@ def _short(digest) -> str:
     return f"{digest[:8]}…" if isinstance(digest, str) else "(known after apply)"
 
 
-def _has_errors(diags) -> bool:
-    return any(d.severity == "error" for d in diags)
-
-
 def _locate(diag: Diagnostic, res: Resource, address: str) -> Diagnostic:
     from dataclasses import replace
     return replace(diag, source=diag.source or res.source, address=diag.address or address)
 
 
-def make_plan(session, state: State, options: PlanOptions) -> Plan:
-    return Planner(session, state, options).run()
+def settings_problems(model, settings: dict, address: str, source, provider_key: str,
+                      kind: str) -> list[Diagnostic]:
+    """A resource's `settings { }` checked against its provider's settings model, once, by
+    the engine (providers do not check them again); unknown values pass."""
+    out = []
+    for path, message in validate_model(model, settings, lambda v: v is UNKNOWN):
+        where = ".".join(str(p) for p in path)
+        text, _, suggestion = message.partition("; did you mean ")
+        text = text.replace('unknown attribute "', 'unknown setting "')
+        if where and f'"{path[-1]}"' not in text:
+            text = f"{where}: {text}"
+        fields = ", ".join(model.model_fields) or "none"
+        hint = (f"Did you mean {suggestion}" if suggestion else
+                f'The "{provider_key}" provider\'s {kind} settings: {fields}.')
+        out.append(error(f"Invalid settings for {address}: {text}", source=source,
+                         address=address, hint=hint))
+    return out
 
 
-__all__ = ["Planner", "PlanOptions", "make_plan"]
+__all__ = ["Planner", "PlanOptions", "settings_problems"]

@@ -33,7 +33,9 @@ from mlform.diagnostics import Diagnostic, error
 from mlform.state.model import ResourceState, State, StateError
 from mlform.state.sensitive import seal, seal_outputs
 
-ACTIONS = ("create", "update", "delete")
+#: provider calls an intent announces; "delete-deposed" deletes an object a
+#: create_before_destroy replacement left behind (`ResourceState.deposed`)
+ACTIONS = ("create", "update", "delete", "delete-deposed")
 
 
 @dataclass
@@ -126,8 +128,17 @@ class PendingOp:
     address: str
     kind: str
     provider: str
-    action: str           # "create" | "update" | "delete"
+    action: str           # one of ACTIONS
     id: str | None = None
+    #: a create of a create_before_destroy replacement: the id of the object it replaces
+    replaces: str | None = None
+
+    def to_json(self) -> dict:
+        body = {"op": "intent", "address": self.address, "kind": self.kind,
+                "provider": self.provider, "action": self.action, "id": self.id}
+        if self.replaces is not None:
+            body["replaces"] = self.replaces
+        return body
 
 
 @dataclass
@@ -158,13 +169,12 @@ class StateWriter(ABC):
     # --- the protocol -----------------------------------------------------------------
 
     def intent(self, address: str, kind: str, provider: str, action: str,
-               id: str | None = None) -> None:
+               id: str | None = None, replaces: str | None = None) -> None:
         """Journal that a provider call is about to start (BEFORE calling it)."""
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
-        op = PendingOp(address, kind, provider, action, id)
-        body = {"op": "intent", "address": address, "kind": kind, "provider": provider,
-                "action": action, "id": id}
+        op = PendingOp(address, kind, provider, action, id, replaces)
+        body = op.to_json()
         with self._mutex:
             self._check_open()
             self._append(body)
@@ -382,7 +392,8 @@ class JournalReplay:
 
     def _intent(self, rec: dict, n: int) -> None:
         self.pending[rec["address"]] = PendingOp(rec["address"], rec["kind"], rec["provider"],
-                                                 rec["action"], rec.get("id"))
+                                                 rec["action"], rec.get("id"),
+                                                 rec.get("replaces"))
 
     def _record(self, rec: dict, n: int) -> None:
         r = ResourceState.from_json(rec["resource"], self.source, where=f"line {n}")
@@ -467,7 +478,4 @@ def push_guard(new: State, prior: State | None, replay: JournalReplay | None, fo
 def intent_lines(pending: list[PendingOp], lineage: str, base_serial: int) -> bytes:
     """Open intents as journal lines stamped for the snapshot at `base_serial`: how they
     survive a snapshot replace until a writer resolves them."""
-    return b"".join(
-        journal_line({"op": "intent", "address": p.address, "kind": p.kind,
-                      "provider": p.provider, "action": p.action, "id": p.id},
-                     lineage, base_serial) for p in pending)
+    return b"".join(journal_line(p.to_json(), lineage, base_serial) for p in pending)

@@ -99,21 +99,39 @@ class ResourceState:
     sensitive_paths: list[list] = field(default_factory=list)
     dependencies: list[str] = field(default_factory=list)
     status: str = "ok"                    # "ok" | "tainted"
+    #: objects a create_before_destroy replacement made obsolete but has not deleted yet
+    #: (its delete was interrupted): ``{"id", "attributes"}`` each; the next plan
+    #: deletes them.  Written only when there are some.
+    deposed: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {
+        doc = {
             "address": self.address, "kind": self.kind, "name": self.name,
             "module": self.module, "index_key": self.index_key, "provider": self.provider,
             "id": self.id, "attributes": self.attributes,
             "sensitive_paths": [list(p) for p in self.sensitive_paths],
             "dependencies": list(self.dependencies), "status": self.status,
         }
+        if self.deposed:
+            doc["deposed"] = [dict(d) for d in self.deposed]
+        return doc
 
     def copy(self) -> "ResourceState":
         return ResourceState(self.address, self.kind, self.name, self.module, self.index_key,
                              self.provider, self.id, _clone(self.attributes),
                              [list(p) for p in self.sensitive_paths], list(self.dependencies),
-                             self.status)
+                             self.status, [_clone(d) for d in self.deposed])
+
+    @property
+    def holds_only_deposed(self) -> bool:
+        """A placeholder kept for its deposed objects: the object itself is gone."""
+        return self.id is None and not self.attributes and bool(self.deposed)
+
+    def with_deposed(self, deposed: list[dict]) -> "ResourceState":
+        """This resource with another list of deposed objects (a new object)."""
+        found = copy.copy(self)
+        found.deposed = [dict(d) for d in deposed]
+        return found
 
     @classmethod
     def from_json(cls, doc: Any, source: str = "state", where: str = "resource") -> "ResourceState":
@@ -133,6 +151,10 @@ class ResourceState:
         status = _need(doc, "status", str, source, where, "ok")
         if status not in STATUSES:
             raise _fail(source, f"{where}: status must be one of {STATUSES}, got {status!r}")
+        deposed = _need(doc, "deposed", list, source, where, [])
+        if not all(isinstance(d, dict) and isinstance(d.get("id"), str)
+                   and isinstance(d.get("attributes", {}), dict) for d in deposed):
+            raise _fail(source, f"{where}: deposed entries must be objects with an id")
         return cls(
             address=address,
             kind=_need(doc, "kind", str, source, where),
@@ -142,7 +164,7 @@ class ResourceState:
             provider=_need(doc, "provider", str, source, where),
             id=_need(doc, "id", (str, type(None)), source, where, None),
             attributes=_need(doc, "attributes", dict, source, where, {}),
-            sensitive_paths=paths, dependencies=deps, status=status,
+            sensitive_paths=paths, dependencies=deps, status=status, deposed=deposed,
         )
 
 

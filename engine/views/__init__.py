@@ -8,7 +8,7 @@ strings or plain dicts, and never print.
 from mlform.views.human import (
     render_apply_summary, render_diagnostics, render_drift, render_plan,
 )
-from mlform.views.json_plan import plan_from_json, plan_to_json
+from mlform.plan.codec import plan_from_json, plan_to_json
 from mlform.views.junit import render_drift_junit
 from mlform.views.markdown import render_plan_markdown
 from mlform.views.summary import ApplySummary

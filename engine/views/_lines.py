@@ -17,7 +17,8 @@ from collections.abc import Mapping  # not typing.Mapping: isinstance on it is ~
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from mlform.expr.values import UNKNOWN, Sensitive, contains_unknown
+from mlform.expr.values import UNKNOWN, Sensitive
+from mlform.plan.codec import plain, redact
 from mlform.plan.model import Action, Change
 
 SENSITIVE_TEXT = "(sensitive value)"
@@ -47,66 +48,8 @@ class Redacted:
 _ABSENT = object()   # a key missing on one side of a diff
 
 
-# ---------------------------------------------------------------------------
-# plain data
-
-
-def plain(value: Any) -> Any:
-    """JSON-shaped copy: tuples -> lists, Mappings -> dicts.  UNKNOWN stays;
-    a stray `Sensitive` wrapper becomes None so it can never leak."""
-    if value is UNKNOWN or value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (Sensitive, Redacted)):
-        return None
-    if isinstance(value, Mapping):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
-
-
-def _has_path(value: Any, path: tuple) -> bool:
-    for step in path:
-        if isinstance(value, dict) and step in value:
-            value = value[step]
-        elif (isinstance(value, list) and isinstance(step, int)
-              and 0 <= step < len(value)):
-            value = value[step]
-        else:
-            return False
-    return True
-
-
-def _replace_at(value: Any, path: tuple, make: Callable[[Any], Any]) -> Any:
-    if not path:
-        return make(value)
-    head, rest = path[0], path[1:]
-    if isinstance(value, list):
-        out = list(value)
-    else:
-        out = dict(value)
-    out[head] = _replace_at(value[head], rest, make)
-    return out
-
-
-def redact(value: Any, paths: Iterable[tuple], make: Callable[[Any], Any]) -> Any:
-    """`value` (made plain) with the value at each sensitive path replaced by
-    `make(raw)`.  Shorter paths go first: once a prefix is redacted the longer
-    paths under it no longer exist and are skipped."""
-    out = plain(value)
-    for path in sorted({tuple(p) for p in paths}, key=len):
-        if _has_path(out, path):
-            out = _replace_at(out, path, make)
-    return out
-
-
 def redact_for_display(value: Any, paths: Iterable[tuple]) -> Any:
     return redact(value, paths, Redacted)
-
-
-def redact_for_json(value: Any, paths: Iterable[tuple]) -> Any:
-    # Keep "this is unknown" (not a secret; apply needs it), drop the value.
-    return redact(value, paths, lambda raw: UNKNOWN if contains_unknown(raw) else None)
 
 
 # ---------------------------------------------------------------------------

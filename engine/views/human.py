@@ -103,7 +103,9 @@ def _layout(line: Line) -> list[Segment]:
 
 
 def _change_block(change: Change, headline: str) -> list[list[Segment]]:
-    out = [_plain_line(f"  # {change.address} {headline}", "bold")]
+    name = f"{change.address} (deposed object {change.deposed})" if change.deposed \
+        else change.address
+    out = [_plain_line(f"  # {name} {headline}", "bold")]
     out += [_plain_line(f"  # ({reason})") for reason in change.reasons]
     out += [_layout(line) for line in change_lines(change)]
     out.append(_plain_line())
@@ -215,17 +217,21 @@ def _output_value(value: Any, sensitive: bool) -> str:
 
 
 def render_apply_summary(result: Any, *, color: bool = False) -> str:
-    """`Apply complete! Resources: ...` and the outputs, or `Apply failed!`
+    """`Apply complete! Resources: ...` (for a destroy, Terraform's `Destroy complete!
+    Resources: N destroyed.`) and the outputs, or `Apply failed!` / `Destroy failed!`
     with each root cause once (outputs are not shown after a failure)."""
-    counts = (f"Resources: {result.added} added, {result.changed} changed, "
-              f"{result.destroyed} destroyed.")
+    if result.mode == "destroy":
+        verb, counts = "Destroy", f"Resources: {result.destroyed} destroyed."
+    else:
+        verb, counts = "Apply", (f"Resources: {result.added} added, {result.changed} changed, "
+                                 f"{result.destroyed} destroyed.")
     failed = _unique(tuple(f) for f in result.failed)
     if failed:
-        out = [_plain_line(f"Apply failed! {counts}", "bold red"), _plain_line()]
+        out = [_plain_line(f"{verb} failed! {counts}", "bold red"), _plain_line()]
         out += [[("error:", "bold red"), (f" {address}: {message}", None)]
                 for address, message in failed]
         return _emit(out, color)
-    out = [_plain_line(f"Apply complete! {counts}", "bold green")]
+    out = [_plain_line(f"{verb} complete! {counts}", "bold green")]
     if result.outputs:
         out += [_plain_line(), _plain_line("Outputs:", "bold"), _plain_line()]
         names = sorted(result.outputs)

@@ -65,8 +65,13 @@ def _diff_block(lines: list[Line]) -> list[str]:
     return [f"{fence}diff", body, fence]
 
 
+def _name(change: Change) -> str:
+    return f"{change.address} (deposed object {change.deposed})" if change.deposed \
+        else change.address
+
+
 def _details(change: Change, label: str) -> list[str]:
-    summary = html.escape(f"{change.address} ({label})")
+    summary = html.escape(f"{_name(change)} ({label})")
     out = [f"<details><summary>{summary}</summary>", ""]
     out += [f"> {_cell(reason)}" for reason in change.reasons]
     if change.reasons:
@@ -85,7 +90,7 @@ def _reason(change: Change) -> str:
 
 def _changes_section(changes: list[Change]) -> list[str]:
     out = ["| Action | Resource | Reason |", "| --- | --- | --- |"]
-    out += [f"| {_ACTION_WORDS[c.action]} | `{_cell(c.address)}` | {_cell(_reason(c))} |"
+    out += [f"| {_ACTION_WORDS[c.action]} | `{_cell(_name(c))}` | {_cell(_reason(c))} |"
             for c in changes]
     out.append("")
     for c in changes:

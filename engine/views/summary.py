@@ -18,6 +18,7 @@ class ApplySummary:
     added: int = 0
     changed: int = 0
     destroyed: int = 0
+    mode: str = "normal"        # the plan's: "destroy" says "Destroy complete!"
     failed: list[tuple[str, str]] = field(default_factory=list)
     outputs: dict[str, tuple[Any, bool]] = field(default_factory=dict)
 

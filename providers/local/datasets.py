@@ -4,156 +4,50 @@ A source is a file or directory (relative to the stack, or ``file://``) or an
 ``http(s)://`` URL.  Its sha256 digest names it in the store::
 
     root/cas/sha256/<2 hex>/<digest>/<original file name or directory tree>
-    root/cas/index.json          digests by (path, size, mtime_ns), row profiles by digest
     root/cas/downloads/<url key>/<name>, root/cas/urls.json   the http(s) download cache
     root/datasets/<slug>.json    one record per dataset: its attributes
 
 A file's digest is the sha256 of its bytes; a directory's is the sha256 over
-its sorted ``relative/path NUL file-sha256 LF`` lines.  Digests are cached by
-size and mtime, so a plan of an unchanged dataset reads nothing; content that
-is already stored is never copied twice (a second name for it is a hard link).
-A URL is fetched at plan time with ``If-None-Match``/``If-Modified-Since`` from
-the last fetch, so an unchanged remote file is downloaded once.
+its sorted ``relative/path NUL file-sha256 LF`` lines (`kit.digests`).  Digests and
+row profiles are cached by size and mtime in the stack's shared digest cache, so a
+plan of an unchanged dataset reads nothing; content that is already stored is never
+copied twice (a second name for it is a hard link).  A URL is fetched when facts are
+read, with ``If-None-Match``/``If-Modified-Since`` from the last fetch, so an unchanged
+remote file is downloaded once.
 
-Plan computes ``uri``, ``digest``, ``rows`` and ``bytes`` (all known then, so
+The source's content and profile are a fact (`kit.datasets`), read before planning:
+plan computes ``uri``, ``digest``, ``rows`` and ``bytes`` from it (all known then, so
 a pipeline's fingerprint is known at plan time) and `validate` runs the checks
-(`checks.py`); an edited source file shows up as an update of the dataset and
-a re-run of every pipeline it feeds.
+(`kit.checks`); an edited source file shows up as an update of the dataset and a
+re-run of every pipeline it feeds.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Sequence
 
-from mlform.providers.base import Diagnostic, error
-from mlform.providers.base import UNKNOWN, contains_unknown
 from mlform.providers.base import (
-    Desired, KindSchema, LiveObject, Planned, ProgressEvent, ProviderError, Timeouts,
+    UNKNOWN, Desired, Diagnostic, FactKey, Facts, KindSchema, LiveObject, Planned,
+    ProgressEvent, ProviderError, Timeouts, contains_unknown,
+)
+from mlform.providers.kit.datasets import (
+    SOURCE_INPUTS, DatasetFacts, dataset_diagnostics, read_local_dataset, readable, source_fact,
+)
+from mlform.providers.kit.digests import hash_file, tree_digest, tree_files
+from mlform.providers.kit.plans import computed_or_unknown, plan_of
+from mlform.providers.kit.sources import (
+    Downloads, LocalContent, SourceError, local_path, read_local, scheme,
 )
 
-from . import checks
-from .common import KindHandler, LocalEnv, read_json, write_json_atomic
+from .env import LocalEnv, LocalHandler, read_json, write_json_atomic
 
-__all__ = ["DatasetHandler", "Content", "ContentStore", "Digests", "tree_digest"]
+__all__ = ["DatasetHandler", "ContentStore"]
 
-_CHUNK = 1 << 20
-
-
-class SourceError(Exception):
-    """The source cannot be found, read or downloaded; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class Content:
-    """A dataset's bytes on this machine, before or after they are stored."""
-
-    path: Path      # the file or directory to read (the source, or the download cache)
-    name: str       # its name inside the store
-    digest: str
-    size: int
-    is_dir: bool
-
-
-# -- digests -----------------------------------------------------------------
-
-def _hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _tree_files(root: Path) -> list[tuple[str, Path]]:
-    """(posix relative path, path) of every regular file below `root`, sorted."""
-    return sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*") if p.is_file())
-
-
-def tree_digest(pairs: list[tuple[str, str]]) -> str:
-    """sha256 over sorted (relative path, file sha256) pairs: the digest of a directory."""
-    h = hashlib.sha256()
-    for rel, digest in sorted(pairs):
-        h.update(f"{rel}\0{digest}\n".encode())
-    return h.hexdigest()
-
-
-class Digests:
-    """File digests cached by (path, size, mtime_ns) in ``root/cas/index.json``.
-
-    The index is a cache, not state: losing it costs one re-read, and a racing
-    writer in another process at worst drops an entry.
-    """
-
-    def __init__(self, index_path: Path) -> None:
-        self._path = index_path
-        self._lock = threading.Lock()
-        self._doc: dict[str, Any] | None = None
-        self._dirty = False
-
-    def _index(self) -> dict[str, Any]:
-        if self._doc is None:
-            doc = read_json(self._path, {})
-            doc = doc if isinstance(doc, dict) else {}
-            self._doc = {"files": dict(doc.get("files") or {}),
-                         "profiles": dict(doc.get("profiles") or {})}
-        return self._doc
-
-    def file(self, path: Path) -> tuple[str, int]:
-        st = path.stat()
-        key = str(path.resolve())
-        with self._lock:
-            hit = self._index()["files"].get(key)
-        if isinstance(hit, dict) and hit.get("size") == st.st_size and \
-                hit.get("mtime_ns") == st.st_mtime_ns:
-            return hit["digest"], st.st_size
-        digest = _hash_file(path)
-        with self._lock:
-            # one entry per path: an edited file replaces its old entry
-            self._index()["files"][key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                                           "digest": digest}
-            self._dirty = True
-        return digest, st.st_size
-
-    def tree(self, root: Path) -> tuple[str, int]:
-        pairs, size = [], 0
-        for rel, path in _tree_files(root):
-            digest, n = self.file(path)
-            pairs.append((rel, digest))
-            size += n
-        return tree_digest(pairs), size
-
-    def profile(self, key: str, compute: Callable[[], checks.Profile]) -> checks.Profile:
-        with self._lock:
-            hit = self._index()["profiles"].get(key)
-        if isinstance(hit, dict):
-            try:
-                return checks.Profile.from_json(hit)
-            except (KeyError, TypeError, ValueError):
-                pass  # an older or damaged entry: compute again
-        result = compute()
-        with self._lock:
-            profiles = self._index()["profiles"]
-            profiles[key] = result.to_json()
-            while len(profiles) > 1000:   # a cache: forget the oldest entries
-                profiles.pop(next(iter(profiles)))
-            self._dirty = True
-        return result
-
-    def save(self) -> None:
-        with self._lock:
-            if not self._dirty or self._doc is None:
-                return
-            write_json_atomic(self._path, self._doc)
-            self._dirty = False
+COMPUTED = ("uri", "digest", "rows", "bytes")
 
 
 # -- the content-addressed store --------------------------------------------
@@ -171,7 +65,7 @@ class ContentStore:
     def has(self, digest: str, name: str) -> bool:
         return self.location(digest, name).exists()
 
-    def put(self, content: Content, verify: Callable[[Path], str]) -> Path:
+    def put(self, content: LocalContent, verify: Callable[[Path], str]) -> Path:
         """Store `content` unless it is there; a second name for it is a hard link, not a copy."""
         target = self.location(content.digest, content.name)
         with self._lock:
@@ -233,176 +127,80 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-# -- http(s) sources ---------------------------------------------------------
-
-class Downloads:
-    """http(s) sources, fetched with conditional requests and kept under ``root/cas/downloads``."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._index_path = root / "urls.json"
-        self._lock = threading.Lock()
-        self._fetched: dict[str, Path] = {}   # fetched in this process: not asked again
-
-    def fetch(self, url: str) -> Path:
-        with self._lock:
-            if url in self._fetched:
-                return self._fetched[url]
-            path = self._fetch(url)
-            self._fetched[url] = path
-            return path
-
-    def _fetch(self, url: str) -> Path:
-        index = read_json(self._index_path, {}) or {}
-        entry = index.get(url) if isinstance(index.get(url), dict) else {}
-        name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name or "download"
-        target = self.root / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
-        headers = {"User-Agent": "mlform"}
-        if target.exists():
-            if entry.get("etag"):
-                headers["If-None-Match"] = entry["etag"]
-            if entry.get("last_modified"):
-                headers["If-Modified-Since"] = entry["last_modified"]
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
-                                        timeout=60) as response:
-                self._save(response, target)
-                index[url] = {"etag": response.headers.get("ETag"),
-                              "last_modified": response.headers.get("Last-Modified")}
-        except urllib.error.HTTPError as exc:
-            if exc.code == 304 and target.exists():
-                return target
-            raise SourceError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from exc
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise SourceError(f"cannot download {url}: {reason}") from exc
-        write_json_atomic(self._index_path, index)
-        return target
-
-    @staticmethod
-    def _save(response: Any, target: Path) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        with open(partial, "wb") as fh:
-            while chunk := response.read(_CHUNK):
-                fh.write(chunk)
-        os.replace(partial, target)
-
-
 # -- the handler -------------------------------------------------------------
 
-def _source_key(attrs: Mapping[str, Any]) -> tuple[Any, Any, Any]:
-    return attrs.get("source"), attrs.get("format"), attrs.get("schema")
-
-
-class DatasetHandler(KindHandler):
+class DatasetHandler(LocalHandler):
     """`dataset`: digest, checks and a content-addressed copy."""
 
-    schema = KindSchema(replace_paths=("format",), computed=("uri", "digest", "rows", "bytes"),
+    schema = KindSchema(replace_paths=("format",), computed=COMPUTED,
                         timeouts=Timeouts(create=3600.0, update=3600.0, delete=300.0))
 
     def __init__(self, env: LocalEnv) -> None:
         super().__init__(env)
         cas = env.root / "cas"
         self.store = ContentStore(cas)
-        self.digests = Digests(cas / "index.json")
         self.downloads = Downloads(cas)
-
-    # -- the source ----------------------------------------------------------
 
     def record_path(self, address: str) -> Path:
         return self.env.root / "datasets" / f"{self.env.slug(address)}.json"
 
-    def _local(self, source: str) -> Path:
+    # -- the source ----------------------------------------------------------
+
+    def _path(self, source: str) -> Path:
         """The file or directory a source names (URLs are downloaded first)."""
-        scheme = urllib.parse.urlsplit(source).scheme.lower()
-        scheme = scheme if len(scheme) > 1 else ""   # "C:" is a drive, not a scheme
-        where = {
-            "": lambda: self.env.resolve(os.path.expanduser(source)),
-            "file": lambda: Path(urllib.parse.unquote(urllib.parse.urlsplit(source).path)),
-            "http": lambda: self.downloads.fetch(source),
-            "https": lambda: self.downloads.fetch(source),
-        }.get(scheme)
-        if where is None:
-            raise SourceError(f"the local provider reads files and http(s) URLs, not "
-                              f"{scheme}:// sources; use a provider for that store, or "
-                              f"download the data first")
-        return where()
+        kind = scheme(source)
+        if kind in ("", "file"):
+            return local_path(source, self.env.stack_dir)
+        if kind in ("http", "https"):
+            return self.downloads.fetch(source)
+        raise SourceError(f"the local provider reads files and http(s) URLs, not "
+                          f"{kind}:// sources; use a provider for that store, or "
+                          f"download the data first")
 
-    def content(self, source: str) -> Content:
-        path = self._local(source)
-        if not path.exists():
-            raise SourceError(f"source {source} not found (looked for {path})")
-        try:
-            if path.is_dir():
-                digest, size = self.digests.tree(path)
-            else:
-                digest, size = self.digests.file(path)
-        except OSError as exc:
-            raise SourceError(f"cannot read source {source}: {exc}") from exc
-        finally:
-            self.digests.save()
-        return Content(path, path.name or "data", digest, size, path.is_dir())
+    def content(self, source: str) -> LocalContent:
+        return read_local(source, self._path(source), self.env.digests)
 
-    @staticmethod
-    def format_of(attrs: Mapping[str, Any], content: Content) -> str:
-        fmt = attrs.get("format")
-        return fmt.lower() if isinstance(fmt, str) else checks.infer_format(content.path)
+    # -- facts ---------------------------------------------------------------
 
-    def profile(self, attrs: Mapping[str, Any], content: Content) -> checks.Profile:
-        fmt = self.format_of(attrs, content)
-        schema = attrs.get("schema") or {}
-        key = hashlib.sha256(repr((content.digest, fmt, sorted(schema.items()))).encode()).hexdigest()
-        try:
-            return self.digests.profile(key, lambda: checks.profile(content.path, fmt, schema))
-        finally:
-            self.digests.save()
+    def fact_keys(self, desired: Desired, prior: LiveObject | None) -> Sequence[FactKey]:
+        key = source_fact(desired.attributes)
+        return (key,) if key is not None else ()
+
+    def read_facts(self, keys: Sequence[FactKey]) -> dict[FactKey, Any]:
+        found: dict[FactKey, Any] = {}
+        for key in keys:
+            source, fmt, schema = key.args
+            attrs = {"format": fmt, "schema": dict(schema)}
+            try:
+                found[key] = read_local_dataset(source, self._path(source), attrs,
+                                                self.env.digests)
+            except SourceError as exc:
+                found[key] = DatasetFacts(error=str(exc))
+        return found
 
     # -- the contract --------------------------------------------------------
 
-    def validate(self, desired: Desired) -> list[Diagnostic]:
+    def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
+        key = source_fact(desired.attributes)
+        return dataset_diagnostics(desired.address, desired.attributes, facts[key]) \
+            if key is not None else []
+
+    def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
         attrs = desired.attributes
-        if contains_unknown(_source_key(attrs)):
-            return []
-        try:
-            content = self.content(attrs["source"])
-        except SourceError as exc:
-            return [error(f"{desired.address}: {exc}", address=desired.address)]
-        declared = [v for v in (attrs.get("checks") or {}).values() if v is not None]
-        if not attrs.get("schema") and not declared:
-            return []
-        try:
-            prof = self.profile(attrs, content)
-        except checks.CheckUnavailable as exc:
-            return [error(f"{desired.address}: cannot run the dataset checks: {exc}",
-                          address=desired.address)]
-        detail = f"Checked {attrs['source']} (sha256 {content.digest[:12]}…)."
-        return [error(f.message, detail, address=desired.address)
-                for f in checks.run_checks(desired.address, prof, attrs.get("checks"),
-                                           attrs.get("schema"))]
+        return plan_of(desired, computed_or_unknown(
+            attrs, SOURCE_INPUTS, COMPUTED,
+            lambda: self._computed(desired.address, facts[source_fact(attrs)])))
 
-    def plan(self, desired: Desired, prior: LiveObject | None) -> Planned:
-        attrs = dict(desired.attributes)
-        if contains_unknown(_source_key(attrs)):
-            attrs.update(uri=UNKNOWN, digest=UNKNOWN, rows=UNKNOWN, bytes=UNKNOWN)
-        else:
-            attrs.update(self._computed(desired.address, attrs))
-        return Planned(desired.address, desired.kind, desired.name, attrs)
-
-    def _computed(self, address: str, attrs: Mapping[str, Any]) -> dict[str, Any]:
-        try:
-            content = self.content(attrs["source"])
-        except SourceError as exc:
-            raise ProviderError(f"{address}: {exc}", address=address) from exc
-        try:
-            rows = self.profile(attrs, content).rows
-        except checks.CheckUnavailable:
-            rows = None   # validate reports why; the content is still usable
+    def _computed(self, address: str, found: Any) -> dict[str, Any]:
+        found = readable(address, found)
+        content = found.content
         return {"uri": self.store.location(content.digest, content.name).as_uri(),
-                "digest": content.digest, "rows": rows, "bytes": content.size}
+                "digest": content.digest, "bytes": content.size,
+                # a profile the checks cannot read: validate says why; the data is usable
+                "rows": found.profile.rows if found.profile is not None else None}
 
-    def create(self, planned: Planned) -> LiveObject:
-        address, attrs = planned.address, dict(planned.attributes)
+    def create(self, planned_: Planned) -> LiveObject:
+        address, attrs = planned_.address, dict(planned_.attributes)
         try:
             content = self.content(attrs["source"])
         except SourceError as exc:
@@ -421,19 +219,21 @@ class DatasetHandler(KindHandler):
             raise ProviderError(f"{address}: cannot store the dataset: {exc}", address=address,
                                 retryable=True) from exc
         if contains_unknown(attrs):
-            attrs.update({k: v for k, v in self._computed(address, attrs).items()
+            key = source_fact(attrs)
+            attrs.update({k: v for k, v in self._computed(address, self.read_facts([key])[key]).items()
                           if attrs.get(k) is UNKNOWN})
         write_json_atomic(self.record_path(address), {
             "address": address, "digest": content.digest, "name": content.name,
             "attributes": attrs})
-        return LiveObject(address, planned.kind, self.env.object_id(address), attrs)
+        return LiveObject(address, planned_.kind, self.env.object_id(address), attrs)
 
     @staticmethod
-    def _verify(content: Content) -> Callable[[Path], str]:
+    def _verify(content: LocalContent) -> Callable[[Path], str]:
         """Hash the copy itself, so a source edited during the copy is caught."""
         if not content.is_dir:
-            return _hash_file
-        return lambda root: tree_digest([(rel, _hash_file(p)) for rel, p in _tree_files(root)])
+            return lambda path: hash_file(path).digest
+        return lambda root: tree_digest([(rel, hash_file(p).digest)
+                                         for rel, p in tree_files(root)])
 
     def read(self, prior: LiveObject) -> LiveObject | None:
         record = read_json(self.record_path(prior.address))

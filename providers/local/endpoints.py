@@ -40,21 +40,22 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from mlform.providers.base import Diagnostic, error, warning
-from mlform.providers.base import UNKNOWN, contains_unknown
 from mlform.providers.base import (
-    Desired, KindSchema, LiveObject, Planned, ProgressEvent, ProviderError,
+    UNKNOWN, Desired, Diagnostic, FactKey, Facts, KindSchema, LiveObject, Planned,
+    ProgressEvent, ProviderError, contains_unknown, error, warning,
 )
+from mlform.providers.kit.artifacts import uri_to_path
+from mlform.providers.kit.plans import plan_of
 from mlform.specs import looks_like_address, split_address
 
 from . import processes
-from .common import KindHandler, LocalEnv, read_json, write_json_atomic
-from .registry import aliases, dir_digest, read_meta, registry_dir, uri_to_path, version_dir
+from .env import LocalEnv, LocalHandler, read_json, write_json_atomic
+from .models import aliases, artifact_digest, read_meta, registry_dir, version_dir
 
 __all__ = ["EndpointHandler", "EndpointSettings", "endpoint_dir", "capture_path",
            "SERVER_PROGRAM", "TOKEN_HEADER", "ROLLOUTS"]
@@ -243,24 +244,62 @@ def _log_tail(path: Path, lines: int = 8) -> str:
 
 # ----------------------------------------------------------------- the handler
 
-class EndpointHandler(KindHandler):
+class EndpointHandler(LocalHandler):
     """`endpoint` resources: an OIP v2 server process per endpoint, hot-reloaded on updates."""
 
     schema = KindSchema(settings_model=EndpointSettings, computed=COMPUTED)
 
+    # -- facts ----------------------------------------------------------------
+
+    @staticmethod
+    def _version_key(model: Any) -> FactKey | None:
+        """The fact that says which version `model` resolves to, when the model value does
+        not carry it: the model's stage alias in the registry, or a model directory."""
+        if isinstance(model, Mapping):
+            if "version" in model or not isinstance(model.get("address"), str):
+                return None
+            return FactKey("endpoint", "alias", (model["address"], model.get("stage")))
+        if isinstance(model, str) and looks_like_address(model):
+            return FactKey("endpoint", "alias", (model, None))
+        if isinstance(model, str):
+            return FactKey("endpoint", "directory", (model,))
+        return None
+
+    def fact_keys(self, desired: Desired, prior: LiveObject | None) -> Sequence[FactKey]:
+        model = desired.attributes.get("model")
+        key = None if contains_unknown(model) and not isinstance(model, Mapping) \
+            else self._version_key(model)
+        return (key,) if key is not None else ()
+
+    def read_facts(self, keys: Sequence[FactKey]) -> dict[FactKey, Any]:
+        found: dict[FactKey, Any] = {}
+        for key in keys:
+            if key.name == "alias":
+                found[key] = self._alias_version(*key.args)
+            else:
+                path = uri_to_path(key.args[0], self.env.stack_dir)
+                found[key] = self._directory_version(path) \
+                    if path is not None and path.exists() else UNKNOWN
+        return found
+
+    def _alias_version(self, address: str, stage: Any) -> Any:
+        """What the model's stage alias points to, else the version last applied."""
+        table = aliases(self.env, address)
+        if isinstance(stage, str) and stage in table:
+            return table[stage]
+        stored = read_json(registry_dir(self.env, address) / "resource.json", {})
+        return (stored.get("attributes") or {}).get("version") if isinstance(stored, dict) else None
+
+    def _directory_version(self, path: Path) -> Any:
+        meta = read_meta(path)
+        return meta["version"] if meta and "version" in meta else \
+            artifact_digest(path, self.env.digests)[7:19]
+
     # -- pure half ----------------------------------------------------------
 
-    def validate(self, desired: Desired) -> list[Diagnostic]:
+    def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
         attrs, address = desired.attributes, desired.address
         found: list[Diagnostic] = []
-        settings = attrs.get("settings")
-        if isinstance(settings, Mapping) and not contains_unknown(settings):
-            try:
-                EndpointSettings.model_validate(dict(settings))
-            except ValidationError as exc:
-                found += [error(f"Invalid settings for {address}: "
-                                f"{'.'.join(map(str, e['loc']))}: {e['msg']}", address=address)
-                          for e in exc.errors()]
         model = attrs.get("model")
         approval = model.get("approval") if isinstance(model, Mapping) else None
         if approval == "rejected":
@@ -289,10 +328,10 @@ class EndpointHandler(KindHandler):
                                      address=address))
         return found
 
-    def plan(self, desired: Desired, prior: LiveObject | None) -> Planned:
+    def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
         attrs = dict(desired.attributes)
         before = dict(prior.attributes) if prior is not None else None
-        version = self._planned_version(attrs.get("model"))
+        version = self._planned_version(attrs.get("model"), facts)
         host = self.env.host
         port = attrs.get("port", before.get("port", UNKNOWN) if before else UNKNOWN)
         new_process = (before is None or _host_of(before.get("url")) != host
@@ -304,7 +343,7 @@ class EndpointHandler(KindHandler):
             "pid": UNKNOWN if new_process else before.get("pid"),
             "serving": UNKNOWN if contains_unknown(version) else [{"version": version, "weight": 100}],
         }
-        return Planned(desired.address, desired.kind, desired.name, {**attrs, **computed},
+        return plan_of(desired, computed,
                        reasons=self._reasons(attrs, before, version, new_process))
 
     @staticmethod
@@ -324,42 +363,22 @@ class EndpointHandler(KindHandler):
             reasons.append("needs a new server process (host, port or torch settings changed)")
         return tuple(reasons)
 
-    def _planned_version(self, model: Any) -> Any:
+    def _planned_version(self, model: Any, facts: Facts) -> Any:
         """The version the endpoint will serve, as far as plan knows (UNKNOWN while the
         model itself is being re-registered)."""
         if contains_unknown(model) and not isinstance(model, Mapping):
             return UNKNOWN
-        if isinstance(model, Mapping):
-            if "version" in model:
-                return model["version"]
-            return self._alias_version(model.get("address"), model.get("stage"))
-        if isinstance(model, str) and looks_like_address(model):
-            return self._alias_version(model, None)
-        if isinstance(model, str):
-            path = uri_to_path(model, self.env.stack_dir)
-            return self._directory_version(path) if path is not None and path.exists() else UNKNOWN
-        return None
-
-    def _alias_version(self, address: Any, stage: Any) -> Any:
-        """What the model's stage alias points to, else the version last applied."""
-        if not isinstance(address, str):
-            return None
-        table = aliases(self.env, address)
-        if isinstance(stage, str) and stage in table:
-            return table[stage]
-        stored = read_json(registry_dir(self.env, address) / "resource.json", {})
-        return (stored.get("attributes") or {}).get("version") if isinstance(stored, dict) else None
-
-    @staticmethod
-    def _directory_version(path: Path) -> Any:
-        meta = read_meta(path)
-        return meta["version"] if meta and "version" in meta else dir_digest(path)[7:19]
+        if isinstance(model, Mapping) and "version" in model:
+            return model["version"]
+        key = self._version_key(model)
+        return facts[key] if key is not None else None
 
     # -- what to serve ------------------------------------------------------
 
     def _target(self, address: str, model: Any) -> Entry:
         """The model version dir to serve, checked: it exists and is not rejected."""
-        version = self._planned_version(model)
+        key = self._version_key(model)
+        version = self._planned_version(model, self.read_facts([key]) if key else {})
         if version is None or contains_unknown(version):
             raise ProviderError(f"{address}: the model version to serve is not known",
                                 address=address)

@@ -6,24 +6,20 @@ usable NVIDIA driver, the reason in words (``NVML: driver not loaded``).
 No driver is not an error: the machine is CPU-only and says so, and
 ``accelerator = "cpu"`` clusters still work.
 
-Accelerator names in specs are matched against device names by words:
-``nvidia-h100`` wants a device whose name has the word ``H100``
-(``NVIDIA H100 80GB HBM3``), ``nvidia-a100-80gb`` the words ``A100`` and
-``80GB``; ``any-gpu`` takes any GPU and ``cpu`` none.  Matching by words
-keeps ``nvidia-l4`` off an ``NVIDIA L40S`` and ``nvidia-h200`` off a ``GH200``.
+Accelerator names are matched against device names by the kit's rule
+(`kit.accelerators.matches`, by words).
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from mlform.providers.kit.accelerators import ANY_GPU, CPU, matches
+
 __all__ = ["Gpu", "Machine", "discover", "forget", "matches", "describe", "CPU", "ANY_GPU"]
 
-CPU = "cpu"
-ANY_GPU = "any-gpu"
 
 
 @dataclass(frozen=True)
@@ -44,24 +40,6 @@ class Machine:
 
     def matching(self, accelerator: str) -> list[Gpu]:
         return [gpu for gpu in self.gpus if matches(accelerator, gpu.name)]
-
-
-def _words(text: str) -> list[str]:
-    return [w for w in re.split(r"[^a-z0-9]+", text.lower()) if w]
-
-
-def matches(accelerator: str, device_name: str) -> bool:
-    """Does a GPU called `device_name` satisfy the spec's `accelerator`?"""
-    accelerator = accelerator.strip().lower()
-    if accelerator == CPU:
-        return False
-    if accelerator == ANY_GPU:
-        return True
-    wanted = _words(accelerator)
-    if wanted[:1] == ["nvidia"]:
-        wanted = wanted[1:]
-    have = set(_words(device_name))
-    return bool(wanted) and all(word in have for word in wanted)
 
 
 def describe(gpus: list[Gpu] | tuple[Gpu, ...]) -> str:

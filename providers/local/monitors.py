@@ -53,22 +53,31 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mlform.providers.base import Diagnostic, error
-from mlform.providers.base import UNKNOWN, contains_unknown
 from mlform.providers.base import (
-    Desired, KindSchema, LiveObject, Planned, ProviderError, Timeouts,
+    UNKNOWN, Desired, Diagnostic, Facts, KindSchema, LiveObject, Planned, ProviderError,
+    Timeouts, contains_unknown, error,
 )
+from mlform.providers.kit.monitoring import (
+    BASELINE_FORMATS, NO_CAPTURE, breach_reason, drift_results, finding, result, stale_marker,
+    summary_line,
+)
+from mlform.providers.kit.plans import plan_of
 from mlform.specs import address_kind, looks_like_address
 
-from . import drift_stats, processes
-from .common import KindHandler, read_json, write_json_atomic
+from . import processes
+from .env import LocalHandler, read_json, write_json_atomic
 
 __all__ = ["MonitorHandler", "MonitorSettings", "MonitorError", "run_check", "run_id_of",
            "SPEC_VERSION"]
 
 SPEC_VERSION = 1
 COMPUTED = ("breached", "last_report")
-DRIFT_METRICS = ("psi", "ks")
+
+
+def _stats():
+    """The statistics module (numpy), imported only when a check runs."""
+    from mlform.providers.kit import drift_stats
+    return drift_stats
 
 
 class MonitorError(Exception):
@@ -211,107 +220,40 @@ class _CheckData:
             raise MonitorError(f"the baseline {path} does not exist"
                                + (f" ({base['address']} may need an apply)" if base.get("address") else ""))
         try:
-            return drift_stats.read_table(path, base.get("format") or "csv")
+            return _stats().read_table(path, base.get("format") or "csv")
         except (OSError, ValueError, UnicodeDecodeError) as exc:
             raise MonitorError(f"cannot read the baseline {path}: {exc}") from None
 
     @cached_property
     def current(self) -> dict[str, list[float]]:
-        return drift_stats.numeric_columns(self.window.rows)
+        return _stats().numeric_columns(self.window.rows)
 
 
-def _result(check: Mapping, value: float | None, *, feature: str | None = None,
-            skip: str = "", **extra: Any) -> dict:
-    threshold = float(check["threshold"])
-    if skip or value is None:
-        status = "skipped"
-    else:
-        status = "breach" if value > threshold else "ok"
-    out = {"metric": check["metric"], "feature": feature, "value": value,
-           "threshold": threshold, "status": status, "detail": skip}
-    out.update(extra)
-    return out
-
-
-def _drift(check: Mapping, data: _CheckData, measure: Callable[[list, list, MonitorSettings], dict]) -> list[dict]:
-    """One result per feature: the named one, or every numeric feature in both samples."""
+def _drift(check: Mapping, data: _CheckData) -> list[dict]:
+    """psi / ks: one result per feature (`kit.monitoring.drift_results`)."""
     if not data.window.rows:
-        return [_result(check, None, feature=check.get("feature"),
-                        skip="no captured requests in the window")]
-    baseline, current = data.baseline, data.current
-    features = drift_stats.features_to_check(check, baseline, current)
-    if not features:
-        return [_result(check, None, skip=drift_stats.NO_COMMON_FEATURE)]
-    out = []
-    minimum = data.settings.min_rows
-    for feature in features:
-        if feature not in baseline:
-            out.append(_result(check, None, feature=feature,
-                               skip="not a numeric column of the baseline"))
-        elif len(current.get(feature, ())) < minimum:
-            got = len(current.get(feature, ()))
-            out.append(_result(check, None, feature=feature, rows=got,
-                               skip=f"only {got} captured values (settings.min_rows = {minimum})"))
-        else:
-            out.append(_result(check, feature=feature, rows=len(current[feature]),
-                               **measure(baseline[feature], current[feature], data.settings)))
-    return out
-
-
-def _psi(check: Mapping, data: _CheckData) -> list[dict]:
-    return _drift(check, data, lambda b, c, s: {"value": drift_stats.psi(b, c, bins=s.bins)})
-
-
-def _ks(check: Mapping, data: _CheckData) -> list[dict]:
-    def measure(b, c, s) -> dict:
-        result = drift_stats.ks(b, c)
-        return {"value": result.statistic, "p_value": result.p_value}
-    return _drift(check, data, measure)
+        return [result(check, None, feature=check.get("feature"), skip=NO_CAPTURE)]
+    return drift_results(check, data.baseline, data.current, min_rows=data.settings.min_rows,
+                         bins=data.settings.bins, stats=_stats())
 
 
 def _latency(check: Mapping, data: _CheckData) -> list[dict]:
     values = [r.get("latency_ms") for r in data.window.requests]
-    value = drift_stats.p99([v for v in values if isinstance(v, (int, float))])
-    return [_result(check, value, requests=len(data.window.requests),
-                    skip="" if value is not None else "no captured requests with a latency")]
+    value = _stats().p99([v for v in values if isinstance(v, (int, float))])
+    return [result(check, value, requests=len(data.window.requests),
+                   skip="" if value is not None else "no captured requests with a latency")]
 
 
 def _errors(check: Mapping, data: _CheckData) -> list[dict]:
-    value = drift_stats.error_rate([r.get("status") for r in data.window.requests])
-    return [_result(check, value, requests=len(data.window.requests),
-                    skip="" if value is not None else "no captured requests with a status")]
+    value = _stats().error_rate([r.get("status") for r in data.window.requests])
+    return [result(check, value, requests=len(data.window.requests),
+                   skip="" if value is not None else "no captured requests with a status")]
 
 
 #: metric -> the function that measures it (one result per feature for drift metrics).
 METRICS: dict[str, Callable[[Mapping, _CheckData], list[dict]]] = {
-    "psi": _psi, "ks": _ks, "latency_p99_ms": _latency, "error_rate": _errors,
+    "psi": _drift, "ks": _drift, "latency_p99_ms": _latency, "error_rate": _errors,
 }
-
-
-def _num(value: float) -> str:
-    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-
-
-def finding(result: Mapping) -> str:
-    """`psi(amount) = 0.4712 > 0.2` / `latency_p99_ms = 812 > 500`."""
-    name = f"{result['metric']}({result['feature']})" if result.get("feature") else result["metric"]
-    sign = ">" if result["status"] == "breach" else "<="
-    return f"{name} = {_num(result['value'])} {sign} {_num(result['threshold'])}"
-
-
-def _summary_line(result: Mapping) -> str:
-    label = f"{result['metric']} {result['feature']}" if result.get("feature") else result["metric"]
-    if result["status"] == "skipped":
-        return f"SKIP   {label}: {result['detail']}"
-    tag = "BREACH" if result["status"] == "breach" else "ok    "
-    sign = ">" if result["status"] == "breach" else "<="
-    return f"{tag} {label} = {_num(result['value'])} {sign} {_num(result['threshold'])}"
-
-
-def breach_reason(address: str, breaches: list[Mapping]) -> str:
-    """`monitor.drift found drift: psi(amount) = 0.47 > 0.2` (the pipeline's re-run reason)."""
-    what = "drift" if any(b["metric"] in DRIFT_METRICS for b in breaches) else "a breach"
-    return f"{address} found {what}: " + "; ".join(finding(b) for b in breaches)
 
 
 # -- what a breach does ------------------------------------------------------
@@ -323,9 +265,9 @@ def _mark_stale(spec: Mapping, report: dict) -> dict:
         return {"kind": "retrain", "done": False,
                 "detail": "no pipeline to retrain: set `pipeline` on the monitor"}
     reason = breach_reason(spec["address"], report["breaches_detail"])
-    write_json_atomic(Path(marker), {
-        "reason": reason, "run_id": pipeline.get("run_id"), "monitor": spec["address"],
-        "pipeline": pipeline["address"], "time": report["time"], "report": report["report_path"]})
+    write_json_atomic(Path(marker), stale_marker(
+        reason, monitor=spec["address"], pipeline=pipeline["address"], time=report["time"],
+        report=report["report_path"], run_id=pipeline.get("run_id")))
     return {"kind": "retrain", "done": True, "pipeline": pipeline["address"],
             "run_id": pipeline.get("run_id"), "stale_marker": marker, "reason": reason}
 
@@ -378,7 +320,7 @@ def render_summary(report: Mapping) -> str:
     lines = [f"{report['monitor']}  {report['time_iso']}  "
              f"{'BREACH' if report['breached'] else 'OK'}",
              f"window: {window['rows']} rows in {window['requests']} requests ({source})"]
-    lines += [_summary_line(result) for result in report["checks"]]
+    lines += [summary_line(res) for res in report["checks"]]
     action = report.get("action")
     if action and action.get("kind") == "retrain":
         lines.append(f"action: marked {action['pipeline']} stale (run {action.get('run_id') or '?'})"
@@ -467,7 +409,7 @@ class _Resolved:
     problems: list[tuple[str, str, str]] = field(default_factory=list)   # (summary, detail, hint)
 
 
-class MonitorHandler(KindHandler):
+class MonitorHandler(LocalHandler):
     # A monitor's findings change as traffic arrives: they are its output, not drift of
     # the infrastructure, so refresh records them without reporting a change.
     schema = KindSchema(settings_model=MonitorSettings, computed=COMPUTED,
@@ -536,16 +478,16 @@ class MonitorHandler(KindHandler):
                 "Use a dataset served by the local provider."))
             return out
         fmt = fmt or out.baseline.suffix.lstrip(".").lower() or "csv"
-        if fmt not in drift_stats.BASELINE_FORMATS:
+        if fmt not in BASELINE_FORMATS:
             out.problems.append((
                 f'the local monitor cannot read a "{fmt}" baseline',
-                f"Readable formats: {', '.join(drift_stats.BASELINE_FORMATS)}.", ""))
+                f"Readable formats: {', '.join(BASELINE_FORMATS)}.", ""))
         out.baseline_format = fmt
         return out
 
     # -------------------------------------------------------------- contract
 
-    def validate(self, desired: Desired) -> list[Diagnostic]:
+    def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
         attrs = desired.attributes
         diags: list[Diagnostic] = []
 
@@ -554,14 +496,6 @@ class MonitorHandler(KindHandler):
                                address=desired.address, hint=hint))
 
         settings = attrs.get("settings") or {}
-        if not contains_unknown(settings):
-            try:
-                MonitorSettings.model_validate(settings)
-            except ValidationError as exc:
-                for e in exc.errors():
-                    where = ".".join(map(str, e["loc"]))
-                    problem(f"settings.{where}: {e['msg']}",
-                            hint="The local monitor takes: " + ", ".join(MonitorSettings.model_fields))
         if attrs.get("on_breach") == "retrain" and attrs.get("pipeline") is None:
             problem('on_breach = "retrain" needs the pipeline to retrain',
                     "The local provider does not infer it from the endpoint's model.",
@@ -571,17 +505,14 @@ class MonitorHandler(KindHandler):
                 problem(summary, detail, hint)
         return diags
 
-    def plan(self, desired: Desired, prior: LiveObject | None) -> Planned:
-        attrs = {k: v for k, v in desired.attributes.items() if k not in COMPUTED}
+    def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
         if prior is None:
             # A new monitor may adopt files (and reports) a crashed create left behind.
-            attrs.update({key: UNKNOWN for key in COMPUTED})
-        else:
-            # The finding changes out of band (scheduler, `mlform monitor run`): keep what
-            # refresh read, so a breach never shows as a change the monitor will make.
-            attrs.update(breached=bool(prior.attributes.get("breached", False)),
-                         last_report=prior.attributes.get("last_report"))
-        return Planned(desired.address, desired.kind, desired.name, attrs)
+            return plan_of(desired, {key: UNKNOWN for key in COMPUTED})
+        # The finding changes out of band (scheduler, `mlform monitor run`): keep what
+        # refresh read, so a breach never shows as a change the monitor will make.
+        return plan_of(desired, {"breached": bool(prior.attributes.get("breached", False)),
+                                 "last_report": prior.attributes.get("last_report")})
 
     def create(self, planned: Planned) -> LiveObject:
         spec = self._write_spec(planned)

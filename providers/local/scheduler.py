@@ -28,6 +28,7 @@ __all__ = ["serve", "main"]
 
 # ------------------------------------------------------------------ the program
 
+
 def _logger(path: Path) -> logging.Logger:
     log = logging.getLogger("mlform.monitor.scheduler")
     handler = logging.FileHandler(path)
@@ -49,7 +50,7 @@ def _wait_until(when: datetime, stop: threading.Event) -> None:
 
 def serve(spec_path: Path, stop: threading.Event, log: logging.Logger) -> int:
     """The scheduler loop (separate from `main` so it can be driven in a test)."""
-    from mlform.providers.local.common import read_json
+    from mlform.providers.local.env import read_json
     from mlform.providers.local.monitors import MonitorError, run_check
 
     while not stop.is_set():

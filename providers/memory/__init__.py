@@ -14,7 +14,9 @@ provider "memory" {
 }
 ```
 
-Modules: `provider` (the contract), `compute` (per-kind computed values),
+Modules: `provider` (set-up, on the provider kit), `env` (what every kind shares:
+how objects are stored, adopted and read), one module per kind (`datasets`,
+`clusters`, `pipelines`, `models`, `endpoints`, `monitors`: what each computes),
 `store` (file store + append-only log), `config`, `calllog`, `trees`.
 """
 

@@ -1,4 +1,4 @@
-"""Helpers over nested attribute values (dicts, lists, leaves, `UNKNOWN`, `Sensitive`).
+"""Helpers over nested attribute values (dicts, lists, leaves, `UNKNOWN`).
 
 The memory provider needs three questions answered about a planned value:
 what it looks like on disk (`to_plain`), how to turn its `UNKNOWN` leaves into
@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping  # not typing.Mapping: isinstance on it is ~5x slower
 from typing import Any, Callable
 
-from mlform.expr.values import get_path
-from mlform.providers.base import UNKNOWN, Sensitive, contains_unknown
+from mlform.providers.base import UNKNOWN, contains_unknown
 
 __all__ = ["MISSING", "to_plain", "copy_plain", "fill_unknowns", "pick_from", "realizes"]
 
@@ -24,9 +23,7 @@ Path = tuple
 
 
 def to_plain(value: Any) -> Any:
-    """JSON-ready copy: Sensitive unwrapped (the service sees clear values), tuples as lists."""
-    if isinstance(value, Sensitive):
-        return to_plain(value.value)
+    """JSON-ready copy: tuples as lists, keys as strings."""
     if isinstance(value, Mapping):
         return {str(k): to_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -57,15 +54,25 @@ def fill_unknowns(value: Any, pick: Callable[[Path], Any], path: Path = ()) -> A
         return {k: fill_unknowns(v, pick, path + (k,)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(fill_unknowns(v, pick, path + (i,)) for i, v in enumerate(value))
-    if isinstance(value, Sensitive) and contains_unknown(value.value):
-        return Sensitive(fill_unknowns(value.value, pick, path))
+    return value
+
+
+def _at(value: Any, path: Path) -> Any:
+    """The value at `path` (keys and list indexes), or MISSING."""
+    for step in path:
+        if isinstance(value, Mapping) and step in value:
+            value = value[step]
+        elif isinstance(value, list) and isinstance(step, int) and 0 <= step < len(value):
+            value = value[step]
+        else:
+            return MISSING
     return value
 
 
 def pick_from(source: Any, fallback: Callable[[Path], Any]) -> Callable[[Path], Any]:
     """A `pick` for `fill_unknowns`: the concrete value at the same path in `source`, else fallback."""
     def pick(path: Path) -> Any:
-        found = get_path(source, path, MISSING)
+        found = _at(source, path)
         if found is MISSING or contains_unknown(found):
             return fallback(path)
         return found
@@ -80,8 +87,6 @@ def realizes(planned: Any, live: Any) -> bool:
     """
     if planned is UNKNOWN:
         return live is not MISSING
-    if isinstance(planned, Sensitive):
-        return realizes(planned.value, live)
     if isinstance(planned, Mapping):
         return (isinstance(live, Mapping) and planned.keys() == live.keys()
                 and all(realizes(v, live[k]) for k, v in planned.items()))

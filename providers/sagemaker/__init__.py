@@ -9,9 +9,11 @@ provider "sagemaker" {
 }
 ```
 
-Modules: `provider` (dispatch), `config`, `aws` (clients, errors, waiting), `common`
-(names, tags, ownership), and one handler per kind: `datasets`, `clusters`,
-`training`, `models`, `endpoints`, `monitors`.
+Modules: `provider` (set-up, on the provider kit), `config`, `aws` (clients, errors,
+waiting), `env` (the provider's view: bucket prefix, names, ownership tags; the
+handler base), `bucket` (the S3 layout), `instance_types`, and one handler per kind:
+`datasets`, `clusters`, `pipelines`, `models`, `endpoints`, `monitors`;
+`drift_check` runs in AWS and is not imported.
 """
 
 from .config import SageMakerConfig

@@ -10,7 +10,7 @@ Everything lives under the provider's prefix (``mlform/{stack}/{env}`` by defaul
     runs/<name>/<job name>/output/model.tar.gz  a training job's model (written by SageMaker)
     runs/<name>/<job name>.json               the attributes a job was started with
     stale/<name>.json                         a monitor's "re-run this pipeline" marker
-                                              (`common.stale_key`)
+                                              (`env.stale_key`)
     resources/<kind>/<name>.json              the attributes last applied to a model,
                                               endpoint or monitor (`record_key`)
     monitors/<name>/code/                     a monitor's drift check scripts
@@ -37,7 +37,7 @@ from typing import Any, Mapping
 from mlform.providers.base import ProviderError
 
 from .aws import Missing
-from .common import SageMakerEnv, tag_dict
+from .env import SageMakerEnv, tag_dict
 
 __all__ = ["dataset_prefix", "dataset_record", "cluster_profile", "code_key", "runs_prefix",
            "run_record", "record_key", "tagging", "put_json", "get_json", "object_tags",

@@ -31,18 +31,18 @@ from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlform.specs import did_you_mean
-from mlform.providers.base import Diagnostic, error
-from mlform.providers.base import UNKNOWN, contains_unknown
 from mlform.providers.base import (
-    Desired, KindSchema, LiveObject, Planned, ProviderError, Timeouts,
+    UNKNOWN, Desired, Diagnostic, Facts, KindSchema, LiveObject, Planned, ProviderError,
+    Timeouts, contains_unknown, error,
 )
+from mlform.providers.kit.plans import plan_of
+from mlform.specs import did_you_mean
 
 from . import bucket
 from . import instance_types as types
-from .common import KindHandler, SageMakerEnv, settings_errors, user_tags
+from .env import SageMakerEnv, SageMakerHandler, user_tags
 
-__all__ = ["ClusterHandler", "ClusterSettings", "Profile", "read_profile", "DEFAULT_PROFILE",
+__all__ = ["ClusterHandler", "ClusterSettings", "ComputeProfile", "read_profile", "DEFAULT_PROFILE",
            "MAX_RUNTIME_LIMIT", "DEFAULT_MAX_RUNTIME", "S3_TAG_LIMIT", "s3_tag_problem"]
 
 #: SageMaker's ceiling on MaxRuntimeInSeconds (28 days) and its default (1 day)
@@ -79,7 +79,7 @@ def s3_tag_problem(address: str, tags: Any) -> Diagnostic | None:
     return None
 
 
-class Profile(dict):
+class ComputeProfile(dict):
     """The profile document as pipelines read it (a dict with a few typed accessors)."""
 
     @property
@@ -100,7 +100,7 @@ class Profile(dict):
 
 
 #: The compute of a pipeline without a cluster: one ml.m5.xlarge, on demand.
-DEFAULT_PROFILE = Profile(instance_type=types.DEFAULT_CPU, instance_count=1, spot=False,
+DEFAULT_PROFILE = ComputeProfile(instance_type=types.DEFAULT_CPU, instance_count=1, spot=False,
                           max_runtime_seconds=None, max_wait_seconds=None,
                           warm_pool_seconds=0, volume_gb=30, gpus_per_instance=0)
 
@@ -145,9 +145,9 @@ def resolve(address: str, attrs: Mapping[str, Any]) -> tuple[types.InstanceType 
     return picked, None
 
 
-def profile_of(address: str, attrs: Mapping[str, Any], instance: types.InstanceType) -> Profile:
+def profile_of(address: str, attrs: Mapping[str, Any], instance: types.InstanceType) -> ComputeProfile:
     settings = _settings(attrs)
-    return Profile(
+    return ComputeProfile(
         address=address, instance_type=instance.name,
         instance_count=_int(attrs.get("nodes"), 1), spot=bool(attrs.get("spot")),
         max_runtime_seconds=attrs.get("max_runtime_seconds"),
@@ -157,7 +157,7 @@ def profile_of(address: str, attrs: Mapping[str, Any], instance: types.InstanceT
         gpus_per_instance=instance.accelerators, attributes=dict(attrs))
 
 
-def read_profile(env: SageMakerEnv, cluster: Any, *, address: str = "") -> Profile:
+def read_profile(env: SageMakerEnv, cluster: Any, *, address: str = "") -> ComputeProfile:
     """The profile a pipeline's `cluster` (a reference, an address, or None) names.
 
     None is the default compute (one ml.m5.xlarge).  A cluster whose profile is not
@@ -165,17 +165,17 @@ def read_profile(env: SageMakerEnv, cluster: Any, *, address: str = "") -> Profi
     """
     cluster_address = cluster.get("address") if isinstance(cluster, Mapping) else cluster
     if not cluster_address:
-        return Profile(DEFAULT_PROFILE)
+        return ComputeProfile(DEFAULT_PROFILE)
     key = bucket.cluster_profile(env, str(cluster_address))
     found = bucket.get_json(env, key, address=address)
     if found is None or not isinstance(found[0], dict):
         raise ProviderError(f"{address}: the profile of {cluster_address} is not in "
                             f"s3://{env.config.bucket}/{key}; apply {cluster_address} first",
                             address=address)
-    return Profile(found[0])
+    return ComputeProfile(found[0])
 
 
-class ClusterHandler(KindHandler):
+class ClusterHandler(SageMakerHandler):
     """`training_cluster`: a compute profile in S3, checked against the instance table."""
 
     schema = KindSchema(settings_model=ClusterSettings, computed=("gpus_total", "instance_type"),
@@ -189,9 +189,9 @@ class ClusterHandler(KindHandler):
 
     # -- plan ------------------------------------------------------------------
 
-    def validate(self, desired: Desired) -> list[Diagnostic]:
+    def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
         address, attrs = desired.address, desired.attributes
-        found = settings_errors(ClusterSettings, desired)
+        found: list[Diagnostic] = []
         tag_problem = s3_tag_problem(address, attrs.get("tags"))
         found += [tag_problem] if tag_problem else []
         if not contains_unknown({k: attrs.get(k) for k in _SHAPE}):
@@ -226,14 +226,12 @@ class ClusterHandler(KindHandler):
                                f"training (spot = true)", address=address))
         return found
 
-    def plan(self, desired: Desired, prior: LiveObject | None) -> Planned:
-        attrs = dict(desired.attributes)
+    def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
+        attrs = desired.attributes
         if contains_unknown({k: attrs.get(k) for k in _SHAPE}):
-            attrs["gpus_total"] = UNKNOWN
-            attrs.setdefault("instance_type", UNKNOWN)
-        else:
-            attrs.update(self._computed(desired.address, attrs))
-        return Planned(desired.address, desired.kind, desired.name, attrs)
+            return plan_of(desired, {"gpus_total": UNKNOWN,
+                                     "instance_type": attrs.get("instance_type", UNKNOWN)})
+        return plan_of(desired, self._computed(desired.address, attrs))
 
     def _computed(self, address: str, attrs: Mapping[str, Any]) -> dict[str, Any]:
         instance, problem = resolve(address, attrs)

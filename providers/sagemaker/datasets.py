@@ -20,11 +20,12 @@ for a prefix (a source naming no object is taken as a prefix; its `uri` ends in
 ``/``).  Its `digest` is the sha256 over the objects' ``relative key NUL ETag:size``
 lines, so it changes whenever an object is rewritten; `uri` is the source.
 
-`rows` is counted (csv, jsonl; parquet with pyarrow; see the local provider's
-checks.py) for local data, and for S3 data no bigger than ``settings.fetch_limit_mb``,
-which is then fetched once per digest; otherwise it is null.  `schema` and `checks`
-fail the plan with the value found and the threshold, in the local provider's words;
-checks on S3 data bigger than the limit are an error rather than silently skipped.
+`rows` is counted (csv, jsonl; parquet with pyarrow; `kit.checks`) for local data, and
+for S3 data no bigger than ``settings.fetch_limit_mb``, which is then fetched once per
+digest; otherwise it is null.  `schema` and `checks` fail the plan with the value found
+and the threshold, in the kit's words; checks on S3 data bigger than the limit are an
+error rather than silently skipped.  All of that (the source's listing, digests, the
+profile) is a fact read before planning (`read_facts`); validate and plan only look.
 
 ``datasets/<name>/dataset.json`` records what the dataset is (attributes, digest,
 objects); `read` finds the dataset by it (with or without an id), refuses it when its
@@ -37,26 +38,29 @@ anything of an ``s3://`` source.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlform.providers.base import Diagnostic, error
-from mlform.providers.base import UNKNOWN, contains_unknown
 from mlform.providers.base import (
-    Desired, KindSchema, LiveObject, Planned, ProviderError, Timeouts,
+    UNKNOWN, Desired, Diagnostic, FactError, FactKey, Facts, KindSchema, LiveObject, Planned,
+    ProviderError, Timeouts, contains_unknown,
 )
-from mlform.providers.local import checks
-from mlform.providers.local.datasets import Digests, tree_digest
+from mlform.providers.kit import checks
+from mlform.providers.kit.datasets import (
+    SOURCE_INPUTS, DatasetFacts, dataset_diagnostics, read_local_dataset, read_profile,
+    source_fact,
+)
+from mlform.providers.kit.digests import DigestCache, tree_digest
+from mlform.providers.kit.plans import computed_or_unknown, plan_of
+from mlform.providers.kit.sources import SourceError, local_path, parse_s3, read_local, scheme
 
 from . import bucket
 from .clusters import s3_tag_problem
-from .common import KindHandler, SageMakerEnv, settings_errors, user_tags
+from .env import SageMakerHandler, user_tags
 
 __all__ = ["DatasetHandler", "DatasetSettings", "Source", "parse_s3"]
 
@@ -71,16 +75,6 @@ class DatasetSettings(BaseModel):
     fetch_limit_mb: int = Field(100, ge=0, description=(
         "Largest s3:// source (in MB) fetched to count rows and run checks; bigger "
         "sources get rows = null and may not declare checks."))
-
-
-class SourceError(Exception):
-    """The source cannot be found or read; the message says which and why."""
-
-
-def parse_s3(uri: str) -> tuple[str, str]:
-    """(bucket, key) of an ``s3://bucket/key`` URI."""
-    parts = urllib.parse.urlsplit(uri)
-    return parts.netloc, parts.path.lstrip("/")
 
 
 @dataclass(frozen=True)
@@ -111,56 +105,47 @@ class Source:
         return "dir" if self.is_dir else checks.infer_format(Path(PurePosixPath(self.s3_key).name))
 
 
-class DatasetHandler(KindHandler):
+@dataclass(frozen=True)
+class _Found:
+    """A dataset's fact: where its data is (None when it cannot be read) and what the
+    checks know of it."""
+
+    source: Source | None
+    data: DatasetFacts
+
+
+#: what the source's fact depends on
+_SOURCE_ATTRIBUTES = (*SOURCE_INPUTS, "settings")
+COMPUTED = ("uri", "digest", "rows", "bytes")
+
+
+class DatasetHandler(SageMakerHandler):
     """`dataset`: S3 objects per digest, checks run at plan."""
 
     schema = KindSchema(settings_model=DatasetSettings, replace_paths=("format",),
-                        computed=("uri", "digest", "rows", "bytes"),
+                        computed=COMPUTED,
                         timeouts=Timeouts(create=3600.0, update=3600.0, delete=900.0))
 
-    def __init__(self, env: SageMakerEnv) -> None:
-        super().__init__(env)
-        # a cache of file digests by (path, size, mtime) and of row profiles by digest,
-        # so planning an unchanged dataset reads nothing twice
-        self.digests = Digests(Path(env.context.stack_dir) / ".mlform" / "cache" /
-                               "sagemaker-digests.json")
+    @property
+    def digests(self) -> DigestCache:
+        return self.env.digests
 
     # -- the source ------------------------------------------------------------
 
     def source(self, text: str) -> Source:
-        parts = urllib.parse.urlsplit(text)
-        scheme = parts.scheme.lower() if len(parts.scheme) > 1 else ""
-        if scheme == "s3":
+        kind = scheme(text)
+        if kind == "s3":
             return self._s3_source(text)
-        if scheme in ("", "file"):
-            path = (Path(urllib.parse.unquote(parts.path)) if scheme == "file"
-                    else Path(text).expanduser())
-            if not path.is_absolute():
-                path = Path(self.env.context.stack_dir) / path
-            return self._local_source(text, path)
+        if kind in ("", "file"):
+            return self._local_source(text, local_path(text, Path(self.env.context.stack_dir)))
         raise SourceError(f"the sagemaker provider reads local files and s3:// sources, not "
-                          f"{scheme}:// ones; download the data first, or copy it to S3")
+                          f"{kind}:// ones; download the data first, or copy it to S3")
 
     def _local_source(self, text: str, path: Path) -> Source:
-        if not path.exists():
-            raise SourceError(f"source {text} not found (looked for {path})")
-        try:
-            if path.is_dir():
-                files = []
-                for file in sorted(p for p in path.rglob("*") if p.is_file()):
-                    digest, size = self.digests.file(file)
-                    files.append((file.relative_to(path).as_posix(), file, size, digest))
-                digest = tree_digest([(rel, sha) for rel, _, _, sha in files])
-            else:
-                digest, size = self.digests.file(path)
-                files = [(path.name, path, size, digest)]
-        except OSError as exc:
-            raise SourceError(f"cannot read source {text}: {exc}") from exc
-        finally:
-            self.digests.save()
+        content = read_local(text, path, self.digests)
         # for local files the fourth field is the file's sha256 (what the metadata carries)
-        return Source("local", text, digest, sum(f[2] for f in files), path.is_dir(),
-                      path.name or "data", tuple(files), path=path)
+        return Source("local", text, content.digest, content.size, content.is_dir,
+                      content.name, content.files, path=content.path)
 
     def _s3_source(self, text: str) -> Source:
         name, key = parse_s3(text)
@@ -199,29 +184,55 @@ class DatasetHandler(KindHandler):
         base = f"{bucket.dataset_prefix(self.env, address)}{source.digest}/"
         return [(base + rel, path, size, sha) for rel, path, size, sha in source.files]
 
-    # -- profiles (rows, checks) -------------------------------------------------
+    # -- facts -------------------------------------------------------------------
 
-    def profile(self, address: str, attrs: Mapping[str, Any], source: Source) -> checks.Profile | None:
-        """The data's profile, or None when S3 data is too big to fetch (or not tabular)."""
-        fmt = source.fmt(attrs)
-        schema = dict(attrs.get("schema") or {})
-        key = hashlib.sha256(repr((source.digest, fmt, sorted(schema.items()))).encode()).hexdigest()
-        if source.kind == "local":
-            compute = lambda: checks.profile(source.path, fmt, schema)  # noqa: E731
-        else:
-            if fmt not in _TABULAR_FETCH:   # opaque files: a directory's rows are its files
-                return checks.Profile(fmt, len(source.files) if source.is_dir else None)
-            limit = DatasetSettings.model_validate(dict(attrs.get("settings") or {})).fetch_limit_mb
-            if source.size > limit * 1_000_000:
-                return None
-            compute = lambda: self._fetched_profile(address, source, fmt, schema)  # noqa: E731
+    @staticmethod
+    def _key(attrs: Mapping[str, Any]) -> FactKey | None:
+        """The kit's key, with the fetch limit (it decides whether checks can run)."""
+        if contains_unknown(attrs.get("settings")):
+            return None
+        limit = DatasetSettings.model_validate(dict(attrs.get("settings") or {})).fetch_limit_mb
+        return source_fact(attrs, limit)
+
+    def fact_keys(self, desired: Desired, prior: LiveObject | None) -> Sequence[FactKey]:
+        key = self._key(desired.attributes)
+        return (key,) if key is not None else ()
+
+    def read_facts(self, keys: Sequence[FactKey]) -> dict[FactKey, Any]:
+        return {key: self._read(key) for key in keys}
+
+    def _read(self, key: FactKey) -> _Found:
+        text, fmt, schema, limit = key.args
+        attrs = {"source": text, "format": fmt, "schema": dict(schema)}
         try:
-            return self.digests.profile(key, compute)
-        finally:
-            self.digests.save()
+            source = self.source(text)
+        except SourceError as exc:
+            return _Found(None, DatasetFacts(error=str(exc)))
+        except ProviderError as exc:
+            return _Found(None, DatasetFacts(error=f"cannot read source {text}: {exc.message}"))
+        if source.kind == "local":
+            return _Found(source, read_local_dataset(text, source.path, attrs, self.digests))
+        fmt = source.fmt(attrs)
+        if fmt not in _TABULAR_FETCH:   # opaque files: a directory's rows are its files
+            profile = checks.DataProfile(fmt, len(source.files) if source.is_dir else None)
+            return _Found(source, DatasetFacts(None, profile, source.digest, source.size))
+        if source.size > limit * 1_000_000:
+            return _Found(source, DatasetFacts(
+                digest=source.digest, size=source.size,
+                too_big=f"{text} is {source.size} bytes, more than settings.fetch_limit_mb = "
+                        f"{limit}"))
+        try:
+            profile = self._fetched_profile(source, fmt, dict(schema))
+        except checks.CheckUnavailable as exc:
+            return _Found(source, DatasetFacts(digest=source.digest, size=source.size,
+                                               profile_error=str(exc)))
+        except ProviderError as exc:
+            return _Found(source, DatasetFacts(error=exc.message))
+        return _Found(source, DatasetFacts(None, profile, source.digest, source.size))
 
-    def _fetched_profile(self, address: str, source: Source, fmt: str,
-                         schema: Mapping[str, str]) -> checks.Profile:
+    def _fetched_profile(self, source: Source, fmt: str,
+                         schema: Mapping[str, str]) -> checks.DataProfile:
+        """The profile of S3 data, fetched once per digest (cached with the digests)."""
         with tempfile.TemporaryDirectory(prefix="mlform-dataset-") as tmp:
             root = Path(tmp) / "data"
             for rel, _, _, _ in source.files:
@@ -231,61 +242,35 @@ class DatasetHandler(KindHandler):
                 try:
                     self.aws.client("s3").download_file(source.s3_bucket, key, str(target))
                 except Exception as exc:   # botocore ClientError or a transfer error
-                    raise ProviderError(f"{address}: cannot fetch s3://{source.s3_bucket}/{key} "
-                                        f"to check it: {exc}", address=address,
-                                        retryable=True) from exc
+                    raise ProviderError(f"cannot fetch s3://{source.s3_bucket}/{key} to check "
+                                        f"it: {exc}", retryable=True) from exc
             if not source.is_dir:   # keep the suffix: the csv/jsonl readers do not care, json does
                 named = root.with_name(PurePosixPath(source.s3_key).name)
                 root.rename(named)
                 root = named
-            return checks.profile(root, fmt, schema)
+            return read_profile(root, source.digest, fmt, schema, self.digests)
 
     # -- the contract ------------------------------------------------------------
 
-    def validate(self, desired: Desired) -> list[Diagnostic]:
+    def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
         address, attrs = desired.address, desired.attributes
-        found = settings_errors(DatasetSettings, desired)
+        found: list[Diagnostic] = []
         tag_problem = s3_tag_problem(address, attrs.get("tags"))
         found += [tag_problem] if tag_problem else []
-        if found or contains_unknown((attrs.get("source"), attrs.get("format"),
-                                      attrs.get("schema"), attrs.get("checks"),
-                                      attrs.get("settings"))):
+        if found or contains_unknown([attrs.get(k) for k in (*_SOURCE_ATTRIBUTES, "checks")]):
             return found
-        try:
-            source = self.source(attrs["source"])
-        except SourceError as exc:
-            return [error(f"{address}: {exc}", address=address)]
-        except ProviderError as exc:
-            return [error(f"{address}: cannot read source {attrs['source']}: {exc.message}",
-                          address=address)]
-        declared = [v for v in (attrs.get("checks") or {}).values() if v is not None]
-        if not attrs.get("schema") and not declared:
-            return []
-        try:
-            prof = self.profile(address, attrs, source)
-        except checks.CheckUnavailable as exc:
-            return [error(f"{address}: cannot run the dataset checks: {exc}", address=address)]
-        if prof is None:
-            limit = DatasetSettings.model_validate(dict(attrs.get("settings") or {})).fetch_limit_mb
-            return [error(f"{address}: cannot run the dataset checks: {attrs['source']} is "
-                          f"{source.size} bytes, more than settings.fetch_limit_mb = {limit}",
-                          address=address,
-                          hint="Raise settings.fetch_limit_mb, or remove schema and checks.")]
-        what = "sha256" if source.kind == "local" else "digest"
-        detail = f"Checked {attrs['source']} ({what} {source.digest[:12]}…)."
-        return [error(f.message, detail, address=address)
-                for f in checks.run_checks(address, prof, attrs.get("checks"),
-                                           attrs.get("schema"))]
+        fact = facts[self._key(attrs)]
+        if isinstance(fact, FactError):
+            return dataset_diagnostics(address, attrs, fact)
+        digest_name = "sha256" if fact.source is not None and fact.source.kind == "local" \
+            else "digest"
+        return dataset_diagnostics(address, attrs, fact.data, digest_name)
 
-    def plan(self, desired: Desired, prior: LiveObject | None) -> Planned:
-        attrs = dict(desired.attributes)
-        if contains_unknown((attrs.get("source"), attrs.get("format"), attrs.get("schema"),
-                             attrs.get("settings"))):
-            attrs.update(uri=UNKNOWN, digest=UNKNOWN, rows=UNKNOWN, bytes=UNKNOWN)
-        else:
-            attrs.update(self._computed(desired.address, attrs, self._source(desired.address,
-                                                                             attrs)))
-        return Planned(desired.address, desired.kind, desired.name, attrs)
+    def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
+        attrs = desired.attributes
+        return plan_of(desired, computed_or_unknown(
+            attrs, _SOURCE_ATTRIBUTES, COMPUTED,
+            lambda: self._computed(desired.address, facts[self._key(attrs)])))
 
     def _source(self, address: str, attrs: Mapping[str, Any]) -> Source:
         try:
@@ -293,13 +278,15 @@ class DatasetHandler(KindHandler):
         except SourceError as exc:
             raise ProviderError(f"{address}: {exc}", address=address) from exc
 
-    def _computed(self, address: str, attrs: Mapping[str, Any], source: Source) -> dict[str, Any]:
-        try:
-            prof = self.profile(address, attrs, source)
-        except checks.CheckUnavailable:
-            prof = None   # validate reports why; the data is still usable
-        return {"uri": self.uri(address, source), "digest": source.digest,
-                "rows": prof.rows if prof is not None else None, "bytes": source.size}
+    def _computed(self, address: str, fact: Any) -> dict[str, Any]:
+        if isinstance(fact, FactError):
+            raise ProviderError(f"{address}: {fact.message}", address=address)
+        if fact.source is None:
+            raise ProviderError(f"{address}: {fact.data.error}", address=address)
+        profile = fact.data.profile     # None: too big to fetch, or not readable as its format
+        return {"uri": self.uri(address, fact.source), "digest": fact.source.digest,
+                "rows": profile.rows if profile is not None else None,
+                "bytes": fact.source.size}
 
     def create(self, planned: Planned) -> LiveObject:
         address, attrs = planned.address, dict(planned.attributes)
@@ -310,8 +297,8 @@ class DatasetHandler(KindHandler):
                                 f"{str(planned_digest)[:12]}… → {source.digest[:12]}…); "
                                 f"run plan again", address=address)
         if contains_unknown(attrs):
-            attrs.update({k: v for k, v in self._computed(address, attrs, source).items()
-                          if attrs.get(k) is UNKNOWN})
+            computed = self._computed(address, self._read(self._key(attrs)))
+            attrs.update({k: v for k, v in computed.items() if attrs.get(k) is UNKNOWN})
         record_key = bucket.dataset_record(self.env, address)
         found = bucket.get_json(self.env, record_key, address=address)
         if found is not None:   # a retried create, or an update: the record must be ours

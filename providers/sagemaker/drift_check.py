@@ -1,9 +1,10 @@
 """The drift check a sagemaker `monitor` runs: one SageMaker Processing step of its Pipeline.
 
-Not imported by mlform itself: `monitors.py` uploads this file and the local provider's
-`drift_stats.py` (the PSI/KS math, shared so both providers measure drift the same way)
-to S3, and the processing container runs ``python3 drift_check.py``.  It needs numpy and
-boto3 only.  Everything it needs comes in environment variables, each bound to a pipeline
+Not imported by mlform itself: `monitors.py` uploads this file and the provider kit's
+`drift_stats.py` and `monitoring.py` (the PSI/KS math and the results, findings and stale
+markers: shared so every provider measures and reports drift the same way) to S3, and
+the processing container runs ``python3 drift_check.py``.  It needs numpy and boto3
+only.  Everything it needs comes in environment variables, each bound to a pipeline
 parameter (so a schedule or `mlform monitor run` can override them):
 
 | variable | meaning |
@@ -43,20 +44,19 @@ from urllib.parse import urlsplit
 NAMESPACE = "mlform/Monitor"
 METRIC = "Breach"
 VARIANT = "primary"
-DRIFT_METRICS = ("psi", "ks")
 
 
-def _drift_stats():
-    """drift_stats.py: uploaded next to this file, or the local provider's copy."""
+def _kit_module(name: str):
+    """The kit's `name`.py: uploaded next to this file, or the kit's own (tests)."""
     here = Path(__file__).resolve().parent
-    for path in (here / "drift_stats.py", here.parent / "local" / "drift_stats.py"):
+    for path in (here / f"{name}.py", here.parent / "kit" / f"{name}.py"):
         if path.exists():
-            spec = importlib.util.spec_from_file_location("mlform_drift_stats", path)
+            spec = importlib.util.spec_from_file_location(f"mlform_kit_{name}", path)
             module = importlib.util.module_from_spec(spec)
-            sys.modules.setdefault("mlform_drift_stats", module)
+            sys.modules.setdefault(f"mlform_kit_{name}", module)
             spec.loader.exec_module(module)
             return module
-    raise RuntimeError("drift_stats.py is missing next to drift_check.py")
+    raise RuntimeError(f"{name}.py is missing next to drift_check.py")
 
 
 def split_s3(uri: str) -> tuple[str, str]:
@@ -152,38 +152,8 @@ def read_baseline(s3, uri: str, fmt: str, stats) -> dict[str, list[float]]:
 
 # -- checks --------------------------------------------------------------------------------
 
-def _result(check: Mapping, value: float | None, feature: str | None = None, skip: str = "",
-            **extra: Any) -> dict:
-    threshold = float(check["threshold"])
-    status = "skipped" if skip or value is None else ("breach" if value > threshold else "ok")
-    return {"metric": check["metric"], "feature": feature, "value": value,
-            "threshold": threshold, "status": status, "detail": skip, **extra}
-
-
-def drift_results(check: Mapping, baseline: dict, current: dict, min_rows: int, bins: int,
-                  stats) -> list[dict]:
-    features = stats.features_to_check(check, baseline, current)
-    if not features:
-        return [_result(check, None, skip=stats.NO_COMMON_FEATURE)]
-    out = []
-    for feature in features:
-        got = len(current.get(feature, ()))
-        if feature not in baseline:
-            out.append(_result(check, None, feature, skip="not a numeric column of the baseline"))
-        elif got < min_rows:
-            out.append(_result(check, None, feature, rows=got,
-                               skip=f"only {got} captured values (min_rows = {min_rows})"))
-        elif check["metric"] == "psi":
-            out.append(_result(check, stats.psi(baseline[feature], current[feature], bins=bins),
-                               feature, rows=got))
-        else:
-            ks = stats.ks(baseline[feature], current[feature])
-            out.append(_result(check, ks.statistic, feature, rows=got, p_value=ks.p_value))
-    return out
-
-
 def health_result(check: Mapping, cloudwatch, endpoint: str, start: datetime,
-                  end: datetime) -> dict:
+                  end: datetime, results) -> dict:
     """latency_p99_ms / error_rate from the endpoint's AWS/SageMaker metrics."""
     period = max(60, int((end - start).total_seconds()) // 60 * 60)
     dims = [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": VARIANT}]
@@ -197,19 +167,14 @@ def health_result(check: Mapping, cloudwatch, endpoint: str, start: datetime,
         points = [p["ExtendedStatistics"]["p99"] for p in
                   stat("ModelLatency", ExtendedStatistics=["p99"]) if "ExtendedStatistics" in p]
         if not points:
-            return _result(check, None, skip="no ModelLatency datapoints in the window")
-        return _result(check, max(points) / 1000.0)        # ModelLatency is in microseconds
+            return results.result(check, None, skip="no ModelLatency datapoints in the window")
+        return results.result(check, max(points) / 1000.0)   # ModelLatency is in microseconds
     calls = sum(p.get("Sum", 0.0) for p in stat("Invocations", Statistics=["Sum"]))
     if not calls:
-        return _result(check, None, skip="no invocations in the window")
+        return results.result(check, None, skip="no invocations in the window")
     errors = sum(p.get("Sum", 0.0) for name in ("Invocation4XXErrors", "Invocation5XXErrors")
                  for p in stat(name, Statistics=["Sum"]))
-    return _result(check, errors / calls, requests=calls)
-
-
-def _finding(result: Mapping) -> str:
-    name = f"{result['metric']}({result['feature']})" if result.get("feature") else result["metric"]
-    return f"{name} = {result['value']:.4g} > {result['threshold']:.4g}"
+    return results.result(check, errors / calls, requests=calls)
 
 
 # -- one run -------------------------------------------------------------------------------
@@ -220,7 +185,7 @@ def run(env: Mapping[str, str], s3=None, cloudwatch=None, now: datetime | None =
 
     s3 = s3 or boto3.client("s3")
     cloudwatch = cloudwatch or boto3.client("cloudwatch")
-    stats = _drift_stats()
+    stats, results = _kit_module("drift_stats"), _kit_module("monitoring")
     now = now or datetime.now(timezone.utc)
     checks = json.loads(env["MLFORM_CHECKS"])
     since = now - timedelta(hours=float(env.get("MLFORM_WINDOW_HOURS") or 1))
@@ -229,20 +194,21 @@ def run(env: Mapping[str, str], s3=None, cloudwatch=None, now: datetime | None =
     rows, window = read_capture(s3, env["MLFORM_CAPTURE_URI"], since)
     current = stats.numeric_columns(rows)
     baseline: dict | None = None
-    results: list[dict] = []
+    found: list[dict] = []
     for check in checks:
-        if check["metric"] in DRIFT_METRICS:
+        if check["metric"] in results.DRIFT_METRICS:
             if not rows:
-                results.append(_result(check, None, check.get("feature"),
-                                       skip="no captured requests in the window"))
+                found.append(results.result(check, None, feature=check.get("feature"),
+                                            skip=results.NO_CAPTURE))
                 continue
             if baseline is None:
                 baseline = read_baseline(s3, env["MLFORM_BASELINE_URI"],
                                          env.get("MLFORM_BASELINE_FORMAT") or "csv", stats)
-            results += drift_results(check, baseline, current, min_rows, bins, stats)
+            found += results.drift_results(check, baseline, current, min_rows=min_rows,
+                                           bins=bins, stats=stats)
         else:
-            results.append(health_result(check, cloudwatch, endpoint, since, now))
-    breaches = [r for r in results if r["status"] == "breach"]
+            found.append(health_result(check, cloudwatch, endpoint, since, now, results))
+    breaches = [r for r in found if r["status"] == "breach"]
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     bucket, prefix = split_s3(env["MLFORM_REPORT_PREFIX"].rstrip("/") + "/")
     report_key = f"{prefix}{stamp}.json"
@@ -251,16 +217,17 @@ def run(env: Mapping[str, str], s3=None, cloudwatch=None, now: datetime | None =
     report: dict[str, Any] = {
         "version": 1, "monitor": address, "time": now.isoformat(timespec="seconds"),
         "endpoint": endpoint, "baseline": env.get("MLFORM_BASELINE_URI"), "window": window,
-        "checks": results, "breached": bool(breaches),
-        "breaches": [_finding(b) for b in breaches], "on_breach": env.get("MLFORM_ON_BREACH"),
+        "checks": found, "breached": bool(breaches),
+        "breaches": [results.finding(b) for b in breaches],
+        "on_breach": env.get("MLFORM_ON_BREACH"),
         "action": None, "report": report_uri}
     if breaches and env.get("MLFORM_ON_BREACH") == "retrain" and env.get("MLFORM_STALE_URI"):
-        what = "drift" if any(b["metric"] in DRIFT_METRICS for b in breaches) else "a breach"
-        reason = f"{address} found {what}: " + "; ".join(report["breaches"])
+        reason = results.breach_reason(address, breaches)
         marker_bucket, marker_key = split_s3(env["MLFORM_STALE_URI"])
-        marker = {"reason": reason, "fingerprint": env.get("MLFORM_PIPELINE_FINGERPRINT") or None,
-                  "pipeline": env.get("MLFORM_PIPELINE_ADDRESS"), "monitor": address,
-                  "time": report["time"], "report": report_uri}
+        marker = results.stale_marker(
+            reason, monitor=address, pipeline=env.get("MLFORM_PIPELINE_ADDRESS"),
+            time=report["time"], report=report_uri,
+            fingerprint=env.get("MLFORM_PIPELINE_FINGERPRINT") or None)
         s3.put_object(Bucket=marker_bucket, Key=marker_key, Body=json.dumps(marker).encode(),
                       ContentType="application/json")
         report["action"] = {"kind": "retrain", "stale_marker": env["MLFORM_STALE_URI"],

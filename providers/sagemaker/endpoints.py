@@ -51,14 +51,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlform.providers.base import Diagnostic, error, warning
-from mlform.providers.base import UNKNOWN, contains_unknown
-from mlform.providers.base import Desired, KindSchema, LiveObject, Planned, ProviderError, Timeouts
+from mlform.providers.base import (
+    UNKNOWN, Desired, Diagnostic, Facts, KindSchema, LiveObject, Planned, ProviderError,
+    Timeouts, contains_unknown, error, warning,
+)
+from mlform.providers.kit.names import content_hash, short_hash
+from mlform.providers.kit.plans import plan_of
 from mlform.specs import looks_like_address
 
 from .aws import Missing
 from .bucket import delete_record, load_record, save_record
-from .common import KindHandler, content_hash, settings_errors, short_hash, user_tags
+from .env import SageMakerHandler, user_tags
 from .monitors import rollback_alarms
 
 __all__ = ["EndpointHandler", "EndpointSettings", "deployment_config", "invocation_url",
@@ -145,7 +148,7 @@ def _effective(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-class EndpointHandler(KindHandler):
+class EndpointHandler(SageMakerHandler):
     """`endpoint` resources: EndpointConfig + Endpoint, deployed blue/green."""
 
     schema = KindSchema(settings_model=EndpointSettings, replace_paths=(), computed=COMPUTED,
@@ -200,9 +203,9 @@ class EndpointHandler(KindHandler):
 
     # -- pure half ----------------------------------------------------------------------
 
-    def validate(self, desired: Desired) -> list[Diagnostic]:
+    def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
         address, attrs = desired.address, desired.attributes
-        found = settings_errors(EndpointSettings, desired)
+        found: list[Diagnostic] = []
         model = attrs.get("model")
         if isinstance(model, Mapping):
             if model.get("approval") == "rejected":
@@ -243,7 +246,7 @@ class EndpointHandler(KindHandler):
                                  address=address))
         return found
 
-    def plan(self, desired: Desired, prior: LiveObject | None) -> Planned:
+    def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
         address, attrs = desired.address, dict(desired.attributes)
         before = dict(prior.attributes) if prior is not None else None
         name = (prior.id if prior is not None and prior.id else None) or self.env.name(address)
@@ -259,8 +262,7 @@ class EndpointHandler(KindHandler):
         reasons: tuple[str, ...] = ()
         if before is not None and config != before.get("endpoint_config"):
             reasons = (self._reason(attrs, before, version, config),)
-        return Planned(address, desired.kind, desired.name, {**attrs, **computed},
-                       reasons=reasons)
+        return plan_of(desired, computed, reasons=reasons)
 
     @staticmethod
     def _reason(attrs: Mapping, before: Mapping, version: Any, config: Any) -> str:

@@ -3,7 +3,7 @@
 A table, not an API call: SageMaker has no "describe instance type" for training, and
 `validate` must run without credentials.  Accelerator names follow the spec language
 (``nvidia-h100``, ``nvidia-a100-80gb``, ``any-gpu``, ``cpu``) and are matched by words
-against the device name (the local provider's `gpus.matches`), so ``nvidia-a100``
+against the device name (the kit's `accelerators.matches`), so ``nvidia-a100``
 fits both A100 sizes and ``nvidia-l4`` never an L40S.  ``aws-trainium`` names the
 Trainium chips of ml.trn1 (counted in `gpus_per_node` like GPUs); ``any-gpu`` means
 any NVIDIA GPU.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlform.providers.local.gpus import ANY_GPU, CPU, matches
+from mlform.providers.kit.accelerators import ANY_GPU, CPU, matches
 
 __all__ = ["InstanceType", "INSTANCE_TYPES", "DEFAULT_CPU", "lookup", "pick", "mismatch",
            "candidates_text", "TRAINIUM"]

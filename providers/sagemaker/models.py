@@ -26,16 +26,20 @@ The resource's id is the ARN of the model package it points at.  Computed: `vers
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlform.providers.base import Diagnostic, error
-from mlform.providers.base import UNKNOWN, contains_unknown
-from mlform.providers.base import Desired, KindSchema, LiveObject, Planned, ProviderError, Timeouts
+from mlform.providers.base import (
+    UNKNOWN, Desired, Diagnostic, FactKey, Facts, KindSchema, LiveObject, Planned,
+    ProviderError, Timeouts, contains_unknown, error,
+)
+from mlform.providers.kit.artifacts import artifact_uri
+from mlform.providers.kit.names import short_hash
+from mlform.providers.kit.plans import plan_of
 
 from .bucket import delete_record, load_record, save_record
-from .common import KindHandler, settings_errors, short_hash, user_tags
+from .env import SageMakerHandler, user_tags
 
 __all__ = ["ModelHandler", "ModelSettings", "APPROVAL", "artifact_uri"]
 
@@ -59,14 +63,7 @@ class ModelSettings(BaseModel):
                                         "default: the provider's serving_image.")
 
 
-def artifact_uri(artifact: Any) -> Any:
-    """The artifact URI: a URI string, or a pipeline reference's `model_uri`."""
-    if isinstance(artifact, Mapping):
-        return artifact.get("model_uri", UNKNOWN if "address" in artifact else None)
-    return artifact
-
-
-class ModelHandler(KindHandler):
+class ModelHandler(SageMakerHandler):
     """`model` resources: a model package group, a package per version, a Model per version."""
 
     schema = KindSchema(settings_model=ModelSettings, replace_paths=(), computed=COMPUTED,
@@ -108,30 +105,51 @@ class ModelHandler(KindHandler):
             raise
         return sorted(found, key=lambda p: p.get("ModelPackageVersion") or 0, reverse=True)
 
+    @staticmethod
+    def _registers(desc: dict | None, uri: str, image: str) -> bool:
+        """Is `desc` a usable package of (artifact, image)?"""
+        if not desc or desc.get("ModelPackageStatus") in ("Failed", "Deleting"):
+            return False
+        containers = (desc.get("InferenceSpecification") or {}).get("Containers") or [{}]
+        return containers[0].get("ModelDataUrl") == uri and containers[0].get("Image") == image
+
     def _find_package(self, address: str, uri: str, image: str,
                       hint: str | None = None) -> dict | None:
         """The package of this group registered for (artifact, image), if any."""
-        def matches(desc: dict | None) -> bool:
-            if not desc or desc.get("ModelPackageStatus") in ("Failed", "Deleting"):
-                return False
-            containers = (desc.get("InferenceSpecification") or {}).get("Containers") or [{}]
-            return containers[0].get("ModelDataUrl") == uri and containers[0].get("Image") == image
-
         first = self._describe(hint, address)
-        if matches(first) and first.get("ModelPackageGroupName") == self._group(address):
+        if self._registers(first, uri, image) and \
+                first.get("ModelPackageGroupName") == self._group(address):
             return first
         for summary in self._packages(address):
             if summary.get("ModelPackageArn") == hint:
                 continue
             desc = self._describe(summary.get("ModelPackageArn"), address)
-            if matches(desc):
+            if self._registers(desc, uri, image):
                 return desc
         return None
 
+    # -- facts --------------------------------------------------------------------------
+
+    def fact_keys(self, desired: Desired, prior: LiveObject | None) -> Sequence[FactKey]:
+        before = dict(prior.attributes) if prior is not None else None
+        attrs = desired.attributes
+        uri, image = artifact_uri(attrs.get("artifact")), self._image(attrs)
+        if (before is None or before.get("version") is None or contains_unknown(uri)
+                or contains_unknown(image) or not isinstance(uri, str)
+                or (artifact_uri(before.get("artifact")) == uri and self._image(before) == image)):
+            return ()
+        return (FactKey("model", "packages", (desired.address,)),)
+
+    def read_facts(self, keys: Sequence[FactKey]) -> dict[FactKey, Any]:
+        """The group's package descriptions, newest version first."""
+        return {key: [desc for summary in self._packages(key.args[0])
+                      if (desc := self._describe(summary.get("ModelPackageArn"), key.args[0]))]
+                for key in keys}
+
     # -- pure half ----------------------------------------------------------------------
 
-    def validate(self, desired: Desired) -> list[Diagnostic]:
-        found = settings_errors(ModelSettings, desired)
+    def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
+        found: list[Diagnostic] = []
         attrs, address = desired.attributes, desired.address
         uri = artifact_uri(attrs.get("artifact"))
         if isinstance(uri, str) and not uri.startswith("s3://"):
@@ -148,7 +166,7 @@ class ModelHandler(KindHandler):
                        f"{META_LIMIT} in a model package's metadata.", address=address))
         return found
 
-    def plan(self, desired: Desired, prior: LiveObject | None) -> Planned:
+    def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
         address = desired.address
         attrs = dict(desired.attributes)
         attrs.setdefault("approval", "approved")     # read always reports it
@@ -163,7 +181,8 @@ class ModelHandler(KindHandler):
                 computed.update(version=before["version"], uri=before.get("uri"),
                                 model_name=self.env.model_name(address, before["version"]))
             elif isinstance(uri, str):
-                found = self._find_package(address, uri, image)
+                found = next((d for d in facts[FactKey("model", "packages", (address,))]
+                              if self._registers(d, uri, image)), None)
                 if found is not None:
                     version = found["ModelPackageVersion"]
                     computed.update(version=version, uri=found["ModelPackageArn"],
@@ -174,7 +193,7 @@ class ModelHandler(KindHandler):
                             else "serving image")
                     reasons = (f"new {what} registers a new model package version "
                                f"(after version {before['version']})",)
-        return Planned(address, desired.kind, desired.name, {**attrs, **computed},
+        return plan_of(Desired(address, desired.kind, desired.name, attrs), computed,
                        reasons=reasons)
 
     # -- apply --------------------------------------------------------------------------

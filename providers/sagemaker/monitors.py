@@ -4,11 +4,12 @@ SageMaker Model Monitor (monitoring schedules) is closed to new customers, so a 
 built from three general-purpose parts, all named from the monitor's address:
 
 * a **SageMaker Pipeline** ``env.name(address, "check")`` with one Processing step that runs
-  `drift_check.py` (uploaded with the local provider's `drift_stats.py`, the same PSI/KS
-  math, under ``env.key("monitors", <name>, "code")``).  Thresholds, features, the baseline,
+  `drift_check.py` (uploaded with the kit's `drift_stats.py` and `monitoring.py`, the
+  same PSI/KS math and results as every provider's, under
+  ``env.key("monitors", <name>, "code")``).  Thresholds, features, the baseline,
   the capture location and the retrain target are pipeline parameters (see drift_check.py
   for what one run does: report under ``monitors/<name>/reports/``, metric
-  ``mlform/Monitor Breach``, stale marker `common.stale_key` on retrain);
+  ``mlform/Monitor Breach``, stale marker `env.stale_key` on retrain);
 * an **EventBridge Scheduler schedule** ``env.name(address, "sched")`` that starts the
   pipeline (SageMakerPipelineParameters) on `schedule`, converted from 5-field cron to
   AWS's 6-field form (`aws_cron`), or ``rate(1 hour)`` when unset.  The provider's
@@ -40,17 +41,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlform.providers.base import Diagnostic, error
-from mlform.providers.base import UNKNOWN, contains_unknown
-from mlform.providers.base import Desired, KindSchema, LiveObject, Planned, ProviderError, Timeouts
+from mlform.providers.base import (
+    UNKNOWN, Desired, Diagnostic, Facts, KindSchema, LiveObject, Planned, ProviderError,
+    Timeouts, contains_unknown, error,
+)
+from mlform.providers.kit.monitoring import BASELINE_FORMATS
+from mlform.providers.kit.plans import plan_of
 from mlform.specs import parse_cron
 
 from .aws import Missing
 from .bucket import (
     delete_keys, delete_record, get_json, list_keys, load_record, save_record,
 )
-from .common import (
-    KindHandler, SageMakerEnv, name_from_url, settings_errors, stale_key, tag_dict, user_tags,
+from .env import (
+    SageMakerEnv, SageMakerHandler, name_from_url, stale_key, tag_dict, user_tags,
 )
 from .drift_check import METRIC, NAMESPACE
 
@@ -60,10 +64,10 @@ __all__ = ["MonitorHandler", "MonitorSettings", "aws_cron", "rollback_alarms",
 COMPUTED = ("last_report", "breached", "alarm_name", "schedule_name", "check_pipeline")
 SERVICE_MANAGED = ("last_report", "breached")
 DEFAULT_SCHEDULE = "rate(1 hour)"
-BASELINE_FORMATS = ("csv", "jsonl", "json")      # what drift_stats.read_table reads
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "drift_check.py"
-STATS = HERE.parent / "local" / "drift_stats.py"
+#: the kit's modules the check runs with (they import nothing of mlform)
+KIT_FILES = tuple(HERE.parent / "kit" / name for name in ("drift_stats.py", "monitoring.py"))
 CODE_DIR = "/opt/ml/processing/code"
 
 
@@ -185,7 +189,7 @@ def _canonical(definition: Any) -> str:
     return json.dumps(definition, sort_keys=True, separators=(",", ":"))
 
 
-class MonitorHandler(KindHandler):
+class MonitorHandler(SageMakerHandler):
     """`monitor` resources: drift-check Pipeline + Scheduler schedule + CloudWatch alarm."""
 
     schema = KindSchema(settings_model=MonitorSettings, replace_paths=(), computed=COMPUTED,
@@ -208,9 +212,9 @@ class MonitorHandler(KindHandler):
 
     # -- pure half ----------------------------------------------------------------------
 
-    def validate(self, desired: Desired) -> list[Diagnostic]:
+    def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
         address, attrs = desired.address, desired.attributes
-        found = settings_errors(MonitorSettings, desired)
+        found: list[Diagnostic] = []
 
         def problem(summary: str, detail: str = "", hint: str = "") -> None:
             found.append(error(f"Invalid monitor {address}: {summary}", detail,
@@ -245,16 +249,15 @@ class MonitorHandler(KindHandler):
                                        '"0 6 1 * *".')
         return found
 
-    def plan(self, desired: Desired, prior: LiveObject | None) -> Planned:
-        attrs = {k: v for k, v in desired.attributes.items() if k not in COMPUTED}
-        attrs.update(self._names(desired.address))
+    def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
+        computed: dict[str, Any] = dict(self._names(desired.address))
         if prior is None:
-            attrs.update(last_report=UNKNOWN, breached=UNKNOWN)
+            computed.update(last_report=UNKNOWN, breached=UNKNOWN)
         else:
             # findings change out of band: keep what refresh read, never a planned change
-            attrs.update(last_report=prior.attributes.get("last_report"),
-                         breached=bool(prior.attributes.get("breached", False)))
-        return Planned(desired.address, desired.kind, desired.name, attrs)
+            computed.update(last_report=prior.attributes.get("last_report"),
+                            breached=bool(prior.attributes.get("breached", False)))
+        return plan_of(desired, computed)
 
     # -- apply --------------------------------------------------------------------------
 
@@ -319,10 +322,11 @@ class MonitorHandler(KindHandler):
         return f"{capture['DestinationS3Uri'].rstrip('/')}/{endpoint}/"
 
     def _upload_code(self, address: str) -> str:
-        """drift_check.py and drift_stats.py under the monitor's code prefix (only when changed)."""
+        """drift_check.py and the kit's drift_stats.py and monitoring.py under the monitor's
+        code prefix (only when changed)."""
         prefix = self.env.key("monitors", self._slug(address), "code")
         bucket = self.env.config.bucket
-        for path in (SCRIPT, STATS):
+        for path in (SCRIPT, *KIT_FILES):
             data = path.read_bytes()
             key = f"{prefix}/{path.name}"
             head = self.aws.find("s3", "head_object", address=address, Bucket=bucket, Key=key)

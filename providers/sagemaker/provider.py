@@ -9,50 +9,44 @@
 | endpoint | hash-named EndpointConfig + Endpoint, blue/green updates |
 | monitor | drift-check Pipeline, EventBridge Scheduler schedule, CloudWatch alarm |
 
-Each kind is one handler module; this class only configures them (dispatch is
-`HandlerProvider`'s, shared with the local provider).
+Built on the provider kit: each kind is one handler module; this class only says
+which, and builds their `SageMakerEnv`.
 """
 
 from __future__ import annotations
 
 from mlform.providers.base import ProviderContext, ProviderError
-from mlform.providers.dispatch import HandlerProvider
+from mlform.providers.kit.handlers import HandlerProvider
 
 from .aws import Aws
 from .clusters import ClusterHandler
-from .common import KindHandler, SageMakerEnv
 from .config import SageMakerConfig
 from .datasets import DatasetHandler
 from .endpoints import EndpointHandler
+from .env import SageMakerEnv
 from .models import ModelHandler
 from .monitors import MonitorHandler
-from .training import PipelineHandler
+from .pipelines import PipelineHandler
 
 __all__ = ["SageMakerProvider"]
-
-HANDLERS: dict[str, type[KindHandler]] = {
-    "dataset": DatasetHandler,
-    "training_cluster": ClusterHandler,
-    "pipeline": PipelineHandler,
-    "model": ModelHandler,
-    "endpoint": EndpointHandler,
-    "monitor": MonitorHandler,
-}
 
 
 class SageMakerProvider(HandlerProvider):
     name = "sagemaker"
-    HANDLERS = HANDLERS
-    kinds = {kind: handler.schema for kind, handler in HANDLERS.items()}
     config_model = SageMakerConfig
+    HANDLERS = {
+        "dataset": DatasetHandler,
+        "training_cluster": ClusterHandler,
+        "pipeline": PipelineHandler,
+        "model": ModelHandler,
+        "endpoint": EndpointHandler,
+        "monitor": MonitorHandler,
+    }
 
-    def __init__(self, context: ProviderContext) -> None:
-        super().__init__(context)
-        config = self.parse_config(SageMakerConfig)
+    def make_env(self, context: ProviderContext, config: SageMakerConfig) -> SageMakerEnv:
         try:
             import boto3  # noqa: F401  (fail at configure time, with the fix)
         except ImportError as exc:
             raise ProviderError('the sagemaker provider needs boto3: '
                                 'pip install "mlform[sagemaker]"') from exc
-        self.env = SageMakerEnv(context=context, config=config, aws=Aws(config, context))
-        self.start_handlers(self.env)
+        return SageMakerEnv(context=context, config=config, aws=Aws(config, context))

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 from mlform import operations
-from mlform.plan.planner import PlanOptions, Planner
+from mlform.plan.inputs import PlanOptions
 from mlform.session import Session, SessionOptions
 
 REPO = Path(__file__).resolve().parents[2]
@@ -147,6 +148,62 @@ model "m{i}" {{
     return "".join(parts)
 
 
+JSON_KINDS = ("dataset", "pipeline", "model", "endpoint", "monitor")
+
+
+def many_resources_json(resources: int, references: bool = True) -> str:
+    """One `main.mlform.json` stack of `resources` resource blocks on the memory provider:
+    chains dataset -> pipeline -> model -> endpoint -> monitor (one of each kind per
+    group), every block referencing the one before, with nested `settings`/`lifecycle`
+    blocks and map/list attributes, indented as `json.dumps(indent=2)` writes it.
+
+    `references=False` writes each `${...}` without its `${` and `}`: the same file,
+    whose strings are all literals (the JSON reading alone, no expression compiled)."""
+    text = _many_resources_json(resources)
+    return text if references else re.sub(r"\$\{([^}]*)\}", r"\1", text)
+
+
+def _many_resources_json(resources: int) -> str:
+    groups = resources // len(JSON_KINDS)
+    doc: dict[str, Any] = {
+        "provider": {"memory": {"store": ".mlform/memory.json"}},
+        "variable": {"epochs": {"type": "number", "default": 3}},
+        "training_cluster": {"cpu": {"accelerator": "cpu", "nodes": 1}},
+        **{kind: {} for kind in JSON_KINDS},
+    }
+    for i in range(groups):
+        doc["dataset"][f"d{i}"] = {
+            "source": f"s3://bench/d{i}.csv", "format": "csv",
+            "schema": {"amount": "float", "label": "int"},
+            "tags": {"team": "bench", "index": str(i)}}
+        doc["pipeline"][f"p{i}"] = {
+            "inputs": {"train": f"${{dataset.d{i}}}"}, "entrypoint": "train.py",
+            "hyperparameters": {"epochs": "${var.epochs}", "lr": 0.01}}
+        doc["model"][f"m{i}"] = {
+            "artifact": f"${{pipeline.p{i}.model_uri}}", "framework": "sklearn",
+            "stage": "staging"}
+        doc["endpoint"][f"e{i}"] = {
+            "model": f"${{model.m{i}}}", "replicas": 1,
+            "rollout": {"strategy": "canary", "canary_percent": 10, "bake_seconds": 0},
+            "settings": {"region": "eu-west-1"},
+            "lifecycle": {"ignore_changes": ["replicas"]}}
+        doc["monitor"][f"mon{i}"] = {
+            "endpoint": f"${{endpoint.e{i}}}", "baseline": f"${{dataset.d{i}}}",
+            "checks": [{"metric": "psi", "threshold": 0.2}]}
+    # The shared cluster counts as one of the blocks: drop one monitor to keep the total.
+    if groups:
+        del doc["monitor"][f"mon{groups - 1}"]
+    return json.dumps(doc, indent=2)
+
+
+def json_stack(directory: Path, resources: int, references: bool = True) -> Path:
+    """A stack directory whose only spec file is `many_resources_json(...)`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "train.py").write_text("print('train')\n")
+    (directory / "main.mlform.json").write_text(many_resources_json(resources, references))
+    return directory
+
+
 # ---------------------------------------------------------------- in-process runs
 
 class Timed:
@@ -171,13 +228,14 @@ def timed_plan(stack: Path, parallelism: int = 10, **options: Any):
         with operations.locked(session, "plan"):
             state = operations.load_state(session)
             t2 = time.perf_counter()
-            planner = Planner(session, state, PlanOptions(parallelism=parallelism, **options))
-            plan = planner.run()
+            timing = operations.PlanTiming()
+            plan = operations.plan(session, state, PlanOptions(parallelism=parallelism, **options),
+                                   timing)
         t3 = time.perf_counter()
     finally:
         session.close()
     t.session, t.lock_load = t1 - t0, t2 - t1
-    t.refresh, t.walk = planner.timing.refresh_s, planner.timing.walk_s
+    t.refresh, t.walk = timing.refresh_s, timing.walk_s + timing.facts_s
     t.total = t3 - t0
     t.cpu = time.process_time() - c0
     return plan, t

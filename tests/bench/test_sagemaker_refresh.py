@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from mlform import operations
-from mlform.plan.planner import PlanOptions
-from mlform.plan.refresh import refresh
+from mlform.plan.inputs import PlanOptions
+from mlform.refresh import refresh
 from mlform.session import Session, SessionOptions
 
 from fixture import REGION, ROLE_ARN
@@ -95,7 +95,7 @@ def test_refresh_1000_sagemaker_resources(tmp_path, aws):
         def timed(parallelism: int) -> tuple[float, int]:
             aws.clear_calls()
             t0 = time.perf_counter()
-            refreshed = refresh(session, state, parallelism)
+            refreshed = refresh(session.provider_set(state), state, parallelism)
             wall = time.perf_counter() - t0
             assert not refreshed.diagnostics, [d.summary for d in refreshed.diagnostics][:5]
             assert refreshed.drift == [], [c.address for c in refreshed.drift][:5]

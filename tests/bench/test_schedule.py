@@ -16,7 +16,7 @@ import math
 import time
 
 from mlform import operations
-from mlform.plan.planner import PlanOptions
+from mlform.plan.inputs import PlanOptions
 from mlform.session import Session, SessionOptions
 
 from ._support import layered_stack, record

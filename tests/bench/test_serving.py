@@ -27,9 +27,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from mlform.providers.base import Desired, ProviderContext
-from mlform.providers.local.common import LocalEnv, default_python
+from mlform.providers.local.env import LocalEnv, default_python
 from mlform.providers.local.endpoints import EndpointHandler
-from mlform.providers.local.registry import ModelHandler
+from mlform.providers.local.models import ModelHandler
+from mlform.providers.kit import calls as contract
 
 from ._support import record
 
@@ -122,11 +123,11 @@ def test_serving_throughput_and_latency(tmp_path):
     models, endpoints = ModelHandler(env), EndpointHandler(env)
     uri = _mlp(tmp_path / "run")
     model_want = Desired("model.mlp", "model", "mlp", {"artifact": uri, "framework": "torch"})
-    model = models.create(models.plan(model_want, None))
+    model = models.create(contract.plan(models, model_want, None))
     ref = {"address": "model.mlp", "uri": model.attributes["uri"],
            "version": model.attributes["version"], "approval": "approved"}
     endpoint_want = Desired("endpoint.mlp", "endpoint", "mlp", {"model": ref})
-    live = endpoints.create(endpoints.plan(endpoint_want, None))
+    live = endpoints.create(contract.plan(endpoints, endpoint_want, None))
     try:
         url = live.attributes["url"] + "/infer"
         port, path = live.attributes["port"], urlsplit(url).path

@@ -14,7 +14,7 @@ import pytest
 
 from .harness import (
     CallLog, assert_store_matches_state, load_state, memory_provider, read_calls, read_store,
-    run_mlform, state_path, store_path, write_store,
+    state_path, store_path, write_store,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -241,7 +241,7 @@ def test_destroy_empties_the_store(applied, mlform):
     stack = applied
     gone = mlform("destroy", "--auto-approve", cwd=stack)
     assert gone.code == 0, gone
-    assert "3 destroyed" in gone.stdout, gone
+    assert "Destroy complete! Resources: 3 destroyed." in gone.stdout, gone   # as Terraform says
     assert read_store(stack) == {}
     assert load_state(stack).resources == {}
     assert mlform("state", "list", cwd=stack).stdout.strip() == ""

@@ -124,12 +124,13 @@ def test_sigkill_at_random_moments_never_loses_or_duplicates(tmp_path):
 
 
 def _wait_for_progress(proc, needle: str = "Creation complete", count: int = 1,
-                       timeout: float = 60.0) -> list[str]:
-    """Read the apply's stdout until `needle` was seen `count` times."""
+                       timeout: float = 60.0, stream=None) -> list[str]:
+    """Read the apply's stdout (or `stream`) until `needle` was seen `count` times."""
+    stream = proc.stdout if stream is None else stream
     lines, seen = [], 0
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
+        line = stream.readline()
         if not line:
             break
         lines.append(line)
@@ -171,7 +172,8 @@ def test_two_sigints_exit_at_once_and_the_state_still_loads(tmp_path):
     proc = start_mlform(*apply_args(), cwd=stack)
     _wait_for_progress(proc, count=5)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.05)
+    # the second Ctrl-C only once the first was handled (two at once may arrive as one)
+    _wait_for_progress(proc, "Interrupt received", stream=proc.stderr)
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)

@@ -272,7 +272,7 @@ def fuzz(examples: int):
 def test_the_seed_stacks_are_valid():
     with tempfile.TemporaryDirectory() as tmp:
         stack = Path(tmp) / "stack"
-        for rel, text in {**OTHER_FILES, "main.hcl": HCL, "extra.yaml": YAML}.items():
+        for rel, text in {**OTHER_FILES, "main.hcl": HCL, "extra.mlform.yaml": YAML}.items():
             (stack / rel).parent.mkdir(parents=True, exist_ok=True)
             (stack / rel).write_text(text)
         for args in (("validate",), ("plan",), ("plan", "--env", "dev")):
@@ -289,7 +289,7 @@ def test_the_seed_stacks_are_valid():
 @example([("insert", 0.0, "\ufeff")])
 @example([("swap-lines", 1.0, 0.03125)])  # a `type` inside a block nested in a provider
 def test_mutated_hcl_never_crashes(mutations):
-    run_stack({"main.hcl": mutate(HCL, mutations), "extra.yaml": YAML})
+    run_stack({"main.hcl": mutate(HCL, mutations), "extra.mlform.yaml": YAML})
 
 
 @fuzz(150)
@@ -299,7 +299,7 @@ def test_mutated_hcl_never_crashes(mutations):
 @example([("insert", 0.2, "!!python/object:os.system ")])
 @example([("insert", 0.1, "&a ")])
 def test_mutated_yaml_never_crashes(mutations):
-    run_stack({"main.hcl": HCL, "extra.yaml": mutate(YAML, mutations)})
+    run_stack({"main.hcl": HCL, "extra.mlform.yaml": mutate(YAML, mutations)})
 
 
 @fuzz(80)
@@ -310,13 +310,13 @@ def test_mutated_json_never_crashes(mutations):
 
     import yaml
     doc = json.dumps(yaml.safe_load(YAML), indent=2)
-    run_stack({"main.hcl": HCL, "extra.json": mutate(doc, mutations)})
+    run_stack({"main.hcl": HCL, "extra.mlform.json": mutate(doc, mutations)})
 
 
 @fuzz(60)
 @given(MUTATIONS)
 def test_mutated_environment_file_never_crashes(mutations):
-    run_stack({"main.hcl": HCL, "extra.yaml": YAML,
+    run_stack({"main.hcl": HCL, "extra.mlform.yaml": YAML,
                "environments/dev.hcl": mutate(ENVIRONMENT, mutations)},
               ("validate", "--env", "dev"), ("plan", "--env", "dev"))
 
@@ -327,7 +327,7 @@ ARG_TEXT = st.one_of(st.sampled_from(TOKENS), st.text(max_size=12))
 @fuzz(30)
 @given(epochs=ARG_TEXT, names=ARG_TEXT, target=ARG_TEXT, env=ARG_TEXT, var_file=ARG_TEXT)
 def test_odd_command_line_values_never_crash(epochs, names, target, env, var_file):
-    run_stack({"main.hcl": HCL, "extra.yaml": YAML, "vars.yaml": f"epochs: {var_file}\n"},
+    run_stack({"main.hcl": HCL, "extra.mlform.yaml": YAML, "vars.yaml": f"epochs: {var_file}\n"},
               ("plan", "--var", f"epochs={epochs}", "--var", f"names={names}"),
               ("plan", "--target", target),
               ("plan", "--replace", target),
@@ -382,4 +382,4 @@ PLACES = {  # where in the HCL seed an expression replaces a value
 def test_odd_expressions_never_crash(expression, place):
     old = PLACES[place]
     new = old.split("=")[0] + "= " + expression if place in ("count", "replicas") else expression
-    run_stack({"main.hcl": HCL.replace(old, new, 1), "extra.yaml": YAML})
+    run_stack({"main.hcl": HCL.replace(old, new, 1), "extra.mlform.yaml": YAML})

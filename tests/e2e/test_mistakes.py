@@ -128,13 +128,13 @@ MISTAKES = [
             'Invalid HCL syntax: unexpected "}"', "main.hcl:42:1", "closes nothing",
             append="locals {\n}\n}\n"),
     Mistake("yaml-syntax-error",
-            "Invalid YAML syntax: expected ',' or ']', but got ':'", "extra.yaml:4:11",
+            "Invalid YAML syntax: expected ',' or ']', but got ':'", "extra.mlform.yaml:4:11",
             "Check indentation and quoting",
-            files={"extra.yaml": "dataset:\n  other:\n    source: [a\n    format: csv\n"}),
+            files={"extra.mlform.yaml": "dataset:\n  other:\n    source: [a\n    format: csv\n"}),
     Mistake("json-syntax-error",
             "Invalid JSON syntax: Expecting property name enclosed in double quotes",
-            "extra.json:1:38", "no trailing commas",
-            files={"extra.json": '{"dataset": {"other": {"source": "a",}}}\n'}),
+            "extra.mlform.json:1:38", "no trailing commas",
+            files={"extra.mlform.json": '{"dataset": {"other": {"source": "a",}}}\n'}),
     Mistake("file-not-utf8",
             "Spec file is not valid UTF-8", "extra.hcl:2:6", "Save the file as UTF-8.",
             files={"extra.hcl": b'locals {\n  caf\xe9 = "x"\n}\n'}),
@@ -293,9 +293,11 @@ def invoke(stack: Path, *args: str):
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under `root` and its bytes (lock files, which only hold an OS lock, aside)."""
+    """Every file under `root` and its bytes (lock files, which only hold an OS lock, and
+    the digest cache in .mlform/cache, which a plan may fill, aside)."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.name.endswith(".lock")}
+            if p.is_file() and not p.name.endswith(".lock")
+            and ".mlform/cache" not in p.relative_to(root).as_posix()}
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 
 import pytest
+from _waiting import wait_until
 
 from .harness import (
     load_state, make_stack, memory_provider, read_calls, read_store, run_mlform, start_mlform,
@@ -267,12 +267,12 @@ def test_journal_of_an_interrupted_apply_holds_no_secret(tmp_path):
     proc = start_mlform("apply", "--auto-approve", "--var", f"token={SECRET}", cwd=s.stack,
                         env=s.env())
     journal = state_path(s.stack).with_name("default.json.journal")
-    deadline = time.monotonic() + 60
+    def monitor_create_started() -> bool:
+        assert proc.poll() is None, "the apply ended before it could be interrupted"
+        return any(c["address"] == "monitor.watch" for c in read_calls(s.stack))
+
     try:
-        while not any(c["address"] == "monitor.watch" for c in read_calls(s.stack)):
-            assert proc.poll() is None, "the apply ended before it could be interrupted"
-            assert time.monotonic() < deadline, "the monitor's create never started"
-            time.sleep(0.02)
+        wait_until(monitor_create_started, 60, "the monitor's create to start")
     finally:
         proc.send_signal(signal.SIGKILL)
         out, err = proc.communicate(timeout=30)

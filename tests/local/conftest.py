@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mlform.providers.base import ProviderContext, ProgressEvent
-from mlform.providers.local.common import LocalEnv, default_python
+from mlform.providers.local.env import LocalEnv, default_python
 
 
 @pytest.fixture
@@ -22,6 +22,7 @@ def local_env(tmp_path: Path, progress: list) -> LocalEnv:
     stack = tmp_path / "stack"
     stack.mkdir()
     context = ProviderContext(name="local", alias=None, stack="stack", env="test",
-                              stack_dir=stack, config={}, progress=progress.append)
+                              stack_dir=stack, config={}, progress=progress.append,
+                              cache_dir=stack / ".mlform" / "cache")
     return LocalEnv(context=context, root=stack / ".mlform" / "local" / "test", host="127.0.0.1",
                     python=default_python(), ready_timeout=30.0)

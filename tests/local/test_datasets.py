@@ -13,8 +13,12 @@ import pytest
 
 from mlform.expr.values import UNKNOWN
 from mlform.providers.base import Desired, LiveObject, ProviderError
-from mlform.providers.local import checks, datasets
-from mlform.providers.local.datasets import DatasetHandler, tree_digest
+from mlform.providers.kit import checks, digests
+from mlform.providers.kit.digests import DigestCache
+from mlform.providers.local import datasets
+from mlform.providers.kit.digests import tree_digest
+from mlform.providers.local.datasets import DatasetHandler
+from mlform.providers.kit import calls as contract
 
 CSV = "amount,label\n1.5,0\n2.0,1\n3.5,1\n"
 
@@ -38,15 +42,15 @@ def stored_files(env) -> list[Path]:
 
 
 def apply(handler: DatasetHandler, d: Desired) -> LiveObject:
-    assert handler.validate(d) == []
-    return handler.create(handler.plan(d, None))
+    assert contract.validate(handler, d) == []
+    return handler.create(contract.plan(handler, d, None))
 
 
 # -- plan and the store ---------------------------------------------------------
 
 def test_plan_knows_uri_digest_rows_and_bytes(local_env):
     write(local_env.stack_dir / "data" / "tx.csv", CSV)
-    planned = DatasetHandler(local_env).plan(desired(source="./data/tx.csv", format="csv"), None)
+    planned = contract.plan(DatasetHandler(local_env), desired(source="./data/tx.csv", format="csv"), None)
     digest = sha256(CSV)
     where = local_env.root / "cas" / "sha256" / digest[:2] / digest / "tx.csv"
     assert planned.attributes["digest"] == digest
@@ -78,7 +82,7 @@ def test_same_content_is_stored_once(local_env, mocker):
     handler = DatasetHandler(local_env)
     copies = mocker.spy(datasets, "_copy")
     first = apply(handler, desired("a", source="a/tx.csv"))
-    again = handler.create(handler.plan(desired("a", source="a/tx.csv"), None))
+    again = handler.create(contract.plan(handler, desired("a", source="a/tx.csv"), None))
     twin = apply(handler, desired("b", source="b/tx.csv"))
     renamed = apply(handler, desired("c", source="c/other.csv"))
     assert copies.call_count == 1, "content already in the store is never copied again"
@@ -94,7 +98,7 @@ def test_a_directory_digest_covers_paths_and_contents(local_env):
     write(root / "train" / "b.csv", "x\n2\n")
     write(root / "README", "notes")
     handler = DatasetHandler(local_env)
-    planned = handler.plan(desired(source="images", format="dir"), None)
+    planned = contract.plan(handler, desired(source="images", format="dir"), None)
     expected = tree_digest([("README", sha256("notes")), ("train/a.csv", sha256("x\n1\n")),
                             ("train/b.csv", sha256("x\n2\n"))])
     assert planned.attributes["digest"] == expected
@@ -104,13 +108,13 @@ def test_a_directory_digest_covers_paths_and_contents(local_env):
     stored = Path(live.attributes["uri"].removeprefix("file://"))
     assert stored.name == "images" and (stored / "train" / "b.csv").read_text() == "x\n2\n"
     (root / "train" / "b.csv").rename(root / "train" / "c.csv")   # same bytes, another path
-    assert handler.plan(desired(source="images", format="dir"), None).attributes["digest"] != expected
+    assert contract.plan(handler, desired(source="images", format="dir"), None).attributes["digest"] != expected
 
 
 def test_a_directory_of_csv_files_is_one_table(local_env):
     write(local_env.stack_dir / "parts" / "1.csv", "amount\n1\n2\n")
     write(local_env.stack_dir / "parts" / "2.csv", "amount\n3\n")
-    planned = DatasetHandler(local_env).plan(desired(source="parts", format="csv"), None)
+    planned = contract.plan(DatasetHandler(local_env), desired(source="parts", format="csv"), None)
     assert planned.attributes["rows"] == 3
 
 
@@ -119,7 +123,7 @@ def test_an_edited_source_shows_a_new_digest_at_plan_while_read_keeps_the_stored
     handler = DatasetHandler(local_env)
     live = apply(handler, desired(source="tx.csv"))
     source.write_text(CSV + "4.0,1\n")
-    planned = handler.plan(desired(source="tx.csv"), handler.read(live))
+    planned = contract.plan(handler, desired(source="tx.csv"), handler.read(live))
     assert planned.attributes["digest"] == sha256(CSV + "4.0,1\n")
     assert handler.read(live).attributes["digest"] == sha256(CSV)
     updated = handler.update(live, planned)
@@ -128,17 +132,20 @@ def test_an_edited_source_shows_a_new_digest_at_plan_while_read_keeps_the_stored
 
 def test_digests_are_cached_by_size_and_mtime_across_processes(local_env, mocker):
     write(local_env.stack_dir / "tx.csv", CSV)
-    DatasetHandler(local_env).plan(desired(source="tx.csv"), None)
-    hashing = mocker.spy(datasets, "_hash_file")
+    contract.plan(DatasetHandler(local_env), desired(source="tx.csv"), None)
+    local_env.digests.save()            # the engine saves the cache after reading facts
+    DigestCache.forget_shared()         # a new process: the cache comes from .mlform/cache
+    hashing = mocker.spy(digests, "hash_file")
     reading = mocker.spy(checks, "profile")
-    DatasetHandler(local_env).plan(desired(source="tx.csv"), None)   # a new process: index.json
+    contract.plan(DatasetHandler(local_env), desired(source="tx.csv"), None)
     assert hashing.call_count == 0 and reading.call_count == 0
+    assert (local_env.stack_dir / ".mlform" / "cache" / "digests.json").is_file()
 
 
 def test_a_source_changed_between_plan_and_apply_is_refused(local_env):
     source = write(local_env.stack_dir / "tx.csv", CSV)
     handler = DatasetHandler(local_env)
-    planned = handler.plan(desired(source="tx.csv"), None)
+    planned = contract.plan(handler, desired(source="tx.csv"), None)
     source.write_text("amount,label\n9,9\n")
     with pytest.raises(ProviderError, match="source changed since the plan"):
         handler.create(planned)
@@ -166,18 +173,18 @@ def test_delete_keeps_content_another_dataset_refers_to(local_env):
 
 
 def test_unknown_source_plans_unknown_computed_values(local_env):
-    planned = DatasetHandler(local_env).plan(desired(source=UNKNOWN), None)
+    planned = contract.plan(DatasetHandler(local_env), desired(source=UNKNOWN), None)
     assert all(planned.attributes[k] is UNKNOWN for k in ("uri", "digest", "rows", "bytes"))
 
 
 def test_missing_and_unsupported_sources_are_diagnostics(local_env):
     handler = DatasetHandler(local_env)
-    [missing] = handler.validate(desired(source="nope.csv"))
+    [missing] = contract.validate(handler, desired(source="nope.csv"))
     assert missing.summary.startswith("dataset.tx: source nope.csv not found")
-    [remote] = handler.validate(desired(source="s3://bucket/tx.csv"))
+    [remote] = contract.validate(handler, desired(source="s3://bucket/tx.csv"))
     assert "not s3:// sources" in remote.summary
     with pytest.raises(ProviderError, match="not found"):
-        handler.plan(desired(source="nope.csv"), None)
+        contract.plan(handler, desired(source="nope.csv"), None)
 
 
 # -- http(s) sources ----------------------------------------------------------------
@@ -212,19 +219,19 @@ def test_an_http_source_is_downloaded_once_and_stored(local_env, http_root):
     write(www / "tx.csv", CSV)
     d = desired(source=f"{base}/tx.csv", format="csv", checks={"min_rows": 3})
     handler = DatasetHandler(local_env)
-    assert handler.validate(d) == []
-    planned = handler.plan(d, None)
+    assert contract.validate(handler, d) == []
+    planned = contract.plan(handler, d, None)
     assert planned.attributes["digest"] == sha256(CSV) and planned.attributes["rows"] == 3
     live = handler.create(planned)
     assert Path(live.attributes["uri"].removeprefix("file://")).read_text() == CSV
     assert codes == [200], "validate, plan and create share one download"
-    DatasetHandler(local_env).plan(d, None)      # a later run asks If-Modified-Since
+    contract.plan(DatasetHandler(local_env), d, None)      # a later run asks If-Modified-Since
     assert codes == [200, 304]
 
 
 def test_an_http_source_that_fails_is_a_diagnostic(local_env, http_root):
     base, _, _ = http_root
-    [problem] = DatasetHandler(local_env).validate(desired(source=f"{base}/missing.csv"))
+    [problem] = contract.validate(DatasetHandler(local_env), desired(source=f"{base}/missing.csv"))
     assert problem.summary == f"dataset.tx: cannot download {base}/missing.csv: HTTP 404 File not found"
 
 
@@ -232,7 +239,7 @@ def test_an_http_source_that_fails_is_a_diagnostic(local_env, http_root):
 
 def summaries(env, text: str, name: str = "tx.csv", **attributes) -> list[str]:
     write(env.stack_dir / name, text)
-    return [d.summary for d in DatasetHandler(env).validate(desired(source=name, **attributes))]
+    return [d.summary for d in contract.validate(DatasetHandler(env), desired(source=name, **attributes))]
 
 
 def test_min_rows(local_env):
@@ -266,7 +273,7 @@ def test_schema_columns_must_exist_and_parse(local_env):
 
 def test_a_failing_check_is_an_error_with_where_it_looked(local_env):
     write(local_env.stack_dir / "tx.csv", CSV)
-    [problem] = DatasetHandler(local_env).validate(desired(source="tx.csv", checks={"min_rows": 5}))
+    [problem] = contract.validate(DatasetHandler(local_env), desired(source="tx.csv", checks={"min_rows": 5}))
     assert problem.severity == "error" and problem.address == "dataset.tx"
     assert problem.detail == f"Checked tx.csv (sha256 {sha256(CSV)[:12]}…)."
 
@@ -291,7 +298,7 @@ def test_a_jsonl_key_first_seen_late_was_null_before(local_env):
 def test_parquet_without_pyarrow_is_a_clear_diagnostic(local_env, mocker):
     mocker.patch.dict("sys.modules", {"pyarrow": None, "pyarrow.parquet": None})
     write(local_env.stack_dir / "tx.parquet", "PAR1")
-    [problem] = DatasetHandler(local_env).validate(
+    [problem] = contract.validate(DatasetHandler(local_env), 
         desired(source="tx.parquet", format="parquet", checks={"min_rows": 1}))
     assert problem.summary.startswith(
         "dataset.tx: cannot run the dataset checks: reading parquet needs pyarrow, "

@@ -11,11 +11,11 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from _waiting import wait_until
 
 torch = pytest.importorskip("torch")
 
@@ -28,7 +28,8 @@ from mlform.providers.local import processes  # noqa: E402
 from mlform.providers.local.endpoints import (  # noqa: E402
     TOKEN_HEADER, EndpointHandler, capture_path, endpoint_dir,
 )
-from mlform.providers.local.registry import ModelHandler  # noqa: E402
+from mlform.providers.local.models import ModelHandler  # noqa: E402
+from mlform.providers.kit import calls as contract
 
 FEATURES = ["amount", "hour", "age", "score"]
 ADDRESS = "endpoint.fraud"
@@ -78,7 +79,7 @@ class Stack:
         uri = save_mlp(self.tmp / "runs" / f"run-{seed}", seed)
         want = Desired(MODEL, "model", "fraud", {"artifact": uri, "framework": "torch",
                                                  "stage": "production", **extra})
-        planned = self.models.plan(want, self.model)
+        planned = contract.plan(self.models, want, self.model)
         self.model = (self.models.create(planned) if self.model is None
                       else self.models.update(self.model, planned))
         return self.model
@@ -89,7 +90,7 @@ class Stack:
 
     def apply(self, want: Desired) -> LiveObject:
         prior = self.live.get(want.address)
-        planned = self.endpoints.plan(want, prior)
+        planned = contract.plan(self.endpoints, want, prior)
         live = (self.endpoints.create(planned) if prior is None
                 else self.endpoints.update(prior, planned))
         for key, value in planned.attributes.items():   # the engine's consistency check
@@ -129,15 +130,15 @@ def status(client: httpx.Client, live: LiveObject) -> dict:
 
 def test_plan_before_create_and_with_known_port(served):
     served.register(seed=1)
-    planned = served.endpoints.plan(served.desired(), None)
+    planned = contract.plan(served.endpoints, served.desired(), None)
     a = planned.attributes
     assert a["url"] is UNKNOWN and a["pid"] is UNKNOWN and a["port"] is UNKNOWN
     assert a["model_version"] == 1 and a["serving"] == [{"version": 1, "weight": 100}]
-    fixed = served.endpoints.plan(served.desired(port=18123), None).attributes
+    fixed = contract.plan(served.endpoints, served.desired(port=18123), None).attributes
     assert fixed["url"] == "http://127.0.0.1:18123/v2/models/fraud"
     # the model is being re-registered: the version is known only after apply
     ref = {**model_ref(served.model), "version": UNKNOWN, "uri": UNKNOWN}
-    unknown = served.endpoints.plan(served.desired(model=ref), None).attributes
+    unknown = contract.plan(served.endpoints, served.desired(model=ref), None).attributes
     assert unknown["model_version"] is UNKNOWN and unknown["serving"] is UNKNOWN
     assert not endpoint_dir(served.env, ADDRESS).exists()      # plan made nothing
 
@@ -145,14 +146,14 @@ def test_plan_before_create_and_with_known_port(served):
 def test_endpoint_without_version_follows_the_alias(served):
     served.register(seed=1)
     ref = {"address": MODEL, "stage": "production"}
-    assert served.endpoints.plan(served.desired(model=ref), None).attributes["model_version"] == 1
+    assert contract.plan(served.endpoints, served.desired(model=ref), None).attributes["model_version"] == 1
 
 
 def test_rejected_versions_are_refused(served):
     served.register(seed=1, approval="rejected")
-    problems = served.endpoints.validate(served.desired())
+    problems = contract.validate(served.endpoints, served.desired())
     assert [d.severity for d in problems] == ["error"] and "rejected" in problems[0].summary
-    planned = served.endpoints.plan(served.desired(), None)
+    planned = contract.plan(served.endpoints, served.desired(), None)
     with pytest.raises(ProviderError, match="rejected"):
         served.endpoints.create(planned)
     assert not list(endpoint_dir(served.env, ADDRESS).glob("process.json"))
@@ -227,7 +228,7 @@ def test_not_json_and_unknown_model(served_once, client):
 def served_once(tmp_path_factory):
     """One endpoint shared by the request-validation tests (a server start is seconds)."""
     from mlform.providers.base import ProviderContext
-    from mlform.providers.local.common import LocalEnv, default_python
+    from mlform.providers.local.env import LocalEnv, default_python
     stack_dir = tmp_path_factory.mktemp("shared")
     context = ProviderContext(name="local", alias=None, stack="stack", env="test",
                               stack_dir=stack_dir, config={})
@@ -282,13 +283,17 @@ def test_model_update_has_no_failed_request(served, client):
                     except httpx.HTTPError as exc:
                         failures.append(repr(exc))
 
+    def answered() -> int:
+        return len(seen) + len(failures)
+
     thread = threading.Thread(target=hammer)
     thread.start()
     try:
-        time.sleep(0.5)
+        wait_until(answered, 30, "the first answers (from version 1)")
         served.register(seed=2)
         updated = served.apply(served.desired())
-        time.sleep(0.5)
+        after = answered()
+        wait_until(lambda: answered() >= after + 20, 30, "20 answers after the update")
     finally:
         stop.set()
         thread.join()
@@ -306,17 +311,15 @@ def test_canary_splits_traffic_then_promotes(served, client):
     live = served.apply(served.desired(rollout=rollout))
     url = live.attributes["url"]
     served.register(seed=2)
-    planned = served.endpoints.plan(served.desired(rollout=rollout), live)
+    planned = contract.plan(served.endpoints, served.desired(rollout=rollout), live)
     assert any("canary 10%" in r for r in planned.reasons)
     result: dict = {}
     updater = threading.Thread(target=lambda: result.update(
         live=served.endpoints.update(live, planned)))
     updater.start()
     try:
-        deadline = time.monotonic() + 30
-        while len(status(client, live)["versions"]) < 2:
-            assert time.monotonic() < deadline, "the canary split never started"
-            time.sleep(0.05)
+        wait_until(lambda: len(status(client, live)["versions"]) >= 2, 30,
+                   "the canary split to start")
         split = {v["version"]: v["weight"] for v in status(client, live)["versions"]}
         assert split == {1: 90, 2: 10}
         counts = {"1": 0, "2": 0}
@@ -362,10 +365,7 @@ def test_killed_server_is_drift_that_apply_heals(served, client):
     live = served.apply(served.desired())
     assert served.endpoints.read(live).attributes == live.attributes
     os.kill(live.attributes["pid"], signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while served.endpoints.read(live) is not None:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: served.endpoints.read(live) is None, 10, "read to find the server gone")
     # the engine plans a create for a resource that is gone
     del served.live[ADDRESS]
     healed = served.apply(served.desired())
@@ -391,10 +391,8 @@ def test_read_reports_a_different_served_version(served, client):
     assert client.post(f"{base}/v2/admin/reload").status_code == 403      # token required
     assert client.post(f"{base}/v2/admin/reload",
                        headers={TOKEN_HEADER: spec["token"]}).status_code == 202
-    deadline = time.monotonic() + 20
-    while status(client, live)["generation"] != spec["generation"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: status(client, live)["generation"] == spec["generation"], 20,
+               "the server to reload its spec")
     drifted = served.endpoints.read(live)
     assert drifted.attributes["model_version"] == 2
     assert drifted.attributes["serving"] == [{"version": 2, "weight": 100}]
@@ -408,7 +406,7 @@ def test_read_reports_a_different_served_version(served, client):
 def test_retried_create_adopts_the_running_server(served):
     served.register(seed=1)
     live = served.apply(served.desired())
-    again = served.endpoints.create(served.endpoints.plan(served.desired(), None))
+    again = served.endpoints.create(contract.plan(served.endpoints, served.desired(), None))
     assert again.attributes["pid"] == live.attributes["pid"]
     assert again.id == live.id == served.env.object_id(ADDRESS)
     # read by address alone (lost id, import) finds it too
@@ -423,7 +421,7 @@ def test_port_taken_by_someone_else_is_an_error(served):
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        planned = served.endpoints.plan(served.desired(port=port), None)
+        planned = contract.plan(served.endpoints, served.desired(port=port), None)
         with pytest.raises(ProviderError, match="in use"):
             served.endpoints.create(planned)
 
@@ -444,7 +442,14 @@ def test_delete_stops_the_server_and_frees_the_port(served, client):
     served.endpoints.delete(live)            # absent already = success
 
 
-def test_never_stops_a_process_it_did_not_start(served):
+def test_never_stops_a_process_it_did_not_start(served, monkeypatch):
+    signalled: list[tuple[int, int]] = []
+    real_kill = os.kill
+
+    def kill(pid: int, sig: int) -> None:
+        signalled.append((pid, sig))
+        real_kill(pid, sig)
+
     stranger = subprocess.Popen(["sleep", "100"])
     try:
         files = endpoint_dir(served.env, ADDRESS)
@@ -456,8 +461,10 @@ def test_never_stops_a_process_it_did_not_start(served):
         recorded = LiveObject(ADDRESS, "endpoint", served.env.object_id(ADDRESS),
                               {"pid": stranger.pid, "port": 1})
         assert served.endpoints.read(recorded) is None      # not ours: gone, as far as we know
-        served.endpoints.delete(recorded)
-        time.sleep(0.2)
+        with monkeypatch.context() as patched:
+            patched.setattr(os, "kill", kill)
+            served.endpoints.delete(recorded)
+        assert [sig for pid, sig in signalled if pid == stranger.pid] == []
         assert stranger.poll() is None                       # still running
     finally:
         stranger.kill()

@@ -9,8 +9,9 @@ import pytest
 
 from mlform.providers.base import Desired, LiveObject, ProviderError
 from mlform.providers.local import gpus
-from mlform.providers.local.cluster import ClusterHandler, devices_for
+from mlform.providers.local.clusters import ClusterHandler, devices_for
 from mlform.providers.local.gpus import Gpu, Machine
+from mlform.providers.kit import calls as contract
 
 H100 = ("NVIDIA H100 80GB HBM3", 81559)
 A100 = ("NVIDIA A100-SXM4-40GB", 40960)
@@ -120,7 +121,7 @@ def cluster(name="gpu", **attributes) -> Desired:
 
 
 def problems(env, **attributes) -> list[str]:
-    return [d.summary for d in ClusterHandler(env).validate(cluster(**attributes))]
+    return [d.summary for d in contract.validate(ClusterHandler(env), cluster(**attributes))]
 
 
 def test_too_few_gpus(local_env, nvml):
@@ -163,8 +164,8 @@ def test_a_cpu_cluster_works_without_a_driver(local_env, mocker):
     no_driver(mocker)
     handler = ClusterHandler(local_env)
     d = cluster("cpu", accelerator="cpu", gpus_per_node=0, nodes=1)
-    assert handler.validate(d) == []
-    live = handler.create(handler.plan(d, None))
+    assert contract.validate(handler, d) == []
+    live = handler.create(contract.plan(handler, d, None))
     assert live.attributes["gpus_total"] == 0 and live.attributes["devices"] == []
     assert handler.read(LiveObject(d.address, d.kind, None, {})).attributes == live.attributes
     handler.delete(live)
@@ -175,7 +176,7 @@ def test_the_cluster_hands_out_gpu_indices(local_env, nvml):
     nvml([L40S, H100, H100, H100])
     handler = ClusterHandler(local_env)
     d = cluster(accelerator="nvidia-h100", gpus_per_node=2, nodes=1)
-    planned = handler.plan(d, None)
+    planned = contract.plan(handler, d, None)
     assert planned.attributes["gpus_total"] == 2
     assert planned.attributes["devices"] == [1, 2]
     assert planned.attributes["device_names"] == ["NVIDIA H100 80GB HBM3"] * 2
@@ -188,7 +189,7 @@ def test_the_cluster_hands_out_gpu_indices(local_env, nvml):
 def test_create_checks_capacity_again(local_env, nvml):
     nvml([H100])
     handler = ClusterHandler(local_env)
-    planned = handler.plan(cluster(accelerator="nvidia-h100", gpus_per_node=1), None)
+    planned = contract.plan(handler, cluster(accelerator="nvidia-h100", gpus_per_node=1), None)
     gpus.forget()
     nvml([])   # the plan was made where there was a GPU; this machine has none
     with pytest.raises(ProviderError, match="this machine has no NVIDIA GPU"):

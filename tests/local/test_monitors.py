@@ -7,6 +7,7 @@ per request), so these tests do not depend on a running endpoint.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -25,6 +26,8 @@ from mlform.providers.local import LocalProvider, processes
 from mlform.providers.local import scheduler as sched
 from mlform.providers.local.monitors import run_id_of
 from mlform.state import ResourceState, State
+from mlform.plan.planner import settings_problems
+from mlform.providers.kit import calls as contract
 
 ADDRESS = "monitor.drift"
 RUN_ID = "run-0123456789ab"
@@ -105,8 +108,8 @@ def monitor_attrs(provider: LocalProvider, baseline: Path, **overrides) -> dict:
 
 def create(provider: LocalProvider, attrs: dict, address: str = ADDRESS) -> LiveObject:
     desired = Desired(address, "monitor", address.split(".")[-1], attrs)
-    assert provider.validate(desired) == []
-    return provider.create(provider.plan(desired, None))
+    assert contract.validate(provider, desired) == []
+    return provider.create(contract.plan(provider, desired, None))
 
 
 def stale_marker(provider: LocalProvider) -> Path:
@@ -240,7 +243,7 @@ def test_run_errors_are_provider_errors(provider, stack):
 # ------------------------------------------------------------------ validate and plan
 
 def diagnostics(provider, attrs) -> list[str]:
-    return [d.summary for d in provider.validate(Desired(ADDRESS, "monitor", "drift", attrs))]
+    return [d.summary for d in contract.validate(provider, Desired(ADDRESS, "monitor", "drift", attrs))]
 
 
 def test_validate(provider, stack):
@@ -251,8 +254,12 @@ def test_validate(provider, stack):
     del no_pipeline["pipeline"]
     assert any("needs the pipeline" in s for s in diagnostics(provider, no_pipeline))
     assert diagnostics(provider, {**no_pipeline, "on_breach": "alert"}) == []
-    assert any("settings.bins" in s for s in diagnostics(provider, {**ok, "settings": {"bins": 1}}))
-    assert any("settings.nope" in s for s in diagnostics(provider, {**ok, "settings": {"nope": 1}}))
+    # settings are checked by the engine, once, against the kind's settings model
+    model = provider.kinds["monitor"].settings_model
+    [bins] = settings_problems(model, {"bins": 1}, ADDRESS, None, "local", "monitor")
+    assert bins.summary == "Invalid settings for monitor.drift: bins: must be at least 2, got 1"
+    [nope] = settings_problems(model, {"nope": 1}, ADDRESS, None, "local", "monitor")
+    assert nope.summary == 'Invalid settings for monitor.drift: unknown setting "nope"'
     assert any("endpoint as a reference" in s
                for s in diagnostics(provider, {**ok, "endpoint": "http://example.com/x"}))
     assert diagnostics(provider, {**ok, "endpoint": "http://example.com/x",
@@ -270,10 +277,10 @@ def test_validate(provider, stack):
 def test_plan_keeps_the_recorded_finding(provider, stack):
     attrs = monitor_attrs(provider, write_baseline(stack))
     desired = Desired(ADDRESS, "monitor", "drift", attrs)
-    planned = provider.plan(desired, None)
+    planned = contract.plan(provider, desired, None)
     assert planned.attributes["breached"] is UNKNOWN and planned.attributes["last_report"] is UNKNOWN
     prior = LiveObject(ADDRESS, "monitor", "id", {**attrs, "breached": True, "last_report": "/x"})
-    again = provider.plan(desired, prior)
+    again = contract.plan(provider, desired, prior)
     assert again.attributes["breached"] is True and again.attributes["last_report"] == "/x"
     assert not (provider.env.root / "monitors").exists()          # plan has no side effects
 
@@ -321,10 +328,10 @@ def test_scheduler_starts_is_recorded_and_stops_on_delete(provider, stack):
 
     # same schedule: kept; a new schedule: restarted
     desired = Desired(ADDRESS, "monitor", "drift", {**dict(live.attributes), "checks": live.attributes["checks"][:1]})
-    provider.update(live, provider.plan(desired, live))
+    provider.update(live, contract.plan(provider, desired, live))
     assert scheduler_record(provider)["pid"] == pid
     desired = Desired(ADDRESS, "monitor", "drift", {**desired.attributes, "schedule": "0 * * * *"})
-    updated = provider.update(live, provider.plan(desired, live))
+    updated = provider.update(live, contract.plan(provider, desired, live))
     new_pid = scheduler_record(provider)["pid"]
     assert new_pid != pid and processes.is_ours(new_pid, spec_marker(provider))
     assert not processes.is_ours(pid, spec_marker(provider))
@@ -345,7 +352,14 @@ def test_a_dead_scheduler_reads_as_gone_and_create_restarts_it(provider, stack):
     provider.delete(live)
 
 
-def test_a_process_not_ours_is_never_killed(provider, stack):
+def test_a_process_not_ours_is_never_killed(provider, stack, monkeypatch):
+    signalled: list[tuple[int, int]] = []
+    real_kill = os.kill
+
+    def kill(pid: int, sig: int) -> None:
+        signalled.append((pid, sig))
+        real_kill(pid, sig)
+
     attrs = monitor_attrs(provider, write_baseline(stack), schedule="*/5 * * * *")
     live = create(provider, attrs)
     processes.stop(scheduler_record(provider)["pid"], spec_marker(provider))
@@ -355,8 +369,10 @@ def test_a_process_not_ours_is_never_killed(provider, stack):
         record_path = provider.env.root / "monitors" / provider.env.slug(ADDRESS) / "scheduler.json"
         record_path.write_text(json.dumps({"pid": stranger.pid, "schedule": "*/5 * * * *"}))
         assert provider.read(live) is None                    # not ours: not our scheduler
-        provider.delete(live)
-        time.sleep(0.2)
+        with monkeypatch.context() as patched:
+            patched.setattr(os, "kill", kill)
+            provider.delete(live)
+        assert [sig for pid, sig in signalled if pid == stranger.pid] == []
         assert stranger.poll() is None                        # still running
     finally:
         stranger.kill()

@@ -17,11 +17,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from _waiting import wait_until
 
 pytest.importorskip("torch")
 pytest.importorskip("fastapi")
@@ -133,13 +133,19 @@ def test_killed_endpoint_is_drift_and_apply_restarts_it(stack):
     assert_noop(stack)
 
 
-def _clear_of_the_scheduler() -> None:
+def _clear_of_the_scheduler(stack: Path) -> None:
     """The monitor's scheduler runs the same check at */10 minutes (local time) and would
-    take the window of captured requests first; keep clear of that minute."""
-    now = datetime.now()
-    second_of_ten = (now.minute % 10) * 60 + now.second
-    if second_of_ten >= 590 or second_of_ten < 3:
-        time.sleep((600 - second_of_ten + 5) % 600)
+    take the window of captured requests first: wait until the next check it announced
+    (it logs "next check at" before it sleeps, and again after each check) is at least
+    10 s away, i.e. until the check due now, if any, is done."""
+    [log] = stack.glob(".mlform/local/*/monitors/*/scheduler.log")
+
+    def clear() -> bool:
+        announced = re.findall(r"next check at (\d{4}-\d\d-\d\dT\d\d:\d\d)", log.read_text())
+        return bool(announced) and \
+            datetime.fromisoformat(announced[-1]) - datetime.now() >= timedelta(seconds=10)
+
+    wait_until(clear, 60, "the monitor's scheduler to be 10 s or more from its next check")
 
 
 def test_drifted_traffic_breaches_the_monitor_and_the_next_plan_retrains(stack, tmp_path):
@@ -151,7 +157,7 @@ def test_drifted_traffic_breaches_the_monitor_and_the_next_plan_retrains(stack, 
         row[0] *= 10                     # amounts ten times what the model was trained on
     run_id = resource(stack, "pipeline.train")["run_id"]
     url = endpoint_url(stack)
-    _clear_of_the_scheduler()
+    _clear_of_the_scheduler(stack)
     for i in range(0, len(rows), 100):   # more than the monitor's min_rows (20)
         infer(url, rows[i:i + 100])
 

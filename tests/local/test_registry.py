@@ -10,9 +10,13 @@ import pytest
 
 from mlform.expr.values import UNKNOWN
 from mlform.providers.base import Desired, LiveObject, ProviderError
-from mlform.providers.local.common import LocalEnv
-from mlform.providers.local.registry import (
-    ModelHandler, aliases, dir_digest, read_meta, registry_dir, uri_to_path,
+from mlform.providers.local.env import LocalEnv
+from mlform.plan.planner import settings_problems
+from mlform.providers.kit import calls as contract
+from mlform.providers.kit.artifacts import uri_to_path
+from mlform.providers.kit.digests import DigestCache
+from mlform.providers.local.models import (
+    ModelHandler, aliases, artifact_digest, read_meta, registry_dir,
 )
 
 ADDRESS = "model.fraud"
@@ -44,7 +48,7 @@ def desired(uri, **extra) -> Desired:
 
 
 def apply(handler: ModelHandler, want: Desired, prior: LiveObject | None = None) -> LiveObject:
-    planned = handler.plan(want, prior)
+    planned = contract.plan(handler, want, prior)
     live = handler.create(planned) if prior is None else handler.update(prior, planned)
     for key, value in planned.attributes.items():   # known planned values are kept
         if value is not UNKNOWN:
@@ -63,7 +67,7 @@ def test_first_artifact_becomes_version_1(handler, env, tmp_path):
     # hard links where possible: the registry costs no second copy of the weights
     assert (vdir / "model.pt").stat().st_ino == (Path(uri[7:]) / "model.pt").stat().st_ino
     meta = read_meta(vdir)
-    assert meta["version"] == 1 and meta["digest"] == attrs["digest"] == dir_digest(Path(uri[7:]))
+    assert meta["version"] == 1 and meta["digest"] == attrs["digest"] == artifact_digest(Path(uri[7:]), DigestCache())
     assert meta["source"] == uri and meta["approval"] == "approved" and meta["created"]
     assert aliases(env, ADDRESS) == {"production": 1}
     assert live.id == env.object_id(ADDRESS)
@@ -80,15 +84,15 @@ def test_same_digest_same_version_new_digest_next_version(handler, env, tmp_path
     uri_a = artifact(tmp_path, "run-a", b"weights-a")
     first = apply(handler, desired(uri_a, stage="production"))
     # a retried create adopts: same content, same version, nothing new on disk
-    again = handler.create(handler.plan(desired(uri_a, stage="production"), None))
+    again = handler.create(contract.plan(handler, desired(uri_a, stage="production"), None))
     assert again.attributes["version"] == 1
     assert sorted(p.name for p in (registry_dir(env, ADDRESS) / "versions").iterdir()) == ["1"]
 
     # a new run with new weights: the plan already says which version it will be
     uri_b = artifact(tmp_path, "run-b", b"weights-b")
-    planned = handler.plan(desired(uri_b, stage="production"), first)
+    planned = contract.plan(handler, desired(uri_b, stage="production"), first)
     assert planned.attributes["version"] == 2
-    assert planned.attributes["digest"] == dir_digest(Path(uri_b[7:]))
+    assert planned.attributes["digest"] == artifact_digest(Path(uri_b[7:]), DigestCache())
     assert any("becomes version 2" in r for r in planned.reasons)
     second = apply(handler, desired(uri_b, stage="production"), first)
     assert second.attributes["version"] == 2
@@ -102,19 +106,19 @@ def test_same_digest_same_version_new_digest_next_version(handler, env, tmp_path
 
 
 def test_plan_unknown_artifact_and_unchanged_artifact(handler, tmp_path):
-    planned = handler.plan(desired(UNKNOWN), None)
+    planned = contract.plan(handler, desired(UNKNOWN), None)
     assert all(planned.attributes[k] is UNKNOWN for k in ("version", "uri", "digest"))
     # a pipeline reference whose run is about to happen
     ref = {"address": "pipeline.train", "model_uri": UNKNOWN, "fingerprint": UNKNOWN}
-    assert handler.plan(desired(ref), None).attributes["version"] is UNKNOWN
+    assert contract.plan(handler, desired(ref), None).attributes["version"] is UNKNOWN
 
     uri = artifact(tmp_path, "run-a", b"weights-a")
-    planned = handler.plan(desired(uri), None)
+    planned = contract.plan(handler, desired(uri), None)
     assert planned.attributes["version"] is UNKNOWN          # a create: version after apply
     assert planned.attributes["digest"].startswith("sha256:")
     live = apply(handler, desired(uri))
     # unchanged artifact: everything copied from the prior, no work, no diff
-    again = handler.plan(desired(uri), live)
+    again = contract.plan(handler, desired(uri), live)
     assert dict(again.attributes) == dict(live.attributes)
     assert handler.read(live).attributes == live.attributes
 
@@ -167,19 +171,21 @@ def test_read_none_when_version_dir_vanished_and_delete(handler, env, tmp_path):
 
 def test_plan_has_no_side_effects(handler, env, tmp_path):
     uri = artifact(tmp_path, "run-a", b"weights-a")
-    handler.plan(desired(uri, stage="production"), None)
+    contract.plan(handler, desired(uri, stage="production"), None)
     assert not env.root.exists()
 
 
 def test_validate_rejects_remote_artifacts(handler, tmp_path):
-    problems = handler.validate(desired("s3://bucket/model"))
+    problems = contract.validate(handler, desired("s3://bucket/model"))
     assert problems and problems[0].severity == "error"
-    assert handler.validate(desired(artifact(tmp_path, "a", b"x"))) == []
-    bad = handler.validate(desired("./x", settings={"copy_mode": "teleport"}))
+    assert contract.validate(handler, desired(artifact(tmp_path, "a", b"x"))) == []
+    # settings are the engine's to check, against the kind's settings model
+    bad = settings_problems(ModelHandler.schema.settings_model, {"copy_mode": "teleport"},
+                            "model.fraud", None, "local", "model")
     assert bad and "copy_mode" in bad[0].summary
 
 
 def test_missing_artifact_fails_apply(handler, tmp_path):
-    planned = handler.plan(desired((tmp_path / "nope").as_uri()), None)
+    planned = contract.plan(handler, desired((tmp_path / "nope").as_uri()), None)
     with pytest.raises(ProviderError, match="does not exist"):
         handler.create(planned)

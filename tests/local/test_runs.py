@@ -21,13 +21,15 @@ from pathlib import Path
 import pytest
 
 from mlform.expr.values import UNKNOWN
-from mlform.plan.lineage import entrypoint_digest, fingerprint
+from mlform.plan.fingerprints import fingerprint
+from mlform.providers.kit.digests import hash_file
 from mlform.providers.base import Desired, LiveObject, ProviderError
 from mlform.providers.local import gpus, processes
-from mlform.providers.local.cluster import ClusterHandler
+from mlform.providers.local.clusters import ClusterHandler
 from mlform.providers.local.datasets import DatasetHandler
 from mlform.providers.local.gpus import Gpu, Machine
-from mlform.providers.local.runs import PipelineHandler, RunDir, check_gate, mark_stale
+from mlform.providers.local.pipelines import PipelineHandler, RunDir, mark_stale
+from mlform.providers.kit import calls as contract
 
 torch = pytest.importorskip("torch")
 
@@ -93,7 +95,7 @@ def stack(request, local_env):
     (local_env.stack_dir / "tx.csv").write_text(DATA)
     datasets = DatasetHandler(local_env)
     d = Desired("dataset.tx", "dataset", "tx", {"source": "tx.csv", "format": "csv"})
-    live = datasets.create(datasets.plan(d, None))
+    live = datasets.create(contract.plan(datasets, d, None))
     return {"env": local_env, "dataset": live, "counter": local_env.stack_dir / "runs.txt",
             "hold": local_env.stack_dir / "hold"}
 
@@ -112,7 +114,7 @@ def pipeline(stack, hyperparameters=None, gate=None, **extra) -> Desired:
         **({"gate": gate} if gate else {}),
         **extra,
     }
-    digest = entrypoint_digest(attributes["entrypoint"], env.stack_dir)
+    digest = hash_file(env.stack_dir / attributes["entrypoint"]).digest
     attributes["entrypoint_sha256"] = digest
     attributes["fingerprint"] = fingerprint(attributes, digest)
     return Desired("pipeline.train", "pipeline", "train", attributes)
@@ -138,7 +140,7 @@ def lost() -> LiveObject:
 def test_a_run_happens_once_per_fingerprint(stack, progress):
     handler = PipelineHandler(stack["env"])
     d = pipeline(stack)
-    planned = handler.plan(d, None)
+    planned = contract.plan(handler, d, None)
     assert all(planned.attributes[k] is UNKNOWN for k in ("run_id", "model_uri", "metrics"))
     live = handler.create(planned)
     assert starts(stack) == [live.attributes["run_id"]]
@@ -153,16 +155,16 @@ def test_a_run_happens_once_per_fingerprint(stack, progress):
     # unchanged fingerprint: the plan keeps the run, and neither update nor a retried create re-runs
     found = handler.read(live)
     assert found.attributes == live.attributes
-    kept = handler.plan(d, found)
+    kept = contract.plan(handler, d, found)
     assert kept.attributes["run_id"] == live.attributes["run_id"] and kept.reasons == ()
     handler.update(found, kept)
-    again = handler.create(handler.plan(d, None))
+    again = handler.create(contract.plan(handler, d, None))
     assert again.attributes == live.attributes
     assert starts(stack) == [live.attributes["run_id"]]
 
     # a changed fingerprint runs again
     changed = pipeline(stack, {"epochs": 31})
-    replanned = handler.plan(changed, found)
+    replanned = contract.plan(handler, changed, found)
     assert replanned.attributes["run_id"] is UNKNOWN
     updated = handler.update(found, replanned)
     assert updated.attributes["run_id"] != live.attributes["run_id"]
@@ -173,7 +175,7 @@ def test_a_run_happens_once_per_fingerprint(stack, progress):
 @with_torch
 def test_the_run_contract(stack):
     env = stack["env"]
-    live = PipelineHandler(env).create(PipelineHandler(env).plan(pipeline(stack), None))
+    live = PipelineHandler(env).create(contract.plan(PipelineHandler(env), pipeline(stack), None))
     output = path_of(live.attributes["model_uri"])
     seen = json.loads((output / "seen.json").read_text())
     data = path_of(stack["dataset"].attributes["uri"])
@@ -192,7 +194,7 @@ def test_the_cluster_hands_its_gpus_to_the_run(stack, local_env, mocker):
     mocker.patch.object(gpus, "discover", return_value=machine)
     clusters = ClusterHandler(local_env)
     spec = {"accelerator": "nvidia-h100", "gpus_per_node": 2, "nodes": 1}
-    cluster = clusters.create(clusters.plan(
+    cluster = clusters.create(contract.plan(clusters, 
         Desired("training_cluster.gpu", "training_cluster", "gpu", spec), None))
     assert cluster.attributes["devices"] == [1, 2]
     (local_env.stack_dir / "env.py").write_text(
@@ -204,7 +206,7 @@ def test_the_cluster_hands_its_gpus_to_the_run(stack, local_env, mocker):
         "          open(os.path.join(out, 'seen.json'), 'w'))\n")
     d = pipeline(stack, entrypoint="env.py",
                  cluster={"address": "training_cluster.gpu", **spec, "instance_type": None})
-    live = PipelineHandler(local_env).create(PipelineHandler(local_env).plan(d, None))
+    live = PipelineHandler(local_env).create(contract.plan(PipelineHandler(local_env), d, None))
     seen = path_of(live.attributes["model_uri"]) / "seen.json"
     assert json.loads(seen.read_text()) == ["cuda", "1,2"]
 
@@ -214,11 +216,11 @@ def test_the_cluster_hands_its_gpus_to_the_run(stack, local_env, mocker):
 @with_torch
 def test_a_gate_miss_fails_and_publishes_nothing(stack):
     handler = PipelineHandler(stack["env"])
-    good = handler.create(handler.plan(pipeline(stack), None))
+    good = handler.create(contract.plan(handler, pipeline(stack), None))
     bad = pipeline(stack, {"epochs": 30, "force_accuracy": 0.71},
                    gate={"metric": "accuracy", "min": 0.9})
     with pytest.raises(ProviderError) as failure:
-        handler.update(good, handler.plan(bad, good))
+        handler.update(good, contract.plan(handler, bad, good))
     assert failure.value.message == "gate failed: accuracy 0.71 < min 0.90"
     assert failure.value.address == "pipeline.train"
     records = {p.parent: json.loads(p.read_text())
@@ -235,8 +237,8 @@ def test_a_gate_miss_fails_and_publishes_nothing(stack):
 def test_a_stricter_gate_judges_the_run_it_keeps(stack):
     handler = PipelineHandler(stack["env"])
     hp = {"force_accuracy": 0.8}
-    live = handler.create(handler.plan(pipeline(stack, hp, gate={"metric": "accuracy", "min": 0.5}), None))
-    stricter = handler.plan(pipeline(stack, hp, gate={"metric": "accuracy", "min": 0.9}), live)
+    live = handler.create(contract.plan(handler, pipeline(stack, hp, gate={"metric": "accuracy", "min": 0.5}), None))
+    stricter = contract.plan(handler, pipeline(stack, hp, gate={"metric": "accuracy", "min": 0.9}), live)
     assert stricter.attributes["run_id"] == live.attributes["run_id"]   # same fingerprint
     with pytest.raises(ProviderError, match=r"gate failed: accuracy 0.80 < min 0.90 \(run run-"):
         handler.update(live, stricter)
@@ -244,27 +246,11 @@ def test_a_stricter_gate_judges_the_run_it_keeps(stack):
     assert len(starts(stack)) == 1
 
 
-@pytest.mark.parametrize("gate, metrics, message", [
-    ({"metric": "accuracy", "min": 0.9}, {"accuracy": 0.95}, None),
-    ({"metric": "loss", "max": 0.2}, {"loss": 0.25}, "gate failed: loss 0.25 > max 0.20"),
-    ({"metric": "accuracy", "min": 0.9}, {"accuracy": 0.8999}, "gate failed: accuracy 0.8999 < min 0.9"),
-    # the threshold as written, never rounded to `min 1.00`
-    ({"metric": "accuracy", "min": 0.999}, {"accuracy": 0.9017}, "gate failed: accuracy 0.90 < min 0.999"),
-    ({"metric": "accuracy", "min": 0.999}, {"accuracy": 0.9989}, "gate failed: accuracy 0.9989 < min 0.999"),
-    ({"metric": "f1", "min": 0.5}, {"accuracy": 1.0},
-     "gate failed: metric 'f1' was not reported (metrics: accuracy)"),
-    ({"metric": "accuracy", "min": 0.5}, {"accuracy": "0.71"},
-     "gate failed: metric 'accuracy' is '0.71', not a number"),
-])
-def test_check_gate(gate, metrics, message):
-    assert check_gate(gate, metrics) == message
-
-
 def test_a_failing_script_reports_its_last_log_lines(stack):
     (stack["env"].stack_dir / "train.py").write_text("print('about to fail')\nraise SystemExit(3)\n")
     handler = PipelineHandler(stack["env"])
     with pytest.raises(ProviderError) as failure:
-        handler.create(handler.plan(pipeline(stack), None))
+        handler.create(contract.plan(handler, pipeline(stack), None))
     assert "train.py exited with status 3" in failure.value.message
     assert "about to fail" in failure.value.message
     assert handler.read(lost()) is None
@@ -290,10 +276,10 @@ def test_a_killed_run_is_detected_and_rerun_cleanly(stack):
     killer = threading.Thread(target=kill_when_started)
     killer.start()
     with pytest.raises(ProviderError, match="train.py was killed by SIGKILL"):
-        handler.create(handler.plan(d, None))
+        handler.create(contract.plan(handler, d, None))
     killer.join()
     stack["hold"].unlink()
-    live = handler.create(handler.plan(d, None))
+    live = handler.create(contract.plan(handler, d, None))
     run = RunDir(path_of(live.attributes["model_uri"]).parent)
     assert starts(stack) == [live.attributes["run_id"]] * 2      # the same run id, started again
     assert run.logs.read_text().count("starting") == 1            # from a clean directory
@@ -312,7 +298,7 @@ def test_a_run_left_running_by_a_killed_apply_is_stopped_and_rerun(stack):
                               start_new_session=True)
     run.write(run_id=run_id, status="running", pid=orphan.pid, fingerprint=d.attributes["fingerprint"])
     try:
-        live = handler.create(handler.plan(d, None))
+        live = handler.create(contract.plan(handler, d, None))
         orphan.wait(timeout=10)   # stopped (and reaped) long before its 120 s sleep ends
     finally:
         if orphan.poll() is None:
@@ -331,7 +317,7 @@ def test_a_live_process_that_is_not_ours_is_never_signalled(stack):
     try:
         run.path.mkdir(parents=True)
         run.write(status="running", pid=stranger.pid)   # a recycled pid, say
-        live = handler.create(handler.plan(d, None))
+        live = handler.create(contract.plan(handler, d, None))
         assert stranger.poll() is None, "a process without our marker must not be touched"
         assert live.attributes["run_id"] == run.run_id
         handler.delete(live)
@@ -347,26 +333,26 @@ def test_a_stale_marker_is_reported_and_rerun_once(stack):
     env = stack["env"]
     handler = PipelineHandler(env)
     d = pipeline(stack)
-    live = handler.create(handler.plan(d, None))
+    live = handler.create(contract.plan(handler, d, None))
     mark_stale(env, "pipeline.train", live.attributes["run_id"], "monitor.drift: psi 0.31 > 0.2")
     found = handler.read(live)
     assert found.attributes["stale"] == "monitor.drift: psi 0.31 > 0.2"
-    planned = handler.plan(d, found)
+    planned = contract.plan(handler, d, found)
     assert planned.attributes["run_id"] is UNKNOWN and planned.attributes["stale"] is None
     assert planned.reasons == ("monitor.drift: psi 0.31 > 0.2",)
     rerun = handler.update(found, planned)
     assert rerun.attributes["run_id"] == live.attributes["run_id"] + "-2"
     assert handler.read(rerun).attributes["stale"] is None   # the marker names the old run
-    assert handler.plan(d, handler.read(rerun)).attributes["run_id"] == rerun.attributes["run_id"]
+    assert contract.plan(handler, d, handler.read(rerun)).attributes["run_id"] == rerun.attributes["run_id"]
     # a retried create does not fall back to the stale run, even once the marker is gone
     (env.root / "stale").joinpath(f"{env.slug('pipeline.train')}.json").unlink()
-    assert handler.create(handler.plan(d, None)).attributes["run_id"] == rerun.attributes["run_id"]
+    assert handler.create(contract.plan(handler, d, None)).attributes["run_id"] == rerun.attributes["run_id"]
     assert len(starts(stack)) == 2
 
 
 def test_delete_removes_the_runs(stack):
     handler = PipelineHandler(stack["env"])
-    live = handler.create(handler.plan(pipeline(stack), None))
+    live = handler.create(contract.plan(handler, pipeline(stack), None))
     handler.delete(live)
     assert handler.read(live) is None and handler.read(lost()) is None
     assert not path_of(live.attributes["model_uri"]).exists()
@@ -375,7 +361,7 @@ def test_delete_removes_the_runs(stack):
 
 def test_a_removed_run_output_reads_as_gone(stack):
     handler = PipelineHandler(stack["env"])
-    live = handler.create(handler.plan(pipeline(stack), None))
+    live = handler.create(contract.plan(handler, pipeline(stack), None))
     shutil.rmtree(path_of(live.attributes["model_uri"]))
     assert handler.read(live) is None
 
@@ -387,7 +373,7 @@ def test_processes_marker_is_on_the_command_line(stack):
     result = {}
 
     def run():
-        result["live"] = handler.create(handler.plan(pipeline(stack), None))
+        result["live"] = handler.create(contract.plan(handler, pipeline(stack), None))
 
     worker = threading.Thread(target=run)
     worker.start()

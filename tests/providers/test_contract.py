@@ -8,7 +8,10 @@ in-place change of those attributes used to exercise `update`).
 
 What every provider must do, per kind it serves:
 
-* plan has no side effects, and names every computed attribute (known or UNKNOWN);
+* validate and plan are pure: with their facts read first (`fact_keys`, `read_facts`),
+  they change no file under the stack (the provider root, the memory store) and make
+  no call to the service (the emulator's call log); plan names every computed
+  attribute (known or UNKNOWN);
 * create makes what the plan said: known values as planned, unknowns filled;
 * a retried create adopts the same object (same id, no duplicate);
 * read finds it by id, and by address alone when the id is lost (id=None);
@@ -33,9 +36,11 @@ from pydantic import BaseModel
 from mlform.diagnostics import Diagnostic
 from mlform.expr.values import UNKNOWN, contains_unknown
 from mlform.providers.base import KINDS, Desired, KindSchema, LiveObject, Provider, ProviderContext
+from mlform.providers.example import ExampleProvider
 from mlform.providers.local import LocalProvider
 from mlform.providers.memory import MemoryProvider
 from mlform.providers.sagemaker import SageMakerProvider
+from mlform.providers.kit import calls as contract
 
 Attributes = dict[str, Any]
 
@@ -268,8 +273,34 @@ SAGEMAKER = ProviderCase(
     },
 )
 
+# -- example (docs/providers.md, "Writing a provider") ---------------------------------
+
+def _example(stack_dir: Path) -> Provider:
+    context = ProviderContext(name="example", alias=None, stack="contract", env="test",
+                              stack_dir=stack_dir, config={"root": "records/{env}"})
+    return ExampleProvider(context)
+
+
+EXAMPLE = ProviderCase(
+    id="example",
+    provider_class=ExampleProvider,
+    build=_example,
+    samples={
+        "dataset": _csv_dataset,
+        "pipeline": lambda d: {"fingerprint": "sha256:aaaa", "entrypoint": "train.py",
+                               "gate": {"metric": "accuracy", "min": 0.5},
+                               "settings": {"metrics": {"accuracy": 0.9}}},
+        "model": lambda d: {"artifact": "example://contract/run-1", "framework": "torch"},
+    },
+    updates={
+        "dataset": lambda a: {**a, "checks": {"min_rows": 2}},
+        "pipeline": lambda a: {**a, "fingerprint": "sha256:bbbb"},
+        "model": lambda a: {**a, "stage": "production"},
+    },
+)
+
 #: every provider the suite runs against; providers append their case here
-PROVIDER_CASES: list[ProviderCase] = [MEMORY, LOCAL, SAGEMAKER]
+PROVIDER_CASES: list[ProviderCase] = [MEMORY, LOCAL, SAGEMAKER, EXAMPLE]
 
 
 # -- harness -------------------------------------------------------------------------
@@ -281,9 +312,21 @@ class Subject:
     provider: Provider
     desired: Desired
     changed: Desired
+    root: Path
+    fixtures: dict = field(default_factory=dict)
+
+    def world(self) -> tuple:
+        """What a pure call must leave as it was: every file under the stack directory
+        (bytes and mtime), and the calls the emulator has answered (when there is one)."""
+        files = {str(p.relative_to(self.root)):
+                 (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+                 if p.is_file() else "directory"
+                 for p in sorted(self.root.rglob("*"))}
+        aws = self.fixtures.get("aws")
+        return files, (len(aws.calls()) if aws is not None else 0)
 
     def plan(self, desired: Desired | None = None, prior: LiveObject | None = None):
-        return self.provider.plan(desired or self.desired, prior)
+        return contract.plan(self.provider, desired or self.desired, prior)
 
     def create(self) -> LiveObject:
         return self.provider.create(self.plan())
@@ -311,7 +354,7 @@ def subject(case: ProviderCase, kind: str, tmp_path: Path, request):
     change = case.updates.get(kind, dict)
     changed = Desired(address=desired.address, kind=kind, name=name,
                       attributes=change(dict(attributes)))
-    s = Subject(provider, desired, changed)
+    s = Subject(provider, desired, changed, tmp_path, fixtures)
     try:
         yield s
     finally:
@@ -385,16 +428,29 @@ def test_provider_declares_name_kinds_and_config_model(case):
 
 @pytest.mark.parametrize("case, kind", CASES_BY_KIND)
 def test_validate_returns_a_list_of_diagnostics(subject):
-    found = subject.provider.validate(subject.desired)
+    found = contract.validate(subject.provider, subject.desired)
     assert isinstance(found, list) and all(isinstance(d, Diagnostic) for d in found)
     assert not [d for d in found if d.severity == "error"], "the sample itself must be valid"
 
 
 @pytest.mark.parametrize("case, kind", CASES_BY_KIND)
-def test_plan_has_no_side_effects(subject):
-    subject.plan()
-    subject.plan()
-    assert subject.provider.read(subject.lost()) is None
+def test_validate_and_plan_are_pure(subject):
+    provider = subject.provider
+    facts = contract.facts_for(provider, subject.desired, None)
+    before = subject.world()
+    for _ in range(2):
+        provider.validate(subject.desired, facts)
+        provider.plan(subject.desired, None, facts)
+    assert subject.world() == before, "validate or plan of a create changed something"
+    assert provider.read(subject.lost()) is None, "planning made the object"
+    # and planning an update of an existing object
+    live = subject.create()
+    facts = contract.facts_for(provider, subject.changed, live)
+    before = subject.world()
+    for _ in range(2):
+        provider.validate(subject.changed, facts)
+        provider.plan(subject.changed, live, facts)
+    assert subject.world() == before, "validate or plan of an update changed something"
 
 
 @pytest.mark.parametrize("case, kind", CASES_BY_KIND)

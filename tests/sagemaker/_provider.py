@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from mlform.plan.planner import settings_problems
 from mlform.providers.base import Desired, LiveObject, ProgressEvent, ProviderContext
 from mlform.providers.sagemaker import SageMakerProvider
+from mlform.providers.kit import calls as contract
 
 BUCKET = "mlform-test"
 
@@ -27,7 +29,7 @@ def apply(provider: SageMakerProvider, kind: str, address: str, attrs: dict,
           prior: LiveObject | None = None) -> LiveObject:
     """plan, then create (no prior) or update (a prior): what `mlform apply` does."""
     desired = Desired(address, kind, address.split(".", 1)[1], attrs)
-    planned = provider.plan(desired, prior)
+    planned = contract.plan(provider, desired, prior)
     return provider.update(prior, planned) if prior else provider.create(planned)
 
 
@@ -38,3 +40,10 @@ def keys(aws, prefix: str = "") -> list[str]:
 
 def count(aws, action: str) -> int:
     return sum(1 for call in aws.calls() if call["action"] == action)
+
+
+def settings_summaries(kind: str, address: str, settings: dict) -> list[str]:
+    """What the engine says of a `settings { }` block checked against the sagemaker
+    provider's settings model of `kind` (providers do not check settings themselves)."""
+    model = SageMakerProvider.kinds[kind].settings_model
+    return [d.summary for d in settings_problems(model, settings, address, None, "sagemaker", kind)]

@@ -10,8 +10,9 @@ from mlform.expr.values import UNKNOWN
 from mlform.providers.base import Desired, LiveObject, ProviderError
 
 from mlform.providers.sagemaker import bucket
+from mlform.providers.kit import calls as contract
 
-from ._provider import BUCKET, apply, build, keys
+from ._provider import BUCKET, apply, build, keys, settings_summaries
 
 ADDRESS = "training_cluster.gpu"
 
@@ -26,11 +27,11 @@ def _desired(attrs: dict) -> Desired:
 
 
 def _summaries(provider, attrs: dict) -> list[str]:
-    return [d.summary for d in provider.validate(_desired(attrs))]
+    return [d.summary for d in contract.validate(provider, _desired(attrs))]
 
 
 def test_unknown_instance_type_suggests_the_nearest(provider):
-    found = provider.validate(_desired({"accelerator": "nvidia-a10g", "gpus_per_node": 1,
+    found = contract.validate(provider, _desired({"accelerator": "nvidia-a10g", "gpus_per_node": 1,
                                         "instance_type": "ml.g5.xlarg"}))
     assert [d.summary for d in found] == [
         "training_cluster.gpu: ml.g5.xlarg is not a SageMaker training instance type mlform knows"]
@@ -66,28 +67,29 @@ def test_accelerator_or_gpu_count_that_the_instance_lacks(provider):
 ])
 def test_instance_type_is_picked_when_unset(provider, accelerator, gpus, nodes, picked):
     attrs = {"accelerator": accelerator, "gpus_per_node": gpus, "nodes": nodes}
-    assert provider.validate(_desired(attrs)) == []
-    planned = provider.plan(_desired(attrs), None)
+    assert contract.validate(provider, _desired(attrs)) == []
+    planned = contract.plan(provider, _desired(attrs), None)
     assert planned.attributes["instance_type"] == picked
     assert planned.attributes["gpus_total"] == gpus * nodes
 
 
 def test_no_instance_with_that_many_gpus(provider):
-    found = provider.validate(_desired({"accelerator": "nvidia-h100", "gpus_per_node": 2}))
+    found = contract.validate(provider, _desired({"accelerator": "nvidia-h100", "gpus_per_node": 2}))
     assert [d.summary for d in found] == [
         "training_cluster.gpu: no SageMaker training instance type has 2 × nvidia-h100 per node"]
     assert found[0].detail == ("instance types with nvidia-h100: ml.p5.48xlarge (8); "
                                "gpus_per_node can be 8.")
     with pytest.raises(ProviderError, match="no SageMaker training instance type has 2"):
-        provider.plan(_desired({"accelerator": "nvidia-h100", "gpus_per_node": 2}), None)
+        contract.plan(provider, _desired({"accelerator": "nvidia-h100", "gpus_per_node": 2}), None)
 
 
 def test_settings_and_spot_rules(provider):
-    assert _summaries(provider, {"settings": {"warm_pool_seconds": 4000}}) == [
-        "Invalid settings for training_cluster.gpu: warm_pool_seconds: Input should be less "
-        "than or equal to 3600"]
-    assert _summaries(provider, {"settings": {"volume": 30}}) == [
-        "Invalid settings for training_cluster.gpu: volume: Extra inputs are not permitted"]
+    assert settings_summaries("training_cluster", "training_cluster.gpu",
+                              {"warm_pool_seconds": 4000}) == [
+        "Invalid settings for training_cluster.gpu: warm_pool_seconds: must be at most 3600, "
+        "got 4000"]
+    assert settings_summaries("training_cluster", "training_cluster.gpu", {"volume": 30}) == [
+        'Invalid settings for training_cluster.gpu: unknown setting "volume"']
     assert _summaries(provider, {"settings": {"max_wait_seconds": 7200}}) == [
         "training_cluster.gpu: settings.max_wait_seconds applies only to spot training "
         "(spot = true)"]
@@ -104,7 +106,7 @@ def test_settings_and_spot_rules(provider):
 
 def test_unknown_shape_plans_unknowns_without_calls(aws, provider):
     aws.clear_calls()
-    planned = provider.plan(_desired({"accelerator": UNKNOWN, "gpus_per_node": 1}), None)
+    planned = contract.plan(provider, _desired({"accelerator": UNKNOWN, "gpus_per_node": 1}), None)
     assert planned.attributes["gpus_total"] is UNKNOWN
     assert planned.attributes["instance_type"] is UNKNOWN
     assert aws.calls() == []

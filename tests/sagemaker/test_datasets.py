@@ -8,8 +8,9 @@ from mlform.expr.values import UNKNOWN
 from mlform.providers.base import Desired, LiveObject, ProviderError
 
 from mlform.providers.sagemaker import bucket
+from mlform.providers.kit import calls as contract
 
-from ._provider import BUCKET, apply, build, count, keys
+from ._provider import BUCKET, apply, build, count, keys, settings_summaries
 
 ADDRESS = "dataset.tx"
 CSV = "amount,label\n1.5,0\n2.0,1\n,1\n"
@@ -28,7 +29,7 @@ def _desired(attrs: dict, address: str = ADDRESS) -> Desired:
 
 def test_local_file_is_uploaded_once_per_digest_with_tags_and_metadata(aws, provider, tmp_path):
     attrs = {"source": "./data/tx.csv", "format": "csv", "tags": {"team": "risk"}}
-    planned = provider.plan(_desired(attrs), None)
+    planned = contract.plan(provider, _desired(attrs), None)
     assert planned.attributes["rows"] == 3 and planned.attributes["bytes"] == len(CSV)
     digest = planned.attributes["digest"]
     assert planned.attributes["uri"].startswith(
@@ -51,13 +52,13 @@ def test_local_file_is_uploaded_once_per_digest_with_tags_and_metadata(aws, prov
     # a retried create and an unchanged re-apply upload nothing
     aws.clear_calls()
     assert provider.create(planned).id == live.id
-    assert provider.update(live, provider.plan(_desired(attrs), live)).id == live.id
+    assert provider.update(live, contract.plan(provider, _desired(attrs), live)).id == live.id
     assert count(aws, "PutObject") == 0
 
     # a changed file is a new digest: an update that uploads the new version beside the old
     (tmp_path / "data" / "tx.csv").write_text(CSV + "3.0,0\n")
     aws.clear_calls()
-    changed = provider.plan(_desired(attrs), live)
+    changed = contract.plan(provider, _desired(attrs), live)
     assert changed.attributes["digest"] != digest and changed.attributes["rows"] == 4
     updated = provider.update(live, changed)
     assert updated.id != live.id and count(aws, "PutObject") == 2
@@ -75,7 +76,7 @@ def test_directory_uploads_every_file_under_relative_keys(aws, provider, tmp_pat
     prefix = live.id.split(f"s3://{BUCKET}/", 1)[1]
     assert keys(aws, prefix) == [prefix + "a.bin", prefix + "cats/b.bin"]
     aws.clear_calls()
-    provider.create(provider.plan(_desired({"source": "./images", "format": "dir"}), None))
+    provider.create(contract.plan(provider, _desired({"source": "./images", "format": "dir"}), None))
     assert count(aws, "PutObject") == 0
 
 
@@ -86,8 +87,8 @@ def test_s3_source_is_read_not_copied(aws, provider):
     s3.put_object(Bucket="raw-data", Key="exports/2024/part-2.csv", Body=b"amount,label\n9,1\n")
     attrs = {"source": "s3://raw-data/exports/2024", "format": "csv",
              "checks": {"min_rows": 2}}
-    assert provider.validate(_desired(attrs)) == []
-    planned = provider.plan(_desired(attrs), None)
+    assert contract.validate(provider, _desired(attrs)) == []
+    planned = contract.plan(provider, _desired(attrs), None)
     assert planned.attributes["uri"] == "s3://raw-data/exports/2024/"
     assert planned.attributes["rows"] == 4            # small enough: fetched and counted
     aws.clear_calls()
@@ -99,7 +100,7 @@ def test_s3_source_is_read_not_copied(aws, provider):
 
     # an object rewritten in place changes the digest (ETag) without any copy
     s3.put_object(Bucket="raw-data", Key="exports/2024/part-2.csv", Body=b"amount,label\n8,1\n")
-    assert provider.plan(_desired(attrs), live).attributes["digest"] != live.attributes["digest"]
+    assert contract.plan(provider, _desired(attrs), live).attributes["digest"] != live.attributes["digest"]
 
     # delete leaves the source alone
     provider.delete(live)
@@ -110,12 +111,12 @@ def test_s3_source_is_read_not_copied(aws, provider):
 def test_s3_object_rows_counted_unless_bigger_than_the_fetch_limit(aws, provider):
     aws.client("s3").create_bucket(Bucket="raw-data")
     aws.client("s3").put_object(Bucket="raw-data", Key="big.csv", Body=CSV.encode())
-    small = provider.plan(_desired({"source": "s3://raw-data/big.csv"}), None)
+    small = contract.plan(provider, _desired({"source": "s3://raw-data/big.csv"}), None)
     assert small.attributes["rows"] == 3                  # under the default limit: counted
     attrs = {"source": "s3://raw-data/big.csv", "settings": {"fetch_limit_mb": 0}}
-    planned = provider.plan(_desired(attrs), None)
+    planned = contract.plan(provider, _desired(attrs), None)
     assert planned.attributes["rows"] is None and planned.attributes["uri"] == "s3://raw-data/big.csv"
-    found = provider.validate(_desired({**attrs, "checks": {"min_rows": 1}}))
+    found = contract.validate(provider, _desired({**attrs, "checks": {"min_rows": 1}}))
     assert [d.summary for d in found] == [
         f"{ADDRESS}: cannot run the dataset checks: s3://raw-data/big.csv is {len(CSV)} bytes, "
         f"more than settings.fetch_limit_mb = 0"]
@@ -125,7 +126,7 @@ def test_checks_fail_with_the_value_found_and_the_threshold(provider):
     attrs = {"source": "./data/tx.csv", "format": "csv",
              "schema": {"amount": "float", "label": "int", "region": "str"},
              "checks": {"min_rows": 100, "max_null_fraction": 0.1}}
-    found = provider.validate(_desired(attrs))
+    found = contract.validate(provider, _desired(attrs))
     assert [d.summary for d in found] == [
         "dataset.tx: schema column region (str) is missing; columns found: amount, label",
         "dataset.tx: column amount is 33.3% null (1 of 3 rows), more than max_null_fraction = 0.1",
@@ -136,24 +137,23 @@ def test_checks_fail_with_the_value_found_and_the_threshold(provider):
 
 
 def test_settings_source_and_tag_mistakes_are_diagnostics(provider):
-    assert [d.summary for d in provider.validate(_desired(
-        {"source": "./data/tx.csv", "settings": {"fetch_limt_mb": 1}}))] == [
-        "Invalid settings for dataset.tx: fetch_limt_mb: Extra inputs are not permitted"]
-    assert [d.summary for d in provider.validate(_desired({"source": "./data/nope.csv"}))][0] \
+    assert settings_summaries("dataset", "dataset.tx", {"fetch_limt_mb": 1}) == [
+        'Invalid settings for dataset.tx: unknown setting "fetch_limt_mb"']
+    assert [d.summary for d in contract.validate(provider, _desired({"source": "./data/nope.csv"}))][0] \
         .startswith("dataset.tx: source ./data/nope.csv not found")
-    assert "not https:// ones" in provider.validate(
+    assert "not https:// ones" in contract.validate(provider, 
         _desired({"source": "https://example.com/x.csv"}))[0].summary
     many = {f"t{i}": "x" for i in range(8)}
-    assert provider.validate(_desired({"source": "./data/tx.csv", "tags": many}))[0].summary == (
+    assert contract.validate(provider, _desired({"source": "./data/tx.csv", "tags": many}))[0].summary == (
         "dataset.tx has 8 tags, more than the 7 an S3 object can carry beside mlform's 3 "
         "ownership tags")
     with pytest.raises(ProviderError, match="not found"):
-        provider.plan(_desired({"source": "./data/nope.csv"}), None)
+        contract.plan(provider, _desired({"source": "./data/nope.csv"}), None)
 
 
 def test_plan_with_unknown_source_has_no_side_effects(aws, provider):
     aws.clear_calls()
-    planned = provider.plan(_desired({"source": UNKNOWN}), None)
+    planned = contract.plan(provider, _desired({"source": UNKNOWN}), None)
     assert all(planned.attributes[k] is UNKNOWN for k in ("uri", "digest", "rows", "bytes"))
     assert aws.mutating_calls() == []
 

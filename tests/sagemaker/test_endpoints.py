@@ -7,8 +7,9 @@ import pytest
 
 from mlform.expr.values import UNKNOWN, contains_unknown
 from mlform.providers.base import Desired, LiveObject, ProviderError
+from mlform.providers.kit import calls as contract
 
-from ._provider import BUCKET, apply, build
+from ._provider import BUCKET, apply, build, settings_summaries
 
 ADDRESS = "endpoint.fraud"
 MODEL = "model.fraud"
@@ -71,10 +72,10 @@ def test_create_waits_for_in_service_and_reads_back(aws, setup):
 
 def test_plan_names_the_config_and_leaves_the_arn_unknown(aws, setup):
     provider, v1, _ = setup
-    planned = provider.plan(Desired(ADDRESS, "endpoint", "fraud", _endpoint(v1)), None)
+    planned = contract.plan(provider, Desired(ADDRESS, "endpoint", "fraud", _endpoint(v1)), None)
     assert planned.attributes["arn"] is UNKNOWN
     assert planned.attributes["endpoint_config"].startswith(provider.env.name(ADDRESS)[:20])
-    unknown_model = provider.plan(Desired(ADDRESS, "endpoint", "fraud",
+    unknown_model = contract.plan(provider, Desired(ADDRESS, "endpoint", "fraud",
                                           {"model": {"address": MODEL, "version": UNKNOWN}}), None)
     assert unknown_model.attributes["endpoint_config"] is UNKNOWN
     assert provider.kinds["endpoint"].replace_paths == ()
@@ -112,7 +113,7 @@ def test_new_model_version_deploys_canary_and_deletes_the_old_config_after(aws, 
     live = apply(provider, "endpoint", ADDRESS, _endpoint(v1, rollout=rollout))
     old_config = live.attributes["endpoint_config"]
     v2 = _model(provider, f"s3://{BUCKET}/runs/b/model.tar.gz", v1)
-    planned = provider.plan(Desired(ADDRESS, "endpoint", "fraud", _endpoint(v2, rollout=rollout)),
+    planned = contract.plan(provider, Desired(ADDRESS, "endpoint", "fraud", _endpoint(v2, rollout=rollout)),
                             live)
     assert planned.attributes["endpoint_config"] != old_config
     assert planned.reasons == ("new EndpointConfig: model version 1 → 2 "
@@ -147,7 +148,7 @@ def test_rolled_back_update_fails_and_keeps_the_old_config(aws, setup):
     live = apply(provider, "endpoint", ADDRESS, _endpoint(v1))
     old_config = live.attributes["endpoint_config"]
     v2 = _model(provider, f"s3://{BUCKET}/runs/b/model.tar.gz", v1)
-    planned = provider.plan(Desired(ADDRESS, "endpoint", "fraud", _endpoint(v2)), live)
+    planned = contract.plan(provider, Desired(ADDRESS, "endpoint", "fraud", _endpoint(v2)), live)
     new_config = planned.attributes["endpoint_config"]
     aws.control(fail_endpoint={new_config: "alarm mlform-latency fired during baking"})
     with pytest.raises(ProviderError, match="rolled back.*alarm mlform-latency fired"):
@@ -188,7 +189,7 @@ def test_weight_and_count_drift_is_read_and_healed(aws, setup):
     read = provider.read(live)
     assert read.attributes["traffic"] == {"primary": 0.5}
     assert read.attributes["replicas"] == 3
-    planned = provider.plan(Desired(ADDRESS, "endpoint", "fraud", _endpoint(v1)), read)
+    planned = contract.plan(provider, Desired(ADDRESS, "endpoint", "fraud", _endpoint(v1)), read)
     assert planned.attributes["traffic"] == {"primary": 1.0}
     assert planned.attributes["endpoint_config"] == live.attributes["endpoint_config"]
     aws.clear_calls()
@@ -281,14 +282,15 @@ def test_validate(aws, setup):
 
     def problems(attrs):
         return [(d.severity, d.summary) for d in
-                provider.validate(Desired(ADDRESS, "endpoint", "fraud", attrs))]
+                contract.validate(provider, Desired(ADDRESS, "endpoint", "fraud", attrs))]
 
     assert problems(_endpoint(v1)) == []
     assert problems({"model": "s3://bucket/model.tar.gz"})[0][0] == "error"
     rejected = {"model": {**_ref(v1), "approval": "rejected"}}
     assert "rejected" in problems(rejected)[0][1]
     assert problems(_endpoint(v1, replicas=0))[0][0] == "error"
-    assert problems(_endpoint(v1, settings={"nope": 1}))[0][0] == "error"
+    assert settings_summaries("endpoint", ADDRESS, {"nope": 1}) == [
+        f'Invalid settings for {ADDRESS}: unknown setting "nope"']
 
 
 def test_delete_removes_endpoint_configs_and_is_idempotent(aws, setup):

@@ -6,8 +6,9 @@ import pytest
 
 from mlform.expr.values import UNKNOWN
 from mlform.providers.base import Desired, LiveObject, ProviderError
+from mlform.providers.kit import calls as contract
 
-from ._provider import BUCKET, apply, build
+from ._provider import BUCKET, apply, build, settings_summaries
 
 ADDRESS = "model.fraud"
 A1 = f"s3://{BUCKET}/runs/a/model.tar.gz"
@@ -54,7 +55,7 @@ def test_plan_of_create_leaves_computed_unknown_and_keeps_the_spec(aws, tmp_path
     provider = build(aws, tmp_path)
     aws.clear_calls()
     desired = Desired(ADDRESS, "model", "fraud", _attrs())
-    planned = provider.plan(desired, None)
+    planned = contract.plan(provider, desired, None)
     for key in ("version", "uri", "model_name", "group_arn"):
         assert planned.attributes[key] is UNKNOWN
     assert planned.attributes["artifact"] == desired.attributes["artifact"]
@@ -83,7 +84,7 @@ def test_approval_maps_to_sagemaker_status(aws, tmp_path, approval, status):
 def test_new_artifact_registers_a_new_version_and_keeps_the_old_model(aws, tmp_path):
     provider = build(aws, tmp_path)
     v1 = apply(provider, "model", ADDRESS, _attrs(stage="production"))
-    planned = provider.plan(Desired(ADDRESS, "model", "fraud", _attrs(A2, stage="production")), v1)
+    planned = contract.plan(provider, Desired(ADDRESS, "model", "fraud", _attrs(A2, stage="production")), v1)
     assert planned.attributes["version"] is UNKNOWN
     assert any("new model package version" in r for r in planned.reasons)
     v2 = provider.update(v1, planned)
@@ -95,7 +96,7 @@ def test_new_artifact_registers_a_new_version_and_keeps_the_old_model(aws, tmp_p
     assert "mlform:stage" not in (_package(aws, v1.id).get("CustomerMetadataProperties") or {})
     assert _package(aws, v2.id)["CustomerMetadataProperties"]["mlform:stage"] == "production"
     # rolling the artifact back re-selects version 1 instead of registering a third
-    back = provider.plan(Desired(ADDRESS, "model", "fraud", _attrs(A1)), v2)
+    back = contract.plan(provider, Desired(ADDRESS, "model", "fraud", _attrs(A1)), v2)
     assert back.attributes["version"] == 1
     v1_again = provider.update(v2, back)
     assert v1_again.id == v1.id
@@ -108,7 +109,7 @@ def test_stage_approval_and_description_change_in_place(aws, tmp_path):
     live = apply(provider, "model", ADDRESS, _attrs(stage="staging", approval="pending"))
     aws.clear_calls()
     desired = _attrs(stage="production", approval="approved", description="promoted")
-    planned = provider.plan(Desired(ADDRESS, "model", "fraud", desired), live)
+    planned = contract.plan(provider, Desired(ADDRESS, "model", "fraud", desired), live)
     assert planned.attributes["version"] == 1 and planned.attributes["uri"] == live.id
     updated = provider.update(live, planned)
     assert updated.id == live.id
@@ -151,7 +152,7 @@ def test_deleted_model_reads_as_drift_and_update_recreates_it(aws, tmp_path):
     aws.client("sagemaker").delete_model(ModelName=live.attributes["model_name"])
     read = provider.read(live)
     assert read.attributes["model_name"] is None
-    planned = provider.plan(Desired(ADDRESS, "model", "fraud", _attrs()), read)
+    planned = contract.plan(provider, Desired(ADDRESS, "model", "fraud", _attrs()), read)
     assert planned.attributes["model_name"] == provider.env.model_name(ADDRESS, 1)
     provider.update(read, planned)
     aws.client("sagemaker").describe_model(ModelName=live.attributes["model_name"])
@@ -169,12 +170,12 @@ def test_foreign_group_is_refused(aws, tmp_path):
 
 def test_validate_refuses_non_s3_artifacts_and_bad_settings(aws, tmp_path):
     provider = build(aws, tmp_path)
-    found = provider.validate(Desired(ADDRESS, "model", "fraud",
-                                      {"artifact": "file:///tmp/model", "settings": {"gpu": 1}}))
-    summaries = " | ".join(d.summary for d in found)
+    found = contract.validate(provider, Desired(ADDRESS, "model", "fraud",
+                                                {"artifact": "file:///tmp/model"}))
     assert "not an s3:// URI" in " ".join(d.detail for d in found)
-    assert "Invalid settings" in summaries
-    assert provider.validate(Desired(ADDRESS, "model", "fraud", _attrs())) == []
+    assert settings_summaries("model", ADDRESS, {"gpu": 1}) == [
+        f'Invalid settings for {ADDRESS}: unknown setting "gpu"']
+    assert contract.validate(provider, Desired(ADDRESS, "model", "fraud", _attrs())) == []
 
 
 def test_delete_removes_models_packages_and_group(aws, tmp_path):

@@ -11,10 +11,11 @@ import pytest
 
 from mlform.providers.base import Desired, LiveObject, ProviderError
 from mlform.providers.sagemaker import drift_check
-from mlform.providers.sagemaker.common import stale_key
+from mlform.providers.sagemaker.env import stale_key
 from mlform.providers.sagemaker.monitors import BASELINE_FORMATS, aws_cron, rollback_alarms
+from mlform.providers.kit import calls as contract
 
-from ._provider import BUCKET, apply, build
+from ._provider import BUCKET, apply, build, settings_summaries
 
 ADDRESS = "monitor.drift"
 BASELINE = f"s3://{BUCKET}/data/baseline.csv"
@@ -70,7 +71,7 @@ def test_cron_conversion_refuses_what_aws_cannot_say(cron):
 
 
 def test_baseline_formats_match_drift_stats():
-    from mlform.providers.local import drift_stats
+    from mlform.providers.kit import drift_stats
     assert set(BASELINE_FORMATS) == set(drift_stats.BASELINE_FORMATS)
 
 
@@ -113,7 +114,8 @@ def test_create_makes_pipeline_schedule_and_alarm(aws, provider):
     code = env.key("monitors", env.name(ADDRESS), "code")
     listed = aws.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=code)["Contents"]
     assert sorted(o["Key"].rsplit("/", 1)[1] for o in listed) == ["drift_check.py",
-                                                                   "drift_stats.py"]
+                                                                   "drift_stats.py",
+                                                                   "monitoring.py"]
     schedule = aws.client("scheduler").get_schedule(Name=a["schedule_name"])
     assert schedule["ScheduleExpression"] == "cron(0 6 ? * 2-6 *)"
     assert schedule["Target"]["Arn"] == pipeline["PipelineArn"]
@@ -164,7 +166,7 @@ def test_breached_and_last_report_are_read_not_planned(aws, provider):
     read = provider.read(live)
     assert read.attributes["breached"] is True and read.attributes["last_report"] == report
     assert set(provider.kinds["monitor"].service_managed) == {"breached", "last_report"}
-    planned = provider.plan(Desired(ADDRESS, "monitor", "drift", _monitor(endpoint)), read)
+    planned = contract.plan(provider, Desired(ADDRESS, "monitor", "drift", _monitor(endpoint)), read)
     assert planned.attributes["breached"] is True
     assert planned.attributes["last_report"] == report
 
@@ -177,7 +179,7 @@ def test_a_part_deleted_out_of_band_is_healed(aws, provider):
     read = provider.read(live)
     assert read is not None
     assert read.attributes["alarm_name"] is None and read.attributes["schedule_name"] is None
-    planned = provider.plan(Desired(ADDRESS, "monitor", "drift", _monitor(endpoint)), read)
+    planned = contract.plan(provider, Desired(ADDRESS, "monitor", "drift", _monitor(endpoint)), read)
     assert planned.attributes["alarm_name"] == live.attributes["alarm_name"]
     healed = provider.update(read, planned)
     assert healed.attributes["alarm_name"] == live.attributes["alarm_name"]
@@ -215,7 +217,7 @@ def test_delete_removes_all_parts(aws, provider):
 
 def test_validate(aws, provider):
     def errors(attrs):
-        return [d.summary for d in provider.validate(Desired(ADDRESS, "monitor", "drift", attrs))
+        return [d.summary for d in contract.validate(provider, Desired(ADDRESS, "monitor", "drift", attrs))
                 if d.severity == "error"]
 
     url = "https://runtime.sagemaker.us-east-1.amazonaws.com/endpoints/e/invocations"
@@ -226,7 +228,8 @@ def test_validate(aws, provider):
     assert errors({**good, "baseline": "./data/tx.csv"})
     assert errors({**good, "on_breach": "retrain"})
     assert errors({**good, "schedule": "0 0 1 * 1"})
-    assert errors({**good, "settings": {"unknown": 1}})
+    assert settings_summaries("monitor", ADDRESS, {"unknown": 1}) == [
+        f'Invalid settings for {ADDRESS}: unknown setting "unknown"']
 
 
 # -- the drift check itself ----------------------------------------------------------------

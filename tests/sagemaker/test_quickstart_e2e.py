@@ -13,11 +13,11 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from _waiting import wait_until
 from e2e.harness import CLI, Run, cli_env
 from fixture import AWS_ENV, REGION, ROLE_ARN
 from local._cli import REPO, copy_stack
@@ -177,11 +177,11 @@ def test_a_crash_after_create_training_job_adopts_the_job(stack, aws):
                             env=cli_env(_vars(aws)), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
-        while not _actions(aws.calls(), "CreateTrainingJob"):
+        def training_job_created() -> bool:
             assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "CreateTrainingJob never called"
-            time.sleep(0.05)
+            return bool(_actions(aws.calls(), "CreateTrainingJob"))
+
+        wait_until(training_job_created, 120, "the apply to call CreateTrainingJob")
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=30)

@@ -17,9 +17,10 @@ import pytest
 
 from mlform.expr.values import UNKNOWN
 from mlform.providers.base import Desired, LiveObject, ProgressEvent, ProviderError
-from mlform.providers.sagemaker.training import metric_regex
+from mlform.providers.sagemaker.pipelines import metric_regex
+from mlform.providers.kit import calls as contract
 
-from ._provider import BUCKET, apply, build, count, keys
+from ._provider import BUCKET, apply, build, count, keys, settings_summaries
 
 ADDRESS = "pipeline.train"
 FP1 = "sha256:" + "a1" * 32
@@ -72,14 +73,14 @@ def test_training_job_request_from_cluster_profile_and_inputs(aws, provider, tmp
                    tags={"team": "risk"},
                    settings={"image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/train:1",
                              "source_dir": "lib", "sagemaker_pipeline": True})
-    assert provider.validate(_desired(attrs)) == []
-    planned = provider.plan(_desired(attrs), None)
+    assert contract.validate(provider, _desired(attrs)) == []
+    planned = contract.plan(provider, _desired(attrs), None)
     name = planned.attributes["run_id"]
     assert name.endswith(f"-{FP1[7:17]}-1") and len(name) <= 63
     live = provider.create(planned)
     assert live.id == name and live.attributes["metrics"] == {"accuracy": 0.93, "loss": 0.2}
     assert live.attributes["model_uri"].endswith(f"/{name}/output/model.tar.gz")
-    assert live.attributes["stale"] is False
+    assert live.attributes["stale"] is None
 
     job = _describe(aws, name)
     assert job["AlgorithmSpecification"]["TrainingImage"] == attrs["settings"]["image"]
@@ -152,7 +153,7 @@ def test_status_progress_and_retried_create_adopts(aws, provider, tmp_path):
     aws.control(steps={"training_job": 3})
     events: list[ProgressEvent] = []
     provider = build(aws, tmp_path, progress=events.append)
-    planned = provider.plan(_desired(_attrs(tmp_path)), None)
+    planned = contract.plan(provider, _desired(_attrs(tmp_path)), None)
     live = provider.create(planned)
     messages = [e.message for e in events]
     assert f"training job {live.id}: InProgress" in messages
@@ -177,14 +178,14 @@ def test_create_cut_off_while_waiting_is_recovered_and_adopted(aws, tmp_path):
     crashing = build(aws, tmp_path, progress=kill_on_wait)
     attrs = _attrs(tmp_path, tags={"team": "risk"})
     with pytest.raises(_Killed):
-        crashing.create(crashing.plan(_desired(attrs), None))
+        crashing.create(contract.plan(crashing, _desired(attrs), None))
 
     provider = build(aws, tmp_path)
     found = provider.read(LiveObject(ADDRESS, "pipeline", None, {}))   # the engine's recovery
     assert found is not None and found.attributes["model_uri"] is None
     assert {k: found.attributes[k] for k in attrs} == attrs            # from the run record
-    planned = provider.plan(_desired(attrs), found)
-    assert planned.reasons == (f"its training job {found.id} did not complete",)
+    planned = contract.plan(provider, _desired(attrs), found)
+    assert planned.reasons == (f"its run {found.id} did not complete",)
     assert planned.attributes["run_id"] == found.id
     live = provider.update(found, planned)
     assert live.id == found.id and live.attributes["metrics"] == {"accuracy": 0.9}
@@ -194,14 +195,14 @@ def test_create_cut_off_while_waiting_is_recovered_and_adopted(aws, tmp_path):
 
 def test_failed_job_reports_the_reason_and_the_next_create_starts_attempt_2(aws, provider, tmp_path):
     aws.control(fail_training={f"{FP1[7:17]}-1": "AlgorithmError: CUDA out of memory"})
-    planned = provider.plan(_desired(_attrs(tmp_path)), None)
+    planned = contract.plan(provider, _desired(_attrs(tmp_path)), None)
     first = planned.attributes["run_id"]
     with pytest.raises(ProviderError) as caught:
         provider.create(planned)
     assert str(caught.value) == f"training job {first} ended Failed: AlgorithmError: CUDA out of memory"
     assert provider.read(LiveObject(ADDRESS, "pipeline", None, {})) is None   # nothing usable
 
-    planned = provider.plan(_desired(_attrs(tmp_path)), None)
+    planned = contract.plan(provider, _desired(_attrs(tmp_path)), None)
     assert planned.attributes["run_id"] == first[:-1] + "2"
     live = provider.create(planned)
     assert live.id == first[:-1] + "2" and count(aws, "CreateTrainingJob") == 2
@@ -209,7 +210,7 @@ def test_failed_job_reports_the_reason_and_the_next_create_starts_attempt_2(aws,
 
 def test_gate_miss_publishes_nothing(aws, provider, tmp_path):
     aws.control(training_metrics={"accuracy": 0.8})
-    planned = provider.plan(_desired(_attrs(tmp_path)), None)
+    planned = contract.plan(provider, _desired(_attrs(tmp_path)), None)
     with pytest.raises(ProviderError) as caught:
         provider.create(planned)
     name = planned.attributes["run_id"]
@@ -224,12 +225,12 @@ def test_gate_miss_publishes_nothing(aws, provider, tmp_path):
     missing = _attrs(tmp_path, gate={"metric": "auc", "min": 0.5})
     with pytest.raises(ProviderError, match=r"gate failed: metric 'auc' was not reported "
                                             r"\(metrics: accuracy\)"):
-        provider.update(live, provider.plan(_desired(missing), live))
+        provider.update(live, contract.plan(provider, _desired(missing), live))
 
 
 def test_fingerprint_change_is_a_new_job_and_tags_change_in_place(aws, provider, tmp_path):
     live = apply(provider, "pipeline", ADDRESS, _attrs(tmp_path, tags={"team": "risk"}))
-    unchanged = provider.plan(_desired(_attrs(tmp_path, tags={"team": "risk"})), live)
+    unchanged = contract.plan(provider, _desired(_attrs(tmp_path, tags={"team": "risk"})), live)
     assert unchanged.attributes == {**live.attributes}
 
     aws.clear_calls()
@@ -241,7 +242,7 @@ def test_fingerprint_change_is_a_new_job_and_tags_change_in_place(aws, provider,
     assert _tags(aws, live.attributes["job_arn"])["owner"] == "ana"
     assert "team" not in _tags(aws, live.attributes["job_arn"])
 
-    planned = provider.plan(_desired(_attrs(tmp_path, FP2, tags={"owner": "ana"})), retagged)
+    planned = contract.plan(provider, _desired(_attrs(tmp_path, FP2, tags={"owner": "ana"})), retagged)
     assert planned.attributes["run_id"].endswith(f"-{FP2[7:17]}-1")
     assert planned.attributes["model_uri"] is UNKNOWN
     updated = provider.update(retagged, planned)
@@ -251,22 +252,23 @@ def test_fingerprint_change_is_a_new_job_and_tags_change_in_place(aws, provider,
 
 def test_plan_is_read_only_and_unknown_fingerprint_leaves_outputs_unknown(aws, provider, tmp_path):
     aws.clear_calls()
-    planned = provider.plan(_desired(_attrs(tmp_path, UNKNOWN)), None)
+    planned = contract.plan(provider, _desired(_attrs(tmp_path, UNKNOWN)), None)
     assert all(planned.attributes[k] is UNKNOWN for k in ("run_id", "model_uri", "metrics",
                                                           "job_arn"))
-    provider.plan(_desired(_attrs(tmp_path)), None)
+    contract.plan(provider, _desired(_attrs(tmp_path)), None)
     assert aws.mutating_calls() == []
 
 
 def test_validate_settings_and_inputs(provider, tmp_path):
-    found = provider.validate(_desired(_attrs(tmp_path, inputs={"train": "./data/tx.csv"},
-                                              settings={"imag": "x"})))
+    assert settings_summaries("pipeline", ADDRESS, {"imag": "x"}) == [
+        'Invalid settings for pipeline.train: unknown setting "imag"']
+    found = contract.validate(provider, _desired(_attrs(tmp_path,
+                                                        inputs={"train": "./data/tx.csv"})))
     assert [d.summary for d in found] == [
-        "Invalid settings for pipeline.train: imag: Extra inputs are not permitted",
         "pipeline.train: inputs.train is './data/tx.csv', but SageMaker training reads S3: give "
         "a dataset (on the sagemaker provider) or an s3:// URI"]
     big = _attrs(tmp_path, hyperparameters={"vocab": "x" * 600})
-    assert "more than the 512 SageMaker allows" in provider.validate(_desired(big))[0].summary
+    assert "more than the 512 SageMaker allows" in contract.validate(provider, _desired(big))[0].summary
 
 
 def test_sagemaker_pipeline_definition(aws, provider, tmp_path):
@@ -335,25 +337,25 @@ def test_delete_stops_tags_and_read_treats_as_gone(aws, provider, tmp_path):
 
 
 def test_stale_marker_marks_the_current_job_and_plan_reruns(aws, provider, tmp_path):
-    from mlform.providers.sagemaker.common import stale_key
-    from mlform.providers.sagemaker.training import mark_stale
+    from mlform.providers.sagemaker.env import stale_key
+    from mlform.providers.sagemaker.pipelines import mark_stale
 
     live = apply(provider, "pipeline", ADDRESS, _attrs(tmp_path))
-    assert provider.read(live).attributes["stale"] is False
+    assert provider.read(live).attributes["stale"] is None
     mark_stale(provider.env, ADDRESS, reason="drift: psi amount = 0.47 > 0.2", run_id=live.id)
     stale = provider.read(live)
-    assert stale.attributes["stale"] is True
-    planned = provider.plan(_desired(_attrs(tmp_path)), stale)
+    assert stale.attributes["stale"] == "drift: psi amount = 0.47 > 0.2"
+    planned = contract.plan(provider, _desired(_attrs(tmp_path)), stale)
     assert planned.reasons == ("drift: psi amount = 0.47 > 0.2",)
     assert planned.attributes["run_id"] == live.id[:-1] + "2"
     rerun = provider.update(stale, planned)
-    assert rerun.id == live.id[:-1] + "2" and rerun.attributes["stale"] is False
-    assert provider.read(rerun).attributes["stale"] is False
+    assert rerun.id == live.id[:-1] + "2" and rerun.attributes["stale"] is None
+    assert provider.read(rerun).attributes["stale"] is None
     assert stale_key(provider.env, ADDRESS) in keys(aws)
 
 
 def test_foreign_or_untagged_job_under_the_name_is_refused(aws, provider, tmp_path):
-    name = provider.plan(_desired(_attrs(tmp_path)), None).attributes["run_id"]
+    name = contract.plan(provider, _desired(_attrs(tmp_path)), None).attributes["run_id"]
     sm = aws.client("sagemaker")
     sm.create_training_job(
         TrainingJobName=name, RoleArn="arn:aws:iam::123456789012:role/mlform-test",
@@ -366,7 +368,7 @@ def test_foreign_or_untagged_job_under_the_name_is_refused(aws, provider, tmp_pa
     with pytest.raises(ProviderError, match="belongs to stack 'other'"):
         provider.read(LiveObject(ADDRESS, "pipeline", name, {}))
     with pytest.raises(ProviderError, match="belongs to stack 'other'"):
-        provider.create(provider.plan(_desired(_attrs(tmp_path)), None))
+        provider.create(contract.plan(provider, _desired(_attrs(tmp_path)), None))
     arn = _describe(aws, name)["TrainingJobArn"]
     sm.delete_tags(ResourceArn=arn, TagKeys=["mlform:stack", "mlform:env", "mlform:address"])
     with pytest.raises(ProviderError, match="carries no mlform ownership tags"):
@@ -374,7 +376,7 @@ def test_foreign_or_untagged_job_under_the_name_is_refused(aws, provider, tmp_pa
 
 
 def test_marker_written_by_the_drift_check_names_the_fingerprint(aws, provider, tmp_path):
-    from mlform.providers.sagemaker.common import stale_key
+    from mlform.providers.sagemaker.env import stale_key
 
     live = apply(provider, "pipeline", ADDRESS, _attrs(tmp_path))
     other = apply(provider, "pipeline", "pipeline.other", _attrs(tmp_path))
@@ -383,12 +385,12 @@ def test_marker_written_by_the_drift_check_names_the_fingerprint(aws, provider, 
                                 Body=json.dumps({"reason": "monitor.drift found drift: psi",
                                                  "fingerprint": FP1}).encode())
     stale = provider.read(live)
-    assert stale.attributes["stale"] is True
-    assert provider.read(other).attributes["stale"] is False
-    planned = provider.plan(_desired(_attrs(tmp_path)), stale)
+    assert stale.attributes["stale"] == "monitor.drift found drift: psi"
+    assert provider.read(other).attributes["stale"] is None
+    planned = contract.plan(provider, _desired(_attrs(tmp_path)), stale)
     assert planned.reasons == ("monitor.drift found drift: psi",)
     assert planned.attributes["run_id"] == live.id[:-1] + "2"
     # a marker naming another fingerprint leaves the current job alone
     aws.client("s3").put_object(Bucket=BUCKET, Key=stale_key(provider.env, ADDRESS),
                                 Body=json.dumps({"reason": "old", "fingerprint": FP2}).encode())
-    assert provider.read(live).attributes["stale"] is False
+    assert provider.read(live).attributes["stale"] is None

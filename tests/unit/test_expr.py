@@ -377,17 +377,19 @@ def test_unknown_root_in_scope_lookup():
     assert "var" in info.value.hint
 
 
-def test_no_python_exception_escapes_deep_nesting():
-    deep = "(" * 400 + "1" + ")" * 400
+@pytest.mark.parametrize("text,value", [("(" * 400 + "1" + ")" * 400, 1),
+                                        (" + ".join(["1"] * 3000), 3000)],
+                         ids=["400-parentheses", "3000-term-sum"])
+def test_no_python_exception_escapes_deep_nesting(text, value):
+    # Either the right value or the diagnostic for too deep an expression (where the
+    # limit falls depends on the parser and the stack), never a RecursionError.
     try:
-        assert parse_expression(deep, "f").evaluate() == 1
-    except ExprError:
-        pass
-    long_sum = " + ".join(["1"] * 3000)
-    try:
-        assert parse_expression(long_sum, "f").evaluate() == 3000
-    except ExprError:
-        pass
+        result = parse_expression(text, "f").evaluate()
+    except ExprError as e:
+        assert e.summary == "Expression too complex", e
+        assert e.source.file == "f"
+    else:
+        assert result == value
 
 
 # ---------------------------------------------------------------------------
@@ -677,4 +679,45 @@ def test_functions_never_crash_on_odd_values(value):
             parse_expression(f"{name}(v.x)", "f").evaluate(scope)
         except ExprError:
             pass
-    assert json.loads(parse_expression("jsonencode(v.x)", "f").evaluate(scope)) is not None or True
+    # every such value is plain JSON data: jsonencode never fails on it and is lossless
+    encoded = parse_expression("jsonencode(v.x)", "f").evaluate(scope)
+    assert json.loads(encoded) == value
+    assert parse_expression("jsondecode(jsonencode(v.x))", "f").evaluate(scope) == value
+
+
+# ------------------------------------------------------------- bare references in YAML/JSON
+
+@pytest.mark.parametrize("text", [
+    "${dataset.d1}", "${ var.epochs }", "${dataset.d1.uri[0]}", "${each.value}",
+    "${module.m.output}", "${model.m-1.version}", "${a[12].b_c[3]}", "${var}",
+])
+def test_a_bare_reference_compiles_as_the_hcl_parse_does(text, monkeypatch):
+    from mlform.expr import compile as compile_module
+
+    fast = compile_value(text, "f.json", 3, 7)
+    monkeypatch.setattr(compile_module, "_bare_reference", lambda *a: None)
+    slow = compile_value(text, "f.json", 3, 7)
+    assert fast.references == slow.references
+    assert fast.static_traversal() == slow.static_traversal()
+    assert fast.constant == slow.constant
+    for scope in (Scope({"dataset": {"d1": {"uri": ["u"]}}, "var": {"epochs": 3}}),
+                  Scope({"dataset": {"d2": {}}, "var": {}}), Scope({})):
+        def outcome(expr):
+            try:
+                return "value", expr.evaluate(scope)
+            except ExprError as exc:
+                return "error", exc.diagnostic()
+        assert outcome(fast) == outcome(slow)
+
+
+@pytest.mark.parametrize("text", ["${true}", "${a.0}", "${a[b]}", "${a.*}", "${a}x",
+                                  "x${a}", "${a + 1}", "${a[\"k\"]}"])
+def test_other_templates_take_the_hcl_parse(text, monkeypatch):
+    from mlform.expr import compile as compile_module
+
+    taken = []
+    original = compile_module._bare_reference
+    monkeypatch.setattr(compile_module, "_bare_reference",
+                        lambda *a: taken.append(original(*a)) or taken[-1])
+    compile_value(text, "f.json")
+    assert taken == [None]

@@ -24,6 +24,7 @@ from mlform.expr.values import UNKNOWN
 from mlform.providers.base import Desired, LiveObject, ProviderContext, ProviderError
 from mlform.providers.memory import MemoryProvider, read_calls
 from mlform.providers.memory.store import MemoryStore
+from mlform.providers.kit import calls as contract
 
 STACK, ENV = "stk", "dev"
 
@@ -54,7 +55,7 @@ def desired(kind: str, name: str, **attributes) -> Desired:
 
 
 def create(p: MemoryProvider, kind: str, name: str, **attributes) -> LiveObject:
-    return p.create(p.plan(desired(kind, name, **attributes), None))
+    return p.create(contract.plan(p, desired(kind, name, **attributes), None))
 
 
 def ref(address: str, kind: str = "endpoint") -> LiveObject:
@@ -178,7 +179,7 @@ _CHILD = textwrap.dedent("""
     i = 0
     while True:
         d = Desired(f"model.m{i}", "model", f"m{i}", {"artifact": f"s3://a/{i}"})
-        p.create(p.plan(d, None))
+        p.create(contract.plan(p, d, None))
         print(i, flush=True)
         i += 1
 """)
@@ -248,10 +249,10 @@ def test_a_live_instance_notices_a_changed_store_file(tmp_path, provider):
 
 def test_latency_applies_to_service_calls_only(tmp_path, mocker):
     p = make(tmp_path, latency_ms=60)
-    sleep = mocker.patch("mlform.providers.memory.provider.time.sleep")
+    sleep = mocker.patch("mlform.providers.memory.env.time.sleep")
     d = desired("endpoint", "a", replicas=1)
-    p.validate(d)
-    planned = p.plan(d, None)
+    contract.validate(p, d)
+    planned = contract.plan(p, d, None)
     assert sleep.call_count == 0               # validate and plan are local computation
     live = p.create(planned)
     p.read(live)
@@ -267,7 +268,7 @@ def test_latency_is_not_serialised_by_the_store_lock(tmp_path, mocker):
     opens if no lock is held across the latency."""
     p = make(tmp_path, latency_ms=200)
     barrier = threading.Barrier(10, timeout=10)
-    mocker.patch("mlform.providers.memory.provider.time.sleep", lambda s: barrier.wait())
+    mocker.patch("mlform.providers.memory.env.time.sleep", lambda s: barrier.wait())
     errors = []
 
     def worker(i):
@@ -290,10 +291,10 @@ def test_injected_failures_raise_naming_the_address(tmp_path, op):
     p = make(tmp_path, fail={f"{op}:endpoint.x": "service on fire"})
     other = create(p, "endpoint", "other")     # other addresses are unaffected
     d = desired("endpoint", "x")
-    planned = p.plan(d, None) if op != "plan" else None
+    planned = contract.plan(p, d, None) if op != "plan" else None
     live = p.create(planned) if op not in ("plan", "create") else None
     calls = {
-        "plan": lambda: p.plan(d, None),
+        "plan": lambda: contract.plan(p, d, None),
         "create": lambda: p.create(planned),
         "read": lambda: p.read(live),
         "update": lambda: p.update(live, planned),
@@ -313,10 +314,10 @@ def test_injected_failures_raise_naming_the_address(tmp_path, op):
 
 def test_injected_validate_failure_is_a_diagnostic(tmp_path):
     p = make(tmp_path, fail={"validate:dataset.d": "bucket quota"})
-    [diag] = p.validate(desired("dataset", "d", source="x"))
+    [diag] = contract.validate(p, desired("dataset", "d", source="x"))
     assert diag.severity == "error" and diag.summary == "bucket quota"
     assert diag.address == "dataset.d"
-    assert p.validate(desired("dataset", "other", source="x")) == []
+    assert contract.validate(p, desired("dataset", "other", source="x")) == []
     p.close()
 
 
@@ -348,8 +349,8 @@ def test_bad_config_is_an_error(tmp_path, config, message):
 def test_call_log_records_mutating_calls_only(tmp_path):
     p = make(tmp_path, call_log="calls.jsonl")
     d = desired("endpoint", "a", replicas=1)
-    p.validate(d)
-    planned = p.plan(d, None)
+    contract.validate(p, d)
+    planned = contract.plan(p, d, None)
     live = p.create(planned)
     p.read(live)
     p.import_("endpoint", "endpoint.a", live.id)
@@ -392,7 +393,7 @@ def test_thirty_two_threads_at_once(tmp_path):
 
 def test_ten_thousand_creates(tmp_path):
     p = make(tmp_path)
-    plans = [p.plan(desired("endpoint", f"e{i}", replicas=1, settings={"region": "eu"}), None)
+    plans = [contract.plan(p, desired("endpoint", f"e{i}", replicas=1, settings={"region": "eu"}), None)
              for i in range(10_000)]
     start = time.perf_counter()
     for planned in plans:
@@ -412,7 +413,7 @@ def test_dataset_digest_of_a_csv_file(tmp_path, provider):
     data = b"amount,label\n1.0,0\n2.5,1\n3.0,0\n"
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "tx.csv").write_bytes(data)
-    planned = provider.plan(desired("dataset", "tx", source="./data/tx.csv", format="csv"), None)
+    planned = contract.plan(provider, desired("dataset", "tx", source="./data/tx.csv", format="csv"), None)
     import hashlib
     assert planned.attributes["digest"] == hashlib.sha256(data).hexdigest()
     assert planned.attributes["bytes"] == len(data)
@@ -422,25 +423,25 @@ def test_dataset_digest_of_a_csv_file(tmp_path, provider):
 
 def test_dataset_digest_of_a_uri_source(provider):
     import hashlib
-    planned = provider.plan(desired("dataset", "d", source="s3://bucket/key"), None)
+    planned = contract.plan(provider, desired("dataset", "d", source="s3://bucket/key"), None)
     assert planned.attributes["digest"] == hashlib.sha256(b"s3://bucket/key").hexdigest()
     assert (planned.attributes["bytes"], planned.attributes["rows"]) == (len("s3://bucket/key"), 0)
 
 
 def test_unknown_inputs_pass_through_plan(provider):
-    planned = provider.plan(desired("dataset", "d", source=UNKNOWN, format="csv"), None)
+    planned = contract.plan(provider, desired("dataset", "d", source=UNKNOWN, format="csv"), None)
     assert planned.attributes["source"] is UNKNOWN
     assert planned.attributes["digest"] is UNKNOWN and planned.attributes["rows"] is UNKNOWN
-    planned = provider.plan(desired("training_cluster", "c", gpus_per_node=UNKNOWN), None)
+    planned = contract.plan(provider, desired("training_cluster", "c", gpus_per_node=UNKNOWN), None)
     assert planned.attributes["gpus_total"] is UNKNOWN
-    planned = provider.plan(desired("endpoint", "e", model={"version": UNKNOWN},
+    planned = contract.plan(provider, desired("endpoint", "e", model={"version": UNKNOWN},
                                     tags={"x": UNKNOWN}), None)
     assert planned.attributes["model_version"] is UNKNOWN
     assert planned.attributes["tags"] == {"x": UNKNOWN}
 
 
 def test_create_fills_every_unknown_and_keeps_known_values(provider):
-    planned = provider.plan(desired("endpoint", "e", model={"version": UNKNOWN}, replicas=2), None)
+    planned = contract.plan(provider, desired("endpoint", "e", model={"version": UNKNOWN}, replicas=2), None)
     live = provider.create(planned)
     assert live.attributes["replicas"] == 2
     assert isinstance(live.attributes["model"]["version"], str)
@@ -448,9 +449,9 @@ def test_create_fills_every_unknown_and_keeps_known_values(provider):
 
 
 def test_training_cluster_gpus_total(provider):
-    assert provider.plan(desired("training_cluster", "c", gpus_per_node=8, nodes=4),
+    assert contract.plan(provider, desired("training_cluster", "c", gpus_per_node=8, nodes=4),
                          None).attributes["gpus_total"] == 32
-    assert provider.plan(desired("training_cluster", "c"), None).attributes["gpus_total"] == 0
+    assert contract.plan(provider, desired("training_cluster", "c"), None).attributes["gpus_total"] == 0
 
 
 def test_pipeline_runs_are_deterministic_and_rerun_on_change(provider):
@@ -462,13 +463,13 @@ def test_pipeline_runs_are_deterministic_and_rerun_on_change(provider):
         f"memory://{STACK}/{ENV}/artifacts/pipeline.train/{expected}"
     assert live.attributes["metrics"] == {"accuracy": 1.0}
 
-    same = provider.plan(desired("pipeline", "train", fingerprint="fp1"), live)
+    same = contract.plan(provider, desired("pipeline", "train", fingerprint="fp1"), live)
     assert same.attributes["run_id"] == expected and same.reasons == ()
-    changed = provider.plan(desired("pipeline", "train", fingerprint="fp2"), live)
+    changed = contract.plan(provider, desired("pipeline", "train", fingerprint="fp2"), live)
     assert changed.attributes["run_id"] is UNKNOWN
     rerun = provider.update(live, changed)
     assert rerun.attributes["run_id"] not in (UNKNOWN, expected)
-    assert provider.plan(desired("pipeline", "train", fingerprint=UNKNOWN),
+    assert contract.plan(provider, desired("pipeline", "train", fingerprint=UNKNOWN),
                          rerun).attributes["metrics"] is UNKNOWN
 
 
@@ -476,8 +477,8 @@ def test_stale_pipeline_reruns_with_a_reason_and_a_new_run_id(tmp_path, provider
     live = create(provider, "pipeline", "train", fingerprint="fp")
     stale = LiveObject(live.address, live.kind, live.id,
                        {**live.attributes, "stale": "monitor.drift breached"})
-    planned = provider.plan(desired("pipeline", "train", fingerprint="fp"), stale)
-    assert planned.reasons == ("re-run requested: monitor.drift breached",)
+    planned = contract.plan(provider, desired("pipeline", "train", fingerprint="fp"), stale)
+    assert planned.reasons == ("monitor.drift breached",)   # the marker's reason, as is
     assert planned.attributes["run_id"] is UNKNOWN and planned.attributes["stale"] is None
     provider.close()
     # mark it stale in the store, as a breach (or a person) would
@@ -507,9 +508,9 @@ def test_model_versions_grow_and_are_never_reused(provider):
     v1 = create(provider, "model", "m", artifact="s3://a")
     assert (v1.attributes["version"], v1.attributes["uri"]) == \
         (1, f"memory://{STACK}/{ENV}/model/model.m/v1")
-    kept = provider.plan(desired("model", "m", artifact="s3://a", stage="prod"), v1)
+    kept = contract.plan(provider, desired("model", "m", artifact="s3://a", stage="prod"), v1)
     assert kept.attributes["version"] == 1
-    moved = provider.plan(desired("model", "m", artifact="s3://b"), v1)
+    moved = contract.plan(provider, desired("model", "m", artifact="s3://b"), v1)
     assert moved.attributes["version"] is UNKNOWN
     v2 = provider.update(v1, moved)
     assert v2.attributes["version"] == 2
@@ -519,14 +520,14 @@ def test_model_versions_grow_and_are_never_reused(provider):
 
 
 def test_endpoint_and_monitor_values(provider):
-    planned = provider.plan(desired("endpoint", "e", model={"name": "m", "version": 4}), None)
+    planned = contract.plan(provider, desired("endpoint", "e", model={"name": "m", "version": 4}), None)
     assert planned.attributes["model_version"] == 4
-    assert provider.plan(desired("endpoint", "e", model="m"), None).attributes["model_version"] is None
+    assert contract.plan(provider, desired("endpoint", "e", model="m"), None).attributes["model_version"] is None
     monitor = create(provider, "monitor", "drift")
     assert (monitor.attributes["breached"], monitor.attributes["last_report"]) == (False, None)
     breached = LiveObject(monitor.address, "monitor", monitor.id,
                           {**monitor.attributes, "breached": True, "last_report": "psi 0.4"})
-    again = provider.plan(desired("monitor", "drift"), breached)
+    again = contract.plan(provider, desired("monitor", "drift"), breached)
     assert (again.attributes["breached"], again.attributes["last_report"]) == (True, "psi 0.4")
 
 

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from _states import dataset_entry
+from _waiting import wait_until
 
 import mlform.state as st
 import mlform.state.local as local_mod
@@ -28,19 +30,6 @@ def res(address: str, **attrs) -> ResourceState:
     kind, _, name = address.partition(".")
     return ResourceState(address=address, kind=kind, name=name, provider="memory",
                          id=f"id-{address}", attributes=attrs or {"n": 1})
-
-
-def realistic(i: int) -> ResourceState:
-    """A resource the size of a real dataset entry (uri, digest, schema, ...)."""
-    return ResourceState(
-        address=f"dataset.d{i}", kind="dataset", name=f"d{i}", provider="memory",
-        id=f"mlform-default-dataset-d{i}",
-        attributes={"source": f"./data/part-{i}.csv", "format": "csv",
-                    "uri": f"memory://datasets/mlform-default-dataset-d{i}",
-                    "digest": f"{i:064x}", "size": 1000 + i,
-                    "schema": {"amount": "float", "label": "int"},
-                    "checks": {"min_rows": 100}},
-        dependencies=["training_cluster.gpu"])
 
 
 def backend(tmp_path: Path, env: str = "default") -> LocalBackend:
@@ -217,15 +206,18 @@ def test_torn_last_line_is_ignored_and_trimmed(tmp_path):
 
 
 class CountingOS:
-    """`os` for mlform.state.local that timestamps every fsync."""
+    """`os` for mlform.state.local that timestamps every fsync and notes what it covers."""
 
     def __init__(self) -> None:
         self.fsyncs: list[float] = []
+        self.synced: list[tuple[int, int]] = []    # (inode, size) of each file fsynced
 
     def __getattr__(self, name):
         if name == "fsync":
             def fsync(fd):
                 self.fsyncs.append(time.monotonic())
+                info = os.fstat(fd)
+                self.synced.append((info.st_ino, info.st_size))
                 return os.fsync(fd)
             return fsync
         return getattr(os, name)
@@ -243,12 +235,13 @@ def test_group_commit_fsyncs_in_batches_and_covers_an_idle_tail(tmp_path, monkey
         w.record(res(f"dataset.d{i}"))
     elapsed = time.monotonic() - t0
     assert len(counting.fsyncs) - n0 <= elapsed / local_mod.FSYNC_INTERVAL + 2
-    # a record followed by a long provider call is fsynced within ~50 ms, not at close
-    time.sleep(0.2)
-    last = time.monotonic()
+    # a record followed by a long provider call is fsynced within ~50 ms, not at close:
+    # an fsync of the journal begins after it has reached its length with that line
     w.intent("endpoint.e", "endpoint", "memory", "create")
-    time.sleep(0.3)
-    assert any(t >= last for t in counting.fsyncs)
+    journal = os.stat(b.journal_path)
+    wait_until(lambda: any(ino == journal.st_ino and size >= journal.st_size
+                           for ino, size in counting.synced),
+               timeout=5, what="the flusher to fsync the idle tail of the journal")
     w.close()
     assert not w._flusher.is_alive()
 
@@ -517,7 +510,7 @@ def test_bytes_written_for_10000_records_at_most_3x_final_size(tmp_path):
     w = b.open_writer(b.load().state)
     initial = b.path.stat().st_size               # the empty base snapshot
     for i in range(10_000):
-        r = realistic(i)
+        r = dataset_entry(i)
         w.intent(r.address, r.kind, r.provider, "create")
         w.record(r)
     journal = b.journal_path.stat().st_size
@@ -529,19 +522,3 @@ def test_bytes_written_for_10000_records_at_most_3x_final_size(tmp_path):
     assert len(final.resources) == 10_000
     assert total <= 3 * size
 
-
-def test_perf_10000_intent_record_pairs(tmp_path):
-    b = backend(tmp_path)
-    w = b.open_writer(b.load().state)
-    rs = [realistic(i) for i in range(10_000)]
-    t0 = time.perf_counter()
-    for r in rs:
-        w.intent(r.address, r.kind, r.provider, "create")
-        w.record(r)
-    t1 = time.perf_counter()
-    w.close()
-    t2 = time.perf_counter()
-    b.load()
-    t3 = time.perf_counter()
-    print(json.dumps({"figure": "state_10000_intent_record", "records_s": round(t1 - t0, 3),
-                      "close_s": round(t2 - t1, 3), "load_s": round(t3 - t2, 3)}))

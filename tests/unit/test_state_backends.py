@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from _waiting import wait_until
 
 from mlform.config.loader import load_stack
 from mlform.diagnostics import DiagnosticError
@@ -539,11 +540,11 @@ def test_s3_group_commit_shares_one_put(s3):
     assert first_put.wait(60)
     for t in threads[1:]:
         t.start()
-    for _ in range(6000):                         # until the other seven have queued
+    def queued() -> bool:
         with w._cond:
-            if len(w._queue) == 7:
-                break
-        threading.Event().wait(0.01)
+            return len(w._queue) == 7
+
+    wait_until(queued, 60, "the other seven records to queue behind the PUT in flight")
     release.set()
     for t in threads:
         t.join()

@@ -15,7 +15,7 @@ from mlform.views import (
     ApplySummary, plan_from_json, plan_to_json, render_apply_summary, render_diagnostics,
     render_drift, render_drift_junit, render_plan, render_plan_markdown,
 )
-from mlform.views.json_plan import sensitive_paths, sensitive_tree
+from mlform.plan.codec import sensitive_paths, sensitive_tree
 
 SECRET = "hunter2-SECRET-value"
 
@@ -345,7 +345,6 @@ def full_plan() -> Plan:
         state_lineage="lin-1", state_serial=7, config_digest="sha256:abc",
         variables={"n": 3, "names": ["a", "b"]}, sensitive_variables={"pw": "salted:xyz"},
         refreshed={"memory_object.b": {"kind": "memory_object", "attributes": {"zone": "a"}}},
-        errored=True,
     )
 
 

@@ -1,0 +1,293 @@
+"""The JSON plan document (`plan --format json`, `show --json`, plan files): a plan as
+plain data and back (pure; `mlform.views` renders it, `mlform.planfile` saves it).
+
+Shaped like Terraform's `show -json` where the ideas match, so tools that read
+`resource_changes[].change.actions` work unchanged.  `plan_from_json` is the
+inverse; with `include_internal=True` the document also carries what apply
+needs (variables, config digest, state lineage/serial, ...), which is the
+plan file.
+
+Sensitive values never appear: the value at each sensitive path is written as
+`null` (or marked unknown in `after_unknown` when it was unknown), and the
+`*_sensitive` trees say where they were.  A plan read back therefore has
+`None` at those paths; apply must take sensitive values from elsewhere.
+
+Canonical order on the way back: dict keys and output changes sorted,
+sensitive paths in tree order (sorted keys, ascending indexes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Callable, Iterable
+
+from mlform import __version__
+from mlform.diagnostics import Diagnostic, SourceRange
+from mlform.expr.values import (
+    UNKNOWN, Sensitive, contains_unknown, known_part, merge_unknown, unknown_tree,
+)
+from mlform.plan.model import Action, Change, OutputChange, Plan
+
+FORMAT_VERSION = "1.0"
+
+
+# ---------------------------------------------------------------------------
+# plain data and redaction
+
+
+def plain(value: Any) -> Any:
+    """JSON-shaped copy: tuples -> lists, Mappings -> dicts.  UNKNOWN stays;
+    a stray `Sensitive` wrapper becomes None so it can never leak."""
+    if value is UNKNOWN or value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Sensitive):
+        return None
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def _has_path(value: Any, path: tuple) -> bool:
+    for step in path:
+        if isinstance(value, dict) and step in value:
+            value = value[step]
+        elif (isinstance(value, list) and isinstance(step, int)
+              and 0 <= step < len(value)):
+            value = value[step]
+        else:
+            return False
+    return True
+
+
+def _replace_at(value: Any, path: tuple, make: Callable[[Any], Any]) -> Any:
+    if not path:
+        return make(value)
+    head, rest = path[0], path[1:]
+    if isinstance(value, list):
+        out = list(value)
+    else:
+        out = dict(value)
+    out[head] = _replace_at(value[head], rest, make)
+    return out
+
+
+def redact(value: Any, paths: Iterable[tuple], make: Callable[[Any], Any]) -> Any:
+    """`value` (made plain) with the value at each sensitive path replaced by
+    `make(raw)`.  Shorter paths go first: once a prefix is redacted the longer
+    paths under it no longer exist and are skipped."""
+    out = plain(value)
+    for path in sorted({tuple(p) for p in paths}, key=len):
+        if _has_path(out, path):
+            out = _replace_at(out, path, make)
+    return out
+
+
+def redact_for_json(value: Any, paths: Iterable[tuple]) -> Any:
+    # Keep "this is unknown" (not a secret; apply needs it), drop the value.
+    return redact(value, paths, lambda raw: UNKNOWN if contains_unknown(raw) else None)
+
+
+
+
+
+# ---------------------------------------------------------------------------
+# sensitive paths <-> Terraform's sensitive trees
+
+
+def sensitive_tree(paths: Iterable[tuple]) -> Any:
+    """Terraform-shaped tree: True at each sensitive path, `False` when none."""
+    paths = [tuple(p) for p in paths]
+    if not paths:
+        return False
+    if any(not p for p in paths):
+        return True
+    heads = {p[0] for p in paths}
+    if all(isinstance(h, int) and not isinstance(h, bool) for h in heads):
+        return [sensitive_tree([p[1:] for p in paths if p[0] == i]) if i in heads else False
+                for i in range(max(heads) + 1)]
+    return {str(h): sensitive_tree([p[1:] for p in paths if p[0] == h])
+            for h in sorted(heads, key=str)}
+
+
+def sensitive_paths(tree: Any, prefix: tuple = ()) -> tuple[tuple, ...]:
+    """Inverse of `sensitive_tree`, in tree order."""
+    if tree is True:
+        return (prefix,)
+    if isinstance(tree, dict):
+        return tuple(p for k in sorted(tree) for p in sensitive_paths(tree[k], prefix + (k,)))
+    if isinstance(tree, list):
+        return tuple(p for i, v in enumerate(tree) for p in sensitive_paths(v, prefix + (i,)))
+    return ()
+
+
+def _paths_json(paths: Iterable[tuple]) -> list[list]:
+    return [list(p) for p in paths]
+
+
+def _paths_tuple(paths: Iterable[Iterable] | None) -> tuple[tuple, ...]:
+    return tuple(tuple(p) for p in paths or ())
+
+
+def _sorted_keys(value: Any) -> Any:
+    """Same value with every dict's keys sorted, so the bytes are stable."""
+    if isinstance(value, dict):
+        return {k: _sorted_keys(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [_sorted_keys(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------
+# to JSON
+
+
+def _value_pair(before: Any, after: Any, before_sens: Iterable[tuple],
+                after_sens: Iterable[tuple]) -> dict:
+    before_s, after_s = tuple(before_sens), tuple(after_sens)
+    after_r = redact_for_json(after, after_s)
+    return {
+        "before": known_part(redact_for_json(before, before_s)),
+        "after": known_part(after_r),
+        "after_unknown": unknown_tree(after_r),
+        "before_sensitive": sensitive_tree(before_s),
+        "after_sensitive": sensitive_tree(after_s),
+    }
+
+
+def _change_to_json(c: Change, internal: bool) -> dict:
+    doc: dict = {
+        "address": c.address,
+        "kind": c.kind,
+        "type": c.kind,               # Terraform's name for the same field
+        "name": c.name,
+        "provider_name": c.provider,
+        "change": {
+            "actions": c.action.json_actions,
+            **_value_pair(c.before, c.after, c.before_sensitive, c.after_sensitive),
+            "replace_paths": _paths_json(c.replace_paths),
+        },
+        "reasons": list(c.reasons),
+    }
+    if c.module:
+        doc["module_address"] = c.module
+    if c.index_key is not None:
+        doc["index"] = c.index_key
+    if c.action_reason:
+        doc["action_reason"] = c.action_reason
+    if c.deposed:
+        doc["deposed"] = c.deposed          # Terraform's key for a deposed object's change
+    if internal:
+        doc["dependencies"] = list(c.dependencies)
+        doc["prior_id"] = c.prior_id
+        doc["changed_paths"] = _paths_json(c.changed_paths)
+    return doc
+
+
+def _output_to_json(o: OutputChange) -> dict:
+    # A sensitive output is sensitive as a whole: the root path.
+    sens = ((),) if o.sensitive else ()
+    return {"actions": o.action.json_actions,
+            **_value_pair(o.before, o.after, sens, sens)}
+
+
+def plan_to_json(plan: Plan, *, include_internal: bool = False) -> dict:
+    """The JSON document of `plan` (plain dicts/lists, keys sorted)."""
+    s = plan.summary
+    doc: dict = {
+        "format_version": FORMAT_VERSION,
+        "mlform_version": __version__,
+        "mode": plan.mode,
+        "env": plan.env,
+        "resource_changes": [_change_to_json(c, include_internal) for c in plan.changes],
+        "resource_drift": [_change_to_json(c, include_internal) for c in plan.drift],
+        "output_changes": {o.name: _output_to_json(o) for o in plan.output_changes},
+        "summary": {"add": s.add, "change": s.change, "destroy": s.destroy},
+        "diagnostics": [d.to_json() for d in plan.diagnostics],
+        "errored": plan.errored,
+    }
+    if include_internal:
+        doc.update({
+            "variables": plain(dict(plan.variables)),
+            "sensitive_variables": dict(plan.sensitive_variables),
+            "config_digest": plan.config_digest,
+            "state_lineage": plan.state_lineage,
+            "state_serial": plan.state_serial,
+            "targets": list(plan.targets),
+            "replace": list(plan.replace),
+            "refreshed": known_part(plain(dict(plan.refreshed))),
+        })
+    return _sorted_keys(doc)
+
+
+# ---------------------------------------------------------------------------
+# from JSON
+
+
+def _change_from_json(doc: Mapping) -> Change:
+    ch = doc["change"]
+    return Change(
+        address=doc["address"],
+        kind=doc.get("kind", doc.get("type", "")),
+        name=doc["name"],
+        provider=doc.get("provider_name", ""),
+        action=Action.from_json_actions(ch["actions"]),
+        before=ch.get("before"),
+        after=merge_unknown(ch.get("after"), ch.get("after_unknown", False)),
+        module=doc.get("module_address", ""),
+        index_key=doc.get("index"),
+        replace_paths=_paths_tuple(ch.get("replace_paths")),
+        action_reason=doc.get("action_reason", ""),
+        reasons=tuple(doc.get("reasons", ())),
+        before_sensitive=sensitive_paths(ch.get("before_sensitive", False)),
+        after_sensitive=sensitive_paths(ch.get("after_sensitive", False)),
+        dependencies=tuple(doc.get("dependencies", ())),
+        prior_id=doc.get("prior_id"),
+        changed_paths=_paths_tuple(doc.get("changed_paths")),
+        deposed=doc.get("deposed", ""),
+    )
+
+
+def _output_from_json(name: str, doc: Mapping) -> OutputChange:
+    return OutputChange(
+        name=name,
+        action=Action.from_json_actions(doc["actions"]),
+        before=doc.get("before"),
+        after=merge_unknown(doc.get("after"), doc.get("after_unknown", False)),
+        sensitive=bool(doc.get("after_sensitive") or doc.get("before_sensitive")),
+    )
+
+
+def _diagnostic_from_json(doc: Mapping) -> Diagnostic:
+    rng = doc.get("range")
+    source = None
+    if rng:
+        start = rng.get("start", {})
+        source = SourceRange(rng["filename"], start.get("line", 0), start.get("column", 0))
+    return Diagnostic(doc["severity"], doc["summary"], doc.get("detail", ""), source,
+                      doc.get("address"), doc.get("hint", ""))
+
+
+def plan_from_json(doc: Mapping) -> Plan:
+    """Rebuild a Plan from `plan_to_json` output (internal keys when present).
+
+    Values at sensitive paths come back as None: the document never held them.
+    """
+    outputs = doc.get("output_changes", {})
+    return Plan(
+        changes=tuple(_change_from_json(c) for c in doc.get("resource_changes", ())),
+        drift=tuple(_change_from_json(c) for c in doc.get("resource_drift", ())),
+        output_changes=tuple(_output_from_json(n, outputs[n]) for n in sorted(outputs)),
+        diagnostics=tuple(_diagnostic_from_json(d) for d in doc.get("diagnostics", ())),
+        mode=doc.get("mode", "normal"),
+        env=doc.get("env", "default"),
+        targets=tuple(doc.get("targets", ())),
+        replace=tuple(doc.get("replace", ())),
+        state_lineage=doc.get("state_lineage", ""),
+        state_serial=doc.get("state_serial", 0),
+        config_digest=doc.get("config_digest", ""),
+        variables=dict(doc.get("variables", {})),
+        sensitive_variables=dict(doc.get("sensitive_variables", {})),
+        refreshed=dict(doc.get("refreshed", {})),
+    )

@@ -1,0 +1,90 @@
+"""Run fingerprints: what makes the plan ML-aware (DESIGN.md section 2, "Lineage").
+
+A pipeline's identity is its *run fingerprint*: the content digests of its
+input datasets, the content of its entrypoint, its hyperparameters and the
+cluster fields that change results.  When the fingerprint moves, the plan
+re-runs the pipeline and says why (`rerun_reasons`); the models and endpoints
+downstream show the update they get, each with its reason.
+
+Pure: the entrypoint's digest is a fact read before planning (`mlform.facts`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Mapping
+
+from mlform.expr.values import UNKNOWN, contains_unknown
+
+# Cluster fields that change a run's results (a different accelerator or
+# world size can change numerics); tags or names do not.
+CLUSTER_RESULT_FIELDS = ("accelerator", "gpus_per_node", "nodes", "instance_type")
+
+def _input_identity(value: Any) -> Any:
+    """What of an input feeds the fingerprint: a dataset's digest, else the value itself."""
+    if isinstance(value, dict) and "digest" in value:
+        return {"digest": value["digest"]}
+    return value
+
+
+def fingerprint(attributes: Mapping[str, Any], entrypoint_sha256: Any) -> Any:
+    """The run fingerprint of a pipeline, or UNKNOWN when any part is not yet known."""
+    inputs = attributes.get("inputs") or {}
+    cluster = attributes.get("cluster")
+    cluster_part = ({k: cluster.get(k) for k in CLUSTER_RESULT_FIELDS}
+                    if isinstance(cluster, dict) else cluster)
+    doc = {
+        "inputs": {k: _input_identity(v) for k, v in inputs.items()} if isinstance(inputs, dict) else inputs,
+        "entrypoint": entrypoint_sha256,
+        "hyperparameters": attributes.get("hyperparameters") or {},
+        "cluster": cluster_part,
+    }
+    if contains_unknown(doc):
+        return UNKNOWN
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _short(digest: Any) -> str:
+    return f"{digest[:8]}…" if isinstance(digest, str) else "(known after apply)"
+
+
+def rerun_reasons(prior: Mapping[str, Any], planned: Mapping[str, Any]) -> list[str]:
+    """Why a pipeline's fingerprint moved, in words (display only)."""
+    reasons: list[str] = []
+    old_inputs = prior.get("inputs") or {}
+    new_inputs = planned.get("inputs") or {}
+    if isinstance(old_inputs, dict) and isinstance(new_inputs, dict):
+        for key in sorted(new_inputs.keys() | old_inputs.keys()):
+            old, new = old_inputs.get(key), new_inputs.get(key)
+            if old == new:
+                continue
+            name = (new or old).get("address", key) if isinstance(new or old, dict) else key
+            if isinstance(old, dict) and isinstance(new, dict) and old.get("digest") != new.get("digest"):
+                reasons.append(f"{name} content changed (sha256 {_short(old.get('digest'))} → "
+                               f"{_short(new.get('digest'))})")
+            elif old is None:
+                reasons.append(f"input {key} added ({name})")
+            elif new is None:
+                reasons.append(f"input {key} removed")
+            elif _input_identity(old) != _input_identity(new):
+                reasons.append(f"input {key} changed")
+    if prior.get("entrypoint_sha256") != planned.get("entrypoint_sha256"):
+        reasons.append(f"entrypoint {planned.get('entrypoint')} changed "
+                       f"(sha256 {_short(prior.get('entrypoint_sha256'))} → "
+                       f"{_short(planned.get('entrypoint_sha256'))})")
+    old_hp, new_hp = prior.get("hyperparameters") or {}, planned.get("hyperparameters") or {}
+    if old_hp != new_hp and isinstance(old_hp, dict) and isinstance(new_hp, dict):
+        moved = [f"{k} {json.dumps(old_hp.get(k))} → {json.dumps(new_hp.get(k), default=str)}"
+                 for k in sorted(old_hp.keys() | new_hp.keys()) if old_hp.get(k) != new_hp.get(k)]
+        reasons.append("hyperparameters changed: " + ", ".join(moved))
+    old_c, new_c = prior.get("cluster"), planned.get("cluster")
+    if isinstance(old_c, dict) and isinstance(new_c, dict):
+        if any(old_c.get(k) != new_c.get(k) for k in CLUSTER_RESULT_FIELDS):
+            reasons.append(f"cluster {new_c.get('address', '')} changed".replace("  ", " "))
+    elif old_c != new_c:
+        reasons.append("cluster changed")
+    return reasons
+
+
+__all__ = ["fingerprint", "rerun_reasons", "CLUSTER_RESULT_FIELDS"]

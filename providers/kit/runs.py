@@ -1,0 +1,78 @@
+"""The run contract: what a training script gets and gives, on every provider.
+
+A pipeline's entrypoint runs with these environment variables (on top of the
+pipeline's `environment`); a script written for one provider runs on the others:
+
+=========================  ================================================
+``MLFORM_INPUT_<NAME>``    one per input, the key upper-cased (non-alphanumerics
+                           become ``_``): where the input's data is (a directory for
+                           a directory dataset or an upstream pipeline's output)
+``MLFORM_INPUTS``          JSON object: input name -> that path
+``MLFORM_HYPERPARAMETERS`` JSON object: the pipeline's `hyperparameters`
+``MLFORM_OUTPUT_DIR``      the directory the script writes to: ``model.pt`` (a
+                           TorchScript module), optionally ``signature.json``, and
+                           ``metrics.json`` (a JSON object of numbers)
+``MLFORM_DEVICE``          ``cuda`` when the run has GPUs, else ``cpu``
+``MLFORM_RUN_ID``          the run's id
+=========================  ================================================
+
+Providers that read metrics from the log instead (SageMaker) ask the script to print
+them as one JSON line as well.  `entrypoint_file` finds the entrypoint a provider runs
+or uploads, and refuses one that changed since the plan.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+from mlform.providers.base import ProviderError
+
+from .digests import hash_file
+
+__all__ = ["MODEL_FILE", "METRICS_FILE", "input_variable", "contract_environment",
+           "entrypoint_file"]
+
+MODEL_FILE, METRICS_FILE = "model.pt", "metrics.json"
+
+
+def input_variable(key: str) -> str:
+    """The contract's variable for input `key` (``train`` -> ``MLFORM_INPUT_TRAIN``)."""
+    return "MLFORM_INPUT_" + re.sub(r"[^A-Z0-9]", "_", key.upper())
+
+
+def contract_environment(*, inputs: Mapping[str, str], hyperparameters: Mapping[str, Any],
+                         output_dir: str, device: str, run_id: str) -> dict[str, str]:
+    """The contract's variables of one run (see the module docstring)."""
+    env = {input_variable(key): path for key, path in inputs.items()}
+    env.update({
+        "MLFORM_INPUTS": json.dumps(dict(inputs), sort_keys=True),
+        "MLFORM_HYPERPARAMETERS": json.dumps(dict(hyperparameters), sort_keys=True, default=str),
+        "MLFORM_OUTPUT_DIR": output_dir,
+        "MLFORM_DEVICE": device,
+        "MLFORM_RUN_ID": run_id,
+    })
+    return env
+
+
+def entrypoint_file(stack_dir: Path, address: str, attrs: Mapping[str, Any]) -> Path:
+    """The pipeline's entrypoint on disk, refused if it changed since the plan.
+
+    The engine gives a stack-relative `entrypoint_path` for pipelines inside modules, and
+    the planned content's `entrypoint_sha256`.
+    """
+    relative = str(attrs.get("entrypoint_path") or attrs.get("entrypoint") or "")
+    entrypoint = Path(relative) if Path(relative).is_absolute() else Path(stack_dir) / relative
+    if not entrypoint.is_file():
+        raise ProviderError(f"{address}: entrypoint {attrs.get('entrypoint')} not found "
+                            f"(looked for {entrypoint})", address=address)
+    wanted = attrs.get("entrypoint_sha256")
+    if isinstance(wanted, str):
+        found = hash_file(entrypoint).digest
+        if found != wanted:
+            raise ProviderError(f"{address}: entrypoint {attrs.get('entrypoint')} changed "
+                                f"since the plan (sha256 {wanted[:12]}… → {found[:12]}…); "
+                                f"run plan again", address=address)
+    return entrypoint

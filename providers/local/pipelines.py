@@ -1,0 +1,420 @@
+"""`pipeline` on the `local` provider: the entrypoint run as a subprocess, metrics and gate.
+
+The run contract (`mlform.providers.kit.runs`, also in docs/local-provider.md)
+------------------------------------------------------------------------------
+The entrypoint runs as ``[python, entrypoint]`` (the provider's `python`,
+default the interpreter running mlform) with the stack directory as its
+working directory and, on top of the pipeline's `environment`, the kit's run
+contract variables: ``MLFORM_INPUT_<NAME>`` (an input's path in the content
+store, or an upstream pipeline's output directory), ``MLFORM_INPUTS``,
+``MLFORM_HYPERPARAMETERS``, ``MLFORM_OUTPUT_DIR`` (an empty directory for
+``model.pt``, ``signature.json`` and ``metrics.json``), ``MLFORM_DEVICE``
+(``cuda`` when the cluster hands out GPUs) and ``MLFORM_RUN_ID``; plus
+``CUDA_VISIBLE_DEVICES`` (the cluster's GPU indices, empty for CPU).
+
+Exit status 0 means success; anything else fails the apply with the last
+lines of the log.  Output is unbuffered (``PYTHONUNBUFFERED=1``) and every line
+is kept in the run's ``logs.txt`` and shown as progress.
+
+Runs on disk
+------------
+``root/runs/<slug>/<run_id>/`` holds ``run.json`` (status running / succeeded /
+failed, pid, fingerprint, started, finished, metrics, error), ``logs.txt`` and
+``output/``; ``root/runs/<slug>/current.json`` names the run the pipeline
+publishes, with its attributes.  A run id is ``run-`` + sha256(address +
+fingerprint)[:12], so an unchanged fingerprint never runs twice and a retried
+create adopts the finished run; a run re-done because it was marked stale gets
+``-2``, ``-3``, ... appended.  A run left ``running`` by a killed apply is
+found on the next one: its process is stopped if it is still ours (its command
+line carries the run directory), and the run starts again from an empty
+directory.  A run that misses its `gate` is marked failed and its output is
+moved to ``rejected/``, so no model is published and nothing downstream
+changes.
+
+Staleness (`kit.reruns`): a monitor writes ``root/stale/<slug>.json`` (the kit's
+stale marker, naming the run it judged); `read` reports its reason as `stale`
+while the named run is the current one, and the next plan re-runs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, NoReturn
+from urllib.parse import unquote, urlsplit
+
+from mlform.providers.base import (
+    UNKNOWN, Desired, Facts, KindSchema, LiveObject, Planned, ProgressEvent, ProviderError,
+    Timeouts,
+)
+from mlform.providers.kit.gate import check_gate
+from mlform.providers.kit.monitoring import stale_marker
+from mlform.providers.kit.reruns import RUN_OUTPUTS, StaleMarker, plan_run, run_fingerprint
+from mlform.providers.kit.runs import (
+    METRICS_FILE, MODEL_FILE, contract_environment, entrypoint_file,
+)
+
+from . import processes
+from .clusters import devices_for
+from .env import LocalEnv, LocalHandler, read_json, write_json_atomic
+
+__all__ = ["PipelineHandler", "run_environment", "stale_marker_path", "mark_stale",
+           "RUNNING", "SUCCEEDED", "FAILED"]
+
+RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
+_LOG_TAIL_LINES = 20
+_PROGRESS_EVERY_S = 0.5
+_POLL_S = 0.1
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def stale_marker_path(env: LocalEnv, address: str) -> Path:
+    """Where a monitor marks the pipeline at `address` stale."""
+    return env.root / "stale" / f"{env.slug(address)}.json"
+
+
+def mark_stale(env: LocalEnv, address: str, run_id: str, reason: str, *, monitor: str = "",
+               at: Any = None, report: str | None = None) -> dict:
+    """Mark run `run_id` of the pipeline stale, so the next plan re-runs it."""
+    doc = stale_marker(reason, monitor=monitor, pipeline=address, time=at, report=report,
+                       run_id=run_id)
+    write_json_atomic(stale_marker_path(env, address), doc)
+    return doc
+
+
+# -- one run directory -------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunDir:
+    """``root/runs/<slug>/<run_id>/``: run.json, logs.txt, output/."""
+
+    path: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def record_path(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs.txt"
+
+    @property
+    def output(self) -> Path:
+        return self.path / "output"
+
+    @property
+    def marker(self) -> str:
+        """On the run's command line (``-X mlform_run_dir=...``), so `processes.is_ours` knows it."""
+        return f"mlform_run_dir={self.path}{os.sep}"
+
+    def record(self) -> dict | None:
+        doc = read_json(self.record_path)
+        return doc if isinstance(doc, dict) else None
+
+    def write(self, **fields: Any) -> dict:
+        doc = {**(self.record() or {}), **fields}
+        write_json_atomic(self.record_path, doc)
+        return doc
+
+    def alive(self, record: Mapping[str, Any]) -> bool:
+        return processes.is_ours(record.get("pid"), self.marker)
+
+    def discard(self) -> None:
+        """Stop a leftover process of ours, then remove the directory: the run starts clean."""
+        record = self.record() or {}
+        processes.stop(record.get("pid"), self.marker)
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        try:
+            text = self.logs.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
+# -- the environment of a run ------------------------------------------------
+
+def _input_path(env: LocalEnv, value: Any) -> str:
+    """What a script gets for an input: a local path where there is one, else the URI."""
+    if isinstance(value, Mapping):
+        value = value.get("uri") or value.get("model_uri") or value.get("address") or ""
+    text = str(value)
+    parts = urlsplit(text)
+    if parts.scheme == "file":
+        return unquote(parts.path)
+    if len(parts.scheme) > 1:
+        return text   # http(s):// and other URIs: the script knows what to do
+    return str(env.resolve(text))
+
+
+def run_environment(env: LocalEnv, attrs: Mapping[str, Any], run: RunDir,
+                    devices: list[int]) -> dict[str, str]:
+    """The process environment of a run: this process's, the pipeline's `environment`, the
+    run contract's variables (`kit.runs`), and the GPUs it may use."""
+    inputs = {key: _input_path(env, value) for key, value in (attrs.get("inputs") or {}).items()}
+    result = {**os.environ, **{str(k): str(v) for k, v in (attrs.get("environment") or {}).items()}}
+    result.update(contract_environment(
+        inputs=inputs, hyperparameters=attrs.get("hyperparameters") or {},
+        output_dir=str(run.output), device="cuda" if devices else "cpu", run_id=run.run_id))
+    result.update({"CUDA_VISIBLE_DEVICES": ",".join(str(d) for d in devices),
+                   "PYTHONUNBUFFERED": "1"})
+    return result
+
+
+# -- watching a run ----------------------------------------------------------
+
+class _LogFollower:
+    """New complete lines of a growing log file, turned into rate-limited progress."""
+
+    def __init__(self, path: Path, report: Any) -> None:
+        self._path = path
+        self._report = report
+        self._offset = 0
+        self._partial = b""
+        self._last_sent = 0.0
+        self._held: str | None = None
+
+    def poll(self, final: bool = False) -> None:
+        try:
+            with open(self._path, "rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read()
+        except OSError:
+            return
+        self._offset += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        if final and self._partial:
+            lines.append(self._partial)
+            self._partial = b""
+        for line in lines:
+            text = line.decode(errors="replace").rstrip()
+            if text:
+                self._held = text[:300]
+        now = time.monotonic()
+        # at most one line per interval: a chatty script must not flood the terminal
+        if self._held is not None and (final or now - self._last_sent >= _PROGRESS_EVERY_S):
+            self._report(self._held)
+            self._held, self._last_sent = None, now
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """The script and whatever it started (data loader workers) share its session."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+# -- the handler -------------------------------------------------------------
+
+class PipelineHandler(LocalHandler):
+    """`pipeline`: one subprocess run per fingerprint, gated on its metrics."""
+
+    schema = KindSchema(computed=(*RUN_OUTPUTS, "stale"),
+                        timeouts=Timeouts(create=24 * 3600.0, update=24 * 3600.0, delete=300.0))
+
+    # -- where things are ----------------------------------------------------
+
+    def runs_dir(self, address: str) -> Path:
+        return self.env.root / "runs" / self.env.slug(address)
+
+    def run_dir(self, address: str, run_id: str) -> RunDir:
+        return RunDir(self.runs_dir(address) / run_id)
+
+    def current_path(self, address: str) -> Path:
+        return self.runs_dir(address) / "current.json"
+
+    def base_run_id(self, address: str, fingerprint: str) -> str:
+        return "run-" + hashlib.sha256((address + fingerprint).encode()).hexdigest()[:12]
+
+    def stale_marker(self, address: str) -> StaleMarker | None:
+        return StaleMarker.from_json(read_json(stale_marker_path(self.env, address)))
+
+    # -- plan ----------------------------------------------------------------
+
+    def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
+        return plan_run(desired, prior)
+
+    # -- create / update -----------------------------------------------------
+
+    def create(self, planned: Planned) -> LiveObject:
+        address, attrs = planned.address, dict(planned.attributes)
+        fingerprint = run_fingerprint(planned)
+        if attrs.get("run_id") is not UNKNOWN:
+            run = self._kept(address, str(attrs["run_id"]), attrs.get("gate"))
+        else:
+            run = self._choose(address, fingerprint)
+            if run.record() is None:
+                self._execute(address, attrs, run)
+        attrs.update(self._outputs(run), stale=None)
+        write_json_atomic(self.current_path(address), {"run_id": run.run_id, "attributes": attrs})
+        return LiveObject(address, planned.kind, self.env.object_id(address), attrs)
+
+    def update(self, prior: LiveObject, planned: Planned) -> LiveObject:
+        return self.create(planned)
+
+    def _kept(self, address: str, run_id: str, gate: Any) -> RunDir:
+        """The plan kept an earlier run: it must still be there, and pass the gate as it is now."""
+        run = self.run_dir(address, run_id)
+        record = run.record()
+        if not record or record.get("status") != SUCCEEDED:
+            raise ProviderError(f"{address}: run {run_id}, which the plan keeps, is gone; "
+                                f"run plan again", address=address)
+        # the gate is not part of the fingerprint: a stricter gate judges the same metrics
+        missed = check_gate(gate, record.get("metrics") or {})
+        if missed is not None:
+            raise ProviderError(f"{missed} (run {run_id})", address=address)
+        return run
+
+    def _choose(self, address: str, fingerprint: str) -> RunDir:
+        """The run for this fingerprint: a finished one to adopt, or a clean directory."""
+        base = self.base_run_id(address, fingerprint)
+        marker = self.stale_marker(address)
+        for number in itertools.count(1):
+            run = self.run_dir(address, base if number == 1 else f"{base}-{number}")
+            record = run.record()
+            if record is None:
+                if run.path.exists():   # a create killed before its record was written
+                    run.discard()
+                return run
+            if record.get("status") == SUCCEEDED:
+                if record.get("superseded"):
+                    continue
+                if marker is not None and marker.marks(run.run_id):
+                    # remember it, so a later marker for another run cannot revive this one
+                    run.write(superseded=marker.reason)
+                    continue
+                return run   # a retried or crashed create: adopt the finished run
+            # failed, or left running by a killed apply: start again from nothing
+            run.discard()
+            return run
+        raise AssertionError("unreachable")
+
+    def _outputs(self, run: RunDir) -> dict[str, Any]:
+        record = run.record() or {}
+        return {"run_id": run.run_id, "model_uri": run.output.as_uri(),
+                "metrics": record.get("metrics") or {}}
+
+    def _execute(self, address: str, attrs: Mapping[str, Any], run: RunDir) -> None:
+        entrypoint = entrypoint_file(self.env.stack_dir, address, attrs)
+        devices = devices_for(self.env, attrs.get("cluster"))
+        run.output.mkdir(parents=True, exist_ok=True)
+        run.write(run_id=run.run_id, address=address, status=RUNNING, pid=None,
+                  fingerprint=attrs.get("fingerprint"), started=_now(), finished=None,
+                  devices=devices)
+        argv = [self.env.python, "-X", run.marker,
+                str(attrs.get("entrypoint_path") or attrs.get("entrypoint"))]
+        timeout = attrs.get("timeout_seconds") or self.schema.timeouts.create
+        with open(run.logs, "ab") as log:
+            proc = subprocess.Popen(argv, cwd=self.env.stack_dir, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT, close_fds=True,
+                                    env=run_environment(self.env, attrs, run, devices),
+                                    start_new_session=True)
+        run.write(pid=proc.pid)
+        self._progress(address, f"{run.run_id} started: {entrypoint.name} on "
+                                f"{'GPU ' + ','.join(map(str, devices)) if devices else 'CPU'}", run)
+        code = self._wait(address, proc, run, float(timeout))
+        self._finish(address, attrs, run, code, float(timeout))
+
+    def _progress(self, address: str, message: str, run: RunDir) -> None:
+        self.env.context.progress(ProgressEvent(address, message, f"run {run.run_id}"))
+
+    def _wait(self, address: str, proc: subprocess.Popen, run: RunDir, timeout: float) -> int | None:
+        """The exit status, or None when the run outlived its timeout (it is killed then)."""
+        follower = _LogFollower(run.logs, lambda line: self._progress(address, line, run))
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    return proc.wait(timeout=_POLL_S)
+                except subprocess.TimeoutExpired:
+                    follower.poll()
+                if time.monotonic() > deadline:
+                    _kill_group(proc)
+                    return None
+        finally:
+            if proc.poll() is None:   # interrupted (Ctrl-C): leave no orphan behind
+                _kill_group(proc)
+            follower.poll(final=True)
+
+    def _finish(self, address: str, attrs: Mapping[str, Any], run: RunDir, code: int | None,
+                timeout: float) -> None:
+        """Judge a finished process: exit status, metrics, gate, model.  Raises on failure."""
+        if code is None:
+            self._fail(run, address, f"{address}: the run {run.run_id} took longer than "
+                                     f"timeout_seconds = {timeout:g} and was stopped")
+        if code != 0:
+            self._fail(run, address, f"{address}: {attrs.get('entrypoint')} {_exit_text(code)} "
+                                     f"(run {run.run_id}, log {run.logs})", tail=True)
+        metrics = read_json(run.output / METRICS_FILE)
+        if not isinstance(metrics, dict):
+            self._fail(run, address, f"{address}: {attrs.get('entrypoint')} wrote no {METRICS_FILE} "
+                                     f"(a JSON object) in MLFORM_OUTPUT_DIR", tail=True)
+        missed = check_gate(attrs.get("gate"), metrics)
+        if missed is not None:
+            # no model is published: the output is set aside and the apply stops here
+            if run.output.exists():
+                os.replace(run.output, run.path / "rejected")
+            self._fail(run, address, missed, metrics=metrics)
+        if not (run.output / MODEL_FILE).is_file():
+            self._fail(run, address, f"{address}: {attrs.get('entrypoint')} wrote no {MODEL_FILE} "
+                                     f"in MLFORM_OUTPUT_DIR", tail=True, metrics=metrics)
+        run.write(status=SUCCEEDED, finished=_now(), exit_code=0, metrics=metrics)
+
+    def _fail(self, run: RunDir, address: str, message: str, *, tail: bool = False,
+              metrics: Any = None) -> NoReturn:
+        run.write(status=FAILED, finished=_now(), error=message, metrics=metrics)
+        log = run.tail() if tail else ""
+        raise ProviderError(message + (f"\nlast lines of the log:\n{log}" if log else ""),
+                            address=address, service_message=log)
+
+    # -- read / delete -------------------------------------------------------
+
+    def read(self, prior: LiveObject) -> LiveObject | None:
+        address = prior.address
+        current = read_json(self.current_path(address))
+        if not isinstance(current, dict) or not isinstance(current.get("run_id"), str):
+            return None
+        run = self.run_dir(address, current["run_id"])
+        record = run.record()
+        if not record or record.get("status") != SUCCEEDED or not run.output.is_dir():
+            return None   # the run (or its output) was removed: gone
+        attrs = dict(current.get("attributes") or {})
+        marker = self.stale_marker(address)
+        attrs["stale"] = marker.reason if marker is not None and marker.marks(run.run_id) else None
+        return LiveObject(address, prior.kind, self.env.object_id(address), attrs)
+
+    def delete(self, prior: LiveObject) -> None:
+        root = self.runs_dir(prior.address)
+        if root.is_dir():
+            for path in sorted(p for p in root.iterdir() if p.is_dir()):
+                RunDir(path).discard()   # stops only processes whose command line is ours
+            shutil.rmtree(root, ignore_errors=True)
+        stale_marker_path(self.env, prior.address).unlink(missing_ok=True)

@@ -1,0 +1,57 @@
+"""`pipeline` on the memory provider: a "run" per fingerprint, gated on its metrics.
+
+Re-runs follow the kit's rule (`kit.reruns`): a changed fingerprint, a `stale` reason
+written into the store (what a monitor would do), or a run that never completed.  A
+run's metrics are `settings.metrics` (default ``{accuracy = 1.0}``), judged by the
+`gate` before anything is counted or stored, so a failed gate makes nothing.  The first
+run of a fingerprint has the id ``run-`` + sha256(address + fingerprint)[:12]; a re-run
+of the same fingerprint (a stale pipeline) counts on, so it is a new run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Callable, Mapping
+
+from mlform.providers.base import (
+    UNKNOWN, Desired, Facts, KindSchema, LiveObject, Planned, ProviderError, contains_unknown,
+)
+from mlform.providers.kit.gate import check_gate
+from mlform.providers.kit.reruns import RUN_OUTPUTS, plan_run
+
+from .env import MemoryHandler
+from .trees import to_plain
+
+__all__ = ["PipelineHandler"]
+
+
+class PipelineHandler(MemoryHandler):
+    kind = "pipeline"
+    schema = KindSchema(computed=(*RUN_OUTPUTS, "stale"))
+
+    def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
+        self.env.failures.raise_for("plan", desired.address)
+        return plan_run(desired, prior)
+
+    def realize(self, address: str, attrs: Mapping[str, Any], existing: Mapping[str, Any] | None,
+                next_counter: Callable[[str, int], int], id: str) -> dict[str, Any]:
+        if attrs.get("run_id") is not UNKNOWN:
+            return {}  # plan kept the previous run: nothing to run
+        settings = attrs.get("settings")
+        metrics = settings.get("metrics") if isinstance(settings, Mapping) else None
+        if not isinstance(metrics, Mapping) or contains_unknown(metrics):
+            metrics = {"accuracy": 1.0}
+        metrics = to_plain(metrics)
+        missed = check_gate(attrs.get("gate"), metrics)   # before anything is counted or stored
+        if missed is not None:
+            raise ProviderError(missed, address=address)
+        fingerprint = attrs.get("fingerprint")
+        fingerprint = ("" if fingerprint is None or contains_unknown(fingerprint) else
+                       fingerprint if isinstance(fingerprint, str) else
+                       json.dumps(to_plain(fingerprint), sort_keys=True))
+        number = next_counter(f"{id}#run:{fingerprint}", 0)
+        seed = address + fingerprint + ("" if number == 1 else f"#{number}")
+        run_id = "run-" + hashlib.sha256(seed.encode()).hexdigest()[:12]
+        return {"run_id": run_id, "model_uri": self.env.uri("artifacts", address, run_id),
+                "metrics": metrics, "stale": None}
