@@ -102,7 +102,7 @@ def plan(session, state: State, options: PlanOptions, timing: PlanTiming | None 
         graph=session.graph, stack_dir=session.stack_dir, env=session.env_name,
         config_digest=session.config.digest, variables=session.variables,
         providers=providers, state=state, refreshed=refreshed, options=options,
-        drift=drift, diagnostics=diags, cwd=str(Path.cwd())))
+        drift=drift, diagnostics=(*session.config.warnings, *diags), cwd=str(Path.cwd())))
     facts = FactTable()
     while True:
         t1 = time.perf_counter()

@@ -89,7 +89,7 @@ class _Validator:
 
 def validate_stack(session) -> list[Diagnostic]:
     config = session.config
-    diags: list[Diagnostic] = []
+    diags: list[Diagnostic] = list(config.warnings)
     try:
         values = session.variables.values
     except DiagnosticError as exc:

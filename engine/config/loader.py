@@ -20,8 +20,8 @@ from pathlib import Path
 from mlform._gc import paused_gc
 from mlform.config.decode import Decoder, decode_module, provider_config
 from mlform.config.model import Environment, Module, StackConfig
-from mlform.config.syntax import PARSERS, Body, parse_file
-from mlform.diagnostics import Diagnostic, DiagnosticError, SourceRange, error
+from mlform.config.syntax import LABELED, PARSERS, Body, parse_file, top_level_keys
+from mlform.diagnostics import Diagnostic, DiagnosticError, SourceRange, error, warning
 
 # The files of a stack or a module, by how their names end.
 STACK_SUFFIXES = (".hcl", ".mlform.yaml", ".mlform.yml", ".mlform.json")
@@ -31,6 +31,9 @@ _PLAIN_SUFFIXES = (".yaml", ".yml", ".json")
 # the first that exists wins, in this order.
 ENV_SUFFIXES = (".hcl", ".mlform.yaml", ".mlform.yml", ".mlform.json", *_PLAIN_SUFFIXES)
 ENV_DIR = "environments"
+# Plain YAML/JSON files larger than this are not looked into for the warning below:
+# spec files are small, saved plans and stores can be large.
+_SNIFF_LIMIT = 4 * 1024 * 1024
 
 
 def display_path(path: Path) -> str:
@@ -69,6 +72,34 @@ def _no_spec_files_hint(directory: Path, otherwise: str) -> str:
             f"{plain[0]} to {stem}.mlform.{suffix}.")
 
 
+def unread_spec_files(directory: Path) -> list[Diagnostic]:
+    """A warning for each plain YAML/JSON file of a directory that looks like a spec
+    file (every top-level key is a block type) but is not read for want of the
+    `.mlform.` suffix: stacks written before the suffix rule would otherwise lose
+    those blocks silently (the plan would delete what they declared)."""
+    found = []
+    for path in sorted(directory.iterdir()):
+        name = path.name
+        if name.startswith(".") or not name.endswith(_PLAIN_SUFFIXES) or is_stack_file(name):
+            continue
+        try:
+            if not path.is_file() or path.stat().st_size > _SNIFF_LIMIT:
+                continue
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        keys = top_level_keys(text, path.suffix)
+        if keys and keys <= LABELED | {"locals"}:
+            stem, _, suffix = name.rpartition(".")
+            found.append(warning(
+                f"{name} looks like a spec file but is not read",
+                detail="mlform reads *.hcl, *.mlform.yaml, *.mlform.yml and *.mlform.json "
+                       "files; other YAML and JSON is left alone.",
+                source=SourceRange(display_path(path)),
+                hint=f"If it is a spec file, rename it to {stem}.mlform.{suffix}."))
+    return found
+
+
 def files_read(config: StackConfig) -> list[Path]:
     """Every spec file a loaded stack was read from: the root module's, its modules'
     (depth first) and the environment's, in the order they were first read."""
@@ -90,6 +121,7 @@ class _Reader:
     def __init__(self) -> None:
         self.digest = hashlib.sha256()
         self.diags: list[Diagnostic] = []
+        self.warnings: list[Diagnostic] = []
 
     def parse(self, path: Path) -> Body | None:
         try:
@@ -108,6 +140,7 @@ class _Reader:
     def module(self, directory: Path, chain: tuple[Path, ...] = ()) -> Module:
         module = Module(dir=directory)
         files = spec_files(directory)
+        self.warnings.extend(unread_spec_files(directory))
         module.files = files
         bodies = [b for b in (self.parse(f) for f in files) if b is not None]
         self.diags.extend(decode_module(bodies, module))
@@ -272,9 +305,10 @@ def _load(stack_dir: Path, env: str | None) -> StackConfig:
     if reader.diags:
         raise DiagnosticError(reader.diags)
     return StackConfig(root=root, env=environment, stack_dir=stack_dir.resolve(),
-                       digest=reader.digest.hexdigest())
+                       digest=reader.digest.hexdigest(), warnings=reader.warnings)
 
 
 __all__ = ["load_stack", "display_path", "spec_files", "is_stack_file", "files_read",
+           "unread_spec_files",
            "available_environments", "STACK_SUFFIXES", "ENV_SUFFIXES"]
 assert {"." + suffix.rsplit(".", 1)[1] for suffix in ENV_SUFFIXES} <= set(PARSERS)

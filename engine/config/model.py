@@ -157,6 +157,8 @@ class StackConfig:
     env: Environment
     stack_dir: Path
     digest: str                      # sha256 over every file read: a saved plan goes stale when it moves
+    # Problems that do not stop loading (a spec file named without the .mlform. suffix).
+    warnings: list = field(default_factory=list)
 
     @property
     def stack_name(self) -> str:

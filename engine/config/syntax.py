@@ -243,8 +243,22 @@ class _YamlNode:
 
 
 # Top-level keys whose value maps a label to a block body (`dataset: {name: {...}}`).
-_LABELED = {"variable", "output", "provider", "module", "dataset", "training_cluster",
+LABELED = {"variable", "output", "provider", "module", "dataset", "training_cluster",
             "pipeline", "model", "endpoint", "monitor", "backend"}
+
+
+def top_level_keys(text: str, suffix: str) -> set[str]:
+    """The keys of a plain YAML/JSON document's top-level mapping; empty when it is not
+    one or does not parse (the caller only asks whether it looks like a spec file)."""
+    try:
+        data = json.loads(text) if suffix == ".json" else yaml.load(text, Loader=_FAST_LOADER)
+    except (ValueError, yaml.YAMLError, RecursionError):
+        return set()
+    return {k for k in data if isinstance(k, str)} if isinstance(data, dict) else set()
+
+
+# libyaml's loader when PyYAML was built with it: this reads files that are not ours.
+_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _tree_body(node, file: str, diags: list[Diagnostic], top: bool = False) -> Body:
@@ -265,7 +279,7 @@ def _tree_body(node, file: str, diags: list[Diagnostic], top: bool = False) -> B
         if not isinstance(key, str):
             diags.append(error(f"Attribute names must be strings, got {key!r}", source=source))
             continue
-        if top and key in _LABELED:
+        if top and key in LABELED:
             _tree_labeled(key, value_node, file, diags, body)
         elif top and key == "locals":
             body.blocks.append(Block("locals", (), _tree_body(value_node, file, diags), source))

@@ -180,7 +180,10 @@ class TupleType(TypeConstraint):
 
 
 @dataclass(frozen=True)
-class Attribute:
+class ObjectAttribute:
+    """One attribute of an `object({...})` type: its type, and whether `optional(...)`
+    wraps it, with the default filled in when a value leaves it out."""
+
     type: TypeConstraint
     optional: bool = False
     default: Any = None
@@ -195,7 +198,7 @@ class Attribute:
 
 @dataclass(frozen=True)
 class ObjectType(TypeConstraint):
-    attributes: Mapping[str, Attribute] = field(default_factory=dict)
+    attributes: Mapping[str, ObjectAttribute] = field(default_factory=dict)
 
     def __hash__(self) -> int:
         return hash(tuple(self.attributes))
@@ -347,10 +350,10 @@ def _from_node(node: Any, file: str, pos: PosFn) -> TypeConstraint:
                     "object({name = string}).", src)
 
 
-def _object_attributes(node: Tree, file: str, pos: PosFn) -> dict[str, Attribute]:
+def _object_attributes(node: Tree, file: str, pos: PosFn) -> dict[str, ObjectAttribute]:
     from mlform.expr.compile import compile_hcl
 
-    attributes: dict[str, Attribute] = {}
+    attributes: dict[str, ObjectAttribute] = {}
     for elem in _kids(node):
         key_node, value_node = elem.children[0], elem.children[-1]
         key_inner = key_node.children[0]
@@ -381,9 +384,9 @@ def _object_attributes(node: Tree, file: str, pos: PosFn) -> dict[str, Attribute
                                     "A default value must not refer to anything.",
                                     default_expr.source)
                 default = attr_type.convert(default_expr.evaluate(), default_expr.source)
-            attributes[key] = Attribute(attr_type, True, default)
+            attributes[key] = ObjectAttribute(attr_type, True, default)
         else:
-            attributes[key] = Attribute(_from_node(value_node, file, pos))
+            attributes[key] = ObjectAttribute(_from_node(value_node, file, pos))
     return attributes
 
 

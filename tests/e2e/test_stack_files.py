@@ -87,6 +87,30 @@ def test_plain_yaml_and_json_are_not_read_and_the_hint_says_to_rename(make_stack
     assert mlform("validate", cwd=stack).code == 0
 
 
+def test_a_spec_file_without_the_suffix_beside_the_stack_is_warned_about(make_stack, mlform):
+    # An older stack split across main.hcl and endpoints.json: the JSON file is no
+    # longer read, so the plan would lose its blocks; every command says so.
+    stack = make_stack(memory_provider() + RESOURCES, files={
+        "endpoints.json": ENDPOINT_JSON,
+        "params.yaml": "model:\n  layers: 3\nepochs: 3\n",   # not only block types: quiet
+    })
+    planned = mlform("plan", cwd=stack)
+    assert planned.code == 0, planned
+    shown = planned.stdout + planned.stderr
+    assert "endpoints.json looks like a spec file but is not read" in shown, planned
+    assert "rename it to endpoints.mlform.json" in shown, planned
+    assert "params.yaml" not in shown, planned
+    as_json = mlform("plan", "--format", "json", cwd=stack)
+    assert [d["summary"] for d in as_json.json()["diagnostics"]] == [
+        "endpoints.json looks like a spec file but is not read"], as_json
+    assert "looks like a spec file" in mlform("validate", cwd=stack).stderr
+
+    (stack / "endpoints.json").rename(stack / "endpoints.mlform.json")
+    quiet = mlform("plan", "--format", "json", cwd=stack)
+    assert quiet.json()["diagnostics"] == [], quiet
+    assert "endpoint.clf" in [c["address"] for c in quiet.json()["resource_changes"]]
+
+
 def test_a_module_directory_follows_the_same_rule(make_stack, mlform):
     module_json = json.dumps({
         "variable": {"name": {"type": "string"}},
