@@ -134,6 +134,7 @@ class Applier:
             queue.SimpleQueue()
         self._work: "queue.SimpleQueue[tuple[Unit, Any] | None]" = queue.SimpleQueue()
         self._workers: list[threading.Thread] = []
+        self._submitted: set[str] = set()     # addresses whose operation was handed out
         self._inflight = 0
         self._outputs: dict[str, Any] = {}
         self._edges = session.graph.resource_edges()
@@ -316,12 +317,16 @@ class Applier:
         provider = self.providers.get(provider_key)
         schema = self.providers.schema(provider_key, res.kind, res.source)
         deps = sorted(self._edges.get(node.key, ()))
-        # First every final plan (or the facts they need: read on a worker, then again),
-        # then the operations: a block is never half submitted.
-        ops: list[_Op] = []
+        # Each operation goes to the workers as soon as its final plan is made, so they
+        # start while the rest of the block is planned.  An instance whose plan needs
+        # facts waits for them (read on a worker) and the block is visited again; what
+        # was handed out already is not planned twice.
+        submitted = False
         problems: list[Diagnostic] = []
         needs: set = set()
         for inst in instances:
+            if inst.address in self._submitted:
+                continue
             change = self.by_address.get(inst.address)
             prior = self.refreshed.get(inst.address)
             if prior is not None and prior.holds_only_deposed:
@@ -338,18 +343,18 @@ class Applier:
             except DiagnosticError as exc:
                 problems.extend(exc.diagnostics)
                 continue
-            ops.append(_Op(change, inst, prior, planned, sens, deps))
-        if needs:
+            self._submitted.add(inst.address)
+            self._submit(unit, _Op(change, inst, prior, planned, sens, deps))
+            submitted = True
+        if needs and not problems:
             self._submit(unit, _FactsOp(frozenset(needs)))
             return Visit.RUNNING
         ev.declare_empty(node)
-        for op in ops:
-            self._submit(unit, op)
         if problems:
             # Some instances may be fine: they run, but this block counts as failed.
             self._fail(unit, problems)
-            return Visit.RUNNING if ops else Visit.FAILED
-        return Visit.RUNNING if ops else Visit.DONE
+            return Visit.RUNNING if submitted else Visit.FAILED
+        return Visit.RUNNING if submitted else Visit.DONE
 
     def _unchanged(self, inst: Instance, change: Change | None, prior, schema, deps) -> None:
         """An instance the plan leaves alone: downstream sees what it is (or will be)."""

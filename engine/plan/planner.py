@@ -98,13 +98,17 @@ class Planner:
         """The plan, or the fact requests still needed (read them, then call again)."""
         if facts is not None:
             self.facts = facts
+        # Planning does no I/O, and what it allocates (the walk's values, the plan and
+        # its copy of the refreshed state) lives until the plan is made: cyclic GC
+        # passes over it free nothing and cost a fifth of a big plan.
+        with paused_gc():
+            return self._run()
+
+    def _run(self) -> Plan | frozenset:
         opts = self.options
         if opts.mode == "normal" and not self.diags.has_errors() and not self._walked:
             self.walk.resume()
-            # No I/O in the walk, and what it allocates lives until the plan is made:
-            # cyclic GC passes over it free nothing and cost a fifth of a big plan.
-            with paused_gc():
-                requests = self.walk.run()
+            requests = self.walk.run()
             if requests:
                 return requests
             self._walked = True
