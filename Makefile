@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: test bench demo venv clean
+.PHONY: test bench demo venv k8s-tools clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# The Kubernetes test control plane (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kwok), built with Go from the module proxy once per machine into
+# .tools/k8s; the script skips the build when its stamp matches (tests/k8s/cluster).
+k8s-tools:
+	tests/k8s/cluster/build.sh
+
+test: $(STAMP) k8s-tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
@@ -28,4 +34,4 @@ demo: $(STAMP)
 	$(BIN)/python stacks/demo.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .tools

@@ -1,0 +1,320 @@
+"""A real Kubernetes control plane on 127.0.0.1 for tests, without containers.
+
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (fake nodes
+that move pods through their lifecycle), started in that order on free loopback
+ports from the binaries `build.sh` makes (see README.md).  Nothing runs a
+container: kwok marks scheduled pods Running/Ready, and Job pods Succeeded.
+
+    plane = ControlPlane(tools_dir(), tmp_path)
+    plane.start()
+    try:
+        ... plane.kubeconfig, plane.api() ...
+    finally:
+        plane.stop()
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import socket
+import ssl
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from _waiting import wait_until
+
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# kwok's shipped stages (kustomize/stage/ of its module, copied by build.sh): nodes
+# become Ready and keep a heartbeat; pods become Ready, Job pods complete, deleted pods
+# go away.
+STAGES = ("node/fast/node-initialize.yaml", "node/heartbeat/node-heartbeat.yaml",
+          "pod/fast/pod-ready.yaml", "pod/fast/pod-complete.yaml", "pod/fast/pod-delete.yaml")
+REPO = Path(__file__).resolve().parents[3]
+
+
+def tools_dir() -> Path:
+    """Where build.sh put the binaries (MLFORM_K8S_TOOLS, or .tools/k8s in the repo)."""
+    return Path(os.environ.get("MLFORM_K8S_TOOLS") or REPO / ".tools" / "k8s")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------------- keys
+
+def _key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _cert(subject: x509.Name, key, issuer: x509.Name, issuer_key, *, ca: bool = False,
+          sans: list | None = None, client: bool = False) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    if not ca:
+        usage = x509.oid.ExtendedKeyUsageOID
+        builder = builder.add_extension(x509.ExtendedKeyUsage(
+            [usage.CLIENT_AUTH] if client else [usage.SERVER_AUTH]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+@dataclass
+class Keys:
+    """A CA, the API server's serving pair, an admin client pair (system:masters) and
+    the service-account signing pair, as files under `directory`."""
+
+    directory: Path
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def make(self) -> "Keys":
+        import ipaddress
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        ca_key = _key()
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mlform-test-ca")])
+        ca = _cert(ca_name, ca_key, ca_name, ca_key, ca=True)
+        server_key = _key()
+        server = _cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
+                       server_key, ca_name, ca_key,
+                       sans=[x509.DNSName("localhost"),
+                             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                             x509.IPAddress(ipaddress.ip_address("10.0.0.1"))])
+        admin_key = _key()
+        admin = _cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "admin"),
+                                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters")]),
+                      admin_key, ca_name, ca_key, client=True)
+        sa_key = _key()
+        pem = serialization.Encoding.PEM
+        contents = {
+            "ca.crt": ca.public_bytes(pem), "ca.key": _pem_key(ca_key),
+            "server.crt": server.public_bytes(pem), "server.key": _pem_key(server_key),
+            "admin.crt": admin.public_bytes(pem), "admin.key": _pem_key(admin_key),
+            "sa.key": _pem_key(sa_key),
+            "sa.pub": sa_key.public_key().public_bytes(
+                pem, serialization.PublicFormat.SubjectPublicKeyInfo),
+        }
+        for name, data in contents.items():
+            path = self.directory / name
+            path.write_bytes(data)
+            self.files[name] = path
+        return self
+
+    def __getitem__(self, name: str) -> Path:
+        return self.files[name]
+
+
+# ------------------------------------------------------------------------- plane
+
+class ControlPlane:
+    """The five processes, their ports and files; `start` waits for each to be ready."""
+
+    def __init__(self, tools: Path, root: Path) -> None:
+        missing = [b for b in BINARIES if not (tools / b).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{', '.join(missing)} not in {tools}: run "
+                                    f"tests/k8s/cluster/build.sh first")
+        self.tools = tools
+        self.root = root
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.keys = Keys(root / "pki")
+        self.port = free_port()
+        self.server = f"https://127.0.0.1:{self.port}"
+        self.kubeconfig = root / "kubeconfig"
+
+    # -------------------------------------------------------------- processes
+
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
+        log = open(self.root / f"{name}.log", "wb")
+        proc = subprocess.Popen([str(self.tools / name), *args], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        log.close()
+        self.procs.append((name, proc))
+        return proc
+
+    def _alive(self, name: str, proc: subprocess.Popen) -> None:
+        if proc.poll() is not None:
+            tail = (self.root / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+
+    def _wait(self, name: str, proc: subprocess.Popen, ready, timeout: float = 90) -> None:
+        def check():
+            self._alive(name, proc)
+            try:
+                return ready()
+            except httpx.HTTPError:
+                return False
+        wait_until(check, timeout, f"{name} to be ready", interval=0.2)
+
+    def api(self) -> httpx.Client:
+        """An HTTP client for the API server, as the admin (system:masters)."""
+        context = ssl.create_default_context(cafile=str(self.keys["ca.crt"]))
+        context.load_cert_chain(str(self.keys["admin.crt"]), str(self.keys["admin.key"]))
+        return httpx.Client(base_url=self.server, verify=context, timeout=30)
+
+    def start(self) -> "ControlPlane":
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.keys.make()
+        try:
+            self._etcd()
+            self._apiserver()
+            self._write_kubeconfig()
+            self._controller_manager()
+            self._scheduler()
+            self._kwok()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM everything in reverse order of start, then wait (SIGKILL the slow)."""
+        for _, proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for _, proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+
+    # -------------------------------------------------------------- the parts
+
+    def _etcd(self) -> None:
+        client, peer = free_port(), free_port()
+        self.etcd_url = f"http://127.0.0.1:{client}"
+        proc = self._spawn(
+            "etcd", "--name=default", f"--data-dir={self.root / 'etcd'}",
+            f"--listen-client-urls={self.etcd_url}", f"--advertise-client-urls={self.etcd_url}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-cluster=default=http://127.0.0.1:{peer}", "--unsafe-no-fsync",
+            "--log-level=warn")
+        self._wait("etcd", proc, lambda: httpx.get(f"{self.etcd_url}/health").status_code == 200)
+
+    def _apiserver(self) -> None:
+        keys = self.keys
+        policy = self.root / "audit-policy.yaml"
+        policy.write_text("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n"
+                          "- level: Metadata\n")
+        self.audit_log = self.root / "audit.log"
+        proc = self._spawn(
+            "kube-apiserver", f"--etcd-servers={self.etcd_url}",
+            f"--secure-port={self.port}", "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--tls-cert-file={keys['server.crt']}", f"--tls-private-key-file={keys['server.key']}",
+            f"--client-ca-file={keys['ca.crt']}", "--authorization-mode=RBAC",
+            "--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true",
+            f"--service-account-issuer={self.server}/",
+            f"--service-account-key-file={keys['sa.pub']}",
+            f"--service-account-signing-key-file={keys['sa.key']}",
+            "--endpoint-reconciler-type=none",
+            f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
+            f"--cert-dir={self.root / 'apiserver-certs'}")
+        with self.api() as api:
+            self._wait("kube-apiserver", proc, lambda: api.get("/readyz").status_code == 200)
+
+    def _write_kubeconfig(self) -> None:
+        import base64
+
+        def b64(name: str) -> str:
+            return base64.b64encode(self.keys[name].read_bytes()).decode()
+
+        self.kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "test",
+            "clusters": [{"name": "test", "cluster": {
+                "server": self.server, "certificate-authority-data": b64("ca.crt")}}],
+            "users": [{"name": "admin", "user": {
+                "client-certificate-data": b64("admin.crt"),
+                "client-key-data": b64("admin.key")}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "admin"}}],
+        }))
+
+    def _controller_manager(self) -> None:
+        proc = self._spawn(
+            "kube-controller-manager", f"--kubeconfig={self.kubeconfig}",
+            "--leader-elect=false", "--secure-port=0",
+            f"--root-ca-file={self.keys['ca.crt']}",
+            f"--service-account-private-key-file={self.keys['sa.key']}")
+        with self.api() as api:
+            self._wait("kube-controller-manager", proc, lambda: api.get(
+                "/api/v1/namespaces/default/serviceaccounts/default").status_code == 200)
+
+    def _scheduler(self) -> None:
+        port = free_port()
+        proc = self._spawn(
+            "kube-scheduler", f"--kubeconfig={self.kubeconfig}", "--leader-elect=false",
+            "--bind-address=127.0.0.1", f"--secure-port={port}",
+            "--authorization-always-allow-paths=/healthz,/readyz,/livez")
+        # Its serving certificate is self-signed: readiness is all that is asked of it.
+        self._wait("kube-scheduler", proc, lambda: httpx.get(
+            f"https://127.0.0.1:{port}/readyz", verify=False).status_code == 200)
+
+    def _kwok(self) -> None:
+        stages = self.root / "kwok-stages.yaml"
+        docs = []
+        for stage in STAGES:
+            docs.extend(d for d in yaml.safe_load_all(
+                (self.tools / "stages" / stage).read_text()) if d)
+        stages.write_text(yaml.safe_dump_all(docs))
+        self.kwok = self._spawn(
+            "kwok", f"--kubeconfig={self.kubeconfig}", f"--config={stages}",
+            "--manage-all-nodes=true", "--cidr=10.244.0.0/16", "--node-ip=10.0.0.1",
+            f"--server-address=127.0.0.1:{free_port()}")
+
+    # -------------------------------------------------------------- nodes
+
+    def add_node(self, name: str, *, cpu: str = "32", memory: str = "256Gi",
+                 gpus: int = 0, gpu_product: str = "", timeout: float = 60) -> dict:
+        """A fake node kwok manages, advertising `gpus` nvidia.com/gpu as the NVIDIA GPU
+        operator would; returns it once it is Ready."""
+        capacity: dict[str, Any] = {"cpu": cpu, "memory": memory, "pods": "110"}
+        labels = {"type": "kwok", "kubernetes.io/hostname": name}
+        if gpus:
+            capacity["nvidia.com/gpu"] = str(gpus)
+            labels["nvidia.com/gpu.count"] = str(gpus)
+            if gpu_product:
+                labels["nvidia.com/gpu.product"] = gpu_product
+        node = {"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": name, "labels": labels,
+                             "annotations": {"kwok.x-k8s.io/node": "fake"}},
+                "spec": {}, "status": {"capacity": capacity, "allocatable": capacity}}
+        with self.api() as api:
+            api.post("/api/v1/nodes", json=node).raise_for_status()
+
+            def ready():
+                self._alive("kwok", self.kwok)
+                got = api.get(f"/api/v1/nodes/{name}").json()
+                conditions = got.get("status", {}).get("conditions") or []
+                return got if any(c.get("type") == "Ready" and c.get("status") == "True"
+                                  for c in conditions) else None
+            return wait_until(ready, timeout, f"node {name} to be Ready", interval=0.2)
+
+
+__all__ = ["ControlPlane", "Keys", "tools_dir", "free_port", "BINARIES"]
