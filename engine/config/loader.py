@@ -34,6 +34,8 @@ ENV_DIR = "environments"
 # Plain YAML/JSON files larger than this are not looked into for the warning below:
 # spec files are small, saved plans and stores can be large.
 _SNIFF_LIMIT = 4 * 1024 * 1024
+# A plain file all of whose top-level keys are among these is taken for a spec file.
+_SPEC_KEYS = LABELED | {"locals"}
 
 
 def display_path(path: Path) -> str:
@@ -55,14 +57,19 @@ def spec_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if is_stack_file(p.name) and p.is_file())
 
 
+def _plain_files(directory: Path) -> list[Path]:
+    """A directory's top-level YAML/JSON files that are not stack files, in name order."""
+    try:
+        return sorted(p for p in directory.iterdir()
+                      if p.name.endswith(_PLAIN_SUFFIXES) and not p.name.startswith(".")
+                      and not is_stack_file(p.name) and p.is_file())
+    except OSError:
+        return []
+
+
 def _no_spec_files_hint(directory: Path, otherwise: str) -> str:
     """When a directory holds YAML/JSON files but no stack file, say how to make them one."""
-    try:
-        plain = sorted(p.name for p in directory.iterdir()
-                       if p.name.endswith(_PLAIN_SUFFIXES) and not p.name.startswith(".")
-                       and p.is_file())
-    except OSError:
-        plain = []
+    plain = [p.name for p in _plain_files(directory)]
     if not plain:
         return otherwise
     stem, _, suffix = plain[0].rpartition(".")
@@ -78,18 +85,16 @@ def unread_spec_files(directory: Path) -> list[Diagnostic]:
     `.mlform.` suffix: stacks written before the suffix rule would otherwise lose
     those blocks silently (the plan would delete what they declared)."""
     found = []
-    for path in sorted(directory.iterdir()):
+    for path in _plain_files(directory):
         name = path.name
-        if name.startswith(".") or not name.endswith(_PLAIN_SUFFIXES) or is_stack_file(name):
-            continue
         try:
-            if not path.is_file() or path.stat().st_size > _SNIFF_LIMIT:
+            if path.stat().st_size > _SNIFF_LIMIT:
                 continue
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             continue
         keys = top_level_keys(text, path.suffix)
-        if keys and keys <= LABELED | {"locals"}:
+        if keys and keys <= _SPEC_KEYS:
             stem, _, suffix = name.rpartition(".")
             found.append(warning(
                 f"{name} looks like a spec file but is not read",

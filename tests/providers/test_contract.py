@@ -433,24 +433,24 @@ def test_validate_returns_a_list_of_diagnostics(subject):
     assert not [d for d in found if d.severity == "error"], "the sample itself must be valid"
 
 
+def _validate_and_plan_twice(subject, desired, prior) -> None:
+    """Facts read first (that may look), then validate and plan twice (that may not)."""
+    provider = subject.provider
+    facts = contract.facts_for(provider, desired, prior)
+    before = subject.world()
+    for _ in range(2):
+        provider.validate(desired, facts)
+        provider.plan(desired, prior, facts)
+    what = "a create" if prior is None else "an update"
+    assert subject.world() == before, f"validate or plan of {what} changed something"
+
+
 @pytest.mark.parametrize("case, kind", CASES_BY_KIND)
 def test_validate_and_plan_are_pure(subject):
-    provider = subject.provider
-    facts = contract.facts_for(provider, subject.desired, None)
-    before = subject.world()
-    for _ in range(2):
-        provider.validate(subject.desired, facts)
-        provider.plan(subject.desired, None, facts)
-    assert subject.world() == before, "validate or plan of a create changed something"
-    assert provider.read(subject.lost()) is None, "planning made the object"
+    _validate_and_plan_twice(subject, subject.desired, None)
+    assert subject.provider.read(subject.lost()) is None, "planning made the object"
     # and planning an update of an existing object
-    live = subject.create()
-    facts = contract.facts_for(provider, subject.changed, live)
-    before = subject.world()
-    for _ in range(2):
-        provider.validate(subject.changed, facts)
-        provider.plan(subject.changed, live, facts)
-    assert subject.world() == before, "validate or plan of an update changed something"
+    _validate_and_plan_twice(subject, subject.changed, subject.create())
 
 
 @pytest.mark.parametrize("case, kind", CASES_BY_KIND)

@@ -15,7 +15,9 @@ container: kwok marks scheduled pods Running/Ready, and Job pods Succeeded.
 
 from __future__ import annotations
 
+import base64
 import datetime
+import ipaddress
 import os
 import signal
 import socket
@@ -91,8 +93,6 @@ class Keys:
     files: dict[str, Path] = field(default_factory=dict)
 
     def make(self) -> "Keys":
-        import ipaddress
-
         self.directory.mkdir(parents=True, exist_ok=True)
         ca_key = _key()
         ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mlform-test-ca")])
@@ -241,8 +241,6 @@ class ControlPlane:
             self._wait("kube-apiserver", proc, lambda: api.get("/readyz").status_code == 200)
 
     def _write_kubeconfig(self) -> None:
-        import base64
-
         def b64(name: str) -> str:
             return base64.b64encode(self.keys[name].read_bytes()).decode()
 
