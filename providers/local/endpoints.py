@@ -62,7 +62,7 @@ __all__ = ["EndpointHandler", "EndpointSettings", "endpoint_dir", "capture_path"
 
 #: The server program, started by path: it imports nothing of mlform, so the
 #: configured interpreter needs only torch, fastapi and uvicorn.
-SERVER_PROGRAM = Path(__file__).with_name("server.py")
+SERVER_PROGRAM = Path(__file__).parent.parent / "kit" / "serving.py"
 TOKEN_HEADER = "x-mlform-token"
 COMPUTED = ("url", "model_version", "pid", "serving")
 

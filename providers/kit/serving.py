@@ -1,6 +1,7 @@
-"""The endpoint server of the `local` provider: one detached process per endpoint.
+"""mlform's model server (Open Inference Protocol v2): the `local` provider starts one
+detached process per endpoint, the `kubernetes` provider's endpoint pods run it.
 
-Run as ``python -m mlform.providers.local.server SPEC_JSON`` (or by this file's
+Run as ``python -m mlform.providers.kit.serving SPEC_JSON`` (or by this file's
 path, which is how the provider starts it: the module imports nothing of
 mlform, so any interpreter with torch, fastapi and uvicorn can serve).
 ``SPEC_JSON`` is ``<root>/endpoints/<slug>/server.json``; its path on the
@@ -511,7 +512,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m mlform.providers.local.server SPEC_JSON", file=sys.stderr)
+        print("usage: python -m mlform.providers.kit.serving SPEC_JSON", file=sys.stderr)
         return 2
     server = Server(Path(argv[1]).resolve())
     # One intra-op thread per process: a small model gains nothing from more, and

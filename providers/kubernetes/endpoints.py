@@ -1,0 +1,254 @@
+"""`endpoint` on Kubernetes: a Deployment and a Service (and an HPA) serving a model.
+
+=====================  ============================================================
+Deployment ``<name>``  pods running ``pod serve`` (`pod.py`): the model version fetched
+                       from storage, served by mlform's OIP v2 server (`kit.serving`)
+                       on port 8080, readiness ``/v2/health/ready``, liveness
+                       ``/v2/health/live``; `replicas` unless `autoscaling` is set
+Service ``<name>``     port 80 to the pods of both tracks (stable and canary);
+                       ``settings.cluster_ip`` pins its address
+HPA ``<name>``         from `autoscaling` (min, max; CPU utilisation target)
+=====================  ============================================================
+
+A new model version is a rolling update: the Deployment's template changes and the
+apply waits until the rollout is complete (observedGeneration, updated and available
+replicas).  With ``rollout.strategy = "canary"`` a second Deployment
+``<name>-canary`` runs the new version behind the same Service (about
+`canary_percent` of the replicas, at least one) for `bake_seconds`; if its pods stay
+ready the stable Deployment is rolled to the new version and the canary removed
+(promote), otherwise the canary is removed and the apply fails (roll back).
+`url` is the Service's in-cluster URL of the model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Mapping, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlform.providers.base import (
+    KindSchema, LiveObject, Planned, ProviderError, Timeouts,
+)
+
+from .env import KubeHandler
+from .pods import pod_failure, pod_spec
+
+__all__ = ["EndpointHandler", "EndpointSettings", "PORT"]
+
+PORT = 8080
+TRACK = "mlform.dev/track"
+VERSION = "mlform.dev/model-version"
+ROLE = "mlform.dev/role"
+
+
+class EndpointSettings(BaseModel):
+    """`settings { }` of an endpoint on Kubernetes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str | None = Field(None, min_length=1, description="Serving image; default: the "
+                                                             "provider's.")
+    cpu: str = Field("500m", description="CPU each serving pod requests.")
+    memory: str = Field("1Gi", description="Memory each serving pod requests.")
+    cluster_ip: str | None = Field(None, description="Pin the Service's cluster IP (it "
+                                                     "cannot change once set).")
+    cpu_target_percent: int = Field(70, ge=1, le=100, description="HPA CPU utilisation "
+                                                                 "target.")
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads per pod.")
+
+
+def model_of(attrs: Mapping[str, Any]) -> tuple[int, str]:
+    """(version, storage URI) of the model an endpoint serves."""
+    model = attrs.get("model")
+    if isinstance(model, Mapping):
+        uri = model.get("uri") or model.get("artifact") or ""
+        return int(model.get("version") or 1), str(uri)
+    return 1, str(model or "")
+
+
+class EndpointHandler(KubeHandler):
+    schema = KindSchema(settings_model=EndpointSettings,
+                        computed=("url", "model_version", "objects"),
+                        service_managed=(),
+                        timeouts=Timeouts(create=1800, update=3600, delete=900))
+
+    def names(self, address: str) -> tuple[str, str]:
+        return self.env.name(address), self.env.config.namespace
+
+    def main_ref(self, address: str) -> tuple[str, str, str, str | None]:
+        name, namespace = self.names(address)
+        return "apps/v1", "Deployment", name, namespace
+
+    def deployment(self, address: str, attrs: Mapping[str, Any], *, track: str = "stable",
+                   version: int | None = None, uri: str | None = None,
+                   replicas: int | None = None) -> dict:
+        name, namespace = self.names(address)
+        settings = EndpointSettings.model_validate(dict(attrs.get("settings") or {}))
+        model_version, model_uri = model_of(attrs)
+        version, uri = version or model_version, uri or model_uri
+        deploy_name = name if track == "stable" else self.env.name(address, track)
+        labels = {**self.env.selector(address), TRACK: track}
+        pod_labels = {**labels, ROLE: "serve", VERSION: str(version)}
+        work = {"address": address, "name": name, "torch_threads": settings.torch_threads,
+                "models": [{"version": version, "uri": uri, "weight": 100}]}
+        probes = {
+            "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": PORT},
+                               "periodSeconds": 5},
+            "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": PORT},
+                              "periodSeconds": 10, "initialDelaySeconds": 30},
+        }
+        pod = pod_spec(self.env, "server", image=settings.image, command="serve", work=work,
+                       cpu=settings.cpu, memory=settings.memory,
+                       ports=[{"name": "http", "containerPort": PORT}], probes=probes)
+        spec: dict[str, Any] = {
+            "selector": {"matchLabels": labels},
+            "strategy": {"type": "RollingUpdate",
+                         "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod},
+        }
+        if replicas is not None:
+            spec["replicas"] = replicas
+        elif not attrs.get("autoscaling"):
+            spec["replicas"] = int(attrs.get("replicas", 1))
+        meta = self.env.metadata(deploy_name, address, namespace,
+                                 labels={**dict(attrs.get("tags") or {}), TRACK: track})
+        return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
+
+    def manifests(self, address: str, attrs: Mapping[str, Any]) -> list[dict]:
+        name, namespace = self.names(address)
+        settings = EndpointSettings.model_validate(dict(attrs.get("settings") or {}))
+        tags = dict(attrs.get("tags") or {})
+        service_spec: dict[str, Any] = {
+            "selector": self.env.selector(address),
+            "ports": [{"name": "http", "port": 80, "targetPort": PORT}],
+        }
+        if settings.cluster_ip:
+            service_spec["clusterIP"] = settings.cluster_ip
+        docs = [self.deployment(address, attrs),
+                {"apiVersion": "v1", "kind": "Service",
+                 "metadata": self.env.metadata(name, address, namespace, labels=tags),
+                 "spec": service_spec}]
+        scaling = attrs.get("autoscaling")
+        if isinstance(scaling, Mapping):
+            docs.append({
+                "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                "metadata": self.env.metadata(name, address, namespace, labels=tags),
+                "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                            "name": name},
+                         "minReplicas": max(1, int(scaling.get("min", 1))),
+                         "maxReplicas": int(scaling["max"]),
+                         "metrics": [{"type": "Resource", "resource": {
+                             "name": "cpu", "target": {
+                                 "type": "Utilization",
+                                 "averageUtilization": settings.cpu_target_percent}}}]}})
+        return docs
+
+    def computed(self, address: str, attrs: Mapping[str, Any],
+                 manifests: Sequence[dict]) -> dict[str, Any]:
+        name, namespace = self.names(address)
+        return {"url": f"http://{name}.{namespace}.svc.cluster.local/v2/models/{name}",
+                "model_version": model_of(attrs)[0]}
+
+    def live_attributes(self, prior: LiveObject, live: Mapping[str, dict]) -> dict[str, Any]:
+        name, namespace = self.names(prior.address)
+        deployment = live.get(f"Deployment/{namespace}/{name}")
+        if deployment is None or prior.attributes.get("autoscaling"):
+            return {}
+        return {"replicas": (deployment.get("spec") or {}).get("replicas",
+                                                               prior.attributes.get("replicas"))}
+
+    # -- rollouts ----------------------------------------------------------------------
+
+    def wait_ready(self, address: str, attrs: Mapping[str, Any], applied: list[dict]) -> None:
+        self.wait_rollout(address, applied[0]["metadata"]["name"])
+
+    def wait_rollout(self, address: str, deploy_name: str) -> None:
+        namespace = self.env.config.namespace
+
+        def check() -> tuple[bool, str]:
+            found = self.kube.get("apps/v1", "Deployment", deploy_name, namespace,
+                                  address=address)
+            if found is None:
+                raise ProviderError(f"{address}: Deployment {namespace}/{deploy_name} "
+                                    "disappeared during its rollout", address=address)
+            spec, status = found.get("spec") or {}, found.get("status") or {}
+            want = int(spec.get("replicas", 1))
+            updated = int(status.get("updatedReplicas") or 0)
+            available = int(status.get("availableReplicas") or 0)
+            total = int(status.get("replicas") or 0)
+            observed = int(status.get("observedGeneration") or 0) >= \
+                int(found["metadata"].get("generation") or 0)
+            if observed and updated >= want and available >= want and total <= want:
+                return True, f"{available}/{want} available"
+            pods = self.kube.list("v1", "Pod", namespace,
+                                  labels={**self.env.selector(address),
+                                          TRACK: found["spec"]["selector"]["matchLabels"]
+                                          .get(TRACK, "stable")}, address=address)
+            problem = pod_failure(pods, schedule_timeout=300.0)
+            if problem:
+                raise ProviderError(f"{address}: rollout of Deployment {namespace}/"
+                                    f"{deploy_name} failed: {problem}", address=address)
+            return False, f"{updated} updated, {available}/{want} available"
+
+        self.kube.wait(check, address=address,
+                       what=f"rollout of Deployment {namespace}/{deploy_name}")
+
+    def update(self, prior: LiveObject, planned: Planned) -> LiveObject:
+        attrs = planned.attributes
+        rollout = attrs.get("rollout") if isinstance(attrs.get("rollout"), Mapping) else {}
+        old_version = prior.attributes.get("model_version")
+        new_version, uri = model_of(attrs)
+        canary = None
+        if (rollout.get("strategy") == "canary" and old_version is not None
+                and old_version != new_version):
+            canary = self.canary(planned.address, attrs, rollout, new_version, uri)
+        live = super().update(prior, planned)     # promote: roll the stable pods
+        if canary is not None:
+            self._delete_object(canary, planned.address)
+        return live
+
+    def canary(self, address: str, attrs: Mapping[str, Any], rollout: Mapping[str, Any],
+               version: int, uri: str) -> dict:
+        """Run `version` beside the stable pods for the bake period: return its manifest
+        to promote (removed once the stable pods run it), raise after removing it to roll
+        back."""
+        replicas = max(1, math.ceil(int(attrs.get("replicas", 1))
+                                    * int(rollout.get("canary_percent", 10)) / 100))
+        doc = self.deployment(address, attrs, track="canary", version=version, uri=uri,
+                              replicas=replicas)
+        name = doc["metadata"]["name"]
+        self.kube.progress(address, f"canary: version {version} on {replicas} pod(s)")
+        try:
+            self.env.apply(doc, address)
+            self.wait_rollout(address, name)
+            deadline = time.monotonic() + float(rollout.get("bake_seconds", 0))
+            while True:     # the bake: the canary must stay available the whole time
+                found = self.kube.get("apps/v1", "Deployment", name, doc["metadata"]["namespace"],
+                                      address=address) or {}
+                available = int((found.get("status") or {}).get("availableReplicas") or 0)
+                if available < replicas:
+                    raise ProviderError(f"{address}: canary of model version {version} lost "
+                                        f"its pods during the bake ({available}/{replicas} "
+                                        "available); rolled back", address=address)
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(min(self.env.config.poll_seconds,
+                               max(0.0, deadline - time.monotonic())))
+        except ProviderError as exc:
+            self._delete_object(doc, address)
+            if "rolled back" in exc.message:
+                raise
+            raise ProviderError(f"{exc.message}; the canary was rolled back",
+                                address=address, service_message=exc.service_message) from None
+        self.kube.progress(address, f"canary: promoting version {version}")
+        return doc
+
+    def delete(self, prior: LiveObject) -> None:
+        name, namespace = self.names(prior.address)
+        canary = self.kube.get("apps/v1", "Deployment", self.env.name(prior.address, "canary"),
+                               namespace, address=prior.address)
+        if canary is not None:
+            self._delete_object(canary, prior.address)
+        super().delete(prior)

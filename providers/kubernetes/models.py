@@ -1,0 +1,146 @@
+"""`model` on Kubernetes: a registry of immutable ConfigMaps, one per version.
+
+Version *n* of a model is the ConfigMap ``env.name(address, "v<n>")`` in the
+provider's namespace, ``immutable: true``, whose data holds the artifact's storage URI
+and the framework; its labels carry the version, the `stage` and the approval
+(``mlform.dev/stage``, ``mlform.dev/approval``: ``approved`` in production, else
+``pending``), which may change on an immutable ConfigMap.  A new artifact registers
+version n+1; an artifact some version already holds is that version again (a retried
+create, an artifact rolled back).  The artifact itself stays where the pipeline put
+it, in `storage` (`uri` is that URI); an artifact given as a local path is uploaded
+to ``models/<name>/v<n>/`` first.  Delete removes every version's ConfigMap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from pydantic import BaseModel, ConfigDict
+
+from mlform.providers.base import (
+    UNKNOWN, Desired, Facts, KindSchema, LiveObject, Planned, ProviderError, contains_unknown,
+)
+from mlform.providers.kit.artifacts import artifact_uri, uri_to_path
+from mlform.providers.kit.plans import plan_of
+
+from .env import KubeHandler
+
+__all__ = ["ModelHandler"]
+
+VERSION, STAGE, APPROVAL = "mlform.dev/model-version", "mlform.dev/stage", "mlform.dev/approval"
+
+
+class ModelSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelHandler(KubeHandler):
+    schema = KindSchema(settings_model=ModelSettings, replace_paths=("framework",),
+                        computed=("version", "uri"))
+
+    def record(self, address: str, attrs: Mapping[str, Any], version: int, uri: str) -> dict:
+        stage = str(attrs.get("stage") or "none")
+        labels = {**dict(attrs.get("tags") or {}), VERSION: str(version), STAGE: stage,
+                  APPROVAL: "approved" if stage == "production" else "pending"}
+        return {"apiVersion": "v1", "kind": "ConfigMap", "immutable": True,
+                "metadata": self.env.metadata(self.env.name(address, f"v{version}"), address,
+                                              self.env.config.namespace, labels=labels),
+                "data": {"artifact": str(artifact_uri(attrs.get("artifact")) or ""),
+                         "uri": uri, "framework": str(attrs.get("framework") or ""),
+                         "version": str(version)}}
+
+    def versions(self, address: str) -> list[dict]:
+        found = self.kube.list("v1", "ConfigMap", self.env.config.namespace,
+                               labels=self.env.selector(address), address=address)
+        for item in found:
+            self.env.check_owner(item, address)
+        return sorted(found, key=lambda c: int(c["metadata"]["labels"].get(VERSION, "0")))
+
+    # -- plan ------------------------------------------------------------------------
+
+    def fact_keys(self, desired, prior):
+        return ()
+
+    def validate(self, desired, facts):
+        return []
+
+    def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
+        attrs = desired.attributes
+        before = prior.attributes if prior is not None else None
+        if (before is None or contains_unknown(attrs.get("artifact"))
+                or before.get("artifact") != attrs.get("artifact") or before.get("version") is None):
+            return plan_of(desired, {"version": UNKNOWN, "uri": UNKNOWN},
+                           reasons=() if before is None else ("a new artifact registers a new "
+                                                              "model version",))
+        return plan_of(desired, {"version": before["version"], "uri": before.get("uri")})
+
+    # -- apply -----------------------------------------------------------------------
+
+    def create(self, planned: Planned) -> LiveObject:
+        return self._register(planned)
+
+    def update(self, prior: LiveObject, planned: Planned) -> LiveObject:
+        return self._register(planned)
+
+    def _register(self, planned: Planned) -> LiveObject:
+        address, attrs = planned.address, dict(planned.attributes)
+        artifact = str(artifact_uri(attrs.get("artifact")) or "")
+        existing = self.versions(address)
+        same = [c for c in existing if (c.get("data") or {}).get("artifact") == artifact]
+        if same:
+            version = int(same[-1]["metadata"]["labels"][VERSION])
+            uri = same[-1]["data"]["uri"]
+        else:
+            version = 1 + max((int(c["metadata"]["labels"].get(VERSION, "0")) for c in existing),
+                              default=0)
+            uri = self._stored(address, artifact, version)
+        attrs.update(version=version, uri=uri)
+        self.env.apply(self.record(address, attrs, version, uri), address)
+        return LiveObject(address, planned.kind, f"{self.env.config.namespace}/"
+                                                 f"{self.env.name(address, f'v{version}')}",
+                          attrs)
+
+    def _stored(self, address: str, artifact: str, version: int) -> str:
+        """The artifact's storage URI (uploading a local one)."""
+        if artifact.startswith("s3://"):
+            return artifact
+        path = uri_to_path(artifact, Path(self.env.context.stack_dir))
+        if path is None or not path.exists():
+            raise ProviderError(f"{address}: artifact {artifact!r} is neither in storage "
+                                "(s3://) nor a local file or directory", address=address)
+        prefix = self.env.store.key("models", self.env.name(address), f"v{version}")
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for file in files:
+            rel = file.name if path.is_file() else file.relative_to(path).as_posix()
+            self.env.store.upload(file, f"{prefix}/{rel}", address=address)
+        return f"s3://{self.env.store.bucket}/{prefix}/"
+
+    # -- read / delete -----------------------------------------------------------------
+
+    def read(self, prior: LiveObject) -> LiveObject | None:
+        existing = self.versions(prior.address)
+        version = prior.attributes.get("version")
+        found = ([c for c in existing if c["metadata"]["labels"].get(VERSION) == str(version)]
+                 if version is not None else existing)
+        if not found:
+            return None
+        current = found[-1]
+        attrs = dict(prior.attributes)
+        if not attrs.get("artifact"):      # a lost create: what the record says
+            attrs.update(artifact=current["data"].get("artifact"),
+                         framework=current["data"].get("framework") or None)
+        attrs.update(version=int(current["metadata"]["labels"][VERSION]),
+                     uri=current["data"].get("uri"))
+        labels = current["metadata"].get("labels") or {}
+        if "stage" in attrs or not prior.attributes:
+            stage = labels.get(STAGE)
+            attrs["stage"] = None if stage in (None, "none") and not prior.attributes.get(
+                "stage") else stage
+        return LiveObject(prior.address, prior.kind,
+                          f"{current['metadata']['namespace']}/{current['metadata']['name']}",
+                          attrs)
+
+    def delete(self, prior: LiveObject) -> None:
+        for item in self.versions(prior.address):
+            self._delete_object(item, prior.address)

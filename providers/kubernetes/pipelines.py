@@ -1,0 +1,337 @@
+"""`pipeline` on Kubernetes: one `batch/v1` Job per run fingerprint.
+
+A run is a Job named ``env.name(address, "<fingerprint[:10]>-<attempt>")`` in its
+training cluster's namespace (the provider's `namespace` without a cluster).  Before
+starting one, `create` lists the Jobs of this address and fingerprint: an active or
+complete Job is adopted and waited on (a retried or crashed create never starts a
+duplicate; Ctrl-C during the wait leaves it running, to be adopted by the next
+apply); only when every earlier attempt failed does attempt n+1 start.
+
+The pod runs ``python -m mlform.providers.kubernetes.pod train`` in the provider's
+`image`: it fetches the entrypoint (uploaded to ``code/<sha256>/<file>`` in `storage`)
+and the inputs (the datasets' and upstream runs' storage URIs), runs the entrypoint
+with the kit's run contract, and uploads ``MLFORM_OUTPUT_DIR`` to
+``runs/<name>/<job>/output/`` (the `model_uri`; ``metrics.json`` in it gives the
+`metrics`, judged by the `gate`).  GPUs are requested as ``nvidia.com/gpu`` (the
+cluster's `gpus_per_node`), with the toleration the GPU operator's taint needs.
+Termination messages fall back to the log on error, so a failed run's apply shows the
+script's last lines; a pod that cannot pull its image or cannot be scheduled fails
+the apply with the kubelet's or the scheduler's reason.
+
+Several nodes (`nodes > 1`) make an Indexed Job (one pod per node, completions =
+parallelism = nodes) and a headless Service; pods get torchrun's rendezvous variables
+(``MASTER_ADDR`` = pod 0's DNS name, ``MASTER_PORT``, ``WORLD_SIZE``, ``NODE_RANK`` from
+the completion index).  Pod 0 uploads the output.
+
+`stale` is the reason of the marker a monitor wrote to ``stale/<name>.json`` in
+storage, when it marks the current run (kit `StaleMarker`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlform.providers.base import (
+    Desired, Facts, KindSchema, LiveObject, Planned, ProviderError, Timeouts,
+)
+from mlform.providers.kit.digests import hash_file
+from mlform.providers.kit.gate import check_gate
+from mlform.providers.kit.reruns import RUN_OUTPUTS, StaleMarker, plan_run, run_fingerprint
+from mlform.providers.kit.runs import METRICS_FILE, entrypoint_file
+
+from .clusters import GPU, ClusterSettings, cluster_namespace
+from .env import KubeEnv, KubeHandler
+from .pods import pod_failure, pod_spec
+
+__all__ = ["PipelineHandler", "PipelineSettings", "stale_key", "run_prefix"]
+
+JOB_LABEL = "batch.kubernetes.io/job-name"
+ROLE = "mlform.dev/role"
+FINGERPRINT = "mlform.dev/fingerprint"
+ATTEMPT = "mlform.dev/attempt"
+MASTER_PORT = 29500
+
+
+class PipelineSettings(BaseModel):
+    """`settings { }` of a pipeline on Kubernetes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str | None = Field(None, min_length=1, description="Image of the training pod; "
+                                                             "default: the provider's.")
+    schedule_timeout_seconds: float = Field(
+        300.0, gt=0, description="How long a pod may stay unschedulable (no node with the "
+                                 "GPUs) before the run fails.")
+    ttl_seconds_after_finished: int | None = Field(
+        None, ge=0, description="Let Kubernetes delete finished Jobs after this long (the "
+                                "run's record stays in storage).")
+
+
+def stale_key(env: KubeEnv, pipeline_address: str) -> str:
+    """Storage key of a pipeline's stale marker (a monitor writes it on a breach)."""
+    return env.store.key("stale", env.name(pipeline_address) + ".json")
+
+
+def run_prefix(env: KubeEnv, address: str, job: str) -> str:
+    return env.store.key("runs", env.name(address), job)
+
+
+def _fp_hex(fingerprint: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", fingerprint.split(":", 1)[-1].lower())
+
+
+def _input_uri(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return value.get("uri") or value.get("model_uri")
+    return value
+
+
+class PipelineHandler(KubeHandler):
+    """`pipeline` resources: a Job per run fingerprint, gated on the run's metrics."""
+
+    schema = KindSchema(settings_model=PipelineSettings, computed=(*RUN_OUTPUTS, "stale"),
+                        timeouts=Timeouts(create=24 * 3600.0, update=24 * 3600.0,
+                                          delete=900.0))
+
+    # -- names and lookups ---------------------------------------------------------------
+
+    def namespace(self, attrs: Mapping[str, Any]) -> str:
+        cluster = attrs.get("cluster")
+        if isinstance(cluster, Mapping):
+            if isinstance(cluster.get("namespace"), str):
+                return cluster["namespace"]
+            if isinstance(cluster.get("address"), str):
+                return cluster_namespace(self.env, cluster["address"])
+        return self.env.config.namespace
+
+    def job_name(self, address: str, fingerprint: str, attempt: int) -> str:
+        return self.env.name(address, f"{_fp_hex(fingerprint)[:10]}-{attempt}")
+
+    def jobs(self, address: str, namespace: str, fingerprint: str | None = None) -> list[dict]:
+        """This address's Jobs (of one fingerprint), lowest attempt first."""
+        labels = dict(self.env.selector(address))
+        if fingerprint is not None:
+            labels[FINGERPRINT] = _fp_hex(fingerprint)[:40]
+        found = [job for job in self.kube.list("batch/v1", "Job", namespace, labels=labels,
+                                               address=address)]
+        for job in found:
+            self.env.check_owner(job, address)
+        return sorted(found, key=lambda j: int(j["metadata"]["labels"].get(ATTEMPT, "0")))
+
+    # -- plan ------------------------------------------------------------------------------
+
+    def fact_keys(self, desired, prior):
+        return ()
+
+    def validate(self, desired, facts):
+        return []
+
+    def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
+        return plan_run(desired, prior)
+
+    # -- apply -----------------------------------------------------------------------------
+
+    def create(self, planned: Planned) -> LiveObject:
+        return self._run(planned)
+
+    def update(self, prior: LiveObject, planned: Planned) -> LiveObject:
+        if planned.attributes.get("run_id") == prior.attributes.get("run_id") and \
+                prior.attributes.get("model_uri"):
+            attrs = {**planned.attributes}
+            return LiveObject(planned.address, planned.kind, prior.id, attrs)
+        return self._run(planned)
+
+    def _run(self, planned: Planned) -> LiveObject:
+        address, attrs = planned.address, dict(planned.attributes)
+        fingerprint = run_fingerprint(planned)
+        namespace = self.namespace(attrs)
+        jobs = self.jobs(address, namespace, fingerprint)
+        marker = self.stale_marker(address)
+        chosen = None
+        for job in jobs:
+            if marker is not None and marker.marks(job["metadata"]["name"], fingerprint):
+                continue                      # a stale run is a reason to run anew
+            if not _failed(job):
+                chosen = job                  # running or complete: adopt it
+        if chosen is None:
+            attempt = 1 + max((int(j["metadata"]["labels"].get(ATTEMPT, "0")) for j in jobs),
+                              default=0)
+            chosen = self._start(address, attrs, namespace, fingerprint, attempt)
+        name = chosen["metadata"]["name"]
+        self._wait(address, namespace, name, attrs)
+        return self._publish(planned, attrs, namespace, name)
+
+    def _start(self, address: str, attrs: Mapping[str, Any], namespace: str,
+               fingerprint: str, attempt: int) -> dict:
+        name = self.job_name(address, fingerprint, attempt)
+        code_uri, program = self._upload_code(address, attrs)
+        docs = self.job_manifests(address, attrs, namespace, name, fingerprint, attempt,
+                                  code_uri, program)
+        for doc in docs[1:]:            # the headless Service of several nodes
+            self.env.apply(doc, address)
+        return self.env.apply(docs[0], address)
+
+    def _upload_code(self, address: str, attrs: Mapping[str, Any]) -> tuple[str, str]:
+        entrypoint = entrypoint_file(Path(self.env.context.stack_dir), address, attrs)
+        digest = hash_file(entrypoint).digest
+        key = self.env.store.key("code", digest, entrypoint.name)
+        if self.env.store.head(key, address=address) is None:
+            self.env.store.upload(entrypoint, key, address=address)
+        return f"s3://{self.env.store.bucket}/{key}", entrypoint.name
+
+    def job_manifests(self, address: str, attrs: Mapping[str, Any], namespace: str, name: str,
+                      fingerprint: str, attempt: int, code_uri: str, program: str) -> list[dict]:
+        settings = PipelineSettings.model_validate(dict(attrs.get("settings") or {}))
+        cluster = attrs.get("cluster") if isinstance(attrs.get("cluster"), Mapping) else {}
+        gpus = int(cluster.get("gpus_per_node") or 0)
+        nodes = int(cluster.get("nodes") or 1)
+        sizes = ClusterSettings.model_validate(dict(cluster.get("settings") or {}))
+        inputs = {str(k): _input_uri(v) for k, v in (attrs.get("inputs") or {}).items()}
+        for key, uri in inputs.items():
+            if not isinstance(uri, str) or not uri.startswith("s3://"):
+                raise ProviderError(f"{address}: inputs.{key} is {uri!r}; pods read inputs "
+                                    "from storage (s3://)", address=address)
+        labels = {ROLE: "train", FINGERPRINT: _fp_hex(fingerprint)[:40], ATTEMPT: str(attempt),
+                  **dict(attrs.get("tags") or {})}
+        work = {"storage": self.env.store.uri(), "code": code_uri, "program": program,
+                "inputs": inputs, "hyperparameters": attrs.get("hyperparameters") or {},
+                "output": f"s3://{self.env.store.bucket}/{run_prefix(self.env, address, name)}/",
+                "device": "cuda" if gpus else "cpu", "run_id": name,
+                "environment": {str(k): str(v) for k, v in
+                                (attrs.get("environment") or {}).items()}}
+        extra_env = {}
+        if nodes > 1:
+            extra_env = {"MASTER_ADDR": f"{name}-0.{name}.{namespace}.svc",
+                         "MASTER_PORT": str(MASTER_PORT), "WORLD_SIZE": str(nodes),
+                         "NNODES": str(nodes)}
+        pod = pod_spec(self.env, "train", image=settings.image, command="train", work=work,
+                       gpus=gpus, cpu=sizes.cpu_per_node, memory=sizes.memory_per_node,
+                       extra_env=extra_env)
+        pod["restartPolicy"] = "Never"
+        if nodes > 1:
+            pod["subdomain"] = name
+        meta = self.env.metadata(name, address, namespace, labels=labels)
+        spec: dict[str, Any] = {
+            "backoffLimit": 0,
+            "template": {"metadata": {"labels": {**self.env.selector(address), **labels}},
+                         "spec": pod},
+        }
+        if nodes > 1:
+            spec.update(completionMode="Indexed", completions=nodes, parallelism=nodes)
+        if cluster.get("max_runtime_seconds"):
+            spec["activeDeadlineSeconds"] = int(cluster["max_runtime_seconds"])
+        if settings.ttl_seconds_after_finished is not None:
+            spec["ttlSecondsAfterFinished"] = settings.ttl_seconds_after_finished
+        docs = [{"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": spec}]
+        if nodes > 1:
+            docs.append({"apiVersion": "v1", "kind": "Service",
+                         "metadata": self.env.metadata(name, address, namespace, labels=labels),
+                         "spec": {"clusterIP": "None", "selector": {JOB_LABEL: name},
+                                  "ports": [{"name": "rendezvous", "port": MASTER_PORT}]}})
+        return docs
+
+    def _wait(self, address: str, namespace: str, name: str, attrs: Mapping[str, Any]) -> None:
+        settings = PipelineSettings.model_validate(dict(attrs.get("settings") or {}))
+
+        def check() -> tuple[bool, str]:
+            job = self.kube.get("batch/v1", "Job", name, namespace, address=address)
+            if job is None:
+                raise ProviderError(f"{address}: Job {namespace}/{name} disappeared while "
+                                    "waiting for it", address=address)
+            if _condition(job, "Complete") or _condition(job, "SuccessCriteriaMet"):
+                return True, "Complete"
+            pods = self.kube.list("v1", "Pod", namespace, labels={JOB_LABEL: name},
+                                  address=address)
+            failed = _failed(job)
+            problem = pod_failure(pods, settings.schedule_timeout_seconds)
+            if failed or problem:
+                raise ProviderError(
+                    f"{address}: training Job {namespace}/{name} failed: "
+                    f"{problem or failed}", address=address,
+                    service_message=problem or str(failed))
+            status = job.get("status") or {}
+            return False, (f"active {status.get('active', 0)}, succeeded "
+                           f"{status.get('succeeded', 0)}")
+
+        self.kube.wait(check, address=address, what=f"Job {namespace}/{name}",
+                       timeout=self.schema.timeouts.create)
+
+    def _publish(self, planned: Planned, attrs: dict, namespace: str, name: str) -> LiveObject:
+        address = planned.address
+        prefix = run_prefix(self.env, address, name)
+        metrics = self.env.store.get_json(f"{prefix}/output/{METRICS_FILE}", address=address)
+        metrics = metrics if isinstance(metrics, dict) else {}
+        missed = check_gate(attrs.get("gate"), metrics)
+        if missed is not None:
+            raise ProviderError(f"{address}: {missed}", address=address)
+        attrs.update(run_id=name, model_uri=f"s3://{self.env.store.bucket}/{prefix}/output/",
+                     metrics=metrics, stale=None)
+        record = {"address": address, "namespace": namespace, "job": name,
+                  "attributes": attrs}
+        self.env.store.put_json(self.record_key(address), record, address=address)
+        return LiveObject(address, planned.kind, f"{namespace}/{name}", attrs)
+
+    def record_key(self, address: str) -> str:
+        return self.env.store.key("runs", self.env.name(address), "current.json")
+
+    def stale_marker(self, address: str) -> StaleMarker | None:
+        return StaleMarker.from_json(self.env.store.get_json(stale_key(self.env, address),
+                                                             address=address))
+
+    # -- read / delete -----------------------------------------------------------------------
+
+    def read(self, prior: LiveObject) -> LiveObject | None:
+        record = self.env.store.get_json(self.record_key(prior.address), address=prior.address)
+        if not isinstance(record, dict) or record.get("address") != prior.address:
+            return None
+        attrs = dict(record["attributes"])
+        job = self.kube.get("batch/v1", "Job", record["job"], record["namespace"],
+                            address=prior.address)
+        if job is not None:
+            self.env.check_owner(job, prior.address)
+        elif not (PipelineSettings.model_validate(dict(attrs.get("settings") or {}))
+                  .ttl_seconds_after_finished is not None):
+            return None                        # deleted outside mlform: run it again
+        marker = self.stale_marker(prior.address)
+        attrs["stale"] = (marker.reason if marker is not None
+                          and marker.marks(record["job"], attrs.get("fingerprint")) else None)
+        return LiveObject(prior.address, prior.kind, f"{record['namespace']}/{record['job']}",
+                          attrs)
+
+    def delete(self, prior: LiveObject) -> None:
+        address = prior.address
+        record = self.env.store.get_json(self.record_key(address), address=address)
+        namespaces = {self.namespace(prior.attributes)}
+        if isinstance(record, dict) and record.get("address") == address:
+            namespaces.add(record["namespace"])
+        for namespace in sorted(namespaces):
+            if self.kube.get("v1", "Namespace", namespace, address=address) is None:
+                continue
+            for kind in ("Job", "Service"):
+                api = "batch/v1" if kind == "Job" else "v1"
+                for obj in self.kube.list(api, kind, namespace,
+                                          labels=self.env.selector(address), address=address):
+                    self._delete_object(obj, address)
+        self.env.store.delete([self.record_key(address), stale_key(self.env, address)],
+                              address=address)
+
+
+def _condition(job: Mapping[str, Any], kind: str) -> bool:
+    return any(c.get("type") == kind and c.get("status") == "True"
+               for c in (job.get("status") or {}).get("conditions") or [])
+
+
+def _failed(job: Mapping[str, Any]) -> str:
+    """The Job's Failed condition's message, or ""."""
+    for c in (job.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Failed" and c.get("status") == "True":
+            return f"{c.get('reason') or 'Failed'}: {c.get('message') or ''}".strip(": ")
+    return ""
+
+
+__all__ += ["JOB_LABEL", "ROLE"]

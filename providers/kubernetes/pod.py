@@ -1,0 +1,135 @@
+"""The container side of the `kubernetes` provider: what mlform's pods run.
+
+``python -m mlform.providers.kubernetes.pod COMMAND`` in the provider's image, with the
+work in ``MLFORM_POD`` (JSON, written by the provider; `pods.pod_spec`):
+
+* ``train`` - fetch the entrypoint (``code``) and every input (``inputs``: name ->
+  s3:// URI; a URI ending in ``/`` is a directory) from storage into a work directory,
+  run the entrypoint with the kit's run contract, and upload ``MLFORM_OUTPUT_DIR`` to
+  ``output``.  The script's exit code is the pod's; on failure the last lines of its
+  output are the termination message (``FallbackToLogsOnError``).  In an Indexed Job
+  (several nodes) every pod runs the script with ``NODE_RANK`` from its completion
+  index; pod 0 uploads the output.
+* ``serve`` - fetch each model version (``models``: ``[{version, uri, weight}]``) and
+  run the kit's model server (`kit.serving`, the one the `local` provider runs) on
+  ``0.0.0.0:$MLFORM_PORT`` (8080 by default).
+
+The work directory is ``$MLFORM_WORKDIR`` (default ``mlform-work`` in the working directory).  Storage is
+reached with the standard AWS variables (``AWS_ENDPOINT_URL_S3`` for MinIO and the
+like), so the pod needs nothing but its environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from mlform.providers.kit.runs import contract_environment
+from mlform.providers.kit.sources import parse_s3
+from mlform.providers.kit.storage import ObjectStore
+
+__all__ = ["main"]
+
+_SERVER = Path(__file__).resolve().parent.parent / "kit" / "serving.py"
+
+
+def _store(uri: str) -> ObjectStore:
+    bucket, _ = parse_s3(uri)
+    return ObjectStore(f"s3://{bucket}", endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3"),
+                       region=os.environ.get("AWS_DEFAULT_REGION"))
+
+
+def fetch(uri: str, target: Path) -> Path:
+    """An s3:// file, or every object under an s3:// "directory" (ending in /)."""
+    _, key = parse_s3(uri)
+    store = _store(uri)
+    if uri.endswith("/"):
+        target.mkdir(parents=True, exist_ok=True)
+        store.download_prefix(key, target)
+        return target
+    return store.download(key, target / Path(key).name)
+
+
+def upload(directory: Path, uri: str) -> None:
+    _, prefix = parse_s3(uri)
+    store = _store(uri)
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        store.upload(path, f"{prefix.rstrip('/')}/{path.relative_to(directory).as_posix()}")
+
+
+def train(work: Mapping[str, Any], root: Path) -> int:
+    code = fetch(work["code"], root / "code")
+    inputs = {name: str(fetch(uri, root / "inputs" / name))
+              for name, uri in sorted((work.get("inputs") or {}).items())}
+    output = root / "output"
+    output.mkdir(parents=True, exist_ok=True)
+    variables = {**os.environ, **dict(work.get("environment") or {}),
+                 **contract_environment(inputs=inputs,
+                                        hyperparameters=work.get("hyperparameters") or {},
+                                        output_dir=str(output), device=work.get("device", "cpu"),
+                                        run_id=work.get("run_id", ""))}
+    rank = os.environ.get("JOB_COMPLETION_INDEX")
+    if rank is not None:
+        variables["NODE_RANK"] = rank
+    print(f"mlform: running {work['program']} ({work.get('run_id')})", flush=True)
+    done = subprocess.run([sys.executable, str(code)], env=variables, cwd=code.parent)
+    if done.returncode != 0:
+        print(f"mlform: {work['program']} exited with code {done.returncode}", flush=True)
+        return done.returncode
+    if rank in (None, "0"):
+        upload(output, work["output"] + "output/")
+        print(f"mlform: uploaded the output to {work['output']}output/", flush=True)
+    return 0
+
+
+def serve(work: Mapping[str, Any], root: Path) -> int:
+    models = []
+    for entry in work.get("models") or []:
+        path = fetch(entry["uri"] if entry["uri"].endswith("/") else entry["uri"] + "/",
+                     root / "models" / f"v{entry['version']}")
+        models.append({"version": entry["version"], "path": str(path),
+                       "weight": entry.get("weight", 100)})
+    spec = {"address": work.get("address", ""), "name": work["name"], "host": "0.0.0.0",
+            "port": int(os.environ.get("MLFORM_PORT", "8080")),
+            "token": secrets.token_hex(16), "torch_threads": int(work.get("torch_threads", 1)),
+            "generation": 1, "models": models, "capture": None}
+    spec_path = root / "server.json"
+    spec_path.write_text(json.dumps(spec))
+    spec_path.chmod(0o600)
+    print(f"mlform: serving {work['name']} versions "
+          f"{[m['version'] for m in models]} on port {spec['port']}", flush=True)
+    os.execv(sys.executable, [sys.executable, str(_SERVER), str(spec_path)])
+    return 0   # not reached
+
+
+COMMANDS = {"train": train, "serve": serve}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[1] not in COMMANDS:
+        print(f"usage: python -m mlform.providers.kubernetes.pod {{{','.join(COMMANDS)}}}",
+              file=sys.stderr)
+        return 2
+    work = json.loads(os.environ["MLFORM_POD"])
+    root = Path(os.environ.get("MLFORM_WORKDIR") or Path.cwd() / "mlform-work")
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        return COMMANDS[argv[1]](work, root)
+    except Exception as exc:   # the message becomes the pod's termination message
+        message = f"mlform {argv[1]}: {type(exc).__name__}: {exc}"
+        print(message, file=sys.stderr, flush=True)
+        log = os.environ.get("MLFORM_TERMINATION_LOG", "/dev/termination-log")
+        try:
+            Path(log).write_text(message)
+        except OSError:
+            pass
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

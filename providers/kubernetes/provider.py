@@ -1,0 +1,54 @@
+"""`KubernetesProvider`: the ML chain on any conformant Kubernetes cluster.
+
+| kind | Kubernetes objects |
+| --- | --- |
+| dataset | object(s) in the S3-compatible `storage`, once per digest (`s3://` read in place) |
+| training_cluster | Namespace + ResourceQuota; capacity from the nodes' `nvidia.com/gpu` |
+| pipeline | a `batch/v1` Job per run fingerprint (Indexed Job + headless Service for several nodes) |
+| model | immutable ConfigMaps, one per version (stage and approval labels) |
+| endpoint | Deployment + Service (+ HPA), rolling updates, canary Deployment |
+
+Built on the provider kit: each kind is one handler module; this class only says
+which, and builds their `KubeEnv` (docs/kubernetes-provider.md).
+"""
+
+from __future__ import annotations
+
+from mlform.providers.base import ProviderContext, ProviderError
+from mlform.providers.kit.handlers import HandlerProvider
+
+from .api import Kube
+from .clusters import ClusterHandler
+from .config import KubernetesConfig
+from .datasets import DatasetHandler
+from .endpoints import EndpointHandler
+from .env import KubeEnv
+from .models import ModelHandler
+from .pipelines import PipelineHandler
+
+__all__ = ["KubernetesProvider"]
+
+
+class KubernetesProvider(HandlerProvider):
+    name = "kubernetes"
+    config_model = KubernetesConfig
+    HANDLERS = {
+        "dataset": DatasetHandler,
+        "training_cluster": ClusterHandler,
+        "pipeline": PipelineHandler,
+        "model": ModelHandler,
+        "endpoint": EndpointHandler,
+    }
+
+    def make_env(self, context: ProviderContext, config: KubernetesConfig) -> KubeEnv:
+        try:
+            import boto3  # noqa: F401
+            import lightkube  # noqa: F401  (fail at configure time, with the fix)
+        except ImportError as exc:
+            raise ProviderError('the kubernetes provider needs lightkube and boto3: '
+                                'pip install "mlform[kubernetes]"') from exc
+        return KubeEnv(context=context, config=config, kube=Kube(config, context))
+
+    def close(self) -> None:
+        super().close()
+        self.env.kube.close()
