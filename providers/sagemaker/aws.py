@@ -1,5 +1,9 @@
 """AWS access for the `sagemaker` provider: clients, error mapping, waiting.
 
+SageMaker, CloudWatch, EventBridge Scheduler and Application Auto Scaling go through
+`Aws`; S3 goes through the kit's `ObjectStore` (`SageMakerEnv.store`), whose error
+helpers this module shares.
+
 One `Aws` per configured provider.  boto3 clients are thread-safe once built (the
 engine refreshes and applies from many threads), but building them is not, so they
 are built once under a lock.  Throttling and 5xx answers are retried by botocore's
@@ -15,48 +19,16 @@ from typing import Any, Callable, Iterable
 
 from mlform.providers.base import ProgressEvent, ProviderContext, ProviderError
 
+from mlform.providers.kit.storage import (
+    RETRYABLE_CODES, Missing, api_name, error_code, error_message, is_missing,
+)
+
 from .config import SageMakerConfig
-
-# Error codes that mean "no such object" across the services used.
-_MISSING_CODES = {
-    "ResourceNotFound", "ResourceNotFoundException", "NoSuchKey", "NoSuchBucket", "404",
-    "NotFound", "NoSuchEntity",
-}
-# SageMaker answers a describe of a missing object with ValidationException and a text.
-_MISSING_TEXT = ("could not find", "does not exist", "not found", "cannot find")
-_RETRYABLE_CODES = {
-    "ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded",
-    "ServiceUnavailable", "InternalFailure", "InternalError", "SlowDown",
-}
-
-
-def error_code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str((response.get("Error") or {}).get("Code") or "")
-
-
-def error_message(exc: BaseException) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str((response.get("Error") or {}).get("Message") or exc)
-
-
-def is_missing(exc: BaseException) -> bool:
-    """True when an AWS error says the object does not exist."""
-    code = error_code(exc)
-    if code in _MISSING_CODES:
-        return True
-    status = ((getattr(exc, "response", None) or {}).get("ResponseMetadata") or {}).get(
-        "HTTPStatusCode")
-    if status == 404:
-        return True
-    return code == "ValidationException" and any(
-        text in error_message(exc).lower() for text in _MISSING_TEXT)
-
 
 class Aws:
     """Clients for the services the provider uses, built lazily, shared by threads."""
 
-    SERVICES = ("sagemaker", "s3", "cloudwatch", "scheduler", "application-autoscaling")
+    SERVICES = ("sagemaker", "cloudwatch", "scheduler", "application-autoscaling")
 
     def __init__(self, config: SageMakerConfig, context: ProviderContext) -> None:
         self.config = config
@@ -103,11 +75,11 @@ class Aws:
                 raise Missing(f"{service}.{operation}: {error_message(exc)}") from exc
             code = error_code(exc)
             raise ProviderError(
-                f"{service} {_api_name(operation)} failed: {code}: {error_message(exc)}",
+                f"{service} {api_name(operation)} failed: {code}: {error_message(exc)}",
                 address=address, service_message=error_message(exc),
-                retryable=code in _RETRYABLE_CODES) from exc
+                retryable=code in RETRYABLE_CODES) from exc
         except BotoCoreError as exc:   # connection refused, timeouts, credentials
-            raise ProviderError(f"{service} {_api_name(operation)} failed: {exc}",
+            raise ProviderError(f"{service} {api_name(operation)} failed: {exc}",
                                 address=address, retryable=True) from exc
 
     def find(self, service: str, operation: str, **kwargs: Any) -> dict | None:
@@ -165,14 +137,6 @@ class Aws:
                     f"{what} still {status} after {timeout:g} s (timeout)", address=address,
                     retryable=True)
             time.sleep(self.config.poll_seconds)
-
-
-class Missing(Exception):
-    """The AWS object asked for does not exist."""
-
-
-def _api_name(operation: str) -> str:
-    return "".join(part.title() for part in operation.split("_"))
 
 
 __all__ = ["Aws", "Missing", "is_missing", "error_code", "error_message"]

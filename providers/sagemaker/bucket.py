@@ -26,22 +26,21 @@ tags (S3 object tagging) and read back with their tags, so a key some other stac
 (a shared bucket, a copied prefix) is refused rather than adopted.  The
 ``resources/`` records (`save_record` / `load_record`) are checked by the address they
 hold instead: records written before they were tagged must still be read.
+
+The S3 calls themselves are the kit's `ObjectStore` (`env.store`: JSON, tags, listing,
+batched deletes); this module only says where things are and which tags they carry.
 """
 
 from __future__ import annotations
 
 import json
-import urllib.parse
 from typing import Any, Mapping
 
-from mlform.providers.base import ProviderError
-
-from .aws import Missing
-from .env import SageMakerEnv, tag_dict
+from .env import SageMakerEnv
 
 __all__ = ["dataset_prefix", "dataset_record", "cluster_profile", "code_key", "runs_prefix",
-           "run_record", "record_key", "tagging", "put_json", "get_json", "object_tags",
-           "delete_keys", "list_keys", "save_record", "load_record", "delete_record"]
+           "run_record", "record_key", "put_json", "save_record", "load_record",
+           "delete_record"]
 
 
 def dataset_prefix(env: SageMakerEnv, address: str) -> str:
@@ -78,68 +77,10 @@ def record_key(env: SageMakerEnv, kind: str, address: str) -> str:
 
 # -- small objects -----------------------------------------------------------------
 
-def tagging(tags: list[dict]) -> str:
-    """An AWS tag list as S3's ``Tagging`` request parameter (URL-encoded query)."""
-    return urllib.parse.urlencode([(t["Key"], t["Value"]) for t in tags])
-
-
 def put_json(env: SageMakerEnv, key: str, doc: Any, *, address: str,
              user_tags: Mapping[str, str] | None = None) -> None:
-    body = json.dumps(doc, sort_keys=True, indent=1, default=str).encode()
-    env.aws.call("s3", "put_object", address=address, Bucket=env.config.bucket, Key=key,
-                 Body=body, ContentType="application/json",
-                 Tagging=tagging(env.tags(address, user_tags)))
-
-
-def get_json(env: SageMakerEnv, key: str, *, address: str = "") -> tuple[Any, dict] | None:
-    """(document, the GetObject answer without its body), or None when there is no such key.
-
-    A body that is not JSON reads as None too: such a key was not written by mlform.
-    """
-    found = env.aws.find("s3", "get_object", address=address, Bucket=env.config.bucket, Key=key)
-    if found is None:
-        return None
-    body = found.pop("Body")
-    try:
-        return json.loads(body.read()), found
-    except ValueError:
-        return None
-    finally:
-        body.close()
-
-
-def object_tags(env: SageMakerEnv, key: str, *, address: str = "") -> dict[str, str] | None:
-    found = env.aws.find("s3", "get_object_tagging", address=address,
-                         Bucket=env.config.bucket, Key=key)
-    return None if found is None else tag_dict(found.get("TagSet"))
-
-
-def list_keys(env: SageMakerEnv, prefix: str, *, address: str = "",
-              bucket: str | None = None) -> list[dict]:
-    """Every object under `prefix` (Key, Size, ETag, LastModified), in key order."""
-    items: list[dict] = []
-    kwargs: dict[str, Any] = {"Bucket": bucket or env.config.bucket, "Prefix": prefix}
-    while True:
-        page = env.aws.call("s3", "list_objects_v2", address=address, **kwargs)
-        items.extend(page.get("Contents") or [])
-        if not page.get("IsTruncated"):
-            return items
-        kwargs["ContinuationToken"] = page["NextContinuationToken"]
-
-
-def delete_keys(env: SageMakerEnv, keys: list[str], *, address: str) -> None:
-    """Delete keys of the provider's bucket, 1,000 per request (S3's limit)."""
-    for start in range(0, len(keys), 1000):
-        batch = keys[start:start + 1000]
-        answer = env.aws.call("s3", "delete_objects", address=address, Bucket=env.config.bucket,
-                              Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
-        failed = answer.get("Errors") or []
-        if failed:
-            first = failed[0]
-            raise ProviderError(f"could not delete {len(failed)} object(s), e.g. "
-                                f"s3://{env.config.bucket}/{first.get('Key')}: "
-                                f"{first.get('Code')}: {first.get('Message')}",
-                                address=address, retryable=True)
+    """Write `doc` at `key`, tagged with `user_tags` and `address`'s ownership tags."""
+    env.store.put_json(key, doc, address=address, tags=env.tag_map(address, user_tags))
 
 
 # -- resource records --------------------------------------------------------------
@@ -152,8 +93,7 @@ def save_record(env: SageMakerEnv, kind: str, address: str, attributes: Mapping[
     # the document as it reads back (JSON types, default=str), so equal means unchanged
     doc = json.loads(json.dumps({"address": address, "kind": kind,
                                  "attributes": dict(attributes), **extra}, default=str))
-    found = get_json(env, key, address=address)
-    if found is not None and found[0] == doc:
+    if env.store.get_json(key, address=address) == doc:
         return
     put_json(env, key, doc, address=address)
 
@@ -161,14 +101,10 @@ def save_record(env: SageMakerEnv, kind: str, address: str, attributes: Mapping[
 def load_record(env: SageMakerEnv, kind: str, address: str) -> dict:
     """The saved record ({"attributes": ...}), or {} when there is none (or it is another
     address's)."""
-    found = get_json(env, record_key(env, kind, address), address=address)
-    doc = found[0] if found is not None else None
+    doc = env.store.get_json(record_key(env, kind, address), address=address)
     return doc if isinstance(doc, dict) and doc.get("address") == address else {}
 
 
 def delete_record(env: SageMakerEnv, kind: str, address: str) -> None:
-    try:
-        env.aws.call("s3", "delete_object", address=address, Bucket=env.config.bucket,
-                     Key=record_key(env, kind, address))
-    except Missing:
-        pass
+    env.store.find("delete_object", address=address, Bucket=env.store.bucket,
+                   Key=record_key(env, kind, address))

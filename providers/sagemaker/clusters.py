@@ -167,12 +167,12 @@ def read_profile(env: SageMakerEnv, cluster: Any, *, address: str = "") -> Compu
     if not cluster_address:
         return ComputeProfile(DEFAULT_PROFILE)
     key = bucket.cluster_profile(env, str(cluster_address))
-    found = bucket.get_json(env, key, address=address)
-    if found is None or not isinstance(found[0], dict):
+    found = env.store.get_json(key, address=address)
+    if not isinstance(found, dict):
         raise ProviderError(f"{address}: the profile of {cluster_address} is not in "
                             f"s3://{env.config.bucket}/{key}; apply {cluster_address} first",
                             address=address)
-    return ComputeProfile(found[0])
+    return ComputeProfile(found)
 
 
 class ClusterHandler(SageMakerHandler):
@@ -248,7 +248,7 @@ class ClusterHandler(SageMakerHandler):
         attrs.update({k: v for k, v in self._computed(address, attrs).items()
                       if attrs.get(k) is UNKNOWN or k not in attrs})
         key = self.key(address)
-        tags = bucket.object_tags(self.env, key, address=address)
+        tags = self.env.store.tags(key, address=address)
         if tags is not None:   # there already: ours (a retried create), or refused
             self.env.check_owner(tags, address, f"cluster profile {self.uri(address)}")
         instance = types.lookup(attrs["instance_type"])
@@ -263,12 +263,12 @@ class ClusterHandler(SageMakerHandler):
 
     def read(self, prior: LiveObject) -> LiveObject | None:
         address = prior.address
-        found = bucket.get_json(self.env, self.key(address), address=address)
-        if found is None or not isinstance(found[0], dict):
+        found = self.env.store.get_json(self.key(address), address=address)
+        if not isinstance(found, dict):
             return None
-        tags = bucket.object_tags(self.env, self.key(address), address=address) or {}
+        tags = self.env.store.tags(self.key(address), address=address) or {}
         self.env.check_owner(tags, address, f"cluster profile {self.uri(address)}")
-        attrs = dict(found[0].get("attributes") or {})
+        attrs = dict(found.get("attributes") or {})
         live_tags = user_tags(tags)
         if live_tags != (attrs.get("tags") or {}):
             attrs["tags"] = live_tags
@@ -276,8 +276,8 @@ class ClusterHandler(SageMakerHandler):
 
     def delete(self, prior: LiveObject) -> None:
         address = prior.address
-        tags = bucket.object_tags(self.env, self.key(address), address=address)
+        tags = self.env.store.tags(self.key(address), address=address)
         if tags is None:
             return   # gone already
         self.env.check_owner(tags, address, f"cluster profile {self.uri(address)}")
-        bucket.delete_keys(self.env, [self.key(address)], address=address)
+        self.env.store.delete([self.key(address)], address=address)

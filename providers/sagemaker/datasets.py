@@ -57,6 +57,7 @@ from mlform.providers.kit.datasets import (
 from mlform.providers.kit.digests import DigestCache, tree_digest
 from mlform.providers.kit.plans import computed_or_unknown, plan_of
 from mlform.providers.kit.sources import SourceError, local_path, parse_s3, read_local, scheme
+from mlform.providers.kit.storage import Missing, tagging
 
 from . import bucket
 from .clusters import s3_tag_problem
@@ -151,9 +152,10 @@ class DatasetHandler(SageMakerHandler):
         name, key = parse_s3(text)
         if not name:
             raise SourceError(f"source {text} names no bucket")
+        store = self.env.bucket_store(name)
         head = None
         if key and not key.endswith("/"):
-            head = self.aws.find("s3", "head_object", Bucket=name, Key=key)
+            head = store.head(key)
         if head is not None:
             files = [(PurePosixPath(key).name, None, int(head.get("ContentLength") or 0),
                       str(head.get("ETag") or ""))]
@@ -161,7 +163,7 @@ class DatasetHandler(SageMakerHandler):
         else:
             if key and not key.endswith("/"):
                 key += "/"
-            listed = bucket.list_keys(self.env, key, bucket=name)
+            listed = store.list(key)
             files = [(item["Key"][len(key):], None, int(item.get("Size") or 0),
                       str(item.get("ETag") or "")) for item in listed
                      if not item["Key"].endswith("/")]
@@ -235,15 +237,15 @@ class DatasetHandler(SageMakerHandler):
         """The profile of S3 data, fetched once per digest (cached with the digests)."""
         with tempfile.TemporaryDirectory(prefix="mlform-dataset-") as tmp:
             root = Path(tmp) / "data"
+            store = self.env.bucket_store(source.s3_bucket)
             for rel, _, _, _ in source.files:
                 target = root / rel if source.is_dir else root
-                target.parent.mkdir(parents=True, exist_ok=True)
                 key = source.s3_key + rel if source.is_dir else source.s3_key
                 try:
-                    self.aws.client("s3").download_file(source.s3_bucket, key, str(target))
-                except Exception as exc:   # botocore ClientError or a transfer error
+                    store.download(key, target)
+                except (Missing, ProviderError) as exc:   # say what boto3 said
                     raise ProviderError(f"cannot fetch s3://{source.s3_bucket}/{key} to check "
-                                        f"it: {exc}", retryable=True) from exc
+                                        f"it: {exc.__cause__ or exc}", retryable=True) from exc
             if not source.is_dir:   # keep the suffix: the csv/jsonl readers do not care, json does
                 named = root.with_name(PurePosixPath(source.s3_key).name)
                 root.rename(named)
@@ -300,26 +302,25 @@ class DatasetHandler(SageMakerHandler):
             computed = self._computed(address, self._read(self._key(attrs)))
             attrs.update({k: v for k, v in computed.items() if attrs.get(k) is UNKNOWN})
         record_key = bucket.dataset_record(self.env, address)
-        found = bucket.get_json(self.env, record_key, address=address)
+        found = self.env.store.get_json(record_key, address=address)
         if found is not None:   # a retried create, or an update: the record must be ours
-            self.env.check_owner(bucket.object_tags(self.env, record_key, address=address) or {},
+            self.env.check_owner(self.env.store.tags(record_key, address=address) or {},
                                  address, f"dataset record s3://{self.env.config.bucket}/{record_key}")
         if source.kind == "local":
             self._upload(address, attrs, source)
         record = {"address": address, "digest": source.digest, "uri": attrs["uri"],
                   "source_kind": source.kind, "objects": len(source.files),
                   "attributes": attrs}
-        if found is None or found[0] != record:
+        if found != record:
             bucket.put_json(self.env, record_key, record, address=address,
                             user_tags=attrs.get("tags"))
         return LiveObject(address, planned.kind, attrs["uri"], attrs)
 
     def _upload(self, address: str, attrs: Mapping[str, Any], source: Source) -> None:
-        tags = bucket.tagging(self.env.tags(address, attrs.get("tags")))
+        store = self.env.store
         todo = []
         for key, path, size, sha in self._keys(address, source):
-            head = self.aws.find("s3", "head_object", address=address,
-                                 Bucket=self.env.config.bucket, Key=key)
+            head = store.head(key, address=address)
             if head is None or (head.get("Metadata") or {}).get("sha256") != sha:
                 todo.append((key, path, size, sha))
         if not todo:
@@ -330,11 +331,13 @@ class DatasetHandler(SageMakerHandler):
         from boto3.exceptions import S3UploadFailedError
         from botocore.exceptions import BotoCoreError, ClientError
 
-        client = self.aws.client("s3")
+        tags = tagging(self.env.tag_map(address, attrs.get("tags")))
         for key, path, size, sha in todo:
             # upload_file: one PutObject for small files, a multipart upload for big ones
+            # (the store's client: `ObjectStore.upload` writes no metadata, and the sha256
+            # one is what the check above reads)
             try:
-                client.upload_file(str(path), self.env.config.bucket, key, ExtraArgs={
+                store.client.upload_file(str(path), store.bucket, key, ExtraArgs={
                     "Metadata": {"sha256": sha, "dataset-digest": source.digest},
                     "Tagging": tags})
             except (S3UploadFailedError, ClientError, BotoCoreError, OSError) as exc:
@@ -345,11 +348,10 @@ class DatasetHandler(SageMakerHandler):
     def read(self, prior: LiveObject) -> LiveObject | None:
         address = prior.address
         record_key = bucket.dataset_record(self.env, address)
-        found = bucket.get_json(self.env, record_key, address=address)
-        if found is None or not isinstance(found[0], dict):
+        record = self.env.store.get_json(record_key, address=address)
+        if not isinstance(record, dict):
             return None
-        record = found[0]
-        tags = bucket.object_tags(self.env, record_key, address=address) or {}
+        tags = self.env.store.tags(record_key, address=address) or {}
         self.env.check_owner(tags, address,
                              f"dataset record s3://{self.env.config.bucket}/{record_key}")
         if not self._data_present(address, record):
@@ -369,10 +371,10 @@ class DatasetHandler(SageMakerHandler):
             except SourceError:
                 return False
             return True
+        store = self.env.bucket_store(name)
         if not key.endswith("/"):
-            return self.aws.find("s3", "head_object", address=address, Bucket=name,
-                                 Key=key) is not None
-        listed = bucket.list_keys(self.env, key, address=address, bucket=name)
+            return store.head(key, address=address) is not None
+        listed = store.list(key, address=address)
         return len(listed) >= int(record.get("objects") or 1)
 
     def update(self, prior: LiveObject, planned: Planned) -> LiveObject:
@@ -382,11 +384,12 @@ class DatasetHandler(SageMakerHandler):
         address = prior.address
         prefix = bucket.dataset_prefix(self.env, address)
         record_key = bucket.dataset_record(self.env, address)
-        tags = bucket.object_tags(self.env, record_key, address=address)
+        store = self.env.store
+        tags = store.tags(record_key, address=address)
         if tags is not None:
             self.env.check_owner(tags, address,
                                  f"dataset record s3://{self.env.config.bucket}/{record_key}")
-        keys = [item["Key"] for item in bucket.list_keys(self.env, prefix, address=address)]
+        keys = [item["Key"] for item in store.list(prefix, address=address)]
         # an s3:// source is read, never owned: spare it even if it lies under this prefix
         source = prior.attributes.get("source")
         if isinstance(source, str) and source.startswith("s3://"):
@@ -394,6 +397,6 @@ class DatasetHandler(SageMakerHandler):
             if name == self.env.config.bucket:
                 keys = [k for k in keys if not k.startswith(src_key)]
         # the record goes last: a delete cut off half-way is still found and finished
-        bucket.delete_keys(self.env, [k for k in keys if k != record_key], address=address)
+        store.delete([k for k in keys if k != record_key], address=address)
         if record_key in keys:
-            bucket.delete_keys(self.env, [record_key], address=address)
+            store.delete([record_key], address=address)

@@ -1,5 +1,5 @@
 """What every kind handler of the `sagemaker` provider shares: AWS access, the bucket
-prefix, names and ownership tags.
+(`SageMakerEnv.store`, the kit's `ObjectStore`), names and ownership tags.
 
 Names are deterministic from stack, environment and address (plus, for immutable
 objects, a hash of their content; `kit.names.bounded_name`), so a retried or crashed
@@ -11,13 +11,15 @@ create finds what it made.  Every object carries the kit's three ownership tags;
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from mlform.providers.base import ProviderContext
 from mlform.providers.kit.digests import DigestCache
 from mlform.providers.kit.handlers import KindHandler
 from mlform.providers.kit.names import OWNER_TAGS, Owner, bounded_name
+from mlform.providers.kit.storage import ObjectStore
 
 from .aws import Aws, Missing
 from .config import SageMakerConfig
@@ -32,11 +34,21 @@ def _clean(text: str) -> str:
 
 @dataclass
 class SageMakerEnv:
-    """The provider's configured view: AWS access, config and the run context."""
+    """The provider's configured view: AWS access, the bucket, config and the run context.
+
+    `aws` is for SageMaker, CloudWatch, Scheduler and Application Auto Scaling; every S3
+    call goes through `store` (the provider's bucket) or `bucket_store` (another bucket,
+    e.g. an ``s3://`` dataset source).  Stores are built once, on first use, and shared
+    by the engine's threads.
+    """
 
     context: ProviderContext
     config: SageMakerConfig
     aws: Aws
+    _stores: dict[str, ObjectStore] = field(default_factory=dict, init=False, repr=False,
+                                            compare=False)
+    _stores_lock: threading.Lock = field(default_factory=threading.Lock, init=False,
+                                         repr=False, compare=False)
 
     @property
     def digests(self) -> DigestCache:
@@ -48,8 +60,33 @@ class SageMakerEnv:
         return (self.config.prefix.replace("{stack}", self.context.stack)
                 .replace("{env}", self.context.env).strip("/"))
 
+    @property
+    def store(self) -> ObjectStore:
+        """The provider's bucket, ``s3://{bucket}/{prefix}``."""
+        return self.bucket_store(self.config.bucket)
+
+    def bucket_store(self, bucket: str) -> ObjectStore:
+        """The store of `bucket`, reached with the provider's endpoint, region, profile and
+        retries (the provider's own bucket carries the prefix); one per bucket."""
+        found = self._stores.get(bucket)
+        if found is None:
+            with self._stores_lock:
+                found = self._stores.get(bucket)
+                if found is None:
+                    prefix = self.prefix if bucket == self.config.bucket else ""
+                    found = self._stores[bucket] = ObjectStore(
+                        f"s3://{bucket}/{prefix}", endpoint_url=self.config.endpoint_url,
+                        region=self.config.region, max_attempts=self.config.max_attempts,
+                        profile=self.config.profile)
+        return found
+
     def key(self, *parts: str) -> str:
-        """An S3 key under the provider's prefix."""
+        """An S3 key under the provider's prefix.
+
+        The same as ``store.key(*parts)`` for every prefix but the empty one, where this
+        has always written a leading ``/`` (``/datasets/...``): the keys buckets already
+        hold, so it is kept rather than delegated.
+        """
         return "/".join([self.prefix, *[p.strip("/") for p in parts if p]])
 
     def s3_uri(self, *parts: str) -> str:
@@ -80,10 +117,13 @@ class SageMakerEnv:
     def owner_tags(self, address: str) -> dict[str, str]:
         return self.owner(address).tags()
 
+    def tag_map(self, address: str, user: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The user's tags plus the ownership tags (which win); S3 objects take these."""
+        return {k: str(v) for k, v in {**dict(user or {}), **self.owner_tags(address)}.items()}
+
     def tags(self, address: str, user: Mapping[str, str] | None = None) -> list[dict]:
-        """AWS tag list: the user's tags plus the ownership tags (which win)."""
-        merged = {**dict(user or {}), **self.owner_tags(address)}
-        return [{"Key": k, "Value": str(v)} for k, v in sorted(merged.items())]
+        """AWS tag list (`tag_map`, sorted), as SageMaker and CloudWatch take them."""
+        return [{"Key": k, "Value": v} for k, v in sorted(self.tag_map(address, user).items())]
 
     def owns(self, tags: Mapping[str, str], address: str) -> bool:
         """True when the ownership tags name this stack, environment and address."""

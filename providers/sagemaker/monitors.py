@@ -50,9 +50,7 @@ from mlform.providers.kit.plans import plan_of
 from mlform.specs import parse_cron
 
 from .aws import Missing
-from .bucket import (
-    delete_keys, delete_record, get_json, list_keys, load_record, save_record,
-)
+from .bucket import delete_record, load_record, save_record
 from .env import (
     SageMakerEnv, SageMakerHandler, name_from_url, stale_key, tag_dict, user_tags,
 )
@@ -325,16 +323,17 @@ class MonitorHandler(SageMakerHandler):
         """drift_check.py and the kit's drift_stats.py and monitoring.py under the monitor's
         code prefix (only when changed)."""
         prefix = self.env.key("monitors", self._slug(address), "code")
-        bucket = self.env.config.bucket
+        store = self.env.store
         for path in (SCRIPT, *KIT_FILES):
             data = path.read_bytes()
             key = f"{prefix}/{path.name}"
-            head = self.aws.find("s3", "head_object", address=address, Bucket=bucket, Key=key)
+            head = store.head(key, address=address)
             if head is not None and (head.get("Metadata") or {}).get("sha256") == _sha(data):
                 continue
-            self.aws.call("s3", "put_object", address=address, Bucket=bucket, Key=key, Body=data,
-                          ContentType="text/x-python", Metadata={"sha256": _sha(data)})
-        return f"s3://{bucket}/{prefix}/"
+            # put_object itself: the sha256 metadata is what the check above reads
+            store.call("put_object", address=address, Bucket=store.bucket, Key=key, Body=data,
+                       ContentType="text/x-python", Metadata={"sha256": _sha(data)})
+        return f"s3://{store.bucket}/{prefix}/"
 
     def _parameters(self, address: str, attrs: Mapping, settings: MonitorSettings,
                     endpoint: str, capture: str) -> dict[str, str]:
@@ -516,9 +515,8 @@ class MonitorHandler(SageMakerHandler):
     # -- read / delete / actions --------------------------------------------------------
 
     def _last_report(self, address: str) -> str | None:
-        found = get_json(self.env, self.env.key("monitors", self._slug(address), "reports",
-                                                "latest.json"), address=address)
-        doc = found[0] if found is not None else None
+        doc = self.env.store.get_json(self.env.key("monitors", self._slug(address), "reports",
+                                                    "latest.json"), address=address)
         return doc.get("report") if isinstance(doc, dict) else None
 
     def _read_parts(self, address: str, base: Mapping) -> dict | None:
@@ -585,8 +583,7 @@ class MonitorHandler(SageMakerHandler):
         self.aws.call("cloudwatch", "delete_alarms", address=address,
                       AlarmNames=[names["alarm_name"]])
         prefix = self.env.key("monitors", self._slug(address)) + "/"
-        delete_keys(self.env, [o["Key"] for o in list_keys(self.env, prefix, address=address)],
-                    address=address)
+        self.env.store.delete_prefix(prefix, address=address)
         delete_record(self.env, "monitor", address)
 
     def action(self, live: LiveObject, name: str, args: dict) -> dict:

@@ -242,10 +242,14 @@ class PipelineHandler(SageMakerHandler):
     # -- staleness ---------------------------------------------------------------
 
     def stale_marker(self, address: str) -> StaleMarker | None:
-        found = bucket.get_json(self.env, stale_key(self.env, address), address=address)
-        if found is None:
+        key = stale_key(self.env, address)
+        doc = self.env.store.get_json(key, address=address)
+        if doc is None:
             return None
-        return StaleMarker.from_json(found[0], written=_time(found[1].get("LastModified")))
+        # when it was written, as the store says (read after the document: a marker
+        # rewritten in between can only make a run look older, i.e. re-run once more)
+        head = self.env.store.head(key, address=address) or {}
+        return StaleMarker.from_json(doc, written=_time(head.get("LastModified")))
 
     @staticmethod
     def _marks(marker: StaleMarker | None, job_name: str, fingerprint: Any, created: Any) -> bool:
@@ -409,11 +413,10 @@ class PipelineHandler(SageMakerHandler):
 
     def _upload_code(self, address: str, archive: bytes) -> str:
         key = bucket.code_key(self.env, hashlib.sha256(archive).hexdigest())
-        if self.aws.find("s3", "head_object", address=address, Bucket=self.env.config.bucket,
-                         Key=key) is None:
-            self.aws.call("s3", "put_object", address=address, Bucket=self.env.config.bucket,
-                          Key=key, Body=archive, ContentType="application/gzip",
-                          Tagging=bucket.tagging(self.env.tags(address)))
+        if self.env.store.head(key, address=address) is None:
+            self.env.store.put_bytes(key, archive, address=address,
+                                     content_type="application/gzip",
+                                     tags=self.env.tag_map(address))
         return f"s3://{self.env.config.bucket}/{key}"
 
     def request(self, address: str, attrs: Mapping[str, Any], job_name: str, code_uri: str,
@@ -577,8 +580,7 @@ class PipelineHandler(SageMakerHandler):
                      stale=None)
         record_key = bucket.run_record(self.env, address, name)
         record = {"address": address, "job": name, "attributes": self._recorded(attrs)}
-        found = bucket.get_json(self.env, record_key, address=address)
-        if found is None or found[0] != record:
+        if self.env.store.get_json(record_key, address=address) != record:
             bucket.put_json(self.env, record_key, record, address=address)
         self._sync_pipeline(address, attrs, desc, request)
         return LiveObject(address, planned.kind, name, attrs)
@@ -665,9 +667,9 @@ class PipelineHandler(SageMakerHandler):
         self.env.check_owner(tags, address, f"training job {name}")
         attrs = dict(prior.attributes)
         if not attrs:
-            found = bucket.get_json(self.env, bucket.run_record(self.env, address, name),
-                                    address=address)
-            attrs = dict((found[0] or {}).get("attributes") or {}) if found else {}
+            found = self.env.store.get_json(bucket.run_record(self.env, address, name),
+                                            address=address)
+            attrs = dict((found or {}).get("attributes") or {})
         done = desc.get("TrainingJobStatus") == DONE
         attrs.update(
             run_id=name, job_arn=desc["TrainingJobArn"],
@@ -715,5 +717,5 @@ class PipelineHandler(SageMakerHandler):
         if current is not None:
             self._delete_pipeline(address, current)
         marker = stale_key(self.env, address)
-        if bucket.object_tags(self.env, marker, address=address) is not None:
-            bucket.delete_keys(self.env, [marker], address=address)
+        if self.env.store.tags(marker, address=address) is not None:
+            self.env.store.delete([marker], address=address)
