@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: test bench demo venv k8s-tools clean
+.PHONY: test bench demo venv k8s-tools k8s-up k8s-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,16 @@ venv: $(STAMP)
 # .tools/k8s; the script skips the build when its stamp matches (tests/k8s/cluster).
 k8s-tools:
 	tests/k8s/cluster/build.sh
+
+# The same cluster as the tests', left running in the background for trying the
+# kubernetes environment by hand: the control plane and its kwok nodes, the pod harness
+# (training and monitoring pods run as local processes) and a moto S3.  k8s-up prints the
+# exports to use it; k8s-down stops it (tests/k8s/cluster/up.py; files in .tools/k8s-run).
+k8s-up: $(STAMP) k8s-tools
+	$(BIN)/python tests/k8s/cluster/up.py
+
+k8s-down:
+	$(BIN)/python tests/k8s/cluster/up.py --down
 
 test: $(STAMP) k8s-tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -22,6 +22,8 @@ lives here, written once:
 | `names` | deterministic names, ownership marks (AWS tags, Kubernetes labels) |
 | `accelerators` | accelerator names (`cpu`, `any-gpu`, `nvidia-h100`...) matched against device names by words |
 | `parallel` | `run_parallel`: many reads at once, threads only when they wait |
+| `storage` | `ObjectStore`: one S3-compatible bucket and prefix (boto3), and the AWS error helpers |
+| `serving` | the OIP v2 model server, a program (torch, FastAPI): `local` starts it, kubernetes pods run it |
 
 Nothing is imported here: a provider imports the modules it uses, so a provider
 without numpy (or boto3, or torch) still imports.  docs/providers.md has a guide to

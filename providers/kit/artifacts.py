@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 from mlform.providers.base import UNKNOWN
 
-__all__ = ["artifact_uri", "uri_to_path"]
+__all__ = ["artifact_uri", "input_uri", "uri_to_path"]
 
 
 def artifact_uri(artifact: Any) -> Any:
@@ -23,6 +23,14 @@ def artifact_uri(artifact: Any) -> Any:
     if isinstance(artifact, Mapping):
         return artifact.get("model_uri", UNKNOWN if "address" in artifact else None)
     return artifact
+
+
+def input_uri(value: Any) -> Any:
+    """The URI a pipeline's `inputs` entry stands for: a dataset reference's `uri`, an
+    upstream pipeline's `model_uri`, or the string itself."""
+    if isinstance(value, Mapping):
+        return value.get("uri") or value.get("model_uri")
+    return value
 
 
 def uri_to_path(uri: str, base: Path) -> Path | None:

@@ -16,6 +16,7 @@ could not know the run) the fingerprint it judged, written after the run began.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Mapping
@@ -24,7 +25,8 @@ from mlform.providers.base import Desired, LiveObject, Planned, ProviderError, c
 
 from .plans import plan_of, unknowns
 
-__all__ = ["RUN_OUTPUTS", "rerun_reason", "plan_run", "run_fingerprint", "StaleMarker"]
+__all__ = ["RUN_OUTPUTS", "rerun_reason", "plan_run", "run_fingerprint", "fingerprint_hex",
+           "StaleMarker"]
 
 #: What a run produces, on every provider (some add their own, e.g. a job's ARN).
 RUN_OUTPUTS = ("run_id", "model_uri", "metrics")
@@ -69,6 +71,12 @@ def run_fingerprint(planned: Planned) -> str:
         raise ProviderError(f"{planned.address}: the run fingerprint is not known; "
                             "run plan again", address=planned.address)
     return str(fingerprint)
+
+
+def fingerprint_hex(fingerprint: str) -> str:
+    """The fingerprint's hex digits (``sha256:ABcd…`` -> ``abcd…``), for names and labels
+    of the runs made for it."""
+    return re.sub(r"[^a-z0-9]", "", fingerprint.split(":", 1)[-1].lower())
 
 
 @dataclass(frozen=True)

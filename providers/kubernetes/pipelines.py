@@ -29,8 +29,6 @@ storage, when it marks the current run (kit `StaleMarker`).
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -41,10 +39,13 @@ from mlform.providers.base import (
 )
 from mlform.providers.kit.digests import hash_file
 from mlform.providers.kit.gate import check_gate
-from mlform.providers.kit.reruns import RUN_OUTPUTS, StaleMarker, plan_run, run_fingerprint
+from mlform.providers.kit.artifacts import input_uri
+from mlform.providers.kit.reruns import (
+    RUN_OUTPUTS, StaleMarker, fingerprint_hex, plan_run, run_fingerprint,
+)
 from mlform.providers.kit.runs import METRICS_FILE, entrypoint_file
 
-from .clusters import GPU, ClusterSettings, cluster_namespace
+from .clusters import ClusterSettings, cluster_namespace
 from .env import KubeEnv, KubeHandler
 from .pods import pod_failure, pod_spec
 
@@ -81,16 +82,6 @@ def run_prefix(env: KubeEnv, address: str, job: str) -> str:
     return env.store.key("runs", env.name(address), job)
 
 
-def _fp_hex(fingerprint: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", fingerprint.split(":", 1)[-1].lower())
-
-
-def _input_uri(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return value.get("uri") or value.get("model_uri")
-    return value
-
-
 class PipelineHandler(KubeHandler):
     """`pipeline` resources: a Job per run fingerprint, gated on the run's metrics."""
 
@@ -110,13 +101,13 @@ class PipelineHandler(KubeHandler):
         return self.env.config.namespace
 
     def job_name(self, address: str, fingerprint: str, attempt: int) -> str:
-        return self.env.name(address, f"{_fp_hex(fingerprint)[:10]}-{attempt}")
+        return self.env.name(address, f"{fingerprint_hex(fingerprint)[:10]}-{attempt}")
 
     def jobs(self, address: str, namespace: str, fingerprint: str | None = None) -> list[dict]:
         """This address's Jobs (of one fingerprint), lowest attempt first."""
         labels = dict(self.env.selector(address))
         if fingerprint is not None:
-            labels[FINGERPRINT] = _fp_hex(fingerprint)[:40]
+            labels[FINGERPRINT] = fingerprint_hex(fingerprint)[:40]
         found = [job for job in self.kube.list("batch/v1", "Job", namespace, labels=labels,
                                                address=address)]
         for job in found:
@@ -191,12 +182,12 @@ class PipelineHandler(KubeHandler):
         gpus = int(cluster.get("gpus_per_node") or 0)
         nodes = int(cluster.get("nodes") or 1)
         sizes = ClusterSettings.model_validate(dict(cluster.get("settings") or {}))
-        inputs = {str(k): _input_uri(v) for k, v in (attrs.get("inputs") or {}).items()}
+        inputs = {str(k): input_uri(v) for k, v in (attrs.get("inputs") or {}).items()}
         for key, uri in inputs.items():
             if not isinstance(uri, str) or not uri.startswith("s3://"):
                 raise ProviderError(f"{address}: inputs.{key} is {uri!r}; pods read inputs "
                                     "from storage (s3://)", address=address)
-        labels = {ROLE: "train", FINGERPRINT: _fp_hex(fingerprint)[:40], ATTEMPT: str(attempt),
+        labels = {ROLE: "train", FINGERPRINT: fingerprint_hex(fingerprint)[:40], ATTEMPT: str(attempt),
                   **dict(attrs.get("tags") or {})}
         work = {"storage": self.env.store.uri(), "code": code_uri, "program": program,
                 "inputs": inputs, "hyperparameters": attrs.get("hyperparameters") or {},

@@ -103,7 +103,8 @@ from mlform.providers.kit import reruns
 from mlform.providers.kit.gate import check_gate
 from mlform.providers.kit.monitoring import stale_marker
 from mlform.providers.kit.names import short_hash
-from mlform.providers.kit.reruns import StaleMarker, plan_run, run_fingerprint
+from mlform.providers.kit.artifacts import input_uri
+from mlform.providers.kit.reruns import StaleMarker, fingerprint_hex, plan_run, run_fingerprint
 from mlform.providers.kit.runs import contract_environment, entrypoint_file
 
 from . import bucket
@@ -163,17 +164,6 @@ def _settings(attrs: Mapping[str, Any]) -> PipelineSettings:
     return PipelineSettings.model_validate(dict(attrs.get("settings") or {}))
 
 
-def _fp_hex(fingerprint: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", fingerprint.split(":", 1)[-1].lower())
-
-
-def _input_uri(value: Any) -> Any:
-    """The S3 URI an `inputs` entry stands for (a dataset or pipeline ref, or a string)."""
-    if isinstance(value, Mapping):
-        return value.get("uri") or value.get("model_uri")
-    return value
-
-
 def _channel_path(name: str, uri: str) -> str:
     """Where SageMaker puts a channel's data: the channel folder, or the one file in it."""
     base = f"/opt/ml/input/data/{name}"
@@ -200,7 +190,7 @@ class PipelineHandler(SageMakerHandler):
     # -- names -------------------------------------------------------------------
 
     def job_name(self, address: str, fingerprint: str, attempt: int) -> str:
-        return self.env.name(address, suffix=f"{_fp_hex(fingerprint)[:10]}-{attempt}")
+        return self.env.name(address, suffix=f"{fingerprint_hex(fingerprint)[:10]}-{attempt}")
 
     def pipeline_name(self, address: str) -> str:
         return self.env.name(address, "pl")
@@ -216,7 +206,7 @@ class PipelineHandler(SageMakerHandler):
         Listed by the name fragment, then each name checked against the deterministic
         one, so a job whose name merely contains the fragment is never taken.
         """
-        fragment = self._ident(address) + (f"{_fp_hex(fingerprint)[:10]}-" if fingerprint else "")
+        fragment = self._ident(address) + (f"{fingerprint_hex(fingerprint)[:10]}-" if fingerprint else "")
         found = []
         for summary in self.aws.pages("sagemaker", "list_training_jobs", "TrainingJobSummaries",
                                       address=address, NameContains=fragment, MaxResults=100):
@@ -314,7 +304,7 @@ class PipelineHandler(SageMakerHandler):
             if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", str(name)):
                 found.append(error(f"{address}: input name {name!r} is not a SageMaker channel "
                                    f"name (letters, digits, . _ -, at most 64)", address=address))
-            uri = _input_uri(value)
+            uri = input_uri(value)
             if uri is UNKNOWN or contains_unknown(uri):
                 continue
             if not (isinstance(uri, str) and uri.startswith("s3://")):
@@ -423,7 +413,7 @@ class PipelineHandler(SageMakerHandler):
                 program: str, profile: ComputeProfile) -> dict:
         """The CreateTrainingJob request for one run (also the Pipeline's Training step)."""
         settings = _settings(attrs)
-        inputs = {str(k): _input_uri(v) for k, v in (attrs.get("inputs") or {}).items()}
+        inputs = {str(k): input_uri(v) for k, v in (attrs.get("inputs") or {}).items()}
         for name, uri in inputs.items():
             if not (isinstance(uri, str) and uri.startswith("s3://")):
                 raise ProviderError(f"{address}: inputs.{name} is {uri!r}, not an s3:// URI",

@@ -1,33 +1,23 @@
-"""The Kubernetes test control plane, one per test session (`cluster/control_plane.py`).
+"""Fixtures of the Kubernetes tests: a namespace per test.
 
-`make test` builds its binaries first (tests/k8s/cluster/build.sh, once per machine);
-run directly, pytest fails here with that command rather than skip the tests.
+The session's control plane (`control_plane`) and pod harness (`pod_harness`) are in
+tests/conftest.py, because the provider contract suite (tests/providers) uses them too.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import uuid
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "cluster"))
 
-from control_plane import BINARIES, ControlPlane, tools_dir  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def control_plane(tmp_path_factory):
-    tools = tools_dir()
-    missing = [b for b in BINARIES if not (tools / b).is_file()]
-    if missing:
-        pytest.fail(f"the Kubernetes test control plane is not built ({', '.join(missing)} "
-                    f"missing in {tools}): run tests/k8s/cluster/build.sh (make test does)",
-                    pytrace=False)
-    plane = ControlPlane(tools, tmp_path_factory.mktemp("k8s")).start()
-    try:
-        plane.add_node("kwok-cpu-0")
-        plane.add_node("kwok-gpu-0", gpus=8, gpu_product="NVIDIA-H100-80GB-HBM3")
-        yield plane
-    finally:
-        plane.stop()
+@pytest.fixture
+def namespace(control_plane):
+    """A namespace of the test's own, deleted afterwards (its pods' processes end then)."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    with control_plane.api() as api:
+        api.post("/api/v1/namespaces",
+                 json={"metadata": {"name": name}}).raise_for_status()
+    yield name
+    with control_plane.api() as api:
+        api.delete(f"/api/v1/namespaces/{name}")

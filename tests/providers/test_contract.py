@@ -37,6 +37,7 @@ from mlform.diagnostics import Diagnostic
 from mlform.expr.values import UNKNOWN, contains_unknown
 from mlform.providers.base import KINDS, Desired, KindSchema, LiveObject, Provider, ProviderContext
 from mlform.providers.example import ExampleProvider
+from mlform.providers.kubernetes import KubernetesProvider
 from mlform.providers.local import LocalProvider
 from mlform.providers.memory import MemoryProvider
 from mlform.providers.sagemaker import SageMakerProvider
@@ -299,8 +300,51 @@ EXAMPLE = ProviderCase(
     },
 )
 
+# -- kubernetes (the test control plane, tests/k8s; moto's S3 as storage) -----------------
+
+_K8S_BUCKET = "mlform-contract-k8s"
+
+
+def _kubernetes(stack_dir: Path, aws, control_plane, pod_harness) -> Provider:
+    aws.client("s3").create_bucket(Bucket=_K8S_BUCKET)
+    context = ProviderContext(
+        name="kubernetes", alias=None, stack="contract", env="test", stack_dir=stack_dir,
+        config={"kubeconfig": str(control_plane.kubeconfig), "poll_seconds": 0.1,
+                "storage": f"s3://{_K8S_BUCKET}/{{stack}}", "endpoint_url": aws.url})
+    return KubernetesProvider(context)
+
+
+KUBERNETES = ProviderCase(
+    id="kubernetes",
+    provider_class=KubernetesProvider,
+    build=_kubernetes,
+    # the pod harness plays the training pods' containers (tests/k8s/harness.py)
+    needs=("aws", "control_plane", "pod_harness"),
+    samples={
+        "dataset": _csv_dataset,
+        "training_cluster": lambda d: {"accelerator": "cpu", "gpus_per_node": 0, "nodes": 1},
+        "pipeline": _local_pipeline,
+        "model": lambda d: {"artifact": f"s3://{_K8S_BUCKET}/runs/contract/output/",
+                            "framework": "torch", "stage": "staging"},
+        "endpoint": lambda d: {"model": {"address": "model.fraud", "version": 1,
+                                         "uri": f"s3://{_K8S_BUCKET}/runs/contract/output/"},
+                               "replicas": 1,
+                               "rollout": {"strategy": "canary", "canary_percent": 10,
+                                           "bake_seconds": 0}},
+    },
+    updates={
+        "dataset": lambda a: {**a, "checks": {"min_rows": 2}},
+        # a new quota on the cluster's namespace
+        "training_cluster": lambda a: {**a, "settings": {"cpu": "8"}},
+        # a new fingerprint: a new Job
+        "pipeline": lambda a: {**a, "fingerprint": "sha256:bbbb", "hyperparameters": {"epochs": 6}},
+        "model": lambda a: {**a, "stage": "production"},
+        "endpoint": lambda a: {**a, "replicas": 2},
+    },
+)
+
 #: every provider the suite runs against; providers append their case here
-PROVIDER_CASES: list[ProviderCase] = [MEMORY, LOCAL, SAGEMAKER, EXAMPLE]
+PROVIDER_CASES: list[ProviderCase] = [MEMORY, LOCAL, SAGEMAKER, EXAMPLE, KUBERNETES]
 
 
 # -- harness -------------------------------------------------------------------------
@@ -323,7 +367,9 @@ class Subject:
                  if p.is_file() else "directory"
                  for p in sorted(self.root.rglob("*"))}
         aws = self.fixtures.get("aws")
-        return files, (len(aws.calls()) if aws is not None else 0)
+        plane = self.fixtures.get("control_plane")
+        return (files, (len(aws.calls()) if aws is not None else 0),
+                (_cluster_mutations(plane) if plane is not None else 0))
 
     def plan(self, desired: Desired | None = None, prior: LiveObject | None = None):
         return contract.plan(self.provider, desired or self.desired, prior)
@@ -335,6 +381,20 @@ class Subject:
         """The reference the engine has after an interrupted create: address, no id."""
         d = self.desired
         return LiveObject(address=d.address, kind=d.kind, id=None, attributes={})
+
+
+def _cluster_mutations(plane) -> int:
+    """Mutating requests the API server's audit log holds (dry runs excluded)."""
+    count = 0
+    for line in plane.audit_log.read_text().splitlines():
+        event = json.loads(line) if line else {}
+        if (event.get("verb") in ("create", "update", "patch", "delete", "deletecollection")
+                and event.get("stage") == "ResponseComplete"
+                and "dryRun" not in event.get("requestURI", "")
+                # the provider's own (lightkube), not the controllers' or kwok's
+                and event.get("userAgent", "").startswith("python-httpx2")):
+            count += 1
+    return count
 
 
 CASES_BY_KIND = [pytest.param(case, kind, id=f"{case.id}-{kind}")

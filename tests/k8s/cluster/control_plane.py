@@ -3,7 +3,8 @@
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (fake nodes
 that move pods through their lifecycle), started in that order on free loopback
 ports from the binaries `build.sh` makes (see README.md).  Nothing runs a
-container: kwok marks scheduled pods Running/Ready, and Job pods Succeeded.
+container: kwok marks scheduled pods Running/Ready and removes deleted ones; how a pod
+ends is left to the test's pod harness (`../harness.py`), which plays the kubelet.
 
     plane = ControlPlane(tools_dir(), tmp_path)
     plane.start()
@@ -38,11 +39,27 @@ from _waiting import wait_until
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 # kwok's shipped stages (kustomize/stage/ of its module, copied by build.sh): nodes
-# become Ready and keep a heartbeat; pods become Ready, Job pods complete, deleted pods
-# go away.
+# become Ready and keep a heartbeat; pods become Ready, deleted pods go away.  Its
+# pod-complete stage (Job pods Succeeded at once) is left out: the pod harness decides
+# when and how a pod ends, and kwok would race it.
 STAGES = ("node/fast/node-initialize.yaml", "node/heartbeat/node-heartbeat.yaml",
-          "pod/fast/pod-ready.yaml", "pod/fast/pod-complete.yaml", "pod/fast/pod-delete.yaml")
+          "pod/fast/pod-ready.yaml", "pod/fast/pod-delete.yaml")
+# Extra selector terms for shipped stages.  pod-ready takes any Pending pod that is not
+# Ready; a pod the harness has put back to Pending because its image "cannot be pulled"
+# is exactly that, and kwok would mark it Running again at once.
+STAGE_SELECTORS = {
+    "pod-ready": [{"key": ".status.containerStatuses[]?.state.waiting.reason",
+                   "operator": "NotIn", "values": ["ImagePullBackOff", "ErrImagePull"]}],
+}
 REPO = Path(__file__).resolve().parents[3]
+# The nodes of the tests' session plane and of `make k8s-up` (`add_node` arguments): one
+# CPU node, and two GPU nodes of two GPUs each, so that a workload can fill one node or
+# need more than one node holds.
+NODES: dict[str, dict[str, Any]] = {
+    "kwok-cpu-0": {},
+    "kwok-gpu-0": {"gpus": 2, "gpu_product": "NVIDIA-H100-80GB-HBM3"},
+    "kwok-gpu-1": {"gpus": 2, "gpu_product": "NVIDIA-H100-80GB-HBM3"},
+}
 
 
 def tools_dir() -> Path:
@@ -192,11 +209,13 @@ class ControlPlane:
         return self
 
     def stop(self) -> None:
-        """SIGTERM everything in reverse order of start, then wait (SIGKILL the slow)."""
+        """SIGTERM each process in reverse order of start and wait for it (SIGKILL the
+        slow) before the next: the API server's shutdown still talks to etcd (its
+        endpoint lease), and with etcd gone at the same time it waits out a timeout
+        (20 s of the test session's teardown)."""
         for _, proc in reversed(self.procs):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for _, proc in reversed(self.procs):
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -278,8 +297,11 @@ class ControlPlane:
         stages = self.root / "kwok-stages.yaml"
         docs = []
         for stage in STAGES:
-            docs.extend(d for d in yaml.safe_load_all(
-                (self.tools / "stages" / stage).read_text()) if d)
+            for doc in yaml.safe_load_all((self.tools / "stages" / stage).read_text()):
+                if doc:
+                    extra = STAGE_SELECTORS.get(doc["metadata"]["name"], [])
+                    doc["spec"]["selector"]["matchExpressions"].extend(extra)
+                    docs.append(doc)
         stages.write_text(yaml.safe_dump_all(docs))
         self.kwok = self._spawn(
             "kwok", f"--kubeconfig={self.kubeconfig}", f"--config={stages}",
@@ -315,4 +337,4 @@ class ControlPlane:
             return wait_until(ready, timeout, f"node {name} to be Ready", interval=0.2)
 
 
-__all__ = ["ControlPlane", "Keys", "tools_dir", "free_port", "BINARIES"]
+__all__ = ["ControlPlane", "Keys", "tools_dir", "free_port", "BINARIES", "NODES"]

@@ -1,0 +1,336 @@
+"""The kubernetes provider against the test control plane, kind by kind.
+
+Storage is the moto S3 of the SageMaker tests (`aws`); the cluster is the session's
+control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok nodes).
+Each test uses its own stack name, so objects of one never meet another's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from mlform.providers.base import Desired, LiveObject, ProviderContext, ProviderError
+from mlform.providers.kit import calls
+from mlform.providers.kubernetes import KubernetesProvider
+
+pytestmark = pytest.mark.timeout(300)
+
+BUCKET = "mlform-k8s"
+_stacks = itertools.count()
+
+
+def _provider(plane, aws, stack_dir: Path, stack: str | None = None, **config) -> KubernetesProvider:
+    aws.client("s3").create_bucket(Bucket=BUCKET) if not _bucket_exists(aws) else None
+    context = ProviderContext(
+        name="kubernetes", alias=None, stack=stack or f"k{next(_stacks)}", env="test",
+        stack_dir=stack_dir,
+        config={"kubeconfig": str(plane.kubeconfig), "storage": f"s3://{BUCKET}/{{stack}}",
+                "endpoint_url": aws.url, "poll_seconds": 0.1, **config})
+    return KubernetesProvider(context)
+
+
+def _bucket_exists(aws) -> bool:
+    return any(b["Name"] == BUCKET for b in aws.client("s3").list_buckets().get("Buckets", []))
+
+
+@pytest.fixture
+def k8s(control_plane, aws, tmp_path):
+    provider = _provider(control_plane, aws, tmp_path)
+    made: list[LiveObject] = []
+    provider.made = made
+    try:
+        yield provider
+    finally:
+        for live in reversed(made):
+            provider.delete(live)
+        provider.close()
+
+
+def _create(provider, kind: str, attrs: dict, name: str = "x") -> LiveObject:
+    desired = Desired(f"{kind}.{name}", kind, name, attrs)
+    errors = [d for d in calls.validate(provider, desired) if d.severity == "error"]
+    assert not errors, errors
+    live = provider.create(calls.plan(provider, desired))
+    provider.made.append(live)
+    return live
+
+
+def _mutations(plane) -> list[dict]:
+    """Mutating requests in the audit log (dry runs excluded)."""
+    events = [json.loads(line) for line in plane.audit_log.read_text().splitlines() if line]
+    return [e for e in events if e.get("verb") in ("create", "update", "patch", "delete",
+                                                   "deletecollection")
+            and "dryRun" not in e.get("requestURI", "")
+            and e.get("userAgent", "").startswith("python-httpx2")   # lightkube: mlform
+            and e.get("stage") == "ResponseComplete"]
+
+
+# -- training_cluster ------------------------------------------------------------------
+
+def test_a_cluster_is_a_namespace_with_a_gpu_quota(k8s, control_plane):
+    live = _create(k8s, "training_cluster", {"accelerator": "nvidia-h100", "gpus_per_node": 2,
+                                             "nodes": 2})
+    namespace = live.attributes["namespace"]
+    with control_plane.api() as api:
+        quota = api.get(f"/api/v1/namespaces/{namespace}/resourcequotas/mlform-gpus").json()
+        ns = api.get(f"/api/v1/namespaces/{namespace}").json()
+    assert quota["spec"]["hard"]["requests.nvidia.com/gpu"] == "4"
+    assert ns["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mlform"
+    assert ns["metadata"]["annotations"]["mlform.dev/address"] == "training_cluster.x"
+    assert live.attributes["gpus_total"] == 4
+
+
+def test_a_cluster_asking_for_more_gpus_than_a_node_has_fails_at_plan(k8s):
+    desired = Desired("training_cluster.big", "training_cluster", "big",
+                      {"accelerator": "nvidia-h100", "gpus_per_node": 4, "nodes": 1})
+    [problem] = [d for d in calls.validate(k8s, desired) if d.severity == "error"]
+    assert "0 node(s) with 4 allocatable nvidia-h100" in problem.summary
+    assert "kwok-gpu-0: 2 × NVIDIA-H100-80GB-HBM3" in problem.detail
+    assert "kwok-gpu-1: 2 × NVIDIA-H100-80GB-HBM3" in problem.detail
+
+
+# -- endpoint: drift, healing, immutable fields, ownership ----------------------------
+
+_ENDPOINT = {"model": {"address": "model.m", "version": 1, "uri": f"s3://{BUCKET}/m/"},
+             "replicas": 2}
+
+
+def test_an_endpoint_is_a_deployment_and_a_service_and_a_noop_plan_mutates_nothing(
+        k8s, control_plane):
+    live = _create(k8s, "endpoint", _ENDPOINT)
+    assert set(live.attributes["objects"].values()) == {"applied"}
+    assert live.attributes["url"].endswith(".default.svc.cluster.local/v2/models/"
+                                           + live.id.split("/")[-1])
+    before = len(_mutations(control_plane))
+    desired = Desired("endpoint.x", "endpoint", "x", _ENDPOINT)
+    found = k8s.read(live)
+    planned = calls.plan(k8s, desired, found)
+    assert planned.attributes == found.attributes       # nothing to do
+    assert len(_mutations(control_plane)) == before, "a no-op plan changed the cluster"
+
+
+def test_kubectl_scale_a_deleted_service_and_an_edited_label_are_drift_and_apply_heals(
+        k8s, control_plane):
+    live = _create(k8s, "endpoint", _ENDPOINT)
+    name = live.id.split("/")[-1]
+    merge = {"Content-Type": "application/merge-patch+json"}
+    with control_plane.api() as api:
+        api.patch(f"/apis/apps/v1/namespaces/default/deployments/{name}/scale",
+                  json={"spec": {"replicas": 3}}, headers=merge).raise_for_status()
+        api.delete(f"/api/v1/namespaces/default/services/{name}").raise_for_status()
+        api.patch(f"/apis/apps/v1/namespaces/default/deployments/{name}",
+                  json={"metadata": {"labels": {"mlform.dev/env": "tampered"}}},
+                  headers=merge).raise_for_status()
+    found = k8s.read(live)
+    assert found.attributes["replicas"] == 3
+    deployment = found.attributes["objects"][f"Deployment/default/{name}"]
+    assert "spec.replicas (2 → 3" in deployment
+    assert 'metadata.labels.mlform.dev/env ("test" → "tampered"' in deployment
+    assert found.attributes["objects"][f"Service/default/{name}"] == "missing"
+    desired = Desired("endpoint.x", "endpoint", "x", _ENDPOINT)
+    healed = k8s.update(found, calls.plan(k8s, desired, found))
+    assert set(k8s.read(healed).attributes["objects"].values()) == {"applied"}
+    assert k8s.read(healed).attributes["replicas"] == 2
+
+
+def test_replicas_an_hpa_owns_are_not_drift(k8s, control_plane):
+    attrs = {**_ENDPOINT, "autoscaling": {"min": 1, "max": 4}}
+    live = _create(k8s, "endpoint", attrs)
+    name = live.id.split("/")[-1]
+    with control_plane.api() as api:
+        api.patch(f"/apis/apps/v1/namespaces/default/deployments/{name}/scale",
+                  json={"spec": {"replicas": 4}},
+                  headers={"Content-Type": "application/merge-patch+json"}).raise_for_status()
+        hpa = api.get(f"/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/"
+                      f"{name}").json()
+    assert hpa["spec"]["maxReplicas"] == 4
+    assert set(k8s.read(live).attributes["objects"].values()) == {"applied"}
+
+
+def test_an_immutable_change_is_planned_as_a_replacement_with_the_api_servers_reason(k8s):
+    live = _create(k8s, "endpoint", _ENDPOINT)
+    changed = Desired("endpoint.x", "endpoint", "x",
+                      {**_ENDPOINT, "settings": {"cluster_ip": "10.0.0.77"}})
+    planned = calls.plan(k8s, changed, k8s.read(live))
+    assert planned.replace_paths == ("settings",)
+    [reason] = planned.reasons
+    assert "may not change once set" in reason and "spec.clusterIPs[0]" in reason
+
+
+def test_an_object_another_stack_owns_is_refused(control_plane, aws, tmp_path):
+    first = _provider(control_plane, aws, tmp_path, stack="owner-a")
+    # the same names in another stack: a second provider whose names collide by design
+    second = _provider(control_plane, aws, tmp_path, stack="owner-b")
+    second.env.name = first.env.name      # as if two stacks chose the same names
+    desired = Desired("endpoint.x", "endpoint", "x", _ENDPOINT)
+    live = first.create(calls.plan(first, desired))
+    try:
+        [problem] = [d for d in calls.validate(second, desired) if d.severity == "error"]
+        assert "belongs to stack 'owner-a'" in problem.summary
+        with pytest.raises(ProviderError, match="refusing to adopt"):
+            second.create(calls.plan(second, desired))
+    finally:
+        first.delete(live)
+        first.close()
+        second.close()
+
+
+# -- model and dataset ---------------------------------------------------------------
+
+def test_models_are_immutable_configmaps_one_per_version(k8s, control_plane):
+    first = _create(k8s, "model", {"artifact": f"s3://{BUCKET}/runs/1/", "framework": "torch",
+                                   "stage": "staging"})
+    desired = Desired("model.x", "model", "x", {"artifact": f"s3://{BUCKET}/runs/2/",
+                                                "framework": "torch", "stage": "production"})
+    second = k8s.update(first, calls.plan(k8s, desired, first))
+    k8s.made.append(second)
+    assert (first.attributes["version"], second.attributes["version"]) == (1, 2)
+    with control_plane.api() as api:
+        items = api.get("/api/v1/namespaces/default/configmaps",
+                        params={"labelSelector": "mlform.dev/address=model.x"}).json()["items"]
+    mine = [c for c in items if c["metadata"]["annotations"]["mlform.dev/stack"]
+            == k8s.context.stack]
+    assert sorted(c["data"]["version"] for c in mine) == ["1", "2"]
+    assert all(c["immutable"] for c in mine)
+    assert {c["metadata"]["labels"]["mlform.dev/approval"] for c in mine} == \
+        {"pending", "approved"}
+
+
+def test_a_dataset_is_uploaded_once_per_digest(k8s, aws, tmp_path):
+    (tmp_path / "d.csv").write_text("amount,label\n1.5,0\n2.0,1\n")
+    attrs = {"source": "./d.csv", "format": "csv", "checks": {"min_rows": 1}}
+    live = _create(k8s, "dataset", attrs)
+    assert live.attributes["rows"] == 2 and live.attributes["uri"].startswith(f"s3://{BUCKET}/")
+    aws.clear_calls()
+    again = _create(k8s, "dataset", attrs, name="y")     # same content, another dataset
+    assert again.attributes["uri"] == live.attributes["uri"]
+    uploads = [c for c in aws.mutating_calls() if c["action"] == "PutObject"
+               and "records" not in json.dumps(c)]
+    assert not uploads, "the same content was uploaded twice"
+
+
+# -- the connection ----------------------------------------------------------------------
+
+def test_an_unreachable_api_server_is_a_diagnostic_naming_kubeconfig_and_context(
+        aws, tmp_path):
+    config = tmp_path / "kubeconfig"
+    config.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "gone",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "gone", "context": {"cluster": "c", "user": "u"}}]}))
+    provider = KubernetesProvider(ProviderContext(
+        name="kubernetes", alias=None, stack="s", env="e", stack_dir=tmp_path,
+        config={"kubeconfig": str(config), "storage": "s3://b"}))
+    desired = Desired("endpoint.x", "endpoint", "x", _ENDPOINT)
+    [problem] = calls.validate(provider, desired)
+    assert "cannot reach the Kubernetes API server https://127.0.0.1:9" in problem.summary
+    assert f"kubeconfig {config}, context gone" in problem.summary
+
+
+def test_a_missing_kubeconfig_names_what_was_tried(tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    provider = KubernetesProvider(ProviderContext(
+        name="kubernetes", alias=None, stack="s", env="e", stack_dir=tmp_path,
+        config={"storage": "s3://b"}))
+    [problem] = calls.validate(provider, Desired("endpoint.x", "endpoint", "x", _ENDPOINT))
+    assert "KUBECONFIG is not set, ~/.kube/config does not exist" in problem.summary
+
+
+# -- pipeline: Jobs run by the pod harness -----------------------------------------------
+
+_TRAIN = """\
+import json, os, pathlib, warnings
+import torch
+warnings.simplefilter("ignore", DeprecationWarning)
+rows = pathlib.Path(os.environ["MLFORM_INPUT_TRAIN"]).read_text().splitlines()[1:]
+out = pathlib.Path(os.environ["MLFORM_OUTPUT_DIR"])
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Softmax(dim=1))
+torch.jit.save(torch.jit.script(net), str(out / "model.pt"))
+(out / "signature.json").write_text(json.dumps({"inputs": ["amount", "label"],
+                                                "outputs": ["p0", "p1"]}))
+epochs = json.loads(os.environ["MLFORM_HYPERPARAMETERS"])["epochs"]
+(out / "metrics.json").write_text(json.dumps({"accuracy": 0.9, "rows": len(rows),
+                                              "epochs": epochs}))
+"""
+
+
+def _pipeline(k8s, tmp_path, script: str, **extra) -> Desired:
+    (tmp_path / "train.py").write_text(script)
+    (tmp_path / "d.csv").write_text("amount,label\n1.5,0\n2.0,1\n")
+    data = _create(k8s, "dataset", {"source": "./d.csv", "format": "csv"}, name="tx")
+    attrs = {"fingerprint": "sha256:" + "ab" * 32, "entrypoint": "train.py",
+             "inputs": {"train": {"address": "dataset.tx", **data.attributes}},
+             "hyperparameters": {"epochs": 3}, "gate": {"metric": "accuracy", "min": 0.5},
+             **extra}
+    return Desired("pipeline.train", "pipeline", "train", attrs)
+
+
+def test_a_pipeline_runs_as_a_job_and_a_retried_create_adopts_it(k8s, pod_harness, tmp_path,
+                                                                 control_plane):
+    desired = _pipeline(k8s, tmp_path, _TRAIN)
+    planned = calls.plan(k8s, desired)
+    live = k8s.create(planned)
+    k8s.made.append(live)
+    assert live.attributes["metrics"] == {"accuracy": 0.9, "rows": 2, "epochs": 3}
+    assert live.attributes["model_uri"].endswith(f"/{live.attributes['run_id']}/output/")
+    again = k8s.create(planned)
+    assert again.attributes["run_id"] == live.attributes["run_id"]
+    with control_plane.api() as api:
+        jobs = api.get("/apis/batch/v1/namespaces/default/jobs", params={
+            "labelSelector": "mlform.dev/address=pipeline.train"}).json()["items"]
+    mine = [j for j in jobs if j["metadata"]["annotations"]["mlform.dev/stack"]
+            == k8s.context.stack]
+    assert len(mine) == 1, "a retried create started a second Job"
+
+    # the trained model, registered and served by a real endpoint pod
+    model = _create(k8s, "model", {"artifact": live.attributes["model_uri"],
+                                   "framework": "torch", "stage": "production"}, name="m")
+    endpoint = _create(k8s, "endpoint", {"model": {"address": "model.m", **model.attributes},
+                                         "replicas": 1})
+    name = endpoint.id.split("/")[-1]
+    with control_plane.api() as api:
+        [pod] = api.get("/api/v1/namespaces/default/pods", params={
+            "labelSelector": f"mlform.dev/role=serve,app.kubernetes.io/managed-by=mlform,"
+                             f"mlform.dev/stack={k8s.context.stack}"}).json()["items"]
+    container = pod["spec"]["containers"][0]
+    probes = (container["readinessProbe"]["httpGet"]["path"],
+              container["livenessProbe"]["httpGet"]["path"])
+    port = pod_harness.serve("default", pod["metadata"]["name"])
+    import httpx
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        from _waiting import wait_until
+        wait_until(lambda: client.get(probes[0]).status_code == 200, 60,
+                   "the endpoint pod to be ready")
+        assert client.get(probes[1]).status_code == 200
+        answer = client.post(f"/v2/models/{name}/infer", json={"inputs": [
+            {"name": "amount", "shape": [1], "datatype": "FP32", "data": [1.5]},
+            {"name": "label", "shape": [1], "datatype": "FP32", "data": [0.0]}]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model_version"] == str(model.attributes["version"])
+
+
+def test_a_failing_training_pod_fails_the_apply_with_its_last_lines(k8s, pod_harness,
+                                                                    tmp_path):
+    desired = _pipeline(k8s, tmp_path, "raise SystemExit('the loss went to NaN at epoch 2')\n")
+    with pytest.raises(ProviderError) as failed:
+        k8s.create(calls.plan(k8s, desired))
+    assert "exited with code 1" in failed.value.message
+    assert "the loss went to NaN at epoch 2" in failed.value.message
+    k8s.made.append(LiveObject("pipeline.train", "pipeline", None, desired.attributes))
+
+
+def test_an_image_that_cannot_be_pulled_fails_the_run_with_the_kubelets_reason(
+        k8s, pod_harness, tmp_path):
+    pod_harness.unpullable.add("registry.invalid/mlform:missing")
+    desired = _pipeline(k8s, tmp_path, _TRAIN,
+                        settings={"image": "registry.invalid/mlform:missing"})
+    with pytest.raises(ProviderError, match="ImagePullBackOff"):
+        k8s.create(calls.plan(k8s, desired))
+    k8s.made.append(LiveObject("pipeline.train", "pipeline", None, desired.attributes))
