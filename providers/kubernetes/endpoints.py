@@ -17,7 +17,9 @@ replicas).  With ``rollout.strategy = "canary"`` a second Deployment
 `canary_percent` of the replicas, at least one) for `bake_seconds`; if its pods stay
 ready the stable Deployment is rolled to the new version and the canary removed
 (promote), otherwise the canary is removed and the apply fails (roll back).
-`url` is the Service's in-cluster URL of the model.
+`url` is the Service's in-cluster URL of the model.  With `capture`, each serving pod
+uploads the requests it captured to ``capture/<name>/<pod>.jsonl`` in storage, where the
+endpoint's monitors read them.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from mlform.providers.base import (
 from .env import KubeHandler
 from .pods import pod_failure, pod_spec
 
-__all__ = ["EndpointHandler", "EndpointSettings", "PORT"]
+__all__ = ["EndpointHandler", "EndpointSettings", "PORT", "capture_prefix"]
 
 PORT = 8080
 TRACK = "mlform.dev/track"
@@ -57,6 +59,15 @@ class EndpointSettings(BaseModel):
     cpu_target_percent: int = Field(70, ge=1, le=100, description="HPA CPU utilisation "
                                                                  "target.")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per pod.")
+    capture_upload_seconds: float = Field(30.0, gt=0, description="How often a serving pod "
+                                                                  "uploads its captured "
+                                                                  "requests to storage.")
+
+
+def capture_prefix(env: Any, endpoint_address: str) -> str:
+    """Storage key prefix of an endpoint's captured requests (ends in /): each serving pod
+    uploads its capture there, monitors read it."""
+    return env.store.key("capture", env.name(endpoint_address)) + "/"
 
 
 def model_of(attrs: Mapping[str, Any]) -> tuple[int, str]:
@@ -91,8 +102,14 @@ class EndpointHandler(KubeHandler):
         deploy_name = name if track == "stable" else self.env.name(address, track)
         labels = {**self.env.selector(address), TRACK: track}
         pod_labels = {**labels, ROLE: "serve", VERSION: str(version)}
-        work = {"address": address, "name": name, "torch_threads": settings.torch_threads,
-                "models": [{"version": version, "uri": uri, "weight": 100}]}
+        work: dict[str, Any] = {
+            "address": address, "name": name, "torch_threads": settings.torch_threads,
+            "models": [{"version": version, "uri": uri, "weight": 100}]}
+        capture = attrs.get("capture")
+        if isinstance(capture, Mapping):
+            work["capture"] = {"uri": f"s3://{self.env.store.bucket}/"
+                                      f"{capture_prefix(self.env, address)}",
+                               "sample_percent": int(capture.get("sample_percent", 100))}
         probes = {
             "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": PORT},
                                "periodSeconds": 5},
@@ -101,6 +118,8 @@ class EndpointHandler(KubeHandler):
         }
         pod = pod_spec(self.env, "server", image=settings.image, command="serve", work=work,
                        cpu=settings.cpu, memory=settings.memory,
+                       extra_env={"MLFORM_CAPTURE_SECONDS": str(settings.capture_upload_seconds)}
+                       if "capture" in work else None,
                        ports=[{"name": "http", "containerPort": PORT}], probes=probes)
         spec: dict[str, Any] = {
             "selector": {"matchLabels": labels},

@@ -12,7 +12,12 @@ work in ``MLFORM_POD`` (JSON, written by the provider; `pods.pod_spec`):
   index; pod 0 uploads the output.
 * ``serve`` - fetch each model version (``models``: ``[{version, uri, weight}]``) and
   run the kit's model server (`kit.serving`, the one the `local` provider runs) on
-  ``0.0.0.0:$MLFORM_PORT`` (8080 by default).
+  ``0.0.0.0:$MLFORM_PORT`` (8080 by default).  With ``capture`` the server captures
+  requests to a local file, which is uploaded to ``capture`` + ``<pod name>.jsonl`` every
+  ``$MLFORM_CAPTURE_SECONDS`` (30) and when the pod stops.
+* ``monitor`` - fetch the captured requests (every object under ``capture``), the
+  baseline and the previous report, run the kit's check (`kit.monitor_check`), and
+  upload the reports to ``reports`` (and a breach's stale marker to ``stale``).
 
 The work directory is ``$MLFORM_WORKDIR`` (default ``mlform-work`` in the working directory).  Storage is
 reached with the standard AWS variables (``AWS_ENDPOINT_URL_S3`` for MinIO and the
@@ -24,8 +29,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -94,20 +102,90 @@ def serve(work: Mapping[str, Any], root: Path) -> int:
                      root / "models" / f"v{entry['version']}")
         models.append({"version": entry["version"], "path": str(path),
                        "weight": entry.get("weight", 100)})
+    capture = work.get("capture")
+    capture_file = root / "capture.jsonl"
     spec = {"address": work.get("address", ""), "name": work["name"], "host": "0.0.0.0",
             "port": int(os.environ.get("MLFORM_PORT", "8080")),
             "token": secrets.token_hex(16), "torch_threads": int(work.get("torch_threads", 1)),
-            "generation": 1, "models": models, "capture": None}
+            "generation": 1, "models": models,
+            "capture": ({"path": str(capture_file),
+                         "sample_percent": int(capture.get("sample_percent", 100))}
+                        if capture else None)}
     spec_path = root / "server.json"
     spec_path.write_text(json.dumps(spec))
     spec_path.chmod(0o600)
     print(f"mlform: serving {work['name']} versions "
           f"{[m['version'] for m in models]} on port {spec['port']}", flush=True)
-    os.execv(sys.executable, [sys.executable, str(_SERVER), str(spec_path)])
-    return 0   # not reached
+    if not capture:
+        os.execv(sys.executable, [sys.executable, str(_SERVER), str(spec_path)])
+    # With capture, stay as the parent: upload the capture file while the server runs.
+    server = subprocess.Popen([sys.executable, str(_SERVER), str(spec_path)])
+    stop = threading.Event()
+
+    def forward(signum: int, _frame: Any) -> None:
+        stop.set()
+        server.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    target = capture["uri"] + f"{os.environ.get('HOSTNAME') or socket.gethostname()}.jsonl"
+    every = float(os.environ.get("MLFORM_CAPTURE_SECONDS", "30"))
+    while server.poll() is None:
+        stop.wait(every)
+        _upload_capture(capture_file, target)
+    _upload_capture(capture_file, target)
+    return server.returncode or 0
 
 
-COMMANDS = {"train": train, "serve": serve}
+def _upload_capture(path: Path, uri: str) -> None:
+    if path.is_file() and path.stat().st_size:
+        _, key = parse_s3(uri)
+        _store(uri).upload(path, key)
+
+
+def monitor(work: Mapping[str, Any], root: Path) -> int:
+    from mlform.providers.kit.monitor_check import MonitorSettings, run_check
+
+    directory = root / "monitor"
+    reports = directory / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    _, report_prefix = parse_s3(work["reports"])
+    store = _store(work["reports"])
+    previous = store.get_bytes(f"{report_prefix.rstrip('/')}/latest.json")
+    if previous is not None:
+        (reports / "latest.json").write_bytes(previous)
+    # every pod's capture, in key order, as one file (read from its start each run: the
+    # window is the last `window_rows` input rows, 1,000 unless settings say)
+    capture = directory / "capture.jsonl"
+    with open(capture, "wb") as out:
+        _, prefix = parse_s3(work["capture"])
+        source = _store(work["capture"])
+        for item in source.list(prefix):
+            out.write(source.get_bytes(item["Key"]) or b"")
+    base = work["baseline"]
+    baseline = fetch(base["uri"], directory / "baseline") if base.get("uri") else \
+        directory / "baseline" / "missing"
+    settings = MonitorSettings.model_validate(work.get("settings") or {})
+    pipeline = work.get("pipeline")
+    spec = {"address": work["address"], "dir": str(directory), "checks": work["checks"],
+            "settings": work.get("settings") or {}, "on_breach": work.get("on_breach"),
+            "endpoint": {"address": work.get("endpoint"), "capture": str(capture)},
+            "baseline": {"address": base.get("address"), "path": str(baseline),
+                         "format": base.get("format"), "digest": base.get("digest")},
+            "pipeline": pipeline, "stale_marker": str(directory / "stale.json")}
+    report = run_check(spec, window_rows=settings.window_rows or 1000)
+    for path in sorted(reports.iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            store.upload(path, f"{report_prefix.rstrip('/')}/{path.name}")
+    stale = directory / "stale.json"
+    if stale.is_file() and work.get("stale"):
+        _, key = parse_s3(work["stale"])
+        _store(work["stale"]).upload(stale, key)
+    print(report["summary"], flush=True)
+    return 0
+
+
+COMMANDS = {"train": train, "serve": serve, "monitor": monitor}
 
 
 def main(argv: list[str]) -> int:

@@ -7,6 +7,7 @@
 | pipeline | a `batch/v1` Job per run fingerprint (Indexed Job + headless Service for several nodes) |
 | model | immutable ConfigMaps, one per version (stage and approval labels) |
 | endpoint | Deployment + Service (+ HPA), rolling updates, canary Deployment |
+| monitor | a CronJob running the drift check on captured requests in `storage` |
 
 Built on the provider kit: each kind is one handler module; this class only says
 which, and builds their `KubeEnv` (docs/kubernetes-provider.md).
@@ -24,6 +25,7 @@ from .datasets import DatasetHandler
 from .endpoints import EndpointHandler
 from .env import KubeEnv
 from .models import ModelHandler
+from .monitors import MonitorHandler
 from .pipelines import PipelineHandler
 
 __all__ = ["KubernetesProvider"]
@@ -38,6 +40,7 @@ class KubernetesProvider(HandlerProvider):
         "pipeline": PipelineHandler,
         "model": ModelHandler,
         "endpoint": EndpointHandler,
+        "monitor": MonitorHandler,
     }
 
     def make_env(self, context: ProviderContext, config: KubernetesConfig) -> KubeEnv:

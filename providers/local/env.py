@@ -8,16 +8,14 @@ handler every kind module subclasses (the kit's `KindHandler`, typed for `LocalE
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mlform.providers.base import ProviderContext
 from mlform.providers.kit.digests import DigestCache
 from mlform.providers.kit.handlers import KindHandler
+from mlform.providers.kit.monitor_check import read_json, write_json_atomic  # noqa: F401 (re-exported)
 from mlform.providers.kit.names import object_id, slug
 
 
@@ -56,24 +54,6 @@ class LocalEnv:
     def resolve(self, path: str) -> Path:
         p = Path(path)
         return p if p.is_absolute() else (self.stack_dir / p)
-
-
-def write_json_atomic(path: Path, doc: Any) -> None:
-    """Write-then-rename so a reader (or a kill) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(doc, fh, indent=1, sort_keys=True, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def read_json(path: Path, default: Any = None) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return default
 
 
 class LocalHandler(KindHandler):

@@ -334,3 +334,55 @@ def test_an_image_that_cannot_be_pulled_fails_the_run_with_the_kubelets_reason(
     with pytest.raises(ProviderError, match="ImagePullBackOff"):
         k8s.create(calls.plan(k8s, desired))
     k8s.made.append(LiveObject("pipeline.train", "pipeline", None, desired.attributes))
+
+
+def test_a_monitor_finds_drift_in_captured_requests_and_marks_the_pipeline_stale(
+        k8s, pod_harness, tmp_path, control_plane):
+    from _waiting import wait_until
+    import httpx
+
+    desired = _pipeline(k8s, tmp_path, _TRAIN)
+    run = k8s.create(calls.plan(k8s, desired))
+    k8s.made.append(run)
+    model = _create(k8s, "model", {"artifact": run.attributes["model_uri"],
+                                   "framework": "torch"}, name="m")
+    endpoint = _create(k8s, "endpoint", {
+        "model": {"address": "model.m", **model.attributes}, "replicas": 1,
+        "capture": {"sample_percent": 100},
+        "settings": {"capture_upload_seconds": 0.2}}, name="e")
+    name = endpoint.id.split("/")[-1]
+    with control_plane.api() as api:
+        [pod] = api.get("/api/v1/namespaces/default/pods", params={
+            "labelSelector": f"mlform.dev/role=serve,mlform.dev/stack={k8s.context.stack}"}
+        ).json()["items"]
+    port = pod_harness.serve("default", pod["metadata"]["name"])
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        wait_until(lambda: client.get("/v2/health/ready").status_code == 200, 60,
+                   "the endpoint pod to be ready")
+        for i in range(40):      # amounts far from the baseline's 1.5 and 2.0
+            client.post(f"/v2/models/{name}/infer", json={"inputs": [
+                {"name": "amount", "shape": [1], "datatype": "FP32", "data": [900.0 + i]},
+                {"name": "label", "shape": [1], "datatype": "FP32", "data": [1.0]}]}
+            ).raise_for_status()
+    capture = k8s.env.store.key("capture", k8s.env.name("endpoint.e")) + "/"
+    wait_until(lambda: any(o["Size"] > 1000 for o in k8s.env.store.list(capture)), 30,
+               "the serving pod to upload its capture")
+
+    monitor = _create(k8s, "monitor", {
+        "endpoint": {"address": "endpoint.e", **endpoint.attributes},
+        "baseline": {"address": "dataset.tx", "uri": desired.attributes["inputs"]["train"]["uri"],
+                     "format": "csv"},
+        "pipeline": {"address": "pipeline.train", "run_id": run.attributes["run_id"]},
+        "checks": [{"metric": "psi", "threshold": 0.2, "feature": "amount"}],
+        "schedule": "*/10 * * * *", "on_breach": "retrain",
+        "settings": {"min_rows": 10}}, name="drift")
+    with control_plane.api() as api:
+        cron = api.get(f"/apis/batch/v1/namespaces/default/cronjobs/{monitor.id.split('/')[-1]}"
+                       ).json()
+    assert cron["spec"]["schedule"] == "*/10 * * * *"
+    report = k8s.action(monitor, "run", {})
+    assert report["breached"], report["summary"]
+    assert "BREACH psi amount" in report["summary"]
+    stale = k8s.read(run).attributes["stale"]
+    assert stale and "monitor.drift found drift" in stale
+    assert k8s.read(monitor).attributes["breached"] is True

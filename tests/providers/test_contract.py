@@ -331,6 +331,12 @@ KUBERNETES = ProviderCase(
                                "replicas": 1,
                                "rollout": {"strategy": "canary", "canary_percent": 10,
                                            "bake_seconds": 0}},
+        # a CronJob (the check itself runs in tests/k8s/test_provider.py)
+        "monitor": lambda d: {"endpoint": {"address": "endpoint.fraud", "model_version": 1},
+                              "baseline": {"address": "dataset.tx", "format": "csv",
+                                           "uri": f"s3://{_K8S_BUCKET}/data/tx.csv"},
+                              "checks": [{"metric": "psi", "threshold": 0.2}],
+                              "schedule": "*/10 * * * *", "on_breach": "alert"},
     },
     updates={
         "dataset": lambda a: {**a, "checks": {"min_rows": 2}},
@@ -340,6 +346,7 @@ KUBERNETES = ProviderCase(
         "pipeline": lambda a: {**a, "fingerprint": "sha256:bbbb", "hyperparameters": {"epochs": 6}},
         "model": lambda a: {**a, "stage": "production"},
         "endpoint": lambda a: {**a, "replicas": 2},
+        "monitor": lambda a: {**a, "schedule": "0 * * * *"},
     },
 )
 
