@@ -5,7 +5,8 @@
 #
 # `make demo` creates the data (make_data.py), then plans and applies this stack.
 # `--env memory` plans the same stack against the in-memory provider (no torch needed);
-# `--env sagemaker` plans and applies it on Amazon SageMaker.
+# `--env sagemaker` plans and applies it on Amazon SageMaker, `--env kubernetes` on a
+# Kubernetes cluster.
 
 provider "local" {
   root = ".mlform/local/{env}"
@@ -45,6 +46,42 @@ variable "aws_endpoint_url" {
   type        = string
   default     = null
   description = "Send AWS calls elsewhere (moto, LocalStack); null for AWS itself."
+}
+
+# Used by environments/kubernetes.hcl only (the same stack on a Kubernetes cluster); set
+# them with MLFORM_VAR_k8s_storage=... and so on (`make k8s-up` prints them).
+variable "k8s_kubeconfig" {
+  type        = string
+  default     = null
+  description = "Kubeconfig file; null: KUBECONFIG, ~/.kube/config, then in-cluster."
+}
+
+variable "k8s_context" {
+  type    = string
+  default = null
+}
+
+variable "k8s_namespace" {
+  type    = string
+  default = "default"
+}
+
+variable "k8s_image" {
+  type        = string
+  default     = "mlform:latest"
+  description = "The image the pods run (the repo's Dockerfile)."
+}
+
+variable "k8s_storage" {
+  type        = string
+  default     = ""
+  description = "S3-compatible URI for datasets, code, artifacts and captured requests."
+}
+
+variable "k8s_endpoint_url" {
+  type        = string
+  default     = null
+  description = "The storage's endpoint (MinIO, moto); null for AWS S3."
 }
 
 locals {
