@@ -37,7 +37,7 @@ k8s-down:
 test: $(STAMP) k8s-tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-bench: $(STAMP)
+bench: $(STAMP) k8s-tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/bench -s
 
 demo: $(STAMP)

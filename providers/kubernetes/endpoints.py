@@ -25,6 +25,7 @@ endpoint's monitors read them.
 from __future__ import annotations
 
 import math
+import re
 import time
 from typing import Any, Mapping, Sequence
 
@@ -37,7 +38,7 @@ from mlform.providers.base import (
 from .env import KubeHandler
 from .pods import pod_failure, pod_spec
 
-__all__ = ["EndpointHandler", "EndpointSettings", "PORT", "capture_prefix"]
+__all__ = ["EndpointHandler", "EndpointSettings", "PORT", "capture_prefix", "served_name"]
 
 PORT = 8080
 TRACK = "mlform.dev/track"
@@ -68,6 +69,13 @@ def capture_prefix(env: Any, endpoint_address: str) -> str:
     """Storage key prefix of an endpoint's captured requests (ends in /): each serving pod
     uploads its capture there, monitors read it."""
     return env.store.key("capture", env.name(endpoint_address)) + "/"
+
+
+def served_name(address: str) -> str:
+    """The model name the server answers to: the endpoint's own name (``endpoint.fraud``
+    serves ``fraud``, as on `local`), spelled for a URL path."""
+    name = address.rsplit("endpoint.", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "model"
 
 
 def model_of(attrs: Mapping[str, Any]) -> tuple[int, str]:
@@ -103,7 +111,8 @@ class EndpointHandler(KubeHandler):
         labels = {**self.env.selector(address), TRACK: track}
         pod_labels = {**labels, ROLE: "serve", VERSION: str(version)}
         work: dict[str, Any] = {
-            "address": address, "name": name, "torch_threads": settings.torch_threads,
+            "address": address, "name": served_name(address),
+            "torch_threads": settings.torch_threads,
             "models": [{"version": version, "uri": uri, "weight": 100}]}
         capture = attrs.get("capture")
         if isinstance(capture, Mapping):
@@ -167,7 +176,8 @@ class EndpointHandler(KubeHandler):
     def computed(self, address: str, attrs: Mapping[str, Any],
                  manifests: Sequence[dict]) -> dict[str, Any]:
         name, namespace = self.names(address)
-        return {"url": f"http://{name}.{namespace}.svc.cluster.local/v2/models/{name}",
+        return {"url": f"http://{name}.{namespace}.svc.cluster.local/v2/models/"
+                       f"{served_name(address)}",
                 "model_version": model_of(attrs)[0]}
 
     def live_attributes(self, prior: LiveObject, live: Mapping[str, dict]) -> dict[str, Any]:

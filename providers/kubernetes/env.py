@@ -162,6 +162,8 @@ def _at(obj: Any, path: tuple) -> Any:
 
 
 _ABSENT = object()
+#: kinds whose objects own others (deleted in the foreground, waited on until those go)
+_OWNERS = frozenset({"Namespace", "Deployment", "Job", "CronJob", "ReplicaSet"})
 _IGNORED = ("metadata.annotations",)   # kubectl and controllers add their own
 
 
@@ -399,25 +401,40 @@ class KubeHandler(KindHandler):
             attrs = self.recorded(prior)
             if attrs is None:
                 return
-        for doc in reversed(self.manifests(prior.address, attrs)):
-            self._delete_object(doc, prior.address)
+        docs = list(reversed(self.manifests(prior.address, attrs)))
+        # what lives in a namespace this resource deletes goes with it
+        doomed = {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"}
+        self._delete_objects([d for d in docs if d["metadata"].get("namespace") not in doomed],
+                             prior.address)
 
     def _delete_object(self, doc: Mapping[str, Any], address: str) -> None:
-        meta = doc["metadata"]
-        found = self.kube.get(doc["apiVersion"], doc["kind"], meta["name"],
-                              meta.get("namespace"), address=address)
-        if found is None:
+        self._delete_objects([doc], address)
+
+    def _delete_objects(self, docs: Sequence[Mapping[str, Any]], address: str) -> None:
+        """Delete these objects (ours only), then wait once until all are gone.  Objects
+        with dependents (a Deployment's pods, a Job's, a namespace's objects) are deleted
+        in the foreground: they are gone only when what they own is."""
+        pending = []
+        for doc in docs:
+            meta = doc["metadata"]
+            found = self.kube.get(doc["apiVersion"], doc["kind"], meta["name"],
+                                  meta.get("namespace"), address=address)
+            if found is None:
+                continue
+            self.env.check_owner(found, address)
+            self.kube.delete(doc["apiVersion"], doc["kind"], meta["name"], meta.get("namespace"),
+                             address=address, foreground=doc["kind"] in _OWNERS)
+            pending.append(doc)
+        if not pending:
             return
-        self.env.check_owner(found, address)
-        self.kube.delete(doc["apiVersion"], doc["kind"], meta["name"], meta.get("namespace"),
-                         address=address, foreground=True)
 
         def gone() -> tuple[bool, str]:
-            left = self.kube.get(doc["apiVersion"], doc["kind"], meta["name"],
-                                 meta.get("namespace"), address=address)
-            return left is None, "deleting" if left is not None else "deleted"
+            left = [object_key(d) for d in pending
+                    if self.kube.get(d["apiVersion"], d["kind"], d["metadata"]["name"],
+                                     d["metadata"].get("namespace"), address=address)]
+            return not left, ("deleted" if not left else "waiting for " + ", ".join(left))
 
-        self.kube.wait(gone, address=address, what=f"deletion of {object_key(doc)}")
+        self.kube.wait(gone, address=address, what=f"deletion of {address}'s objects")
 
     def close(self) -> None:
         pass

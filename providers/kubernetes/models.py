@@ -119,10 +119,15 @@ class ModelHandler(KubeHandler):
     # -- read / delete -----------------------------------------------------------------
 
     def read(self, prior: LiveObject) -> LiveObject | None:
-        existing = self.versions(prior.address)
         version = prior.attributes.get("version")
-        found = ([c for c in existing if c["metadata"]["labels"].get(VERSION) == str(version)]
-                 if version is not None else existing)
+        if version is not None:        # one GET by name, not a listing of every ConfigMap
+            one = self.kube.get("v1", "ConfigMap", self.env.name(prior.address, f"v{version}"),
+                                self.env.config.namespace, address=prior.address)
+            if one is not None:
+                self.env.check_owner(one, prior.address)
+            found = [one] if one is not None else []
+        else:
+            found = self.versions(prior.address)
         if not found:
             return None
         current = found[-1]
@@ -142,5 +147,4 @@ class ModelHandler(KubeHandler):
                           attrs)
 
     def delete(self, prior: LiveObject) -> None:
-        for item in self.versions(prior.address):
-            self._delete_object(item, prior.address)
+        self._delete_objects(self.versions(prior.address), prior.address)

@@ -300,14 +300,14 @@ class PipelineHandler(KubeHandler):
         namespaces = {self.namespace(prior.attributes)}
         if isinstance(record, dict) and record.get("address") == address:
             namespaces.add(record["namespace"])
+        found = []
         for namespace in sorted(namespaces):
             if self.kube.get("v1", "Namespace", namespace, address=address) is None:
                 continue
-            for kind in ("Job", "Service"):
-                api = "batch/v1" if kind == "Job" else "v1"
-                for obj in self.kube.list(api, kind, namespace,
-                                          labels=self.env.selector(address), address=address):
-                    self._delete_object(obj, address)
+            for api, kind in (("batch/v1", "Job"), ("v1", "Service")):
+                found += self.kube.list(api, kind, namespace,
+                                        labels=self.env.selector(address), address=address)
+        self._delete_objects(found, address)
         self.env.store.delete([self.record_key(address), stale_key(self.env, address)],
                               address=address)
 

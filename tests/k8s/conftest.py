@@ -10,6 +10,9 @@ import uuid
 
 import pytest
 
+from _kube import make_provider
+from mlform.providers.base import LiveObject
+
 
 @pytest.fixture
 def namespace(control_plane):
@@ -21,3 +24,16 @@ def namespace(control_plane):
     yield name
     with control_plane.api() as api:
         api.delete(f"/api/v1/namespaces/{name}")
+
+
+@pytest.fixture
+def k8s(control_plane, aws, tmp_path):
+    provider = make_provider(control_plane, aws, tmp_path)
+    made: list[LiveObject] = []
+    provider.made = made
+    try:
+        yield provider
+    finally:
+        for live in reversed(made):
+            provider.delete(live)
+        provider.close()

@@ -37,10 +37,11 @@ import socket
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import httpx
 
@@ -145,6 +146,7 @@ class PodHarness:
         self._seen: set[str] = set()                     # uids of pods acted upon
         self._forced: deque[_Forced] = deque()
         self._errors: list[BaseException] = []
+        self._outage = threading.Event()          # the API server is down on purpose
         self._stopping = threading.Event()
         self._synced = threading.Event()
         self._watch_response: httpx.Response | None = None
@@ -184,7 +186,7 @@ class PodHarness:
         if response is not None:
             _interrupt(response)
         for run in runs:
-            _terminate(run.proc)
+            self._end(run)
         if self._thread is not None:
             self._thread.join(timeout=10)
             if self._thread.is_alive():
@@ -255,6 +257,16 @@ class PodHarness:
                    interval=0.05)
         return port
 
+    @contextmanager
+    def outage(self) -> Iterator[None]:
+        """While the test has the API server down: the harness's lost connections are
+        expected, not errors (it reconnects once the server is back)."""
+        self._outage.set()
+        try:
+            yield
+        finally:
+            self._outage.clear()
+
     # ------------------------------------------------------------------ the watch
 
     def _client(self) -> httpx.Client:
@@ -284,7 +296,9 @@ class PodHarness:
                 except Exception as error:  # noqa: BLE001 - kept for check()/stop()
                     if self._stopping.is_set():
                         break
-                    self._record(error)
+                    if not (self._outage.is_set() and isinstance(
+                            error, (httpx.TransportError, httpx.HTTPStatusError))):
+                        self._record(error)
                     version = None
                     self._stopping.wait(1)
 
@@ -378,8 +392,14 @@ class PodHarness:
             for run in runs:
                 run.killed = True
         for run in runs:
-            threading.Thread(target=_terminate, args=(run.proc,), daemon=True,
+            threading.Thread(target=self._end, args=(run,), daemon=True,
                              name=f"pod-harness-kill-{run.namespace}/{run.name}").start()
+
+    def _end(self, run: _Run) -> None:
+        try:
+            _terminate(run.proc)
+        except Exception as error:  # noqa: BLE001 - kept for check()/stop()
+            self._record(error)
 
     # ------------------------------------------------------------------ processes
 
@@ -585,7 +605,8 @@ def _free_port() -> int:
 
 
 def _terminate(proc: subprocess.Popen) -> None:
-    """SIGTERM the process's group, SIGKILL it after GRACE_S, and reap the process."""
+    """SIGTERM the process's group, SIGKILL it after GRACE_S, reap the process, and
+    return once nothing of its group runs any more (its children included)."""
     if isinstance(proc, _NotStarted):
         return
     for sig, wait in ((signal.SIGTERM, GRACE_S), (signal.SIGKILL, None)):
@@ -598,12 +619,34 @@ def _terminate(proc: subprocess.Popen) -> None:
             break
         except subprocess.TimeoutExpired:
             continue
-    # The leader is gone, but others in its group may linger.  (That its pid, the group's
-    # id, went this fast to a new session leader is a risk a test machine can take.)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    # The leader is gone, but others of its group may linger, or still be on their way
+    # out.  (That its pid, the group's id, went this fast to a new group's leader is a
+    # risk a test machine can take.)
+    if _group_members(proc.pid):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        wait_until(lambda: not _group_members(proc.pid), 10,
+                   f"the processes of group {proc.pid} to end", interval=0.01)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The processes of a process group that have not exited (zombies have: an orphan's
+    may never be reaped on a machine whose init does not)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                # "pid (comm) state ppid pgrp ...": comm may hold anything but ")".
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(entry))
+    return members
 
 
 def _interrupt(response: httpx.Response) -> None:

@@ -7,9 +7,7 @@ Each test uses its own stack name, so objects of one never meet another's.
 
 from __future__ import annotations
 
-import itertools
 import json
-from pathlib import Path
 
 import pytest
 
@@ -17,62 +15,16 @@ from mlform.providers.base import Desired, LiveObject, ProviderContext, Provider
 from mlform.providers.kit import calls
 from mlform.providers.kubernetes import KubernetesProvider
 
+from _kube import (
+    BUCKET, ENDPOINT, TRAIN, create, make_provider, mutating_requests, pipeline_desired,
+)
+
 pytestmark = pytest.mark.timeout(300)
-
-BUCKET = "mlform-k8s"
-_stacks = itertools.count()
-
-
-def _provider(plane, aws, stack_dir: Path, stack: str | None = None, **config) -> KubernetesProvider:
-    aws.client("s3").create_bucket(Bucket=BUCKET) if not _bucket_exists(aws) else None
-    context = ProviderContext(
-        name="kubernetes", alias=None, stack=stack or f"k{next(_stacks)}", env="test",
-        stack_dir=stack_dir,
-        config={"kubeconfig": str(plane.kubeconfig), "storage": f"s3://{BUCKET}/{{stack}}",
-                "endpoint_url": aws.url, "poll_seconds": 0.1, **config})
-    return KubernetesProvider(context)
-
-
-def _bucket_exists(aws) -> bool:
-    return any(b["Name"] == BUCKET for b in aws.client("s3").list_buckets().get("Buckets", []))
-
-
-@pytest.fixture
-def k8s(control_plane, aws, tmp_path):
-    provider = _provider(control_plane, aws, tmp_path)
-    made: list[LiveObject] = []
-    provider.made = made
-    try:
-        yield provider
-    finally:
-        for live in reversed(made):
-            provider.delete(live)
-        provider.close()
-
-
-def _create(provider, kind: str, attrs: dict, name: str = "x") -> LiveObject:
-    desired = Desired(f"{kind}.{name}", kind, name, attrs)
-    errors = [d for d in calls.validate(provider, desired) if d.severity == "error"]
-    assert not errors, errors
-    live = provider.create(calls.plan(provider, desired))
-    provider.made.append(live)
-    return live
-
-
-def _mutations(plane) -> list[dict]:
-    """Mutating requests in the audit log (dry runs excluded)."""
-    events = [json.loads(line) for line in plane.audit_log.read_text().splitlines() if line]
-    return [e for e in events if e.get("verb") in ("create", "update", "patch", "delete",
-                                                   "deletecollection")
-            and "dryRun" not in e.get("requestURI", "")
-            and e.get("userAgent", "").startswith("python-httpx2")   # lightkube: mlform
-            and e.get("stage") == "ResponseComplete"]
-
 
 # -- training_cluster ------------------------------------------------------------------
 
 def test_a_cluster_is_a_namespace_with_a_gpu_quota(k8s, control_plane):
-    live = _create(k8s, "training_cluster", {"accelerator": "nvidia-h100", "gpus_per_node": 2,
+    live = create(k8s, "training_cluster", {"accelerator": "nvidia-h100", "gpus_per_node": 2,
                                              "nodes": 2})
     namespace = live.attributes["namespace"]
     with control_plane.api() as api:
@@ -95,27 +47,25 @@ def test_a_cluster_asking_for_more_gpus_than_a_node_has_fails_at_plan(k8s):
 
 # -- endpoint: drift, healing, immutable fields, ownership ----------------------------
 
-_ENDPOINT = {"model": {"address": "model.m", "version": 1, "uri": f"s3://{BUCKET}/m/"},
-             "replicas": 2}
-
 
 def test_an_endpoint_is_a_deployment_and_a_service_and_a_noop_plan_mutates_nothing(
         k8s, control_plane):
-    live = _create(k8s, "endpoint", _ENDPOINT)
+    live = create(k8s, "endpoint", ENDPOINT)
     assert set(live.attributes["objects"].values()) == {"applied"}
-    assert live.attributes["url"].endswith(".default.svc.cluster.local/v2/models/"
-                                           + live.id.split("/")[-1])
-    before = len(_mutations(control_plane))
-    desired = Desired("endpoint.x", "endpoint", "x", _ENDPOINT)
+    service = live.id.split("/")[-1]
+    assert live.attributes["url"] == \
+        f"http://{service}.default.svc.cluster.local/v2/models/x"   # endpoint.x serves "x"
+    before = len(mutating_requests(control_plane))
+    desired = Desired("endpoint.x", "endpoint", "x", ENDPOINT)
     found = k8s.read(live)
     planned = calls.plan(k8s, desired, found)
     assert planned.attributes == found.attributes       # nothing to do
-    assert len(_mutations(control_plane)) == before, "a no-op plan changed the cluster"
+    assert len(mutating_requests(control_plane)) == before, "a no-op plan changed the cluster"
 
 
 def test_kubectl_scale_a_deleted_service_and_an_edited_label_are_drift_and_apply_heals(
         k8s, control_plane):
-    live = _create(k8s, "endpoint", _ENDPOINT)
+    live = create(k8s, "endpoint", ENDPOINT)
     name = live.id.split("/")[-1]
     merge = {"Content-Type": "application/merge-patch+json"}
     with control_plane.api() as api:
@@ -131,15 +81,15 @@ def test_kubectl_scale_a_deleted_service_and_an_edited_label_are_drift_and_apply
     assert "spec.replicas (2 → 3" in deployment
     assert 'metadata.labels.mlform.dev/env ("test" → "tampered"' in deployment
     assert found.attributes["objects"][f"Service/default/{name}"] == "missing"
-    desired = Desired("endpoint.x", "endpoint", "x", _ENDPOINT)
+    desired = Desired("endpoint.x", "endpoint", "x", ENDPOINT)
     healed = k8s.update(found, calls.plan(k8s, desired, found))
     assert set(k8s.read(healed).attributes["objects"].values()) == {"applied"}
     assert k8s.read(healed).attributes["replicas"] == 2
 
 
 def test_replicas_an_hpa_owns_are_not_drift(k8s, control_plane):
-    attrs = {**_ENDPOINT, "autoscaling": {"min": 1, "max": 4}}
-    live = _create(k8s, "endpoint", attrs)
+    attrs = {**ENDPOINT, "autoscaling": {"min": 1, "max": 4}}
+    live = create(k8s, "endpoint", attrs)
     name = live.id.split("/")[-1]
     with control_plane.api() as api:
         api.patch(f"/apis/apps/v1/namespaces/default/deployments/{name}/scale",
@@ -152,9 +102,9 @@ def test_replicas_an_hpa_owns_are_not_drift(k8s, control_plane):
 
 
 def test_an_immutable_change_is_planned_as_a_replacement_with_the_api_servers_reason(k8s):
-    live = _create(k8s, "endpoint", _ENDPOINT)
+    live = create(k8s, "endpoint", ENDPOINT)
     changed = Desired("endpoint.x", "endpoint", "x",
-                      {**_ENDPOINT, "settings": {"cluster_ip": "10.0.0.77"}})
+                      {**ENDPOINT, "settings": {"cluster_ip": "10.0.0.77"}})
     planned = calls.plan(k8s, changed, k8s.read(live))
     assert planned.replace_paths == ("settings",)
     [reason] = planned.reasons
@@ -162,11 +112,11 @@ def test_an_immutable_change_is_planned_as_a_replacement_with_the_api_servers_re
 
 
 def test_an_object_another_stack_owns_is_refused(control_plane, aws, tmp_path):
-    first = _provider(control_plane, aws, tmp_path, stack="owner-a")
+    first = make_provider(control_plane, aws, tmp_path, stack="owner-a")
     # the same names in another stack: a second provider whose names collide by design
-    second = _provider(control_plane, aws, tmp_path, stack="owner-b")
+    second = make_provider(control_plane, aws, tmp_path, stack="owner-b")
     second.env.name = first.env.name      # as if two stacks chose the same names
-    desired = Desired("endpoint.x", "endpoint", "x", _ENDPOINT)
+    desired = Desired("endpoint.x", "endpoint", "x", ENDPOINT)
     live = first.create(calls.plan(first, desired))
     try:
         [problem] = [d for d in calls.validate(second, desired) if d.severity == "error"]
@@ -182,7 +132,7 @@ def test_an_object_another_stack_owns_is_refused(control_plane, aws, tmp_path):
 # -- model and dataset ---------------------------------------------------------------
 
 def test_models_are_immutable_configmaps_one_per_version(k8s, control_plane):
-    first = _create(k8s, "model", {"artifact": f"s3://{BUCKET}/runs/1/", "framework": "torch",
+    first = create(k8s, "model", {"artifact": f"s3://{BUCKET}/runs/1/", "framework": "torch",
                                    "stage": "staging"})
     desired = Desired("model.x", "model", "x", {"artifact": f"s3://{BUCKET}/runs/2/",
                                                 "framework": "torch", "stage": "production"})
@@ -203,10 +153,10 @@ def test_models_are_immutable_configmaps_one_per_version(k8s, control_plane):
 def test_a_dataset_is_uploaded_once_per_digest(k8s, aws, tmp_path):
     (tmp_path / "d.csv").write_text("amount,label\n1.5,0\n2.0,1\n")
     attrs = {"source": "./d.csv", "format": "csv", "checks": {"min_rows": 1}}
-    live = _create(k8s, "dataset", attrs)
+    live = create(k8s, "dataset", attrs)
     assert live.attributes["rows"] == 2 and live.attributes["uri"].startswith(f"s3://{BUCKET}/")
     aws.clear_calls()
-    again = _create(k8s, "dataset", attrs, name="y")     # same content, another dataset
+    again = create(k8s, "dataset", attrs, name="y")     # same content, another dataset
     assert again.attributes["uri"] == live.attributes["uri"]
     uploads = [c for c in aws.mutating_calls() if c["action"] == "PutObject"
                and "records" not in json.dumps(c)]
@@ -226,7 +176,7 @@ def test_an_unreachable_api_server_is_a_diagnostic_naming_kubeconfig_and_context
     provider = KubernetesProvider(ProviderContext(
         name="kubernetes", alias=None, stack="s", env="e", stack_dir=tmp_path,
         config={"kubeconfig": str(config), "storage": "s3://b"}))
-    desired = Desired("endpoint.x", "endpoint", "x", _ENDPOINT)
+    desired = Desired("endpoint.x", "endpoint", "x", ENDPOINT)
     [problem] = calls.validate(provider, desired)
     assert "cannot reach the Kubernetes API server https://127.0.0.1:9" in problem.summary
     assert f"kubeconfig {config}, context gone" in problem.summary
@@ -238,43 +188,15 @@ def test_a_missing_kubeconfig_names_what_was_tried(tmp_path, monkeypatch):
     provider = KubernetesProvider(ProviderContext(
         name="kubernetes", alias=None, stack="s", env="e", stack_dir=tmp_path,
         config={"storage": "s3://b"}))
-    [problem] = calls.validate(provider, Desired("endpoint.x", "endpoint", "x", _ENDPOINT))
+    [problem] = calls.validate(provider, Desired("endpoint.x", "endpoint", "x", ENDPOINT))
     assert "KUBECONFIG is not set, ~/.kube/config does not exist" in problem.summary
 
 
 # -- pipeline: Jobs run by the pod harness -----------------------------------------------
 
-_TRAIN = """\
-import json, os, pathlib, warnings
-import torch
-warnings.simplefilter("ignore", DeprecationWarning)
-rows = pathlib.Path(os.environ["MLFORM_INPUT_TRAIN"]).read_text().splitlines()[1:]
-out = pathlib.Path(os.environ["MLFORM_OUTPUT_DIR"])
-torch.manual_seed(0)
-net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Softmax(dim=1))
-torch.jit.save(torch.jit.script(net), str(out / "model.pt"))
-(out / "signature.json").write_text(json.dumps({"inputs": ["amount", "label"],
-                                                "outputs": ["p0", "p1"]}))
-epochs = json.loads(os.environ["MLFORM_HYPERPARAMETERS"])["epochs"]
-(out / "metrics.json").write_text(json.dumps({"accuracy": 0.9, "rows": len(rows),
-                                              "epochs": epochs}))
-"""
-
-
-def _pipeline(k8s, tmp_path, script: str, **extra) -> Desired:
-    (tmp_path / "train.py").write_text(script)
-    (tmp_path / "d.csv").write_text("amount,label\n1.5,0\n2.0,1\n")
-    data = _create(k8s, "dataset", {"source": "./d.csv", "format": "csv"}, name="tx")
-    attrs = {"fingerprint": "sha256:" + "ab" * 32, "entrypoint": "train.py",
-             "inputs": {"train": {"address": "dataset.tx", **data.attributes}},
-             "hyperparameters": {"epochs": 3}, "gate": {"metric": "accuracy", "min": 0.5},
-             **extra}
-    return Desired("pipeline.train", "pipeline", "train", attrs)
-
-
 def test_a_pipeline_runs_as_a_job_and_a_retried_create_adopts_it(k8s, pod_harness, tmp_path,
                                                                  control_plane):
-    desired = _pipeline(k8s, tmp_path, _TRAIN)
+    desired = pipeline_desired(k8s, tmp_path, TRAIN)
     planned = calls.plan(k8s, desired)
     live = k8s.create(planned)
     k8s.made.append(live)
@@ -290,11 +212,11 @@ def test_a_pipeline_runs_as_a_job_and_a_retried_create_adopts_it(k8s, pod_harnes
     assert len(mine) == 1, "a retried create started a second Job"
 
     # the trained model, registered and served by a real endpoint pod
-    model = _create(k8s, "model", {"artifact": live.attributes["model_uri"],
+    model = create(k8s, "model", {"artifact": live.attributes["model_uri"],
                                    "framework": "torch", "stage": "production"}, name="m")
-    endpoint = _create(k8s, "endpoint", {"model": {"address": "model.m", **model.attributes},
+    endpoint = create(k8s, "endpoint", {"model": {"address": "model.m", **model.attributes},
                                          "replicas": 1})
-    name = endpoint.id.split("/")[-1]
+    name = "x"                               # the model the endpoint pod serves
     with control_plane.api() as api:
         [pod] = api.get("/api/v1/namespaces/default/pods", params={
             "labelSelector": f"mlform.dev/role=serve,app.kubernetes.io/managed-by=mlform,"
@@ -318,7 +240,7 @@ def test_a_pipeline_runs_as_a_job_and_a_retried_create_adopts_it(k8s, pod_harnes
 
 def test_a_failing_training_pod_fails_the_apply_with_its_last_lines(k8s, pod_harness,
                                                                     tmp_path):
-    desired = _pipeline(k8s, tmp_path, "raise SystemExit('the loss went to NaN at epoch 2')\n")
+    desired = pipeline_desired(k8s, tmp_path, "raise SystemExit('the loss went to NaN at epoch 2')\n")
     with pytest.raises(ProviderError) as failed:
         k8s.create(calls.plan(k8s, desired))
     assert "exited with code 1" in failed.value.message
@@ -329,7 +251,7 @@ def test_a_failing_training_pod_fails_the_apply_with_its_last_lines(k8s, pod_har
 def test_an_image_that_cannot_be_pulled_fails_the_run_with_the_kubelets_reason(
         k8s, pod_harness, tmp_path):
     pod_harness.unpullable.add("registry.invalid/mlform:missing")
-    desired = _pipeline(k8s, tmp_path, _TRAIN,
+    desired = pipeline_desired(k8s, tmp_path, TRAIN,
                         settings={"image": "registry.invalid/mlform:missing"})
     with pytest.raises(ProviderError, match="ImagePullBackOff"):
         k8s.create(calls.plan(k8s, desired))
@@ -341,16 +263,16 @@ def test_a_monitor_finds_drift_in_captured_requests_and_marks_the_pipeline_stale
     from _waiting import wait_until
     import httpx
 
-    desired = _pipeline(k8s, tmp_path, _TRAIN)
+    desired = pipeline_desired(k8s, tmp_path, TRAIN)
     run = k8s.create(calls.plan(k8s, desired))
     k8s.made.append(run)
-    model = _create(k8s, "model", {"artifact": run.attributes["model_uri"],
+    model = create(k8s, "model", {"artifact": run.attributes["model_uri"],
                                    "framework": "torch"}, name="m")
-    endpoint = _create(k8s, "endpoint", {
+    endpoint = create(k8s, "endpoint", {
         "model": {"address": "model.m", **model.attributes}, "replicas": 1,
         "capture": {"sample_percent": 100},
         "settings": {"capture_upload_seconds": 0.2}}, name="e")
-    name = endpoint.id.split("/")[-1]
+    name = "e"
     with control_plane.api() as api:
         [pod] = api.get("/api/v1/namespaces/default/pods", params={
             "labelSelector": f"mlform.dev/role=serve,mlform.dev/stack={k8s.context.stack}"}
@@ -368,7 +290,7 @@ def test_a_monitor_finds_drift_in_captured_requests_and_marks_the_pipeline_stale
     wait_until(lambda: any(o["Size"] > 1000 for o in k8s.env.store.list(capture)), 30,
                "the serving pod to upload its capture")
 
-    monitor = _create(k8s, "monitor", {
+    monitor = create(k8s, "monitor", {
         "endpoint": {"address": "endpoint.e", **endpoint.attributes},
         "baseline": {"address": "dataset.tx", "uri": desired.attributes["inputs"]["train"]["uri"],
                      "format": "csv"},

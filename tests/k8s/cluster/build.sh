@@ -7,7 +7,11 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../../.." && pwd)
-OUT=${MLFORM_K8S_TOOLS:-$ROOT/.tools/k8s}
+if [ -n "${MLFORM_K8S_BIN:-}" ]; then
+    # binaries built already (by this script, elsewhere): used as they are, never built
+    exit 0
+fi
+OUT=$ROOT/.tools/k8s
 KUBE_VERSION=v1.36.3
 KWOK_VERSION=v0.8.0
 

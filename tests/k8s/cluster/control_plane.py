@@ -63,8 +63,9 @@ NODES: dict[str, dict[str, Any]] = {
 
 
 def tools_dir() -> Path:
-    """Where build.sh put the binaries (MLFORM_K8S_TOOLS, or .tools/k8s in the repo)."""
-    return Path(os.environ.get("MLFORM_K8S_TOOLS") or REPO / ".tools" / "k8s")
+    """Where the binaries are: MLFORM_K8S_BIN (a folder build.sh made, used as it is), or
+    .tools/k8s in the repo, where build.sh builds them."""
+    return Path(os.environ.get("MLFORM_K8S_BIN") or REPO / ".tools" / "k8s")
 
 
 def free_port() -> int:
@@ -243,8 +244,8 @@ class ControlPlane:
         policy.write_text("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n"
                           "- level: Metadata\n")
         self.audit_log = self.root / "audit.log"
-        proc = self._spawn(
-            "kube-apiserver", f"--etcd-servers={self.etcd_url}",
+        self._apiserver_args = (
+            f"--etcd-servers={self.etcd_url}",
             f"--secure-port={self.port}", "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
             f"--tls-cert-file={keys['server.crt']}", f"--tls-private-key-file={keys['server.key']}",
@@ -256,8 +257,45 @@ class ControlPlane:
             "--endpoint-reconciler-type=none",
             f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
             f"--cert-dir={self.root / 'apiserver-certs'}")
+        self._start_apiserver()
+
+    def _start_apiserver(self) -> None:
+        proc = self._spawn("kube-apiserver", *self._apiserver_args)
         with self.api() as api:
             self._wait("kube-apiserver", proc, lambda: api.get("/readyz").status_code == 200)
+
+    def kill_apiserver(self) -> None:
+        """SIGKILL the API server (a crash, an outage); `restart_apiserver` brings it back
+        on the same port, with the same etcd, so the cluster's objects are still there."""
+        for entry in [e for e in self.procs if e[0] == "kube-apiserver"]:
+            os.killpg(entry[1].pid, signal.SIGKILL)
+            entry[1].wait()
+            self.procs.remove(entry)
+
+    def restart_apiserver(self) -> None:
+        self._start_apiserver()
+
+    def user_kubeconfig(self, user: str) -> Path:
+        """A kubeconfig for `user` (a client certificate signed by the cluster's CA, in no
+        group): what RBAC lets that user do is whatever the test grants it."""
+        ca_key = serialization.load_pem_private_key(self.keys["ca.key"].read_bytes(), None)
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mlform-test-ca")])
+        key = _key()
+        cert = _cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user)]), key,
+                     ca_name, ca_key, client=True)
+        pem = serialization.Encoding.PEM
+        path = self.root / f"kubeconfig-{user}"
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": user,
+            "clusters": [{"name": "test", "cluster": {
+                "server": self.server, "certificate-authority-data":
+                    base64.b64encode(self.keys["ca.crt"].read_bytes()).decode()}}],
+            "users": [{"name": user, "user": {
+                "client-certificate-data": base64.b64encode(cert.public_bytes(pem)).decode(),
+                "client-key-data": base64.b64encode(_pem_key(key)).decode()}}],
+            "contexts": [{"name": user, "context": {"cluster": "test", "user": user}}],
+        }))
+        return path
 
     def _write_kubeconfig(self) -> None:
         def b64(name: str) -> str:

@@ -42,7 +42,7 @@ READY = RUN / "ready.json"
 ENV_FILE = RUN / "env.sh"
 LOG = RUN / "up.log"
 BUCKET = "mlform"
-STORAGE = f"s3://{BUCKET}/quickstart"
+STORAGE = f"s3://{BUCKET}/{{stack}}/{{env}}"
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
        "AWS_DEFAULT_REGION": "us-east-1"}
 START_TIMEOUT_S = 180
@@ -86,10 +86,9 @@ def up() -> int:
           f"nodes: {', '.join(_describe(n, r) for n, r in NODES.items())}\n"
           f"pods labelled mlform.dev/role=train or monitor run as local processes "
           f"(logs under {RUN / 'pods'})\n"
-          f"the kubernetes environment's S3 storage is given by MLFORM_K8S_STORAGE and "
-          f"MLFORM_K8S_ENDPOINT_URL: a moto S3 server on port {info['s3_port']}, with the "
-          f"bucket {BUCKET!r}, serves it\n"
-          f"in a shell: . {ENV_FILE.relative_to(REPO)}, or:\n")
+          f"storage: a moto S3 server on port {info['s3_port']} with the bucket {BUCKET!r}\n"
+          f"then: mlform -C stacks/quickstart apply --env kubernetes, after "
+          f". {ENV_FILE.relative_to(REPO)}, or:\n")
     print(env, end="")
     return 0
 
@@ -130,9 +129,10 @@ def _wait_for_api(info: dict) -> None:
 
 
 def _exports(info: dict) -> str:
-    env = {"KUBECONFIG": info["kubeconfig"], "MLFORM_K8S_KUBECONFIG": info["kubeconfig"],
-           "MLFORM_K8S_STORAGE": STORAGE,
-           "MLFORM_K8S_ENDPOINT_URL": f"http://127.0.0.1:{info['s3_port']}", **AWS}
+    # the quickstart's environments/kubernetes.hcl reads these variables
+    env = {"KUBECONFIG": info["kubeconfig"], "MLFORM_VAR_k8s_kubeconfig": info["kubeconfig"],
+           "MLFORM_VAR_k8s_storage": STORAGE,
+           "MLFORM_VAR_k8s_endpoint_url": f"http://127.0.0.1:{info['s3_port']}", **AWS}
     return "".join(f"export {k}={v}\n" for k, v in env.items())
 
 
@@ -168,7 +168,7 @@ def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rpartition(")")[2].split()[0] not in ("Z", "X")
-    except (FileNotFoundError, IndexError):
+    except (OSError, IndexError):  # gone, or going between open and read (ESRCH)
         return False
 
 

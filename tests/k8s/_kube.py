@@ -1,0 +1,82 @@
+"""What the kubernetes provider's tests share: a provider on the session's cluster with
+moto's S3 as storage, one stack name per test, and helpers to create resources the way
+the engine does (validate, plan, create)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+from mlform.providers.base import Desired, LiveObject, ProviderContext
+from mlform.providers.kit import calls
+from mlform.providers.kubernetes import KubernetesProvider
+
+BUCKET = "mlform-k8s"
+_stacks = itertools.count()
+
+
+def make_provider(plane, aws, stack_dir: Path, stack: str | None = None,
+                  **config) -> KubernetesProvider:
+    aws.client("s3").create_bucket(Bucket=BUCKET) if not _bucket_exists(aws) else None
+    context = ProviderContext(
+        name="kubernetes", alias=None, stack=stack or f"k{next(_stacks)}", env="test",
+        stack_dir=stack_dir,
+        config={"kubeconfig": str(plane.kubeconfig), "storage": f"s3://{BUCKET}/{{stack}}",
+                "endpoint_url": aws.url, "poll_seconds": 0.1, **config})
+    return KubernetesProvider(context)
+
+
+def _bucket_exists(aws) -> bool:
+    return any(b["Name"] == BUCKET for b in aws.client("s3").list_buckets().get("Buckets", []))
+
+
+def create(provider, kind: str, attrs: dict, name: str = "x") -> LiveObject:
+    desired = Desired(f"{kind}.{name}", kind, name, attrs)
+    errors = [d for d in calls.validate(provider, desired) if d.severity == "error"]
+    assert not errors, errors
+    live = provider.create(calls.plan(provider, desired))
+    provider.made.append(live)
+    return live
+
+
+ENDPOINT = {"model": {"address": "model.m", "version": 1, "uri": f"s3://{BUCKET}/m/"},
+             "replicas": 2}
+
+
+def mutating_requests(plane) -> list[dict]:
+    """Mutating requests in the audit log (dry runs excluded)."""
+    events = [json.loads(line) for line in plane.audit_log.read_text().splitlines() if line]
+    return [e for e in events if e.get("verb") in ("create", "update", "patch", "delete",
+                                                   "deletecollection")
+            and "dryRun" not in e.get("requestURI", "")
+            and e.get("userAgent", "").startswith("python-httpx2")   # lightkube: mlform
+            and e.get("stage") == "ResponseComplete"]
+
+
+TRAIN = """\
+import json, os, pathlib, warnings
+import torch
+warnings.simplefilter("ignore", DeprecationWarning)
+rows = pathlib.Path(os.environ["MLFORM_INPUT_TRAIN"]).read_text().splitlines()[1:]
+out = pathlib.Path(os.environ["MLFORM_OUTPUT_DIR"])
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Softmax(dim=1))
+torch.jit.save(torch.jit.script(net), str(out / "model.pt"))
+(out / "signature.json").write_text(json.dumps({"inputs": ["amount", "label"],
+                                                "outputs": ["p0", "p1"]}))
+epochs = json.loads(os.environ["MLFORM_HYPERPARAMETERS"])["epochs"]
+(out / "metrics.json").write_text(json.dumps({"accuracy": 0.9, "rows": len(rows),
+                                              "epochs": epochs}))
+"""
+
+
+def pipeline_desired(k8s, tmp_path, script: str, **extra) -> Desired:
+    (tmp_path / "train.py").write_text(script)
+    (tmp_path / "d.csv").write_text("amount,label\n1.5,0\n2.0,1\n")
+    data = create(k8s, "dataset", {"source": "./d.csv", "format": "csv"}, name="tx")
+    attrs = {"fingerprint": "sha256:" + "ab" * 32, "entrypoint": "train.py",
+             "inputs": {"train": {"address": "dataset.tx", **data.attributes}},
+             "hyperparameters": {"epochs": 3}, "gate": {"metric": "accuracy", "min": 0.5},
+             **extra}
+    return Desired("pipeline.train", "pipeline", "train", attrs)
