@@ -29,6 +29,12 @@ from .config import KubernetesConfig
 __all__ = ["Kube", "Missing", "FIELD_MANAGER"]
 
 FIELD_MANAGER = "mlform"
+#: custom resources mlform writes: (apiVersion, kind) -> (plural, namespaced)
+CUSTOM_RESOURCES = {
+    ("kueue.x-k8s.io/v1beta1", "ResourceFlavor"): ("resourceflavors", False),
+    ("kueue.x-k8s.io/v1beta1", "ClusterQueue"): ("clusterqueues", False),
+    ("kueue.x-k8s.io/v1beta1", "LocalQueue"): ("localqueues", True),
+}
 _SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
@@ -110,6 +116,10 @@ class Kube:
             status = exc.status
             code = getattr(status, "code", 0) or 0
             message = getattr(status, "message", None) or str(exc)
+            if code == 404 and "the server could not find the requested resource" in message:
+                raise ProviderError(f"{what}: the API server does not serve this kind (is "
+                                    "its CustomResourceDefinition installed?)",
+                                    address=address, service_message=message) from None
             if code == 404:
                 raise Missing(message) from None
             raise ProviderError(f"{what}: {message}", address=address, service_message=message,
@@ -121,9 +131,21 @@ class Kube:
 
     @staticmethod
     def resource(api_version: str, kind: str) -> Any:
+        from lightkube.core.exceptions import LoadResourceError
         from lightkube.core.resource_registry import resource_registry
 
-        found = resource_registry.load(api_version, kind)
+        try:
+            found = resource_registry.load(api_version, kind)
+        except LoadResourceError:
+            found = None
+        if found is None and (api_version, kind) in CUSTOM_RESOURCES:
+            from lightkube import generic_resource
+
+            plural, namespaced = CUSTOM_RESOURCES[(api_version, kind)]
+            group, version = api_version.split("/")
+            make = (generic_resource.create_namespaced_resource if namespaced
+                    else generic_resource.create_global_resource)
+            found = make(group, version, kind, plural)
         if found is None:
             raise ProviderError(f"the API server has no {kind} ({api_version}): is its "
                                 f"CustomResourceDefinition installed?")
@@ -136,6 +158,7 @@ class Kube:
         meta = manifest["metadata"]
         what = (f"{'dry-run ' if dry_run else ''}apply of {manifest['kind']} "
                 f"{_where(meta)}")
+        self.resource(manifest["apiVersion"], manifest["kind"])   # custom kinds: registered
         obj = codecs.from_dict(manifest)
         done = self._call(what, lambda c: c.apply(obj, field_manager=FIELD_MANAGER,
                                                   force=True, dry_run=dry_run), address)

@@ -8,6 +8,11 @@ Capacity is checked at plan: the nodes' allocatable ``nvidia.com/gpu`` and their
 product label (``nvidia.com/gpu.product``, set by NVIDIA's GPU operator / feature
 discovery) are a fact read before planning; a cluster asking for more GPUs per node, or
 more such nodes, than the cluster has is an error naming what it has.
+
+With ``settings { kueue = true }`` the cluster is also a Kueue queue: a ResourceFlavor
+and a ClusterQueue (named like the namespace, with the cluster's quota) and a LocalQueue
+``mlform`` in the namespace; its runs are created suspended with the queue's label, and
+Kueue admits them.
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ from mlform.providers.kit.accelerators import CPU, matches
 
 from .env import KubeHandler
 
-__all__ = ["ClusterHandler", "ClusterSettings", "GPU", "GPU_PRODUCT", "cluster_namespace"]
+__all__ = ["ClusterHandler", "ClusterSettings", "GPU", "GPU_PRODUCT", "KUEUE_LABEL",
+           "KUEUE_QUEUE", "cluster_namespace"]
 
 GPU = "nvidia.com/gpu"
+#: the LocalQueue a Kueue-enabled cluster's runs go to, and the label that says so
+KUEUE_QUEUE, KUEUE_LABEL = "mlform", "kueue.x-k8s.io/queue-name"
 GPU_PRODUCT = "nvidia.com/gpu.product"
 NODES = FactKey("training_cluster", "nodes")
 
@@ -39,6 +47,10 @@ class ClusterSettings(BaseModel):
     cpu: str | None = Field(None, description="Quota on requests.cpu, e.g. \"64\".")
     memory: str | None = Field(None, description="Quota on requests.memory, e.g. \"512Gi\".")
     cpu_per_node: str = Field("4", description="CPU each training pod requests.")
+    kueue: bool = Field(False, description="Queue the runs with Kueue: a ResourceFlavor, a "
+                                           "ClusterQueue with the cluster's quota and a "
+                                           "LocalQueue in its namespace (Kueue must be "
+                                           "installed).")
     memory_per_node: str = Field("16Gi", description="Memory each training pod requests.")
 
 
@@ -62,12 +74,42 @@ class ClusterHandler(KubeHandler):
         if settings.memory:
             hard["requests.memory"] = settings.memory
         labels = attrs.get("tags") or {}
-        return [
+        docs = [
             {"apiVersion": "v1", "kind": "Namespace",
              "metadata": self.env.metadata(namespace, address, labels=labels)},
             {"apiVersion": "v1", "kind": "ResourceQuota",
              "metadata": self.env.metadata("mlform-gpus", address, namespace, labels=labels),
              "spec": {"hard": hard}},
+        ]
+        if settings.kueue:
+            docs += self.kueue(address, attrs, settings, namespace, labels)
+        return docs
+
+    def kueue(self, address: str, attrs: Mapping[str, Any], settings: ClusterSettings,
+              namespace: str, labels: Mapping[str, str]) -> list[dict]:
+        """ResourceFlavor + ClusterQueue (the cluster's quota) + LocalQueue `mlform`."""
+        api = "kueue.x-k8s.io/v1beta1"
+        gpus = int(attrs.get("gpus_per_node") or 0) * int(attrs.get("nodes") or 1)
+        flavor: dict[str, Any] = {}
+        product = str(attrs.get("accelerator") or "")
+        if gpus and product not in ("", CPU):
+            flavor["tolerations"] = [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}]
+        resources = [{"name": GPU, "nominalQuota": str(gpus)},
+                     {"name": "cpu", "nominalQuota": settings.cpu or "1000"},
+                     {"name": "memory", "nominalQuota": settings.memory or "4Ti"}]
+        return [
+            {"apiVersion": api, "kind": "ResourceFlavor",
+             "metadata": self.env.metadata(namespace, address, labels=labels), "spec": flavor},
+            {"apiVersion": api, "kind": "ClusterQueue",
+             "metadata": self.env.metadata(namespace, address, labels=labels),
+             "spec": {"namespaceSelector": {"matchLabels": {
+                          "kubernetes.io/metadata.name": namespace}},
+                      "resourceGroups": [{"coveredResources": [GPU, "cpu", "memory"],
+                                          "flavors": [{"name": namespace,
+                                                       "resources": resources}]}]}},
+            {"apiVersion": api, "kind": "LocalQueue",
+             "metadata": self.env.metadata(KUEUE_QUEUE, address, namespace, labels=labels),
+             "spec": {"clusterQueue": namespace}},
         ]
 
     def main_ref(self, address: str) -> tuple[str, str, str, str | None]:

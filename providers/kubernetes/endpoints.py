@@ -60,6 +60,9 @@ class EndpointSettings(BaseModel):
     cpu_target_percent: int = Field(70, ge=1, le=100, description="HPA CPU utilisation "
                                                                  "target.")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per pod.")
+    schedule_timeout_seconds: float = Field(
+        300.0, gt=0, description="How long a serving pod may stay unschedulable before the "
+                                 "rollout fails (a canary is then rolled back).")
     capture_upload_seconds: float = Field(30.0, gt=0, description="How often a serving pod "
                                                                   "uploads its captured "
                                                                   "requests to storage.")
@@ -191,9 +194,10 @@ class EndpointHandler(KubeHandler):
     # -- rollouts ----------------------------------------------------------------------
 
     def wait_ready(self, address: str, attrs: Mapping[str, Any], applied: list[dict]) -> None:
-        self.wait_rollout(address, applied[0]["metadata"]["name"])
+        self.wait_rollout(address, applied[0]["metadata"]["name"], attrs)
 
-    def wait_rollout(self, address: str, deploy_name: str) -> None:
+    def wait_rollout(self, address: str, deploy_name: str, attrs: Mapping[str, Any]) -> None:
+        settings = EndpointSettings.model_validate(dict(attrs.get("settings") or {}))
         namespace = self.env.config.namespace
 
         def check() -> tuple[bool, str]:
@@ -215,7 +219,7 @@ class EndpointHandler(KubeHandler):
                                   labels={**self.env.selector(address),
                                           TRACK: found["spec"]["selector"]["matchLabels"]
                                           .get(TRACK, "stable")}, address=address)
-            problem = pod_failure(pods, schedule_timeout=300.0)
+            problem = pod_failure(pods, schedule_timeout=settings.schedule_timeout_seconds)
             if problem:
                 raise ProviderError(f"{address}: rollout of Deployment {namespace}/"
                                     f"{deploy_name} failed: {problem}", address=address)
@@ -251,7 +255,7 @@ class EndpointHandler(KubeHandler):
         self.kube.progress(address, f"canary: version {version} on {replicas} pod(s)")
         try:
             self.env.apply(doc, address)
-            self.wait_rollout(address, name)
+            self.wait_rollout(address, name, attrs)
             deadline = time.monotonic() + float(rollout.get("bake_seconds", 0))
             while True:     # the bake: the canary must stay available the whole time
                 found = self.kube.get("apps/v1", "Deployment", name, doc["metadata"]["namespace"],

@@ -45,7 +45,7 @@ from mlform.providers.kit.reruns import (
 )
 from mlform.providers.kit.runs import METRICS_FILE, entrypoint_file
 
-from .clusters import ClusterSettings, cluster_namespace
+from .clusters import KUEUE_LABEL, KUEUE_QUEUE, ClusterSettings, cluster_namespace
 from .env import KubeEnv, KubeHandler
 from .pods import pod_failure, pod_spec
 
@@ -214,6 +214,10 @@ class PipelineHandler(KubeHandler):
         }
         if nodes > 1:
             spec.update(completionMode="Indexed", completions=nodes, parallelism=nodes)
+        if sizes.kueue:         # Kueue admits the run: it unsuspends the Job
+            labels[KUEUE_LABEL] = KUEUE_QUEUE
+            meta = self.env.metadata(name, address, namespace, labels=labels)
+            spec["suspend"] = True
         if cluster.get("max_runtime_seconds"):
             spec["activeDeadlineSeconds"] = int(cluster["max_runtime_seconds"])
         if settings.ttl_seconds_after_finished is not None:
@@ -246,6 +250,8 @@ class PipelineHandler(KubeHandler):
                     f"{problem or failed}", address=address,
                     service_message=problem or str(failed))
             status = job.get("status") or {}
+            if (job.get("spec") or {}).get("suspend"):
+                return False, f"suspended, waiting for Kueue to admit it (queue {KUEUE_QUEUE})"
             return False, (f"active {status.get('active', 0)}, succeeded "
                            f"{status.get('succeeded', 0)}")
 

@@ -308,3 +308,30 @@ def test_a_monitor_finds_drift_in_captured_requests_and_marks_the_pipeline_stale
     stale = k8s.read(run).attributes["stale"]
     assert stale and "monitor.drift found drift" in stale
     assert k8s.read(monitor).attributes["breached"] is True
+
+
+def test_a_canary_that_cannot_run_is_rolled_back_and_the_stable_pods_keep_serving(
+        k8s, control_plane):
+    live = create(k8s, "endpoint", {**ENDPOINT, "rollout": {"strategy": "canary",
+                                                            "canary_percent": 50,
+                                                            "bake_seconds": 0}})
+    # version 2, with pods no node can hold (the scheduler says why)
+    changed = {**live.attributes, "model": {"address": "model.m", "version": 2,
+                                            "uri": f"s3://{BUCKET}/m2/"},
+               "settings": {"cpu": "500", "schedule_timeout_seconds": 0.5}}
+    desired = Desired("endpoint.x", "endpoint", "x",
+                      {k: v for k, v in changed.items() if k not in ("objects", "url",
+                                                                     "model_version")})
+    with pytest.raises(ProviderError) as failed:
+        k8s.update(live, calls.plan(k8s, desired, live))
+    assert "rolled back" in failed.value.message
+    assert "Insufficient cpu" in failed.value.message
+    name = live.id.split("/")[-1]
+    with control_plane.api() as api:
+        canaries = api.get("/apis/apps/v1/namespaces/default/deployments", params={
+            "labelSelector": f"mlform.dev/track=canary,mlform.dev/stack={k8s.context.stack}"}
+        ).json()["items"]
+        stable = api.get(f"/apis/apps/v1/namespaces/default/deployments/{name}").json()
+    assert not canaries, "the failed canary was left behind"
+    assert stable["spec"]["template"]["metadata"]["labels"]["mlform.dev/model-version"] == "1"
+    assert stable["status"]["availableReplicas"] == 2
