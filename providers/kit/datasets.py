@@ -24,8 +24,8 @@ from . import checks
 from .digests import DigestCache
 from .sources import LocalContent, SourceError, read_local
 
-__all__ = ["DatasetFacts", "SOURCE_INPUTS", "source_fact", "format_of", "read_local_dataset",
-           "read_profile", "dataset_diagnostics", "readable"]
+__all__ = ["DatasetFacts", "SOURCE_INPUTS", "source_fact", "source_fact_keys", "format_of",
+           "read_local_dataset", "read_profile", "dataset_diagnostics", "readable"]
 
 #: the attributes a dataset's facts depend on
 SOURCE_INPUTS = ("source", "format", "schema")
@@ -39,6 +39,12 @@ def source_fact(attrs: Mapping[str, Any], *extra: Any) -> FactKey | None:
     schema = attrs.get("schema") or {}
     return FactKey("dataset", "source", (attrs.get("source"), attrs.get("format"),
                                          tuple(sorted(schema.items())), *extra))
+
+
+def source_fact_keys(attrs: Mapping[str, Any], *extra: Any) -> tuple[FactKey, ...]:
+    """`source_fact` as the tuple a handler's `fact_keys` returns (empty while unknown)."""
+    key = source_fact(attrs, *extra)
+    return (key,) if key is not None else ()
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,9 @@ CUSTOM_RESOURCES = {
     ("kueue.x-k8s.io/v1beta1", "ResourceFlavor"): ("resourceflavors", False),
     ("kueue.x-k8s.io/v1beta1", "ClusterQueue"): ("clusterqueues", False),
     ("kueue.x-k8s.io/v1beta1", "LocalQueue"): ("localqueues", True),
+    ("serving.kserve.io/v1beta1", "InferenceService"): ("inferenceservices", True),
+    ("jobset.x-k8s.io/v1alpha2", "JobSet"): ("jobsets", True),
+    ("kubeflow.org/v1", "PyTorchJob"): ("pytorchjobs", True),
 }
 _SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -124,7 +127,15 @@ class Kube:
                 raise Missing(message) from None
             raise ProviderError(f"{what}: {message}", address=address, service_message=message,
                                 retryable=code in (429, 500, 502, 503, 504)) from None
-        except _transport_errors() as exc:
+        except _http_errors("HTTPStatusError") as exc:   # an answer that is no Status
+            code = exc.response.status_code
+            if code == 404:
+                raise ProviderError(f"{what}: the API server does not serve this kind (is "
+                                    "its CustomResourceDefinition installed?)",
+                                    address=address, service_message=str(exc)) from None
+            raise ProviderError(f"{what}: HTTP {code} from {self.server}", address=address,
+                                retryable=code >= 500) from None
+        except _http_errors("TransportError") as exc:
             raise ProviderError(f"{what}: cannot reach the Kubernetes API server {self.server} "
                                 f"({self.tried}): {exc}", address=address,
                                 retryable=True) from None
@@ -243,12 +254,13 @@ class Kube:
                 pass
 
 
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """The HTTP client's transport errors (lightkube 1.x ships its own httpx, httpx2)."""
+def _http_errors(name: str) -> tuple[type[BaseException], ...]:
+    """The HTTP client's error class `name` (lightkube 1.x ships its own httpx, httpx2;
+    httpx's is caught as well)."""
     found: list[type[BaseException]] = []
     for module in ("httpx2", "httpx"):
         try:
-            found.append(__import__(module).TransportError)
+            found.append(getattr(__import__(module), name))
         except (ImportError, AttributeError):
             pass
     return tuple(found) or (OSError,)

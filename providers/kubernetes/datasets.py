@@ -23,7 +23,7 @@ from mlform.providers.base import (
 from mlform.providers.kit import checks
 from mlform.providers.kit.datasets import (
     SOURCE_INPUTS, DatasetFacts, dataset_diagnostics, readable, read_local_dataset,
-    source_fact,
+    source_fact, source_fact_keys,
 )
 from mlform.providers.kit.plans import computed_or_unknown, plan_of
 from mlform.providers.kit.sources import SourceError, local_path, parse_s3, scheme
@@ -44,8 +44,7 @@ class DatasetHandler(KubeHandler):
     # -- facts ---------------------------------------------------------------------
 
     def fact_keys(self, desired: Desired, prior: LiveObject | None) -> Sequence[FactKey]:
-        key = source_fact(desired.attributes)
-        return (key,) if key is not None else ()
+        return source_fact_keys(desired.attributes)
 
     def read_facts(self, keys: Sequence[FactKey]) -> dict[FactKey, Any]:
         found: dict[FactKey, Any] = {}

@@ -20,6 +20,25 @@ ready the stable Deployment is rolled to the new version and the canary removed
 `url` is the Service's in-cluster URL of the model.  With `capture`, each serving pod
 uploads the requests it captured to ``capture/<name>/<pod>.jsonl`` in storage, where the
 endpoint's monitors read them.
+
+KServe: with ``settings { serving = "kserve" }`` the endpoint is one KServe
+``InferenceService`` ``<name>`` (``serving.kserve.io/v1beta1``) instead of the Deployment,
+Service and HPA; KServe must be installed (without its CRD the plan's dry run is an error
+saying so).  Its predictor runs the same serving container as a custom container (named
+``kserve-container``, port name ``http1`` and ``PROTOCOL=v2``, as KServe and Knative want
+them, so their defaulting is not drift); ``minReplicas`` / ``maxReplicas`` are
+`autoscaling`'s min and max, or `replicas` for both (``cpu_target_percent`` and
+``cluster_ip`` do not apply).  With ``rollout.strategy = "canary"`` KServe does the
+canary itself (no canary Deployment, no bake): ``canaryTrafficPercent`` is
+`canary_percent`, so a new model version takes that share of the traffic beside the
+previous revision until the strategy is changed, which promotes it (KServe does this in
+its Serverless mode only).  mlform does not wait for the InferenceService's ``Ready``
+condition: the apply ends once the API server has stored it, and readiness is KServe's
+to report (``kubectl get inferenceservice``).  `url` is
+``http://<name>.<namespace>.svc.cluster.local/v2/models/<model>``, the Service KServe
+makes in Serverless mode (in RawDeployment mode it is ``<name>-predictor``).  Drift is
+read on the InferenceService's fields as on any object, and `replicas` from its
+``minReplicas``.
 """
 
 from __future__ import annotations
@@ -27,7 +46,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,6 +63,8 @@ PORT = 8080
 TRACK = "mlform.dev/track"
 VERSION = "mlform.dev/model-version"
 ROLE = "mlform.dev/role"
+#: (apiVersion, kind) of KServe's InferenceService
+KSERVE = ("serving.kserve.io/v1beta1", "InferenceService")
 
 
 class EndpointSettings(BaseModel):
@@ -66,6 +87,10 @@ class EndpointSettings(BaseModel):
     capture_upload_seconds: float = Field(30.0, gt=0, description="How often a serving pod "
                                                                   "uploads its captured "
                                                                   "requests to storage.")
+    serving: Literal["deployment", "kserve"] = Field(
+        "deployment", description="What serves the model: a Deployment, Service and HPA of "
+                                  "mlform's, or a KServe InferenceService (KServe must be "
+                                  "installed).")
 
 
 def capture_prefix(env: Any, endpoint_address: str) -> str:
@@ -101,43 +126,56 @@ class EndpointHandler(KubeHandler):
 
     def main_ref(self, address: str) -> tuple[str, str, str, str | None]:
         name, namespace = self.names(address)
+        if self.kube.get("apps/v1", "Deployment", name, namespace, address=address) is None:
+            try:
+                if self.kube.get(*KSERVE, name, namespace, address=address) is not None:
+                    return (*KSERVE, name, namespace)
+            except ProviderError:
+                pass        # KServe is not installed
         return "apps/v1", "Deployment", name, namespace
 
-    def deployment(self, address: str, attrs: Mapping[str, Any], *, track: str = "stable",
-                   version: int | None = None, uri: str | None = None,
-                   replicas: int | None = None) -> dict:
-        name, namespace = self.names(address)
+    def serving_pod(self, address: str, attrs: Mapping[str, Any], *, version: int | None = None,
+                    uri: str | None = None, container: str = "server", port: str = "http",
+                    extra_env: Mapping[str, str] | None = None) -> dict:
+        """The pod spec of a serving pod: ``pod serve`` on port 8080 with its probes."""
         settings = EndpointSettings.model_validate(dict(attrs.get("settings") or {}))
         model_version, model_uri = model_of(attrs)
-        version, uri = version or model_version, uri or model_uri
-        deploy_name = name if track == "stable" else self.env.name(address, track)
-        labels = {**self.env.selector(address), TRACK: track}
-        pod_labels = {**labels, ROLE: "serve", VERSION: str(version)}
         work: dict[str, Any] = {
             "address": address, "name": served_name(address),
             "torch_threads": settings.torch_threads,
-            "models": [{"version": version, "uri": uri, "weight": 100}]}
+            "models": [{"version": version or model_version, "uri": uri or model_uri,
+                        "weight": 100}]}
+        variables = dict(extra_env or {})
         capture = attrs.get("capture")
         if isinstance(capture, Mapping):
             work["capture"] = {"uri": f"s3://{self.env.store.bucket}/"
                                       f"{capture_prefix(self.env, address)}",
                                "sample_percent": int(capture.get("sample_percent", 100))}
+            variables["MLFORM_CAPTURE_SECONDS"] = str(settings.capture_upload_seconds)
         probes = {
             "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": PORT},
                                "periodSeconds": 5},
             "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": PORT},
                               "periodSeconds": 10, "initialDelaySeconds": 30},
         }
-        pod = pod_spec(self.env, "server", image=settings.image, command="serve", work=work,
-                       cpu=settings.cpu, memory=settings.memory,
-                       extra_env={"MLFORM_CAPTURE_SECONDS": str(settings.capture_upload_seconds)}
-                       if "capture" in work else None,
-                       ports=[{"name": "http", "containerPort": PORT}], probes=probes)
+        return pod_spec(self.env, container, image=settings.image, command="serve", work=work,
+                        cpu=settings.cpu, memory=settings.memory, extra_env=variables or None,
+                        ports=[{"name": port, "containerPort": PORT}], probes=probes)
+
+    def deployment(self, address: str, attrs: Mapping[str, Any], *, track: str = "stable",
+                   version: int | None = None, uri: str | None = None,
+                   replicas: int | None = None) -> dict:
+        name, namespace = self.names(address)
+        version = version or model_of(attrs)[0]
+        deploy_name = name if track == "stable" else self.env.name(address, track)
+        labels = {**self.env.selector(address), TRACK: track}
+        pod_labels = {**labels, ROLE: "serve", VERSION: str(version)}
         spec: dict[str, Any] = {
             "selector": {"matchLabels": labels},
             "strategy": {"type": "RollingUpdate",
                          "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {"metadata": {"labels": pod_labels}, "spec": pod},
+            "template": {"metadata": {"labels": pod_labels},
+                         "spec": self.serving_pod(address, attrs, version=version, uri=uri)},
         }
         if replicas is not None:
             spec["replicas"] = replicas
@@ -147,9 +185,34 @@ class EndpointHandler(KubeHandler):
                                  labels={**dict(attrs.get("tags") or {}), TRACK: track})
         return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
 
+    def inference_service(self, address: str, attrs: Mapping[str, Any]) -> dict:
+        """The KServe InferenceService serving the model (``settings.serving = "kserve"``):
+        the serving pod as its predictor's custom container."""
+        name, namespace = self.names(address)
+        # KServe's webhook names a custom predictor's only container kserve-container, and
+        # Knative accepts only http1 / h2c as a port name: chosen here, so neither is drift
+        pod = self.serving_pod(address, attrs, container="kserve-container", port="http1",
+                               extra_env={"PROTOCOL": "v2"})
+        scaling = attrs.get("autoscaling")
+        if isinstance(scaling, Mapping):
+            low, high = int(scaling.get("min", 1)), int(scaling["max"])
+        else:
+            low = int(attrs.get("replicas", 1))
+            high = max(1, low)     # KServe reads a maxReplicas of 0 as "no limit"
+        predictor: dict[str, Any] = {**pod, "minReplicas": low, "maxReplicas": high}
+        rollout = attrs.get("rollout")
+        if isinstance(rollout, Mapping) and rollout.get("strategy") == "canary":
+            predictor["canaryTrafficPercent"] = int(rollout.get("canary_percent", 10))
+        return {"apiVersion": KSERVE[0], "kind": KSERVE[1],
+                "metadata": self.env.metadata(name, address, namespace,
+                                              labels=dict(attrs.get("tags") or {})),
+                "spec": {"predictor": predictor}}
+
     def manifests(self, address: str, attrs: Mapping[str, Any]) -> list[dict]:
         name, namespace = self.names(address)
         settings = EndpointSettings.model_validate(dict(attrs.get("settings") or {}))
+        if settings.serving == "kserve":
+            return [self.inference_service(address, attrs)]
         tags = dict(attrs.get("tags") or {})
         service_spec: dict[str, Any] = {
             "selector": self.env.selector(address),
@@ -185,8 +248,14 @@ class EndpointHandler(KubeHandler):
 
     def live_attributes(self, prior: LiveObject, live: Mapping[str, dict]) -> dict[str, Any]:
         name, namespace = self.names(prior.address)
+        if prior.attributes.get("autoscaling"):
+            return {}
+        if _kserve(prior.attributes):
+            found = live.get(f"{KSERVE[1]}/{namespace}/{name}") or {}
+            spec = ((found.get("spec") or {}).get("predictor") or {})
+            return {"replicas": spec.get("minReplicas", prior.attributes.get("replicas"))}
         deployment = live.get(f"Deployment/{namespace}/{name}")
-        if deployment is None or prior.attributes.get("autoscaling"):
+        if deployment is None:
             return {}
         return {"replicas": (deployment.get("spec") or {}).get("replicas",
                                                                prior.attributes.get("replicas"))}
@@ -194,6 +263,8 @@ class EndpointHandler(KubeHandler):
     # -- rollouts ----------------------------------------------------------------------
 
     def wait_ready(self, address: str, attrs: Mapping[str, Any], applied: list[dict]) -> None:
+        if _kserve(attrs):
+            return      # readiness is KServe's to report (the module docstring)
         self.wait_rollout(address, applied[0]["metadata"]["name"], attrs)
 
     def wait_rollout(self, address: str, deploy_name: str, attrs: Mapping[str, Any]) -> None:
@@ -235,7 +306,7 @@ class EndpointHandler(KubeHandler):
         new_version, uri = model_of(attrs)
         canary = None
         if (rollout.get("strategy") == "canary" and old_version is not None
-                and old_version != new_version):
+                and old_version != new_version and not _kserve(attrs)):
             canary = self.canary(planned.address, attrs, rollout, new_version, uri)
         live = super().update(prior, planned)     # promote: roll the stable pods
         if canary is not None:
@@ -285,3 +356,9 @@ class EndpointHandler(KubeHandler):
         if canary is not None:
             self._delete_object(canary, prior.address)
         super().delete(prior)
+
+
+def _kserve(attrs: Mapping[str, Any]) -> bool:
+    """Whether the endpoint is served by KServe (``settings.serving = "kserve"``)."""
+    settings = attrs.get("settings")
+    return isinstance(settings, Mapping) and settings.get("serving") == "kserve"

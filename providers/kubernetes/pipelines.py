@@ -21,7 +21,10 @@ the apply with the kubelet's or the scheduler's reason.
 Several nodes (`nodes > 1`) make an Indexed Job (one pod per node, completions =
 parallelism = nodes) and a headless Service; pods get torchrun's rendezvous variables
 (``MASTER_ADDR`` = pod 0's DNS name, ``MASTER_PORT``, ``WORLD_SIZE``, ``NODE_RANK`` from
-the completion index).  Pod 0 uploads the output.
+the completion index).  Pod 0 uploads the output.  ``settings { distributed = "jobset" }``
+makes a JobSet instead (one replicated Job of `nodes` indexed pods, DNS by JobSet), and
+``"pytorchjob"`` a Kubeflow PyTorchJob (a Master and `nodes - 1` Workers, rendezvous by
+the training operator); plan checks that the API server serves the kind.
 
 `stale` is the reason of the marker a monitor wrote to ``stale/<name>.json`` in
 storage, when it marks the current run (kit `StaleMarker`).
@@ -30,16 +33,17 @@ storage, when it marks the current run (kit `StaleMarker`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlform.providers.base import (
-    Desired, Facts, KindSchema, LiveObject, Planned, ProviderError, Timeouts,
+    Desired, Diagnostic, FactError, FactKey, Facts, KindSchema, LiveObject, Planned,
+    ProviderError, Timeouts, error,
 )
+from mlform.providers.kit.artifacts import input_uri
 from mlform.providers.kit.digests import hash_file
 from mlform.providers.kit.gate import check_gate
-from mlform.providers.kit.artifacts import input_uri
 from mlform.providers.kit.reruns import (
     RUN_OUTPUTS, StaleMarker, fingerprint_hex, plan_run, run_fingerprint,
 )
@@ -56,6 +60,12 @@ ROLE = "mlform.dev/role"
 FINGERPRINT = "mlform.dev/fingerprint"
 ATTEMPT = "mlform.dev/attempt"
 MASTER_PORT = 29500
+#: settings.distributed -> (apiVersion, kind, its success and failure condition types)
+RUN_KINDS = {
+    "job": ("batch/v1", "Job", ("Complete", "SuccessCriteriaMet"), "Failed"),
+    "jobset": ("jobset.x-k8s.io/v1alpha2", "JobSet", ("Completed",), "Failed"),
+    "pytorchjob": ("kubeflow.org/v1", "PyTorchJob", ("Succeeded",), "Failed"),
+}
 
 
 class PipelineSettings(BaseModel):
@@ -68,6 +78,11 @@ class PipelineSettings(BaseModel):
     schedule_timeout_seconds: float = Field(
         300.0, gt=0, description="How long a pod may stay unschedulable (no node with the "
                                  "GPUs) before the run fails.")
+    distributed: Literal["job", "jobset", "pytorchjob"] = Field(
+        "job", description="How a run on several nodes is made: an Indexed Job with a "
+                           "headless Service (job), a JobSet (jobset.x-k8s.io), or a "
+                           "PyTorchJob (the Kubeflow training operator); the last two need "
+                           "their controllers installed.")
     ttl_seconds_after_finished: int | None = Field(
         None, ge=0, description="Let Kubernetes delete finished Jobs after this long (the "
                                 "run's record stays in storage).")
@@ -103,24 +118,50 @@ class PipelineHandler(KubeHandler):
     def job_name(self, address: str, fingerprint: str, attempt: int) -> str:
         return self.env.name(address, f"{fingerprint_hex(fingerprint)[:10]}-{attempt}")
 
-    def jobs(self, address: str, namespace: str, fingerprint: str | None = None) -> list[dict]:
-        """This address's Jobs (of one fingerprint), lowest attempt first."""
+    def jobs(self, address: str, namespace: str, fingerprint: str | None = None,
+             kind: str = "job") -> list[dict]:
+        """This address's runs (of one fingerprint), lowest attempt first."""
         labels = dict(self.env.selector(address))
         if fingerprint is not None:
             labels[FINGERPRINT] = fingerprint_hex(fingerprint)[:40]
-        found = [job for job in self.kube.list("batch/v1", "Job", namespace, labels=labels,
-                                               address=address)]
+        api_version, run_kind = RUN_KINDS[kind][:2]
+        found = self.kube.list(api_version, run_kind, namespace, labels=labels,
+                               address=address)
         for job in found:
             self.env.check_owner(job, address)
         return sorted(found, key=lambda j: int(j["metadata"]["labels"].get(ATTEMPT, "0")))
 
     # -- plan ------------------------------------------------------------------------------
 
-    def fact_keys(self, desired, prior):
-        return ()
+    @staticmethod
+    def run_kind(attrs: Mapping[str, Any]) -> str:
+        """Which RUN_KINDS entry this pipeline's runs are (a one-node run is always a Job)."""
+        cluster = attrs.get("cluster") if isinstance(attrs.get("cluster"), Mapping) else {}
+        settings = attrs.get("settings") if isinstance(attrs.get("settings"), Mapping) else {}
+        wanted = settings.get("distributed", "job")
+        return wanted if int(cluster.get("nodes") or 1) > 1 and wanted in RUN_KINDS else "job"
 
-    def validate(self, desired, facts):
-        return []
+    def fact_keys(self, desired: Desired, prior: LiveObject | None) -> Sequence[FactKey]:
+        kind = self.run_kind(desired.attributes)
+        return () if kind == "job" else (FactKey("pipeline", "served", RUN_KINDS[kind][:2]),)
+
+    def read_facts(self, keys: Sequence[FactKey]) -> dict[FactKey, Any]:
+        found: dict[FactKey, Any] = {}
+        for key in keys:      # does the API server serve the kind (is its CRD installed)?
+            try:
+                self.kube.list(*key.args, namespace=self.env.config.namespace)
+                found[key] = True
+            except ProviderError as exc:
+                found[key] = FactError(exc.message)
+        return found
+
+    def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
+        return [error(f"{desired.address}: settings.distributed = "
+                      f"{self.run_kind(desired.attributes)!r}: {fact.message}",
+                      address=desired.address,
+                      hint="Install its controller and CRD, or use distributed = \"job\".")
+                for key in self.fact_keys(desired, None)
+                if isinstance(fact := facts.get(key), FactError)]
 
     def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
         return plan_run(desired, prior)
@@ -141,20 +182,20 @@ class PipelineHandler(KubeHandler):
         address, attrs = planned.address, dict(planned.attributes)
         fingerprint = run_fingerprint(planned)
         namespace = self.namespace(attrs)
-        jobs = self.jobs(address, namespace, fingerprint)
+        jobs = self.jobs(address, namespace, fingerprint, self.run_kind(attrs))
         marker = self.stale_marker(address)
         chosen = None
         for job in jobs:
             if marker is not None and marker.marks(job["metadata"]["name"], fingerprint):
                 continue                      # a stale run is a reason to run anew
-            if not _failed(job):
+            if not _failed(job, RUN_KINDS[self.run_kind(attrs)][3]):
                 chosen = job                  # running or complete: adopt it
         if chosen is None:
             attempt = 1 + max((int(j["metadata"]["labels"].get(ATTEMPT, "0")) for j in jobs),
                               default=0)
             chosen = self._start(address, attrs, namespace, fingerprint, attempt)
         name = chosen["metadata"]["name"]
-        self._wait(address, namespace, name, attrs)
+        self._wait(address, namespace, chosen, attrs)
         return self._publish(planned, attrs, namespace, name)
 
     def _start(self, address: str, attrs: Mapping[str, Any], namespace: str,
@@ -187,42 +228,64 @@ class PipelineHandler(KubeHandler):
             if not isinstance(uri, str) or not uri.startswith("s3://"):
                 raise ProviderError(f"{address}: inputs.{key} is {uri!r}; pods read inputs "
                                     "from storage (s3://)", address=address)
-        labels = {ROLE: "train", FINGERPRINT: fingerprint_hex(fingerprint)[:40], ATTEMPT: str(attempt),
-                  **dict(attrs.get("tags") or {})}
+        labels = {ROLE: "train", FINGERPRINT: fingerprint_hex(fingerprint)[:40],
+                  ATTEMPT: str(attempt), **dict(attrs.get("tags") or {})}
         work = {"storage": self.env.store.uri(), "code": code_uri, "program": program,
                 "inputs": inputs, "hyperparameters": attrs.get("hyperparameters") or {},
                 "output": f"s3://{self.env.store.bucket}/{run_prefix(self.env, address, name)}/",
                 "device": "cuda" if gpus else "cpu", "run_id": name,
                 "environment": {str(k): str(v) for k, v in
                                 (attrs.get("environment") or {}).items()}}
+        kind = self.run_kind(attrs)
         extra_env = {}
-        if nodes > 1:
-            extra_env = {"MASTER_ADDR": f"{name}-0.{name}.{namespace}.svc",
+        if nodes > 1 and kind != "pytorchjob":      # the training operator sets its own
+            host = f"{name}-0" if kind == "job" else f"{name}-workers-0-0"
+            extra_env = {"MASTER_ADDR": f"{host}.{name}.{namespace}.svc",
                          "MASTER_PORT": str(MASTER_PORT), "WORLD_SIZE": str(nodes),
                          "NNODES": str(nodes)}
         pod = pod_spec(self.env, "train", image=settings.image, command="train", work=work,
                        gpus=gpus, cpu=sizes.cpu_per_node, memory=sizes.memory_per_node,
                        extra_env=extra_env)
         pod["restartPolicy"] = "Never"
-        if nodes > 1:
+        if nodes > 1 and kind == "job":
             pod["subdomain"] = name
+        if sizes.kueue:         # Kueue admits the run: it unsuspends it
+            labels[KUEUE_LABEL] = KUEUE_QUEUE
         meta = self.env.metadata(name, address, namespace, labels=labels)
-        spec: dict[str, Any] = {
-            "backoffLimit": 0,
-            "template": {"metadata": {"labels": {**self.env.selector(address), **labels}},
-                         "spec": pod},
-        }
+        template = {"metadata": {"labels": {**self.env.selector(address), **labels}},
+                    "spec": pod}
+        spec: dict[str, Any] = {"backoffLimit": 0, "template": template}
         if nodes > 1:
             spec.update(completionMode="Indexed", completions=nodes, parallelism=nodes)
-        if sizes.kueue:         # Kueue admits the run: it unsuspends the Job
-            labels[KUEUE_LABEL] = KUEUE_QUEUE
-            meta = self.env.metadata(name, address, namespace, labels=labels)
-            spec["suspend"] = True
         if cluster.get("max_runtime_seconds"):
             spec["activeDeadlineSeconds"] = int(cluster["max_runtime_seconds"])
+        if sizes.kueue:
+            spec["suspend"] = True
         if settings.ttl_seconds_after_finished is not None:
             spec["ttlSecondsAfterFinished"] = settings.ttl_seconds_after_finished
-        docs = [{"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": spec}]
+        api_version, run_kind = RUN_KINDS[kind][:2]
+        if kind == "jobset":     # one replicated Job of `nodes` indexed pods; DNS by JobSet
+            spec.pop("ttlSecondsAfterFinished", None)
+            suspend = spec.pop("suspend", None)
+            body: dict[str, Any] = {
+                "network": {"enableDNSHostnames": True},
+                "replicatedJobs": [{"name": "workers", "replicas": 1,
+                                    "template": {"spec": spec}}]}
+            if suspend:
+                body["suspend"] = True
+            return [{"apiVersion": api_version, "kind": run_kind, "metadata": meta,
+                     "spec": body}]
+        if kind == "pytorchjob":  # a Master and nodes - 1 Workers, same pod
+            replicas = {"Master": {"replicas": 1, "restartPolicy": "Never",
+                                   "template": template}}
+            replicas["Worker"] = {"replicas": nodes - 1, "restartPolicy": "Never",
+                                  "template": template}
+            body = {"pytorchReplicaSpecs": replicas,
+                    "runPolicy": {"backoffLimit": 0, **({"suspend": True} if sizes.kueue
+                                                        else {})}}
+            return [{"apiVersion": api_version, "kind": run_kind, "metadata": meta,
+                     "spec": body}]
+        docs = [{"apiVersion": api_version, "kind": run_kind, "metadata": meta, "spec": spec}]
         if nodes > 1:
             docs.append({"apiVersion": "v1", "kind": "Service",
                          "metadata": self.env.metadata(name, address, namespace, labels=labels),
@@ -230,32 +293,39 @@ class PipelineHandler(KubeHandler):
                                   "ports": [{"name": "rendezvous", "port": MASTER_PORT}]}})
         return docs
 
-    def _wait(self, address: str, namespace: str, name: str, attrs: Mapping[str, Any]) -> None:
+    def _wait(self, address: str, namespace: str, run: Mapping[str, Any],
+              attrs: Mapping[str, Any]) -> None:
         settings = PipelineSettings.model_validate(dict(attrs.get("settings") or {}))
+        api_version, kind, done, failed_type = RUN_KINDS[self.run_kind(attrs)]
+        name = run["metadata"]["name"]
+        labels = run["metadata"].get("labels") or {}
+        # the run's pods, whichever controller made them: our template's labels
+        pod_labels = {**self.env.selector(address), FINGERPRINT: labels.get(FINGERPRINT, ""),
+                      ATTEMPT: labels.get(ATTEMPT, "")}
 
         def check() -> tuple[bool, str]:
-            job = self.kube.get("batch/v1", "Job", name, namespace, address=address)
+            job = self.kube.get(api_version, kind, name, namespace, address=address)
             if job is None:
-                raise ProviderError(f"{address}: Job {namespace}/{name} disappeared while "
+                raise ProviderError(f"{address}: {kind} {namespace}/{name} disappeared while "
                                     "waiting for it", address=address)
-            if _condition(job, "Complete") or _condition(job, "SuccessCriteriaMet"):
-                return True, "Complete"
-            pods = self.kube.list("v1", "Pod", namespace, labels={JOB_LABEL: name},
-                                  address=address)
-            failed = _failed(job)
+            if any(_condition(job, c) for c in done):
+                return True, "complete"
+            pods = self.kube.list("v1", "Pod", namespace, labels=pod_labels, address=address)
+            failed = _failed(job, failed_type)
             problem = pod_failure(pods, settings.schedule_timeout_seconds)
             if failed or problem:
                 raise ProviderError(
-                    f"{address}: training Job {namespace}/{name} failed: "
+                    f"{address}: training {kind} {namespace}/{name} failed: "
                     f"{problem or failed}", address=address,
                     service_message=problem or str(failed))
             status = job.get("status") or {}
             if (job.get("spec") or {}).get("suspend"):
                 return False, f"suspended, waiting for Kueue to admit it (queue {KUEUE_QUEUE})"
             return False, (f"active {status.get('active', 0)}, succeeded "
-                           f"{status.get('succeeded', 0)}")
+                           f"{status.get('succeeded', 0)}" if kind == "Job"
+                           else f"{len(pods)} pod(s)")
 
-        self.kube.wait(check, address=address, what=f"Job {namespace}/{name}",
+        self.kube.wait(check, address=address, what=f"{kind} {namespace}/{name}",
                        timeout=self.schema.timeouts.create)
 
     def _publish(self, planned: Planned, attrs: dict, namespace: str, name: str) -> LiveObject:
@@ -287,7 +357,8 @@ class PipelineHandler(KubeHandler):
         if not isinstance(record, dict) or record.get("address") != prior.address:
             return None
         attrs = dict(record["attributes"])
-        job = self.kube.get("batch/v1", "Job", record["job"], record["namespace"],
+        api_version, kind = RUN_KINDS[self.run_kind(attrs)][:2]
+        job = self.kube.get(api_version, kind, record["job"], record["namespace"],
                             address=prior.address)
         if job is not None:
             self.env.check_owner(job, prior.address)
@@ -310,7 +381,11 @@ class PipelineHandler(KubeHandler):
         for namespace in sorted(namespaces):
             if self.kube.get("v1", "Namespace", namespace, address=address) is None:
                 continue
-            for api, kind in (("batch/v1", "Job"), ("v1", "Service")):
+            kinds = [("batch/v1", "Job"), ("v1", "Service")]
+            run_kind = self.run_kind(prior.attributes)
+            if run_kind != "job":
+                kinds.insert(0, RUN_KINDS[run_kind][:2])
+            for api, kind in kinds:
                 found += self.kube.list(api, kind, namespace,
                                         labels=self.env.selector(address), address=address)
         self._delete_objects(found, address)
@@ -323,10 +398,10 @@ def _condition(job: Mapping[str, Any], kind: str) -> bool:
                for c in (job.get("status") or {}).get("conditions") or [])
 
 
-def _failed(job: Mapping[str, Any]) -> str:
-    """The Job's Failed condition's message, or ""."""
+def _failed(job: Mapping[str, Any], kind: str = "Failed") -> str:
+    """The run's failure condition's message, or ""."""
     for c in (job.get("status") or {}).get("conditions") or []:
-        if c.get("type") == "Failed" and c.get("status") == "True":
+        if c.get("type") == kind and c.get("status") == "True":
             return f"{c.get('reason') or 'Failed'}: {c.get('message') or ''}".strip(": ")
     return ""
 

@@ -15,7 +15,12 @@ which, and builds their `KubeEnv` (docs/kubernetes-provider.md).
 
 from __future__ import annotations
 
-from mlform.providers.base import ProviderContext, ProviderError
+from typing import Any, Sequence
+
+from mlform.providers.base import (
+    Desired, Diagnostic, FactError, FactKey, Facts, LiveObject, ProviderContext, ProviderError,
+    error,
+)
 from mlform.providers.kit.handlers import HandlerProvider
 
 from .api import Kube
@@ -29,6 +34,9 @@ from .monitors import MonitorHandler
 from .pipelines import PipelineHandler
 
 __all__ = ["KubernetesProvider"]
+
+#: the fact every plan reads once: does the cluster answer (FactError: why not)
+REACHABLE = FactKey("kubernetes", "reachable")
 
 
 class KubernetesProvider(HandlerProvider):
@@ -51,6 +59,29 @@ class KubernetesProvider(HandlerProvider):
             raise ProviderError('the kubernetes provider needs lightkube and boto3: '
                                 'pip install "mlform[kubernetes]"') from exc
         return KubeEnv(context=context, config=config, kube=Kube(config, context))
+
+    # Every plan asks the cluster once whether it answers (whatever the kinds planned): a
+    # wrong kubeconfig or context is a diagnostic at plan, naming both, not an apply error.
+    def fact_keys(self, desired: Desired, prior: LiveObject | None) -> Sequence[FactKey]:
+        return (*super().fact_keys(desired, prior), REACHABLE)
+
+    def read_facts(self, keys: Sequence[FactKey]) -> dict[FactKey, Any]:
+        found = super().read_facts([k for k in keys if k != REACHABLE])
+        if REACHABLE in keys:
+            try:   # mlform keeps its models there: any identity that can use it may list them
+                self.env.kube.list("v1", "ConfigMap", self.config.namespace,
+                                   labels={"app.kubernetes.io/managed-by": "mlform"})
+                found[REACHABLE] = True
+            except ProviderError as exc:
+                found[REACHABLE] = FactError(exc.message, retryable=exc.retryable)
+        return found
+
+    def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
+        reached = facts.get(REACHABLE)
+        if isinstance(reached, FactError):
+            return [error(f"{desired.address}: {reached.message}", address=desired.address,
+                          hint="Check the provider's kubeconfig and context (or KUBECONFIG).")]
+        return super().validate(desired, facts)
 
     def close(self) -> None:
         super().close()

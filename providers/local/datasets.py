@@ -36,6 +36,7 @@ from mlform.providers.base import (
 )
 from mlform.providers.kit.datasets import (
     SOURCE_INPUTS, DatasetFacts, dataset_diagnostics, read_local_dataset, readable, source_fact,
+    source_fact_keys,
 )
 from mlform.providers.kit.digests import hash_file, tree_digest, tree_files
 from mlform.providers.kit.plans import computed_or_unknown, plan_of
@@ -163,8 +164,7 @@ class DatasetHandler(LocalHandler):
     # -- facts ---------------------------------------------------------------
 
     def fact_keys(self, desired: Desired, prior: LiveObject | None) -> Sequence[FactKey]:
-        key = source_fact(desired.attributes)
-        return (key,) if key is not None else ()
+        return source_fact_keys(desired.attributes)
 
     def read_facts(self, keys: Sequence[FactKey]) -> dict[FactKey, Any]:
         found: dict[FactKey, Any] = {}

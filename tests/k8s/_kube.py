@@ -80,3 +80,39 @@ def pipeline_desired(k8s, tmp_path, script: str, **extra) -> Desired:
              "hyperparameters": {"epochs": 3}, "gate": {"metric": "accuracy", "min": 0.5},
              **extra}
     return Desired("pipeline.train", "pipeline", "train", attrs)
+
+
+def install_crds(plane, path: Path) -> None:
+    """Install the CustomResourceDefinitions in `path` (YAML documents) into the test
+    cluster and wait until the API server serves them (installing twice is fine)."""
+    import yaml
+
+    from _waiting import wait_until
+
+    with plane.api() as api:
+        for crd in yaml.safe_load_all(path.read_text()):
+            response = api.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                                json=crd)
+            assert response.status_code in (201, 409), response.text
+            name, spec = crd["metadata"]["name"], crd["spec"]
+            listing = (f"/apis/{spec['group']}/{spec['versions'][0]['name']}/"
+                       f"{spec['names']['plural']}")
+
+            def served() -> bool:
+                # established, and its storage ready: a listing answers
+                return api.get(listing).status_code == 200
+            wait_until(served, 30, f"{name} to be served", interval=0.1)
+
+
+def kubectl_changes(plane, name: str, label: tuple[str, str], namespace: str = "default"
+                    ) -> None:
+    """What `kubectl scale --replicas=3`, `kubectl delete service` and `kubectl label`
+    send, to the Deployment and Service `name`: three out-of-band changes."""
+    merge = {"Content-Type": "application/merge-patch+json"}
+    with plane.api() as api:
+        api.patch(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale",
+                  json={"spec": {"replicas": 3}}, headers=merge).raise_for_status()
+        api.delete(f"/api/v1/namespaces/{namespace}/services/{name}").raise_for_status()
+        api.patch(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+                  json={"metadata": {"labels": {label[0]: label[1]}}},
+                  headers=merge).raise_for_status()

@@ -11,10 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
-from _kube import create
-from _waiting import wait_until
+from _kube import create, install_crds
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -24,19 +22,7 @@ KUEUE = "/apis/kueue.x-k8s.io/v1beta1"
 
 @pytest.fixture(scope="module")
 def kueue_crds(control_plane):
-    with control_plane.api() as api:
-        for crd in yaml.safe_load_all(CRDS.read_text()):
-            response = api.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-                                json=crd)
-            assert response.status_code in (201, 409), response.text
-
-            def established(name=crd["metadata"]["name"]) -> bool:
-                conditions = api.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
-                                     f"{name}").json().get("status", {}).get("conditions") or []
-                return any(c["type"] == "Established" and c["status"] == "True"
-                           for c in conditions)
-            wait_until(established, 30, f"{crd['metadata']['name']} to be established",
-                       interval=0.1)
+    install_crds(control_plane, CRDS)
 
 
 def test_a_kueue_cluster_is_a_flavor_a_cluster_queue_and_a_local_queue(k8s, kueue_crds,

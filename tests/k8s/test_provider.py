@@ -16,7 +16,8 @@ from mlform.providers.kit import calls
 from mlform.providers.kubernetes import KubernetesProvider
 
 from _kube import (
-    BUCKET, ENDPOINT, TRAIN, create, make_provider, mutating_requests, pipeline_desired,
+    BUCKET, ENDPOINT, TRAIN, create, kubectl_changes, make_provider, mutating_requests,
+    pipeline_desired,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -67,14 +68,7 @@ def test_kubectl_scale_a_deleted_service_and_an_edited_label_are_drift_and_apply
         k8s, control_plane):
     live = create(k8s, "endpoint", ENDPOINT)
     name = live.id.split("/")[-1]
-    merge = {"Content-Type": "application/merge-patch+json"}
-    with control_plane.api() as api:
-        api.patch(f"/apis/apps/v1/namespaces/default/deployments/{name}/scale",
-                  json={"spec": {"replicas": 3}}, headers=merge).raise_for_status()
-        api.delete(f"/api/v1/namespaces/default/services/{name}").raise_for_status()
-        api.patch(f"/apis/apps/v1/namespaces/default/deployments/{name}",
-                  json={"metadata": {"labels": {"mlform.dev/env": "tampered"}}},
-                  headers=merge).raise_for_status()
+    kubectl_changes(control_plane, name, ("mlform.dev/env", "tampered"))
     found = k8s.read(live)
     assert found.attributes["replicas"] == 3
     deployment = found.attributes["objects"][f"Deployment/default/{name}"]

@@ -20,6 +20,7 @@ import pytest
 
 from e2e.harness import CLI, Run, cli_env
 from fixture import AWS_ENV
+from _kube import kubectl_changes
 from local._cli import REPO, copy_stack
 
 pytest.importorskip("torch")
@@ -118,18 +119,12 @@ def test_apply_runs_the_job_and_rolls_out_the_deployment_and_a_plan_is_a_no_op(c
 def test_out_of_band_changes_are_drift_and_apply_heals_them(cli):
     objects = _state(cli)["endpoint.fraud"]["objects"]
     [name] = [k.split("/")[-1] for k in objects if k.startswith("Deployment/")]
-    merge = {"Content-Type": "application/merge-patch+json"}
-    with cli.plane.api() as api:     # what kubectl scale / delete / label would send
-        api.patch(f"/apis/apps/v1/namespaces/default/deployments/{name}/scale",
-                  json={"spec": {"replicas": 3}}, headers=merge).raise_for_status()
-        api.delete(f"/api/v1/namespaces/default/services/{name}").raise_for_status()
-        api.patch(f"/apis/apps/v1/namespaces/default/deployments/{name}",
-                  json={"metadata": {"labels": {"name": "renamed"}}},
-                  headers=merge).raise_for_status()
+    kubectl_changes(cli.plane, name, ("name", "renamed"))
     drift = cli("drift")
     assert drift.code == 2, drift
     assert "endpoint.fraud" in drift.stdout and "replicas" in drift.stdout
-    assert f"Service/default/{name}" in drift.stdout
+    assert f"Service/default/{name}" in drift.stdout              # deleted: missing
+    assert "metadata.labels.name" in drift.stdout and "renamed" in drift.stdout
     healed = cli("apply", "--auto-approve")
     assert healed.code == 0, healed
     assert cli("drift").code == 0
