@@ -23,8 +23,11 @@ or uploads, and refuses one that changed since the plan.
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import re
+import tarfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -33,7 +36,7 @@ from mlform.providers.base import ProviderError
 from .digests import hash_file
 
 __all__ = ["MODEL_FILE", "METRICS_FILE", "input_variable", "contract_environment",
-           "entrypoint_file"]
+           "entrypoint_file", "code_archive"]
 
 MODEL_FILE, METRICS_FILE = "model.pt", "metrics.json"
 
@@ -76,3 +79,45 @@ def entrypoint_file(stack_dir: Path, address: str, attrs: Mapping[str, Any]) -> 
                                 f"since the plan (sha256 {wanted[:12]}… → {found[:12]}…); "
                                 f"run plan again", address=address)
     return entrypoint
+
+
+#: folders never packed with a pipeline's code
+_SKIP_IN_CODE = ("__pycache__", ".git", ".mlform")
+
+
+def code_archive(stack_dir: Path, address: str, attrs: Mapping[str, Any],
+                 source_dir: str | None) -> tuple[bytes, str]:
+    """A reproducible tar.gz of the entrypoint (and every file of `source_dir`, relative
+    to the stack), and the program's path inside it: what providers that run the
+    entrypoint elsewhere (a training job, a pod) ship to it.  Fixed times, owners and
+    modes: the same files give the same bytes, so the archive can be stored by digest."""
+    entrypoint = entrypoint_file(Path(stack_dir), address, attrs)
+    files: dict[str, Path] = {}
+    program = entrypoint.name
+    if source_dir:
+        root = Path(source_dir)
+        root = root if root.is_absolute() else Path(stack_dir) / root
+        if not root.is_dir():
+            raise ProviderError(f"{address}: settings.source_dir {source_dir} is not a "
+                                f"directory (looked for {root})", address=address)
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root)
+            if path.is_file() and not any(part in _SKIP_IN_CODE for part in rel.parts):
+                files[rel.as_posix()] = path
+        try:
+            program = entrypoint.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:   # the entrypoint lies outside source_dir: beside it at the root
+            if program in files:
+                raise ProviderError(f"{address}: the entrypoint {entrypoint.name} would "
+                                    f"overwrite {source_dir}/{program} in the code archive",
+                                    address=address)
+    files[program] = entrypoint
+    raw = io.BytesIO()
+    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tar:
+        for name in sorted(files):
+            data = files[name].read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue(), program

@@ -8,7 +8,8 @@ duplicate; Ctrl-C during the wait leaves it running, to be adopted by the next
 apply); only when every earlier attempt failed does attempt n+1 start.
 
 The pod runs ``python -m mlform.providers.kubernetes.pod train`` in the provider's
-`image`: it fetches the entrypoint (uploaded to ``code/<sha256>/<file>`` in `storage`)
+`image`: it fetches the code (the entrypoint and its directory, or ``settings.source_dir``,
+as a reproducible archive at ``code/<sha256>/code.tar.gz`` in `storage`)
 and the inputs (the datasets' and upstream runs' storage URIs), runs the entrypoint
 with the kit's run contract, and uploads ``MLFORM_OUTPUT_DIR`` to
 ``runs/<name>/<job>/output/`` (the `model_uri`; ``metrics.json`` in it gives the
@@ -32,6 +33,7 @@ storage, when it marks the current run (kit `StaleMarker`).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
@@ -42,12 +44,11 @@ from mlform.providers.base import (
     ProviderError, Timeouts, error,
 )
 from mlform.providers.kit.artifacts import input_uri
-from mlform.providers.kit.digests import hash_file
 from mlform.providers.kit.gate import check_gate
 from mlform.providers.kit.reruns import (
     RUN_OUTPUTS, StaleMarker, fingerprint_hex, plan_run, run_fingerprint,
 )
-from mlform.providers.kit.runs import METRICS_FILE, entrypoint_file
+from mlform.providers.kit.runs import METRICS_FILE, code_archive
 
 from .clusters import KUEUE_LABEL, KUEUE_QUEUE, ClusterSettings, cluster_namespace
 from .env import KubeEnv, KubeHandler
@@ -78,6 +79,10 @@ class PipelineSettings(BaseModel):
     schedule_timeout_seconds: float = Field(
         300.0, gt=0, description="How long a pod may stay unschedulable (no node with the "
                                  "GPUs) before the run fails.")
+    source_dir: str | None = Field(
+        None, min_length=1, description="Directory (relative to the stack) shipped with the "
+                                        "entrypoint, for helper modules; default: the "
+                                        "entrypoint's own directory.")
     distributed: Literal["job", "jobset", "pytorchjob"] = Field(
         "job", description="How a run on several nodes is made: an Indexed Job with a "
                            "headless Service (job), a JobSet (jobset.x-k8s.io), or a "
@@ -209,12 +214,18 @@ class PipelineHandler(KubeHandler):
         return self.env.apply(docs[0], address)
 
     def _upload_code(self, address: str, attrs: Mapping[str, Any]) -> tuple[str, str]:
-        entrypoint = entrypoint_file(Path(self.env.context.stack_dir), address, attrs)
-        digest = hash_file(entrypoint).digest
-        key = self.env.store.key("code", digest, entrypoint.name)
+        """Ship the entrypoint and its directory (or settings.source_dir) to storage, once
+        per content: (the archive's URI, the program's path inside it)."""
+        settings = PipelineSettings.model_validate(dict(attrs.get("settings") or {}))
+        entry = str(attrs.get("entrypoint_path") or attrs.get("entrypoint") or "")
+        source_dir = settings.source_dir or str(Path(entry).parent)
+        archive, program = code_archive(Path(self.env.context.stack_dir), address, attrs,
+                                        source_dir)
+        key = self.env.store.key("code", hashlib.sha256(archive).hexdigest(), "code.tar.gz")
         if self.env.store.head(key, address=address) is None:
-            self.env.store.upload(entrypoint, key, address=address)
-        return f"s3://{self.env.store.bucket}/{key}", entrypoint.name
+            self.env.store.put_bytes(key, archive, address=address,
+                                     content_type="application/gzip")
+        return f"s3://{self.env.store.bucket}/{key}", program
 
     def job_manifests(self, address: str, attrs: Mapping[str, Any], namespace: str, name: str,
                       fingerprint: str, attempt: int, code_uri: str, program: str) -> list[dict]:

@@ -3,7 +3,8 @@
 ``python -m mlform.providers.kubernetes.pod COMMAND`` in the provider's image, with the
 work in ``MLFORM_POD`` (JSON, written by the provider; `pods.pod_spec`):
 
-* ``train`` - fetch the entrypoint (``code``) and every input (``inputs``: name ->
+* ``train`` - fetch the code archive (``code``: the entrypoint and its directory) and
+  every input (``inputs``: name ->
   s3:// URI; a URI ending in ``/`` is a directory) from storage into a work directory,
   run the entrypoint with the kit's run contract, and upload ``MLFORM_OUTPUT_DIR`` to
   ``output``.  The script's exit code is the pod's; on failure the last lines of its
@@ -33,6 +34,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import threading
 from pathlib import Path
 from typing import Any, Mapping
@@ -71,7 +73,10 @@ def upload(directory: Path, uri: str) -> None:
 
 
 def train(work: Mapping[str, Any], root: Path) -> int:
-    code = fetch(work["code"], root / "code")
+    archive = fetch(work["code"], root / "download")
+    with tarfile.open(archive) as tar:        # written by mlform (kit.runs.code_archive)
+        tar.extractall(root / "code", filter="data")
+    code = root / "code" / work["program"]
     inputs = {name: str(fetch(uri, root / "inputs" / name))
               for name, uri in sorted((work.get("inputs") or {}).items())}
     output = root / "output"

@@ -83,12 +83,9 @@ and the stale marker; model artifacts and records under ``runs/`` are kept.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import json
 import re
-import tarfile
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Sequence
@@ -105,7 +102,7 @@ from mlform.providers.kit.monitoring import stale_marker
 from mlform.providers.kit.names import short_hash
 from mlform.providers.kit.artifacts import input_uri
 from mlform.providers.kit.reruns import StaleMarker, fingerprint_hex, plan_run, run_fingerprint
-from mlform.providers.kit.runs import contract_environment, entrypoint_file
+from mlform.providers.kit.runs import code_archive, contract_environment
 
 from . import bucket
 from .clusters import DEFAULT_MAX_RUNTIME, ComputeProfile, read_profile
@@ -124,9 +121,6 @@ _NUMBER = r"(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)"
 _ENV_VALUE_LIMIT, _ENV_ENTRIES, _HYPER_ENTRIES, _METRICS, _JOB_TAGS = 512, 100, 100, 40, 50
 _SDK_HYPERPARAMETERS = ("sagemaker_program", "sagemaker_submit_directory", "sagemaker_region",
                         "sagemaker_container_log_level")
-_SKIP_IN_CODE = ("__pycache__", ".git", ".mlform")
-
-
 class PipelineSettings(BaseModel):
     """`settings { }` of a sagemaker pipeline."""
 
@@ -368,38 +362,8 @@ class PipelineHandler(SageMakerHandler):
 
     def code(self, address: str, attrs: Mapping[str, Any]) -> tuple[bytes, str]:
         """(a reproducible sourcedir.tar.gz, the program's path inside it)."""
-        entrypoint = entrypoint_file(Path(self.env.context.stack_dir), address, attrs)
-        files: dict[str, Path] = {}
-        program = entrypoint.name
-        source_dir = _settings(attrs).source_dir
-        if source_dir:
-            root = Path(source_dir)
-            root = root if root.is_absolute() else Path(self.env.context.stack_dir) / root
-            if not root.is_dir():
-                raise ProviderError(f"{address}: settings.source_dir {source_dir} is not a "
-                                    f"directory (looked for {root})", address=address)
-            for path in sorted(root.rglob("*")):
-                rel = path.relative_to(root)
-                if path.is_file() and not any(part in _SKIP_IN_CODE for part in rel.parts):
-                    files[rel.as_posix()] = path
-            try:
-                program = entrypoint.resolve().relative_to(root.resolve()).as_posix()
-            except ValueError:   # the entrypoint lies outside source_dir: beside it at the root
-                if program in files:
-                    raise ProviderError(f"{address}: the entrypoint {entrypoint.name} would "
-                                        f"overwrite {source_dir}/{program} in the code archive",
-                                        address=address)
-        files[program] = entrypoint
-        raw = io.BytesIO()
-        # fixed times, owners and modes: the same files give the same bytes (and key)
-        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
-                tarfile.open(fileobj=gz, mode="w") as tar:
-            for name in sorted(files):
-                data = files[name].read_bytes()
-                info = tarfile.TarInfo(name)
-                info.size, info.mode, info.mtime = len(data), 0o644, 0
-                tar.addfile(info, io.BytesIO(data))
-        return raw.getvalue(), program
+        return code_archive(Path(self.env.context.stack_dir), address, attrs,
+                            _settings(attrs).source_dir)
 
     def _upload_code(self, address: str, archive: bytes) -> str:
         key = bucket.code_key(self.env, hashlib.sha256(archive).hexdigest())

@@ -329,3 +329,13 @@ def test_a_canary_that_cannot_run_is_rolled_back_and_the_stable_pods_keep_servin
     assert not canaries, "the failed canary was left behind"
     assert stable["spec"]["template"]["metadata"]["labels"]["mlform.dev/model-version"] == "1"
     assert stable["status"]["availableReplicas"] == 2
+
+
+def test_the_entrypoints_directory_ships_with_it(k8s, pod_harness, tmp_path):
+    (tmp_path / "features.py").write_text("SCALE = 3\n")     # a helper module beside it
+    script = TRAIN.replace("import torch\n", "import torch\nimport features\n").replace(
+        '"epochs": epochs}', '"epochs": epochs * features.SCALE}')
+    desired = pipeline_desired(k8s, tmp_path, script)
+    live = k8s.create(calls.plan(k8s, desired))
+    k8s.made.append(live)
+    assert live.attributes["metrics"]["epochs"] == 9
