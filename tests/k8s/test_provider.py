@@ -339,3 +339,28 @@ def test_the_entrypoints_directory_ships_with_it(k8s, pod_harness, tmp_path):
     live = k8s.create(calls.plan(k8s, desired))
     k8s.made.append(live)
     assert live.attributes["metrics"]["epochs"] == 9
+
+
+def test_an_oom_killed_training_pod_fails_the_run_with_the_kubelets_reason(
+        k8s, pod_harness, tmp_path):
+    desired = pipeline_desired(k8s, tmp_path, TRAIN)
+    pod_harness.fail_next("default", "OOMKilled", "", exit_code=137)
+    with pytest.raises(ProviderError) as failed:
+        k8s.create(calls.plan(k8s, desired))
+    assert "exited with code 137 (OOMKilled)" in failed.value.message
+    k8s.made.append(LiveObject("pipeline.train", "pipeline", None, desired.attributes))
+
+
+def test_a_training_pod_no_node_can_hold_fails_with_the_schedulers_reason(
+        k8s, pod_harness, tmp_path):
+    # three GPUs a pod, on nodes with two each (a cluster planned elsewhere, or the GPUs
+    # taken since the plan): the scheduler says why it cannot place the pod
+    cluster = {"address": "training_cluster.g", "namespace": "default",
+               "accelerator": "nvidia-h100", "gpus_per_node": 3, "nodes": 1}
+    desired = pipeline_desired(k8s, tmp_path, TRAIN, cluster=cluster,
+                               settings={"schedule_timeout_seconds": 0.5})
+    with pytest.raises(ProviderError) as failed:
+        k8s.create(calls.plan(k8s, desired))
+    assert "cannot be scheduled" in failed.value.message
+    assert "Insufficient nvidia.com/gpu" in failed.value.message
+    k8s.made.append(LiveObject("pipeline.train", "pipeline", None, desired.attributes))
