@@ -9,7 +9,7 @@ lives here, written once:
 | `handlers` | `HandlerProvider` and `KindHandler`: one handler per kind, the provider's set-up (config, env object), dispatch through a table, kinds declared once |
 | `calls` | one resource at a time, the way the engine calls a provider (facts, validate, plan): for tests and tools |
 | `plans` | the plan shape: desired attributes plus computed ones, known or `UNKNOWN` |
-| `runs` | the run contract: environment variables, entrypoint resolution, output files |
+| `runs` | the run contract: environment variables, entrypoint resolution, output files, the code archive shipped to remote runs |
 | `gate` | `check_gate`: a run's metric against the pipeline's gate, one wording |
 | `reruns` | when a pipeline runs again (`rerun_reason`, `plan_run`), stale markers |
 | `sources` | dataset sources: schemes, local content, http(s) downloads, `SourceError` |
@@ -18,6 +18,7 @@ lives here, written once:
 | `checks` | data quality checks: one read per dataset (`profile`), pure judgements |
 | `artifacts` | a model's artifact URI, local paths of URIs |
 | `monitoring` | monitor results, findings, breach reasons, stale marker documents |
+| `monitor_check` | the drift and health check on files (captured requests, baseline): reports and breach actions (local, kubernetes pods) |
 | `drift_stats` | PSI, KS, p99, error rate (the only module that imports numpy) |
 | `names` | deterministic names, ownership marks (AWS tags, Kubernetes labels) |
 | `accelerators` | accelerator names (`cpu`, `any-gpu`, `nvidia-h100`...) matched against device names by words |

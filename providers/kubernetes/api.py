@@ -246,12 +246,8 @@ class Kube:
 
     def close(self) -> None:
         client, self._client = self._client, None
-        inner = getattr(client, "_client", None)
-        if inner is not None and hasattr(inner, "_client"):
-            try:
-                inner._client.close()
-            except Exception:
-                pass
+        if client is not None:
+            client.close()
 
 
 def _http_errors(name: str) -> tuple[type[BaseException], ...]:

@@ -40,7 +40,7 @@ from mlform.providers.base import (
 from mlform.providers.kit.digests import DigestCache
 from mlform.providers.kit.handlers import KindHandler
 from mlform.providers.kit.names import MANAGED_BY, Owner, bounded_name
-from mlform.providers.kit.plans import plan_of
+from mlform.providers.kit.plans import plan_of, unknowns
 from mlform.providers.kit.storage import ObjectStore
 
 from .api import FIELD_MANAGER, Kube
@@ -217,7 +217,6 @@ class KubeHandler(KindHandler):
     `wait_ready` and `live_attributes`.
     """
 
-    #: computed attributes besides `objects`, filled by `computed`
     def __init__(self, env: KubeEnv) -> None:
         super().__init__(env)
         self.env: KubeEnv = env
@@ -300,7 +299,6 @@ class KubeHandler(KindHandler):
     def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
         attrs = desired.attributes
         if contains_unknown(attrs):
-            from mlform.providers.kit.plans import unknowns
             return plan_of(desired, unknowns(("objects", *self.computed_names())))
         docs = self.manifests(desired.address, attrs)
         computed = {"objects": {object_key(m): APPLIED for m in docs},
