@@ -39,9 +39,10 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping
 
+from mlform.providers.base import ProviderError
 from mlform.providers.kit.runs import contract_environment
 from mlform.providers.kit.sources import parse_s3
-from mlform.providers.kit.storage import ObjectStore
+from mlform.providers.kit.storage import Missing, ObjectStore
 
 __all__ = ["main"]
 
@@ -135,17 +136,28 @@ def serve(work: Mapping[str, Any], root: Path) -> int:
     signal.signal(signal.SIGINT, forward)
     target = capture["uri"] + f"{os.environ.get('HOSTNAME') or socket.gethostname()}.jsonl"
     every = float(os.environ.get("MLFORM_CAPTURE_SECONDS", "30"))
-    while server.poll() is None:
-        stop.wait(every)
+    try:
+        while server.poll() is None:
+            stop.wait(every)
+            _upload_capture(capture_file, target)
         _upload_capture(capture_file, target)
-    _upload_capture(capture_file, target)
+    finally:     # never leave the server behind this process (it is the container's)
+        if server.poll() is None:
+            server.terminate()
+            server.wait()
     return server.returncode or 0
 
 
 def _upload_capture(path: Path, uri: str) -> None:
+    """Upload the capture file so far; a failed upload is reported and retried on the next
+    round (serving goes on: the capture is for monitors, not for answers)."""
     if path.is_file() and path.stat().st_size:
         _, key = parse_s3(uri)
-        _store(uri).upload(path, key)
+        try:
+            _store(uri).upload(path, key)
+        except (ProviderError, Missing, OSError) as exc:
+            print(f"mlform: uploading the capture to {uri} failed: {exc}", file=sys.stderr,
+                  flush=True)
 
 
 def monitor(work: Mapping[str, Any], root: Path) -> int:

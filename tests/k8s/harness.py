@@ -179,7 +179,9 @@ class PodHarness:
         and raise what went wrong in the harness's threads, if anything did."""
         self._stopping.set()
         with self._lock:
-            runs = [run for run in self._runs if run.proc.poll() is None]
+            # a leader that exited may have left children in its group: those end too
+            runs = [run for run in self._runs if run.proc.poll() is None
+                    or (not isinstance(run.proc, _NotStarted) and _group_members(run.proc.pid))]
             for run in runs:
                 run.killed = True
             response = self._watch_response
