@@ -109,7 +109,7 @@ def stack_processes(stack: Path) -> dict[int, str]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             cmd = _cmdline(int(entry.name))
-            ours = "server.py" in cmd or "scheduler" in cmd
+            ours = "kit/serving.py" in cmd or "scheduler" in cmd
             if marker in cmd and ours and alive(int(entry.name)):
                 found[int(entry.name)] = cmd
     return found
