@@ -51,7 +51,10 @@ __all__ = ["PodHarness", "HarnessError", "default_env", "ROLE_SELECTOR", "TERMIN
            "USER_AGENT"]
 
 # The pods the harness runs; endpoint pods are started on request only (`serve`).
-ROLE_SELECTOR = "mlform.dev/role in (train,monitor)"
+ROLE_SELECTOR = "mlform.dev/role in (train,monitor,serve)"
+#: serving pods are watched but run only when a test asks (`serve`); they end when their
+#: pod is deleted, as a kubelet's containers would
+SERVE_ROLE = "serve"
 # A container that declares this variable gets it set to a file the harness reads when the
 # process exits, as a kubelet reads the file at `terminationMessagePath`.
 TERMINATION_LOG_ENV = "MLFORM_TERMINATION_LOG"
@@ -121,8 +124,8 @@ class _Run:
 
 
 class PodHarness:
-    """Runs the commands of chosen pods (by default `mlform.dev/role in (train,monitor)`)
-    as local processes.
+    """Runs the commands of chosen pods as local processes: by default those with
+    `mlform.dev/role` train or monitor once Running, and `serve` pods on request.
 
     `base_env` is the whole environment of every process besides the container's own
     plain `env` values (so nothing leaks in from the test process); `workdir` holds one
@@ -357,6 +360,8 @@ class PodHarness:
                 self._kill_pod(uid)
                 return
             if status.get("phase") != "Running":
+                return
+            if (meta.get("labels") or {}).get("mlform.dev/role") == SERVE_ROLE:
                 return
             with self._lock:
                 if uid in self._seen or self._stopping.is_set():
