@@ -249,9 +249,10 @@ class KubeHandler(KindHandler):
                         (desired.address, json.dumps(docs, sort_keys=True, default=str))),)
 
     def read_facts(self, keys: Sequence[FactKey]) -> dict[FactKey, Any]:
-        return {key: self._dry_run(*key.args) for key in keys}
+        namespaces: dict[str, bool] = {}      # namespace -> exists, asked once per batch
+        return {key: self._dry_run(*key.args, namespaces=namespaces) for key in keys}
 
-    def _dry_run(self, address: str, text: str) -> Any:
+    def _dry_run(self, address: str, text: str, *, namespaces: dict[str, bool]) -> Any:
         """Each manifest through a server-side dry-run apply: {"refused": [...],
         "immutable": [...]} (messages of the API server), or a FactError."""
         refused, immutable = [], []
@@ -262,7 +263,8 @@ class KubeHandler(KindHandler):
                                       meta.get("namespace"), address=address)
                 if found is not None:
                     self.env.check_owner(found, address)
-                if meta.get("namespace") and self._namespace_pending(meta["namespace"]):
+                elif meta.get("namespace") and not self._namespace_exists(meta["namespace"],
+                                                                         namespaces):
                     continue    # made by this apply (a training cluster's): nothing to ask
                 try:
                     self.kube.apply(manifest, address=address, dry_run=True)
@@ -276,8 +278,10 @@ class KubeHandler(KindHandler):
                              retryable=exc.retryable)
         return {"refused": refused, "immutable": immutable}
 
-    def _namespace_pending(self, namespace: str) -> bool:
-        return self.kube.get("v1", "Namespace", namespace) is None
+    def _namespace_exists(self, namespace: str, known: dict[str, bool]) -> bool:
+        if namespace not in known:
+            known[namespace] = self.kube.get("v1", "Namespace", namespace) is not None
+        return known[namespace]
 
     def _dry_run_fact(self, desired: Desired, facts: Facts) -> Any:
         keys = self.fact_keys(desired, None)

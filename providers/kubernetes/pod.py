@@ -27,6 +27,7 @@ like), so the pod needs nothing but its environment.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -50,7 +51,13 @@ _SERVER = Path(__file__).resolve().parent.parent / "kit" / "serving.py"
 
 
 def _store(uri: str) -> ObjectStore:
-    bucket, _ = parse_s3(uri)
+    """The store of `uri`'s bucket (one per bucket: a boto3 client is slow to build, and
+    a serving pod uploads its capture every few seconds)."""
+    return _bucket_store(parse_s3(uri)[0])
+
+
+@functools.lru_cache(maxsize=None)
+def _bucket_store(bucket: str) -> ObjectStore:
     return ObjectStore(f"s3://{bucket}", endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3"),
                        region=os.environ.get("AWS_DEFAULT_REGION"))
 

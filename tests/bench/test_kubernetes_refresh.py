@@ -30,7 +30,6 @@ overlap pays more.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -49,7 +48,6 @@ PER_KIND = 200
 OBJECTS = PER_KIND * (1 + 2 + 2)         # ConfigMap; Deployment + Service; Namespace + quota
 BUCKET = "mlform-bench-k8s"
 APPLY_PARALLELISM = 16
-MUTATING = ("create", "update", "patch", "delete", "deletecollection")
 
 
 def _stack(directory: Path, kubeconfig: Path, url: str) -> Path:
@@ -90,34 +88,6 @@ training_cluster "c" {{
     return directory
 
 
-class Audit:
-    """mlform's requests in the API server's audit log (lightkube's user agent), read
-    from a byte offset on."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-
-    def mark(self) -> None:
-        self.offset = self.path.stat().st_size
-
-    def since_mark(self) -> list[dict]:
-        time.sleep(0.5)        # the log backend writes an event just after its response
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            lines = f.read().decode(errors="replace").splitlines()
-        events = []
-        for line in lines:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if (event.get("stage") == "ResponseComplete"
-                    and event.get("userAgent", "").startswith("python-httpx2")):
-                events.append(event)
-        return events
-
-
 def _destroy(session: Session) -> float:
     """Destroy what the state holds (parallelism 16); the seconds it took."""
     t0 = time.perf_counter()
@@ -137,7 +107,6 @@ def _destroy(session: Session) -> float:
 def test_refresh_1000_kubernetes_objects(tmp_path, control_plane, aws):
     aws.client("s3").create_bucket(Bucket=BUCKET)
     stack = _stack(tmp_path / "fleet", control_plane.kubeconfig, aws.url)
-    audit = Audit(control_plane.audit_log)
 
     session = Session(stack, SessionOptions(parallelism=APPLY_PARALLELISM))
     destroy_s = None
@@ -158,14 +127,14 @@ def test_refresh_1000_kubernetes_objects(tmp_path, control_plane, aws):
         assert objects == OBJECTS, objects
 
         def timed(parallelism: int) -> tuple[float, float, int]:
-            audit.mark()
+            since = control_plane.audit_offset()
             c0, t0 = time.process_time(), time.perf_counter()
             refreshed = refresh(session.provider_set(state), state, parallelism)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             assert not refreshed.diagnostics, [d.summary for d in refreshed.diagnostics][:5]
             assert refreshed.drift == [], [c.address for c in refreshed.drift][:5]
-            requests = audit.since_mark()
-            mutating = [e for e in requests if e.get("verb") in MUTATING]
+            requests = control_plane.requests(since)
+            mutating = control_plane.mutating_requests(since)
             assert mutating == [], [(e["verb"], e["requestURI"]) for e in mutating][:5]
             return wall, cpu, len(requests)
 

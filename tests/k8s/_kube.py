@@ -5,7 +5,6 @@ the engine does (validate, plan, create)."""
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 from mlform.providers.base import Desired, LiveObject, ProviderContext
@@ -42,16 +41,6 @@ def create(provider, kind: str, attrs: dict, name: str = "x") -> LiveObject:
 
 ENDPOINT = {"model": {"address": "model.m", "version": 1, "uri": f"s3://{BUCKET}/m/"},
              "replicas": 2}
-
-
-def mutating_requests(plane) -> list[dict]:
-    """Mutating requests in the audit log (dry runs excluded)."""
-    events = [json.loads(line) for line in plane.audit_log.read_text().splitlines() if line]
-    return [e for e in events if e.get("verb") in ("create", "update", "patch", "delete",
-                                                   "deletecollection")
-            and "dryRun" not in e.get("requestURI", "")
-            and e.get("userAgent", "").startswith("python-httpx2")   # lightkube: mlform
-            and e.get("stage") == "ResponseComplete"]
 
 
 TRAIN = """\

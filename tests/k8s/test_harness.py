@@ -11,7 +11,6 @@ no process behind, children included; a broken watch is raised, not swallowed.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import textwrap
@@ -103,9 +102,8 @@ def test_a_job_whose_command_exits_0_completes_with_its_output_logged(
     assert greeting.startswith("hello from the harness ")
     assert greeting.endswith("/cwd")  # a directory of the pod's own
     # The status came from the harness, which the audit log tells apart.
-    patches = [e for e in map(json.loads, control_plane.audit_log.read_text().splitlines())
-               if e.get("verb") == "patch" and e.get("stage") == "ResponseComplete"
-               and e.get("userAgent") == USER_AGENT
+    patches = [e for e in control_plane.requests(agent=USER_AGENT)
+               if e.get("verb") == "patch"
                and (e.get("objectRef") or {}).get("name") == pod["metadata"]["name"]]
     assert [e["objectRef"]["subresource"] for e in patches] == ["status"]
 

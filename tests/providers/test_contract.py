@@ -376,7 +376,7 @@ class Subject:
         aws = self.fixtures.get("aws")
         plane = self.fixtures.get("control_plane")
         return (files, (len(aws.calls()) if aws is not None else 0),
-                (_cluster_mutations(plane) if plane is not None else 0))
+                (len(plane.mutating_requests()) if plane is not None else 0))
 
     def plan(self, desired: Desired | None = None, prior: LiveObject | None = None):
         return contract.plan(self.provider, desired or self.desired, prior)
@@ -388,20 +388,6 @@ class Subject:
         """The reference the engine has after an interrupted create: address, no id."""
         d = self.desired
         return LiveObject(address=d.address, kind=d.kind, id=None, attributes={})
-
-
-def _cluster_mutations(plane) -> int:
-    """Mutating requests the API server's audit log holds (dry runs excluded)."""
-    count = 0
-    for line in plane.audit_log.read_text().splitlines():
-        event = json.loads(line) if line else {}
-        if (event.get("verb") in ("create", "update", "patch", "delete", "deletecollection")
-                and event.get("stage") == "ResponseComplete"
-                and "dryRun" not in event.get("requestURI", "")
-                # the provider's own (lightkube), not the controllers' or kwok's
-                and event.get("userAgent", "").startswith("python-httpx2")):
-            count += 1
-    return count
 
 
 CASES_BY_KIND = [pytest.param(case, kind, id=f"{case.id}-{kind}")

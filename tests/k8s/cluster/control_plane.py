@@ -17,6 +17,8 @@ ends is left to the test's pod harness (`../harness.py`), which plays the kubele
 from __future__ import annotations
 
 import base64
+import json
+import uuid
 import datetime
 import ipaddress
 import os
@@ -36,6 +38,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from _waiting import wait_until
+
+#: what lightkube (so mlform) sends as its user agent: its requests in the audit log
+MLFORM_AGENT = "python-httpx2"
+MUTATING = ("create", "update", "patch", "delete", "deletecollection")
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 # kwok's shipped stages (kustomize/stage/ of its module, copied by build.sh): nodes
@@ -193,6 +199,41 @@ class ControlPlane:
         context = ssl.create_default_context(cafile=str(self.keys["ca.crt"]))
         context.load_cert_chain(str(self.keys["admin.crt"]), str(self.keys["admin.key"]))
         return httpx.Client(base_url=self.server, verify=context, timeout=30)
+
+    # -------------------------------------------------------------- the audit log
+
+    def audit_offset(self) -> int:
+        """Where the audit log ends now (for `requests(since=...)`)."""
+        return self.audit_log.stat().st_size
+
+    def requests(self, since: int = 0, agent: str = MLFORM_AGENT) -> list[dict]:
+        """Completed requests whose user agent starts with `agent`, logged from byte
+        `since` on.  The log backend writes an event just after its response: a marker
+        request is made and waited for, so every request answered before this call is in."""
+        marker = f"mlform-audit-marker-{uuid.uuid4().hex[:12]}"
+        with self.api() as api:     # a GET of nothing (404): no object, no mutation
+            api.get(f"/api/v1/namespaces/default/configmaps/{marker}")
+
+        def caught_up() -> tuple[list[dict]] | None:    # a tuple: [] is an answer too
+            with open(self.audit_log, "rb") as f:
+                f.seek(since)
+                lines = f.read().decode(errors="replace").splitlines()
+            events = []
+            for line in lines:
+                try:
+                    events.append(json.loads(line))
+                except ValueError:
+                    continue        # a line still being written
+            done = [e for e in events if e.get("stage") == "ResponseComplete"]
+            if not any((e.get("objectRef") or {}).get("name") == marker for e in done):
+                return None
+            return ([e for e in done if e.get("userAgent", "").startswith(agent)],)
+        return wait_until(caught_up, 30, "the audit log to catch up", interval=0.02)[0]
+
+    def mutating_requests(self, since: int = 0) -> list[dict]:
+        """mlform's requests that changed something (dry runs are not changes)."""
+        return [e for e in self.requests(since) if e.get("verb") in MUTATING
+                and "dryRun" not in e.get("requestURI", "")]
 
     def start(self) -> "ControlPlane":
         self.root.mkdir(parents=True, exist_ok=True)
