@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: test bench demo venv k8s-tools k8s-up k8s-down clean
+.PHONY: test bench demo venv k8s-tools tools k8s-up k8s-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ venv: $(STAMP)
 k8s-tools:
 	tests/k8s/cluster/build.sh
 
+# actionlint (checks the shipped GitHub workflows) and opa (runs a Rego policy over a JSON
+# plan), built from the Go module proxy once per machine into .tools/bin (tests/tools).
+tools:
+	tests/tools/build.sh
+
 # The same cluster as the tests', left running in the background for trying the
 # kubernetes environment by hand: the control plane and its kwok nodes, the pod harness
 # (training and monitoring pods run as local processes) and a moto S3.  k8s-up prints the
@@ -34,7 +39,7 @@ k8s-up: $(STAMP) k8s-tools
 k8s-down:
 	$(BIN)/python tests/k8s/cluster/up.py --down
 
-test: $(STAMP) k8s-tools
+test: $(STAMP) k8s-tools tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP) k8s-tools

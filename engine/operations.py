@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Iterator
 
 from mlform.apply.applier import ApplyResult, apply_plan
+from mlform.cost import attach_cost
 from mlform.diagnostics import DiagnosticError
 from mlform.facts import read_facts
 from mlform.plan.inputs import FactTable, PlanInputs, PlanOptions
 from mlform.plan.model import Plan
 from mlform.plan.planner import Planner
+from mlform.policy import check_policies
 from mlform.recovery import recover_pending
 from mlform.refresh import refresh
 from mlform.state import State, StateError, StateLocked
@@ -109,7 +111,10 @@ def plan(session, state: State, options: PlanOptions, timing: PlanTiming | None 
         result = planner.run(facts)
         timing.walk_s += time.perf_counter() - t1
         if isinstance(result, Plan):
-            return result
+            result = attach_cost(result, providers, state)   # prices are the providers' data
+            # After the pure planner: the policies' verdicts (pure too, over the plan and
+            # the scopes the planner evaluated).
+            return check_policies(result, session.graph, planner.evaluator)
         timing.fact_rounds += 1
         if timing.fact_rounds > MAX_FACT_ROUNDS:
             raise DiagnosticError.single(

@@ -30,9 +30,11 @@ FORMAT = "mlform-plan"
 VERSION = 1
 
 
-def save(plan: Plan, path: Path, stack_dir: Path) -> None:
+def save(plan: Plan, path: Path, stack_dir: Path, hold: str | None = None) -> None:
     doc = plan_to_json(plan, include_internal=True)
     doc["plan_file"] = {"format": FORMAT, "version": VERSION, "stack_dir": str(stack_dir)}
+    if hold is not None:
+        doc["plan_file"]["hold"] = hold     # made under `plan --hold`: apply may drop it
     doc["sensitive_hashes"] = _sensitive_hashes(plan)
     tmp = Path(f"{path}.tmp")
     try:
@@ -75,6 +77,15 @@ def load(path: Path) -> tuple[Plan, Path]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DiagnosticError.single(f"Cannot read plan file {path}: {exc}",
                                      hint="Make a new one with: mlform plan --out FILE")
+
+
+def hold_of(path: Path) -> str | None:
+    """The hold id a saved plan was made under (`plan --hold ID --out FILE`), or None."""
+    try:
+        hold = json.loads(Path(path).read_text())["plan_file"].get("hold")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return hold if isinstance(hold, str) else None
 
 
 def _sensitive_hashes(plan: Plan) -> dict:
@@ -150,4 +161,5 @@ def variables_for(plan: Plan, session) -> VariableValues:
     return out
 
 
-__all__ = ["save", "load", "is_plan_file", "base_state", "check_fresh", "variables_for"]
+__all__ = ["save", "load", "is_plan_file", "base_state", "check_fresh", "variables_for",
+           "hold_of"]

@@ -106,7 +106,8 @@ def validate_stack(session) -> list[Diagnostic]:
         validator.facts.update(read_engine_facts(keys, session.digests))
         walk.resume()
     # The digests read stay in memory: validate writes nothing, not even a cache.
-    return diags + validator.diags
+    from mlform.policy import static_diagnostics
+    return diags + validator.diags + static_diagnostics(session.graph)
 
 
 def _provider_configs(session) -> list[Diagnostic]:

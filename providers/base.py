@@ -39,6 +39,7 @@ the provider when they disagree with the plan):
 | update(prior, planned) | in place, idempotent, waits until ready |
 | delete(prior) | absent already = success |
 | import_(kind, address, id) | no side effects; None when no such object |
+| cost_basis(kind, attributes, prior) | optional, pure: the price basis (`CostBasis`) or None |
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ __all__ = [
     "ProgressEvent", "ProviderError", "Provider", "AnySettings", "KINDS",
     # facts
     "FactKey", "FactError", "Facts",
+    # cost
+    "CostBasis",
 ]
 
 
@@ -332,6 +335,34 @@ class FactError:
 Facts = Mapping[FactKey, Any]
 
 
+# ----------------------------------------------------------------------------- cost
+
+@dataclass(frozen=True)
+class CostBasis:
+    """What one resource instance costs to run, as its provider prices it
+    (`Provider.cost_basis`); the engine turns it into the plan's cost section.
+
+    Always-on resources (endpoints) are priced per hour: `hourly` USD per instance-hour
+    times `instances_min`..`instances_max` instances (a range under autoscaling).  Runs
+    (pipelines) set `per_run`: `hourly` per node-hour times `instances_*` nodes times
+    `run_seconds`, the expected duration (`duration_source` says where it came from:
+    ``"measured"`` for the last run's, ``"max_runtime"`` for the limit).  `hourly` (or
+    `run_seconds` of a run) is None when the cost cannot be known, and `unknown` says
+    why: such a cost is never shown as zero.  `source` and `date` name the price table.
+    """
+
+    hourly: float | None
+    instance_type: str | None = None
+    instances_min: int = 1
+    instances_max: int = 1
+    per_run: bool = False
+    run_seconds: float | None = None
+    duration_source: str = ""
+    unknown: str = ""
+    source: str = ""
+    date: str = ""
+
+
 class ProviderError(Exception):
     """A provider call failed: which resource, what the service said, retry or not."""
 
@@ -411,6 +442,20 @@ class Provider(abc.ABC):
 
     def import_(self, kind: str, address: str, id: str) -> LiveObject | None:
         return self.read(LiveObject(address=address, kind=kind, id=id, attributes={}))
+
+    def cost_basis(self, kind: str, attributes: Mapping[str, Any],
+                   prior: Mapping[str, Any] | None = None) -> CostBasis | None:
+        """What a resource with these attributes costs to run, or None when it costs
+        nothing this provider prices (datasets, models, monitors; or no prices known).
+
+        Optional and pure (prices are data read at configure time or from package data).
+        For a pipeline, ``attributes["cluster"]`` holds the whole cluster's attributes
+        (the engine resolves the reference), and `prior` the attributes of the last run
+        recorded in the state, if any (its measured duration).  A resource that does cost
+        but whose instance type has no price returns a basis with ``hourly=None`` and the
+        reason in `unknown`, never zero.
+        """
+        return None
 
     def close(self) -> None:
         """Release whatever the provider holds (files, clients, threads)."""

@@ -160,6 +160,23 @@ def _definitions() -> tuple[dict[str, Any], dict[str, str]]:
         "additionalProperties": True,
         "description": "Other keys are the module's input variables.",
     }
+    defs["Policy"] = {
+        "type": "object",
+        "title": "policy block",
+        "properties": {
+            "condition": {"description": "Must be true: an expression over plan (and change)."},
+            "level": {"description": '"advisory" or "mandatory" (default).'},
+            "description": {"type": "string"},
+            "message": {"description": "Shown when the condition is false."},
+            "enabled": {"description": "Whether the policy is checked (default true)."},
+            "kinds": {"type": "array", "items": {"enum": list(KIND_MODELS)}},
+            "actions": {"type": "array", "items": {
+                "enum": ["create", "update", "replace", "delete", "no-op", "read"]}},
+        },
+        "required": ["condition"],
+        "additionalProperties": False,
+        "description": "A condition checked against every plan (docs/gitops.md, Policies).",
+    }
     defs["Provider"] = {
         "type": "object",
         "title": "provider block",
@@ -224,6 +241,7 @@ def json_schema(kind: str | None = None) -> dict[str, Any]:
                        {"type": "array", "items": {"$ref": "#/$defs/Provider"}}]},
             "Provider configurations by provider name."),
         "module": _named({"$ref": "#/$defs/Module"}, "Module calls."),
+        "policy": _named({"$ref": "#/$defs/Policy"}, "Policies checked against every plan."),
     }
     for name, def_name in blocks.items():
         doc = KIND_MODELS[name].__doc__ or ""

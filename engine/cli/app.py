@@ -96,13 +96,17 @@ def plan(
     destroy: bool = typer.Option(False, "--destroy", help="Plan to destroy everything."),
     format: PlanFormat = typer.Option(PlanFormat.human, "--format"),
     parallelism: int = PARALLELISM,
+    hold: Optional[str] = typer.Option(None, "--hold", metavar="ID",
+                                       help="Hold the state for pull request ID (e.g. "
+                                            "github:owner/repo#42) until its plan is applied "
+                                            "or released; refused while another ID holds it."),
 ) -> None:
     """Show what apply would change."""
     from mlform.cli import commands
     guarded(commands.plan, dir, env=env, vars=var or [], var_files=var_file or [], out_file=out_file,
             detailed_exitcode=detailed_exitcode, refresh_only=refresh_only, refresh=not no_refresh,
             targets=target or [], replace=replace or [], destroy=destroy, format=format.value,
-            parallelism=parallelism)
+            parallelism=parallelism, hold=hold)
 
 
 @app.command()
@@ -174,6 +178,14 @@ def output(name: Optional[str] = typer.Argument(None), json_: bool = typer.Optio
     guarded(commands.output, name, json_, env)
 
 
+@app.command()
+def cost(dir: Path = DIR, env: Optional[str] = ENV,
+         json_: bool = typer.Option(False, "--json", help="The breakdown as JSON.")) -> None:
+    """Print what the current state costs, per resource and in total (no refresh)."""
+    from mlform.cli import cost_commands
+    guarded(cost_commands.cost, dir, env, json_)
+
+
 @app.command("import")
 def import_(address: str, id: str, env: Optional[str] = ENV, var: Optional[List[str]] = VARS,
             var_file: Optional[List[Path]] = VAR_FILES) -> None:
@@ -184,9 +196,32 @@ def import_(address: str, id: str, env: Optional[str] = ENV, var: Optional[List[
 
 @app.command("force-unlock")
 def force_unlock(lock_id: str, env: Optional[str] = ENV) -> None:
-    """Remove a lock left by another run (give the lock id it reported)."""
+    """Remove a lock left by another run, or a pull request's hold (give the id reported)."""
     from mlform.cli import commands
     guarded(commands.force_unlock, lock_id, env)
+
+
+@app.command()
+def history(what: Optional[str] = typer.Argument(None, metavar="verify|DIR",
+                                                 help="`verify` checks the hash chain; otherwise the stack directory."),
+            dir: Optional[Path] = typer.Argument(None, metavar="DIR",
+                                                 help="The stack directory, after `verify`."),
+            env: Optional[str] = ENV, json_: bool = typer.Option(False, "--json"),
+            expect: Optional[str] = typer.Option(None, "--expect", metavar="SEQ:HASH",
+                                                 help="verify: also require record SEQ to have "
+                                                      "HASH (a head an earlier verify printed, "
+                                                      "kept elsewhere).")) -> None:
+    """Show the audit trail (who changed what, when); `history verify` checks it is intact."""
+    from mlform.cli import history_commands
+    guarded(history_commands.history, what, dir, env, json_, expect)
+
+
+@app.command()
+def release(hold_id: str = typer.Argument(..., metavar="ID", help="The pull request's hold id."),
+            dir: Path = DIR, env: Optional[str] = ENV) -> None:
+    """Drop the hold of pull request ID (closed without merging); exit 0 if not held."""
+    from mlform.cli import hold_commands
+    guarded(hold_commands.release, hold_id, dir, env)
 
 
 @app.command()
@@ -268,6 +303,10 @@ def monitor_run(address: str, env: Optional[str] = ENV, var: Optional[List[str]]
     """Run a monitor's checks now: exit 0 no breach, 2 breach, 1 error."""
     from mlform.cli import monitor_commands
     guarded(monitor_commands.run, address, env, var or [], var_file or [], json_)
+
+
+from mlform.cli import reconcile_commands  # noqa: E402  (its options live with its body)
+reconcile_commands.register(app)
 
 
 def main() -> None:

@@ -115,24 +115,29 @@ def _plan_options(refresh_only: bool, refresh: bool, targets, replace, destroy: 
 
 
 def plan(dir: Path, *, env, vars, var_files, out_file, detailed_exitcode, refresh_only, refresh,
-         targets, replace, destroy, format, parallelism) -> int:
+         targets, replace, destroy, format, parallelism, hold=None) -> int:
+    from mlform.cli import hold_commands
     session = _session(dir, env, vars, var_files, parallelism)
     try:
         options = _plan_options(refresh_only, refresh, targets, replace, destroy, parallelism)
         with operations.locked(session, "plan"):
+            hold_commands.before_plan(session, hold)
             state = operations.load_state(session)
             result = operations.plan(session, state, options)
+            hold_commands.after_plan(session, hold, result)
     finally:
         session.close()
     if result.errored:
         show_diagnostics(list(result.diagnostics))
-        if format == "json":  # machine readers get the errored plan with its diagnostics
+        # Machine readers get the errored plan with its diagnostics; a plan refused only
+        # by policies is shown too, so a reviewer sees what the policies refused.
+        if format == "json" or _refused_by_policy(result):
             _render_plan(result, format)
         return 1
     show_diagnostics(list(result.diagnostics))
     _render_plan(result, format)
     if out_file is not None:
-        planfile.save(result, out_file, session.stack_dir)
+        planfile.save(result, out_file, session.stack_dir, hold=hold)
         if format == "human":
             out.echo(f"\nSaved the plan to {out_file}. Apply exactly this plan with: "
                      f"mlform apply {out_file}")
@@ -140,6 +145,14 @@ def plan(dir: Path, *, env, vars, var_files, out_file, detailed_exitcode, refres
     if detailed_exitcode and result.has_changes:
         return 2
     return 0
+
+
+def _refused_by_policy(plan) -> bool:
+    """True when every error of a plan is a failed mandatory policy: the plan itself
+    was made and is worth showing."""
+    from mlform.policy import POLICY_FAILED
+    errors = [d for d in plan.diagnostics if d.severity == "error"]
+    return bool(errors) and all(d.code == POLICY_FAILED for d in errors)
 
 
 def _confirm(plan, auto_approve: bool) -> bool:
@@ -196,6 +209,8 @@ class _Interrupts:
 
 def apply(dir_or_plan: Path, *, auto_approve, env, vars, var_files, refresh_only, refresh, targets,
           replace, destroy, parallelism) -> int:
+    from mlform import audit
+    from mlform.cli import hold_commands, history_commands
     from mlform.views import ApplySummary, render_apply_summary
     saved = None
     if planfile.is_plan_file(Path(dir_or_plan)):
@@ -209,16 +224,23 @@ def apply(dir_or_plan: Path, *, auto_approve, env, vars, var_files, refresh_only
     interrupts = _Interrupts()
     try:
         with operations.locked(session, "apply"), interrupts:
+            hold = hold_commands.before_apply(
+                session, Path(dir_or_plan) if saved is not None else None)
             state = operations.load_state(session)
             if saved is not None:
                 state = planfile.base_state(saved, state)
-                planfile.check_fresh(saved, state, session.config.digest)
+                with history_commands.audited(session, audit.command_for(saved), plan=saved,
+                                              outcome="refused"):
+                    planfile.check_fresh(saved, state, session.config.digest)
                 the_plan = saved
             else:
                 options = _plan_options(refresh_only, refresh, targets, replace, destroy, parallelism)
                 the_plan = operations.plan(session, state, options)
                 if the_plan.errored:
                     show_diagnostics(list(the_plan.diagnostics))
+                    if _refused_by_policy(the_plan):
+                        _render_plan(the_plan, "human")
+                    history_commands.note_refused(session, the_plan)
                     return 1
                 show_diagnostics(list(the_plan.diagnostics))
                 _render_plan(the_plan, "human")
@@ -226,10 +248,16 @@ def apply(dir_or_plan: Path, *, auto_approve, env, vars, var_files, refresh_only
                     return 0
                 if not _confirm(the_plan, auto_approve):
                     out.echo("\nApply cancelled.")
+                    history_commands.note_not_applied(session, the_plan, "cancelled",
+                                                      "not confirmed")
                     return 1
-            result = operations.apply(session, state, the_plan, parallelism=parallelism,
-                                      progress=_progress,
-                                      on_start=lambda a: setattr(interrupts, "applier", a))
+            with history_commands.audited(session, audit.command_for(the_plan), plan=the_plan):
+                result = operations.apply(session, state, the_plan, parallelism=parallelism,
+                                          progress=_progress,
+                                          on_start=lambda a: setattr(interrupts, "applier", a))
+            history_commands.note_apply(session, the_plan, result,
+                                        plan_file=dir_or_plan if saved is not None else None)
+            released = hold_commands.after_apply(session, hold, result)
     finally:
         session.close()
     summary = ApplySummary(added=result.added, changed=result.changed, destroyed=result.destroyed,
@@ -240,6 +268,7 @@ def apply(dir_or_plan: Path, *, auto_approve, env, vars, var_files, refresh_only
     show_diagnostics([d for d in result.diagnostics if d.summary not in shown])
     out.echo("")
     out.echo(render_apply_summary(summary, color=out.color()), err=not summary.ok)
+    hold_commands.report(released)
     if result.cancelled:
         sys.stderr.write(f"Interrupted: {result.not_started} resource block(s) not started; "
                          "the state records everything that finished.\n")
@@ -345,8 +374,11 @@ def import_(address: str, id: str, env, vars, var_files) -> int:
         raise DiagnosticError.single(
             f"No block in the spec for {address}",
             hint=f'Write the block first ({addr.kind} "{addr.name}" {{ ... }}), then import into it.')
+    from mlform.cli import history_commands
+    changes = [{"address": address, "actions": ["import"]}]
     try:
-        with operations.locked(session, "import"):
+        with operations.locked(session, "import"), \
+                history_commands.audited(session, "import", changes=changes):
             state = operations.load_state(session)
             if state.get(address) is not None:
                 raise DiagnosticError.single(f"{address} is already managed",
@@ -361,6 +393,8 @@ def import_(address: str, id: str, env, vars, var_files) -> int:
                                         module=addr.module, index_key=addr.index_key, provider=key,
                                         id=live.id, attributes=dict(live.attributes)))
             writer.close()
+            history_commands.note(session, "import", outcome="success", changes=changes,
+                                  detail=f"id {live.id}")
     finally:
         session.close()
     out.echo(f"Import successful: {address} (id {live.id}). Run plan to see how it compares with the spec.")
@@ -369,11 +403,18 @@ def import_(address: str, id: str, env, vars, var_files) -> int:
 
 def force_unlock(lock_id: str, env: str | None) -> int:
     from mlform.state import StateError
+    from mlform.cli import history_commands
     session = _state_session(env)
     try:
         session.backend.force_unlock(lock_id)
     except StateError as exc:
-        raise DiagnosticError([exc.diagnostic()])
+        from mlform.cli import hold_commands    # no such lock: maybe a pull request's hold
+        with history_commands.audited(session, "force-unlock"):
+            code = hold_commands.force_unlock_hold(lock_id, env, exc)
+        history_commands.note(session, "force-unlock", outcome="success" if code == 0 else "error",
+                              detail=f"hold {lock_id}")
+        return code
+    history_commands.note(session, "force-unlock", outcome="success", detail=f"lock {lock_id}")
     out.echo(f"The state has been unlocked (lock {lock_id}).")
     return 0
 

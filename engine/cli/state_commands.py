@@ -8,6 +8,7 @@ from pathlib import Path
 from mlform import operations
 from mlform.addresses import AddressError, matches, parse_address
 from mlform.cli import output as out
+from mlform.cli.history_commands import audited, note
 from mlform.diagnostics import DiagnosticError
 from mlform.session import Session, SessionOptions
 from mlform.state import ResourceState, State, StateError, is_marker
@@ -64,7 +65,8 @@ def show(address: str, env: str | None) -> int:
 
 def rm(address: str, env: str | None) -> int:
     session = _session(env)
-    with operations.locked(session, "state rm"):
+    with operations.locked(session, "state rm"), \
+            audited(session, "state rm", changes=[{"address": address, "actions": ["forget"]}]):
         state = operations.load_state(session)
         targets = [a for a in state.resources if matches(address, a)]
         if not targets:
@@ -73,6 +75,8 @@ def rm(address: str, env: str | None) -> int:
         for a in targets:
             writer.record_delete(a)
         writer.close()
+        note(session, "state rm", outcome="success",
+             changes=[{"address": a, "actions": ["forget"]} for a in targets])
     for a in targets:
         out.echo(f"Removed {a} (the object itself was not destroyed)")
     return 0
@@ -84,7 +88,8 @@ def mv(source: str, destination: str, env: str | None) -> int:
         dest = parse_address(destination)
     except AddressError as exc:
         raise DiagnosticError.single(str(exc))
-    with operations.locked(session, "state mv"):
+    changes = [{"address": destination, "actions": ["move"], "from": source}]
+    with operations.locked(session, "state mv"), audited(session, "state mv", changes=changes):
         state = operations.load_state(session)
         rs = _require(state, source)
         if state.get(destination) is not None:
@@ -97,6 +102,7 @@ def mv(source: str, destination: str, env: str | None) -> int:
         writer.record_delete(source)
         writer.record(moved)
         writer.close()
+        note(session, "state mv", outcome="success", changes=changes)
     out.echo(f"Moved {source} to {destination}")
     return 0
 
@@ -117,10 +123,13 @@ def push(file: Path, force: bool, env: str | None) -> int:
         doc = json.loads(Path(file).read_text())
     except (OSError, ValueError) as exc:
         raise DiagnosticError.single(f"Cannot read {file}: {exc}")
-    with operations.locked(session, "state push"):
+    with operations.locked(session, "state push"), audited(session, "state push"):
         try:
             session.backend.push(doc, force=force)
         except StateError as exc:
             raise DiagnosticError([exc.diagnostic()])
+        note(session, "state push", outcome="success",
+             detail=f"serial {doc.get('serial')}" + (", forced" if force else "")
+             if isinstance(doc, dict) else "")
     out.echo(f"Pushed {file} to {session.backend.describe()}")
     return 0

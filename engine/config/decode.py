@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mlform.config.model import (
-    RESOURCE_KINDS, Lifecycle, Module, ModuleCall, Output, ProviderConfig, Resource,
-    Traversal, Validation, Variable,
+    POLICY_ACTIONS, RESOURCE_KINDS, Lifecycle, Module, ModuleCall, Output, Policy, ProviderConfig,
+    Resource, Traversal, Validation, Variable,
 )
 from mlform.config.syntax import Attribute, Block, BlockObjectExpr, Body
 from mlform.diagnostics import Diagnostic, error
@@ -112,7 +112,7 @@ class Decoder:
             self.diags.append(error(f'Unexpected attribute "{name}" at the top level',
                                     source=attr.source,
                                     hint="Top-level entries are blocks: variable, locals, output, "
-                                         "provider, module, or a resource kind."))
+                                         "provider, module, policy, or a resource kind."))
         for block in body.blocks:
             decoder = BLOCK_DECODERS.get(block.type)
             if decoder is None:
@@ -267,6 +267,50 @@ class Decoder:
                                     hint="Use one of them."))
         self.module.resources[key] = res
 
+    def policy(self, block: Block) -> None:
+        if not self.need_labels(block, 1, "NAME"):
+            return
+        name = block.labels[0]
+        if not self.unique(self.module.policies, name, block, "policy"):
+            return
+        body = block.body
+        self.unexpected(body, POLICY_ARGUMENTS, set(), f'policy "{name}"')
+        attrs = body.attributes
+        if "condition" not in attrs:
+            self.diags.append(error(f'Policy "{name}" needs a condition', source=block.source,
+                                    hint="Add: condition = <an expression that must be true>, "
+                                         "e.g. plan.totals.gpus <= 8."))
+            return
+        policy = Policy(name, block.source, attrs["condition"].expr,
+                        attribute_sources={k: a.source for k, a in attrs.items()})
+        for key in ("level", "message", "enabled"):
+            if key in attrs:
+                setattr(policy, key, attrs[key].expr)
+        if "description" in attrs:
+            policy.description = str(self.constant(attrs["description"], '"description"') or "")
+        policy.kinds = self._names(attrs.get("kinds"), "kinds", RESOURCE_KINDS)
+        policy.actions = self._names(attrs.get("actions"), "actions", POLICY_ACTIONS)
+        self.module.policies[name] = policy
+
+    def _names(self, attr: Attribute | None, what: str, allowed: tuple) -> tuple[str, ...]:
+        """A literal list of names from `allowed` (a policy's kinds or actions filter)."""
+        if attr is None:
+            return ()
+        value = self.constant(attr, what)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.diags.append(error(f"{what} must be a list of strings", source=attr.source,
+                                    detail=f"Got {value!r}.",
+                                    hint=f"One or more of: {', '.join(allowed)}."))
+            return ()
+        for v in value:
+            if v not in allowed:
+                self.diags.append(error(f'Unknown {what[:-1]} "{v}" in {what}', source=attr.source,
+                                        hint=did_you_mean(v, allowed)
+                                        or f"One or more of: {', '.join(allowed)}."))
+        return tuple(v for v in value if v in allowed)
+
     def lifecycle(self, block: Block) -> Lifecycle:
         body = block.body
         self.unexpected(body, {"prevent_destroy", "create_before_destroy", "ignore_changes",
@@ -287,6 +331,10 @@ class Decoder:
             lc.replace_triggered_by = self.traversals(body.attributes["replace_triggered_by"],
                                                       "replace_triggered_by")
         return lc
+
+
+POLICY_ARGUMENTS = frozenset({"condition", "level", "description", "message", "enabled", "kinds",
+                              "actions"})
 
 
 def _split_path(text: str) -> tuple:
@@ -361,6 +409,7 @@ BLOCK_DECODERS: dict[str, Callable[[Decoder, Block], None]] = {
     "output": Decoder.output,
     "provider": Decoder.provider,
     "module": Decoder.module_call,
+    "policy": Decoder.policy,
     **{kind: Decoder.resource for kind in RESOURCE_KINDS},
 }
 

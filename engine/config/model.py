@@ -14,6 +14,9 @@ from mlform.diagnostics import SourceRange
 
 RESOURCE_KINDS = ("dataset", "training_cluster", "pipeline", "model", "endpoint", "monitor")
 META_ARGUMENTS = ("provider", "depends_on", "for_each", "count", "lifecycle")
+#: what a policy's `actions` filter names: "replace" is either order of delete and create
+POLICY_ACTIONS = ("create", "update", "replace", "delete", "no-op", "read")
+POLICY_LEVELS = ("advisory", "mandatory")
 
 
 @dataclass
@@ -116,6 +119,24 @@ class Resource:
 
 
 @dataclass
+class Policy:
+    """A `policy` block: a condition checked against the plan once it is computed
+    (`mlform.policy`).  Expressions stay unevaluated here; `kinds` and `actions` are
+    literal filters, checked when the block is decoded."""
+
+    name: str
+    source: SourceRange
+    condition: Any                   # Expr
+    level: Any = None                # Expr ("advisory" | "mandatory") or None: mandatory
+    description: str = ""
+    message: Any = None              # Expr or None
+    enabled: Any = None              # Expr or None: enabled
+    kinds: tuple[str, ...] = ()      # () = every kind
+    actions: tuple[str, ...] = ()    # () = every change but no-op and read
+    attribute_sources: dict[str, SourceRange] = field(default_factory=dict)
+
+
+@dataclass
 class ModuleCall:
     name: str
     source_path: str
@@ -137,6 +158,7 @@ class Module:
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     module_calls: dict[str, ModuleCall] = field(default_factory=dict)
     resources: dict[str, Resource] = field(default_factory=dict)   # "kind.name" -> Resource
+    policies: dict[str, Policy] = field(default_factory=dict)      # name -> Policy
     children: dict[str, "Module"] = field(default_factory=dict)    # call name -> loaded module
 
 

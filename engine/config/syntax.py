@@ -243,7 +243,7 @@ class _YamlNode:
 
 
 # Top-level keys whose value maps a label to a block body (`dataset: {name: {...}}`).
-LABELED = {"variable", "output", "provider", "module", "dataset", "training_cluster",
+LABELED = {"variable", "output", "provider", "module", "policy", "dataset", "training_cluster",
             "pipeline", "model", "endpoint", "monitor", "backend"}
 
 

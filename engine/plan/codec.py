@@ -22,11 +22,12 @@ from collections.abc import Mapping
 from typing import Any, Callable, Iterable
 
 from mlform import __version__
+from mlform.cost import CostReport
 from mlform.diagnostics import Diagnostic, SourceRange
 from mlform.expr.values import (
     UNKNOWN, Sensitive, contains_unknown, known_part, merge_unknown, unknown_tree,
 )
-from mlform.plan.model import Action, Change, OutputChange, Plan
+from mlform.plan.model import Action, Change, OutputChange, Plan, PolicyResult
 
 FORMAT_VERSION = "1.0"
 
@@ -207,6 +208,10 @@ def plan_to_json(plan: Plan, *, include_internal: bool = False) -> dict:
         "diagnostics": [d.to_json() for d in plan.diagnostics],
         "errored": plan.errored,
     }
+    if plan.policies:  # present when the stack declares policies (mlform.policy)
+        doc["policies"] = [r.to_json() for r in plan.policies]
+    if plan.cost is not None and plan.cost.resources:  # present when something is priced
+        doc["cost"] = plan.cost.to_json()
     if include_internal:
         doc.update({
             "variables": plain(dict(plan.variables)),
@@ -290,4 +295,6 @@ def plan_from_json(doc: Mapping) -> Plan:
         variables=dict(doc.get("variables", {})),
         sensitive_variables=dict(doc.get("sensitive_variables", {})),
         refreshed=dict(doc.get("refreshed", {})),
+        policies=tuple(PolicyResult.from_json(r) for r in doc.get("policies", ())),
+        cost=CostReport.from_json(doc["cost"]) if doc.get("cost") else None,
     )

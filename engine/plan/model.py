@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from mlform.diagnostics import has_errors
+
+if TYPE_CHECKING:   # a value the planner never computes: attached after it (operations)
+    from mlform.cost import CostReport
 
 
 class Action(str, enum.Enum):
@@ -117,6 +120,29 @@ class OutputChange:
 
 
 @dataclass(frozen=True)
+class PolicyResult:
+    """One policy's verdict on one resource change (`address`) or on the whole plan
+    (`address` ""): `passed` is None when the condition depends on values known only
+    after apply.  `mlform.policy` makes them; a failed mandatory one is also an error
+    diagnostic of the plan."""
+
+    policy: str                 # "policy.NAME" or "module.M.policy.NAME"
+    level: str                  # "advisory" | "mandatory"
+    passed: bool | None
+    address: str = ""
+    message: str = ""
+
+    def to_json(self) -> dict:
+        return {"policy": self.policy, "level": self.level, "passed": self.passed,
+                "address": self.address, "message": self.message}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "PolicyResult":
+        return cls(str(doc["policy"]), str(doc["level"]), doc.get("passed"),
+                   str(doc.get("address", "")), str(doc.get("message", "")))
+
+
+@dataclass(frozen=True)
 class Summary:
     add: int = 0
     change: int = 0
@@ -153,6 +179,11 @@ class Plan:
     # The refreshed state this plan was made against (addresses -> resource dict),
     # used by refresh-only apply to record what was read.
     refreshed: Mapping[str, Any] = field(default_factory=dict)
+    # Every policy's verdict (`mlform.policy`), computed after the planner.
+    policies: tuple[PolicyResult, ...] = ()
+    # The cost estimate (`mlform.cost.CostReport`), computed after the planner; None
+    # for a plan made without it (a plan file from before it existed).
+    cost: "CostReport | None" = None
 
     @property
     def errored(self) -> bool:

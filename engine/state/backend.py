@@ -316,6 +316,14 @@ class StateBackend(ABC):
         """The state document as JSON, journal replayed."""
         return self.load().state.to_json()
 
+    def holds(self):
+        """This state's pull-request hold (`mlform.state.holds.HoldStore`)."""
+        raise StateError(f"Plan holds are not supported by the state at {self.describe()}")
+
+    def audit_log(self):
+        """This state's audit log (`mlform.state.audit.AuditLog`)."""
+        raise StateError(f"No audit log is kept with the state at {self.describe()}")
+
 
 # Built once: json.dumps with options constructs a new encoder per call, which shows up
 # when an apply journals thousands of records.

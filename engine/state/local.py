@@ -6,6 +6,7 @@ Files, next to each other (``<stack>/.mlform/state/<env>.json`` and friends)::
     <env>.json.backup   the previous snapshot (a hard link: no bytes copied)
     <env>.json.journal  JSON lines appended during an apply, one per intent or result
     <env>.json.lock     flock()ed by the holder, which writes its LockInfo into it
+    <env>.json.audit.jsonl, <env>.json.audit.head   the audit log (mlform.state.audit)
     <env>.json.tmp, <env>.json.backup.tmp, <env>.json.journal.tmp   transient
 
 Crash safety
@@ -110,6 +111,16 @@ class LocalBackend(StateBackend):
 
     def describe(self) -> str:
         return str(self.path)
+
+    def holds(self):
+        """The pull-request hold, ``<env>.json.hold`` (`mlform.state.holds`)."""
+        from mlform.state.holds import LocalHolds
+        return LocalHolds(self)
+
+    def audit_log(self):
+        """The audit log, ``<env>.json.audit.jsonl`` and its head (`mlform.state.audit`)."""
+        from mlform.state.audit import LocalAuditLog
+        return LocalAuditLog(self.path)
 
     # --- lock -------------------------------------------------------------------------
 

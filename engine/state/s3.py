@@ -9,6 +9,8 @@ default)::
     <key>.journal/<serial>-<lineage8>/<seq:010d>
                             journal records for the snapshot at <serial> (lineage's first
                             8 characters), as JSON lines; one object per group commit
+    <key>.audit/<seq:010d>  the audit log, one record per object, and <key>.audit.head
+                            (mlform.state.audit)
 
 Journal
 -------
@@ -135,6 +137,16 @@ class S3Backend(StateBackend):
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
+
+    def holds(self):
+        """The pull-request hold, the object ``<key>.hold`` (`mlform.state.holds`)."""
+        from mlform.state.holds import S3Holds
+        return S3Holds(self)
+
+    def audit_log(self):
+        """The audit log, ``<key>.audit/<seq>`` and ``<key>.audit.head`` (`mlform.state.audit`)."""
+        from mlform.state.audit import S3AuditLog
+        return S3AuditLog(self)
 
     def journal_prefix(self, serial: int, lineage: str) -> str:
         return f"{self.journal_root}{serial}-{lineage[:8]}/"

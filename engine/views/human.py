@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.text import Text
 
 from mlform.plan.model import Action, Change, Plan
+from mlform.views.cost import cost_text_lines
+from mlform.views.policies import policy_text_lines
 from mlform.views._lines import (
     SENSITIVE_TEXT, Line, align_outputs, change_lines, fmt, fmt_key, output_line, plain,
 )
@@ -175,6 +177,10 @@ def render_plan(plan: Plan, *, color: bool = False) -> str:
         out += [_plain_line(_NO_CHANGES.get(plan.mode, _NO_CHANGES["normal"]), "bold"),
                 _plain_line()]
     out += outputs
+    if plan.cost is not None and plan.cost.resources and plan.mode != "refresh-only":
+        out += [_plain_line(line) for line in cost_text_lines(plan.cost)] + [_plain_line()]
+    if plan.policies:
+        out += [_plain_line(line) for line in policy_text_lines(plan)] + [_plain_line()]
     if plan.errored:
         out += [_plain_line("The plan is incomplete because of errors.", "bold red"),
                 _plain_line()]

@@ -13,6 +13,8 @@ import re
 
 from mlform.plan.model import Action, Change, Plan
 from mlform.views._lines import Line, align_outputs, change_lines, output_line
+from mlform.views.cost import cost_markdown_lines
+from mlform.views.policies import policy_markdown_lines
 
 # Plain words, no symbols or emoji: they read the same in every client.
 _ACTION_WORDS = {
@@ -84,7 +86,8 @@ def _reason(change: Change) -> str:
     parts = list(change.reasons)
     if change.replace_paths:
         forced = ", ".join(".".join(str(s) for s in p) for p in change.replace_paths)
-        parts.append(f"forces replacement: {forced}")
+        if f"forces replacement: {forced}" not in parts:   # the planner may have said it
+            parts.append(f"forces replacement: {forced}")
     return "; ".join(parts)
 
 
@@ -145,5 +148,7 @@ def render_plan_markdown(plan: Plan) -> str:
     if plan.drift:
         out += _drift_section(plan)
     out += _outputs_section(plan)
+    out += cost_markdown_lines(plan.cost, _cell)
+    out += policy_markdown_lines(plan, _cell)
     out += _diagnostics_section(plan)
     return "\n".join(out).rstrip("\n") + "\n"

@@ -23,6 +23,7 @@ lives here, written once:
 | `names` | deterministic names, ownership marks (AWS tags, Kubernetes labels) |
 | `accelerators` | accelerator names (`cpu`, `any-gpu`, `nvidia-h100`...) matched against device names by words |
 | `parallel` | `run_parallel`: many reads at once, threads only when they wait |
+| `pricing` | `PriceTable`, `endpoint_basis`, `pipeline_basis`: price bases (`Provider.cost_basis`) from a price table, measured run durations |
 | `storage` | `ObjectStore`: one S3-compatible bucket and prefix (boto3), and the AWS error helpers |
 | `serving` | the OIP v2 model server, a program (torch, FastAPI): `local` starts it, kubernetes pods run it |
 

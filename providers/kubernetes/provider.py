@@ -15,13 +15,14 @@ which, and builds their `KubeEnv` (docs/kubernetes-provider.md).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from mlform.providers.base import (
-    Desired, Diagnostic, FactError, FactKey, Facts, LiveObject, ProviderContext, ProviderError,
+    CostBasis, Desired, Diagnostic, FactError, FactKey, Facts, LiveObject, ProviderContext, ProviderError,
     error,
 )
 from mlform.providers.kit.handlers import HandlerProvider
+from mlform.providers.kit.pricing import config_table, table_cost_basis
 
 from .api import Kube
 from .clusters import ClusterHandler
@@ -50,6 +51,12 @@ class KubernetesProvider(HandlerProvider):
         "endpoint": EndpointHandler,
         "monitor": MonitorHandler,
     }
+
+    def cost_basis(self, kind: str, attributes: Mapping[str, Any],
+                   prior: Mapping[str, Any] | None = None) -> CostBasis | None:
+        """Endpoints and pipelines priced from the block's `prices` (none: not priced)."""
+        return table_cost_basis(config_table(self.name, self.config.prices), kind,
+                                attributes, prior)
 
     def make_env(self, context: ProviderContext, config: KubernetesConfig) -> KubeEnv:
         try:

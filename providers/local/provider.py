@@ -10,9 +10,11 @@ handler module; this class only says which, and builds their `LocalEnv`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Mapping
 
-from mlform.providers.base import ProviderContext
+from mlform.providers.base import CostBasis, ProviderContext
 from mlform.providers.kit.handlers import HandlerProvider
+from mlform.providers.kit.pricing import config_table, table_cost_basis
 
 from .clusters import ClusterHandler
 from .config import LocalConfig
@@ -37,6 +39,12 @@ class LocalProvider(HandlerProvider):
         "endpoint": EndpointHandler,
         "monitor": MonitorHandler,
     }
+
+    def cost_basis(self, kind: str, attributes: Mapping[str, Any],
+                   prior: Mapping[str, Any] | None = None) -> CostBasis | None:
+        """Endpoints and pipelines priced from the block's `prices` (none: not priced)."""
+        return table_cost_basis(config_table(self.name, self.config.prices), kind,
+                                attributes, prior)
 
     def make_env(self, context: ProviderContext, config: LocalConfig) -> LocalEnv:
         root = Path(config.root.replace("{env}", context.env))

@@ -6,6 +6,7 @@ provider "memory" {
   latency_ms = 0                             # slept on read/create/update/delete/import
   fail       = { "create:endpoint.x" = "quota exceeded" }
   call_log   = ".mlform/memory/calls.jsonl"  # one JSON line per mutating call
+  prices     = { "ml.m5.large" = 0.115 }      # USD per hour by instance type (cost in plans)
 }
 ```
 
@@ -23,6 +24,7 @@ from typing import Mapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mlform.providers.base import ProviderError
+from mlform.providers.kit.pricing import check_prices
 
 __all__ = ["FAIL_OPS", "MemoryConfig", "FailurePlan", "injected_error", "resolve_path"]
 
@@ -39,6 +41,10 @@ class MemoryConfig(BaseModel):
     latency_ms: float = Field(default=0, ge=0)
     fail: dict[str, str] = Field(default_factory=dict)
     call_log: str | None = None
+    prices: dict[str, float] | None = Field(
+        None, description="USD per hour by instance or node type (an endpoint's or a "
+                          "cluster's instance_type, else a cluster's accelerator, else "
+                          "\"cpu\"), for the cost in plans; unset: not priced.")
 
     @field_validator("fail")
     @classmethod
@@ -51,6 +57,11 @@ class MemoryConfig(BaseModel):
                 raise ValueError(f"fail key {key!r}: operation {op!r} is not one of "
                                  f"{', '.join(FAIL_OPS)}")
         return fail
+
+    @field_validator("prices")
+    @classmethod
+    def _check_prices(cls, prices: dict[str, float] | None) -> dict[str, float] | None:
+        return check_prices(prices)
 
 
 class FailurePlan:

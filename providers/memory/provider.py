@@ -14,8 +14,11 @@ finds and adopts the object it (or an earlier process) made.
 
 from __future__ import annotations
 
-from mlform.providers.base import ProviderContext
+from typing import Any, Mapping
+
+from mlform.providers.base import CostBasis, ProviderContext
 from mlform.providers.kit.handlers import HandlerProvider
+from mlform.providers.kit.pricing import config_table, table_cost_basis
 
 from .clusters import ClusterHandler
 from .config import MemoryConfig
@@ -45,6 +48,12 @@ class MemoryProvider(HandlerProvider):
 
     def make_env(self, context: ProviderContext, config: MemoryConfig) -> MemoryEnv:
         return MemoryEnv.configure(context, config)
+
+    def cost_basis(self, kind: str, attributes: Mapping[str, Any],
+                   prior: Mapping[str, Any] | None = None) -> CostBasis | None:
+        """Endpoints and pipelines priced from the block's `prices` (none: not priced)."""
+        return table_cost_basis(config_table(self.name, self.config.prices), kind,
+                                attributes, prior)
 
     @property
     def store_path(self):

@@ -15,9 +15,12 @@ which, and builds their `SageMakerEnv`.
 
 from __future__ import annotations
 
-from mlform.providers.base import ProviderContext, ProviderError
+from typing import Any, Mapping
+
+from mlform.providers.base import CostBasis, ProviderContext, ProviderError
 from mlform.providers.kit.handlers import HandlerProvider
 
+from . import pricing
 from .aws import Aws
 from .clusters import ClusterHandler
 from .config import SageMakerConfig
@@ -42,6 +45,11 @@ class SageMakerProvider(HandlerProvider):
         "endpoint": EndpointHandler,
         "monitor": MonitorHandler,
     }
+
+    def cost_basis(self, kind: str, attributes: Mapping[str, Any],
+                   prior: Mapping[str, Any] | None = None) -> CostBasis | None:
+        """Endpoints and pipelines priced from the shipped, dated table (`pricing`)."""
+        return pricing.cost_basis(self.config.region, kind, attributes, prior)
 
     def make_env(self, context: ProviderContext, config: SageMakerConfig) -> SageMakerEnv:
         try:

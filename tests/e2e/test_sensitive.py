@@ -1,6 +1,6 @@
 """Sensitive values through the CLI: a secret given with `--var` or `MLFORM_VAR_token`
-must never reach stdout, stderr, the state files (snapshot, journal, backup), a plan
-file or the log file (`MLFORM_LOG`), in any output format.
+must never reach stdout, stderr, the state files (snapshot, journal, backup, audit log),
+a plan file or the log file (`MLFORM_LOG`), in any output format.
 
 The stack uses a sensitive variable in a resource attribute (`settings.api_token`),
 in an output declared sensitive, and in an output that is NOT declared sensitive but
@@ -105,6 +105,14 @@ class Secrets:
         assert self.log.exists() and self.log.stat().st_size > 0, "MLFORM_LOG wrote nothing"
         for path in files:
             assert secret.encode() not in path.read_bytes(), f"secret found in {path}"
+        # The audit log is one of those files; make sure it was there to be read, and
+        # that what `history` prints of it holds no secret either.
+        audit_log = state_dir / "default.json.audit.jsonl"
+        assert audit_log in files and audit_log.stat().st_size > 0, "expected an audit log"
+        for args in (("history",), ("history", "--json"), ("history", "verify")):
+            shown = run_mlform(*args, cwd=self.stack, env=self.env())
+            assert shown.code == 0, shown
+            assert secret not in shown.output, f"secret in the output of {args}"
 
     def assert_service_has(self, secret: str = SECRET) -> None:
         """The live object (the 'service') got the clear token: the value really flowed."""

@@ -1,0 +1,1 @@
+"""Tests of the GitHub Action, the example workflows, the GitLab template and their scripts."""
