@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlform.state.local import _fsync_dir, _write_all, _write_durably
 from mlform.state.model import StateError
 
 GENESIS = "0" * 64
@@ -315,9 +316,7 @@ class LocalAuditLog(AuditLog):
                     prefix = b"\n"
             record = seal(body, seq + 1, prev)
             data = prefix + encode(record)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            _write_all(fd, data)
             os.fsync(fd)
             if created:
                 _fsync_dir(self.path.parent)
@@ -333,14 +332,7 @@ class LocalAuditLog(AuditLog):
         return os.pread(fd, end, 0).count(b"\n")
 
     def _write_head(self, head: Head) -> None:
-        tmp = os.open(self.head_tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        try:
-            data = head.dumps()
-            os.write(tmp, data)
-            os.fsync(tmp)
-        finally:
-            os.close(tmp)
-        os.replace(self.head_tmp, self.head_path)
+        _write_durably(self.head_path, self.head_tmp, head.dumps())
         _fsync_dir(self.head_path.parent)
 
     def read(self) -> AuditRead:
@@ -360,14 +352,6 @@ class LocalAuditLog(AuditLog):
             entries.append(Entry(f"line {n} of {self.path.name}", raw,
                                  _parse(raw) if raw.strip() else None, torn=last))
         return AuditRead(entries, head, str(self.path))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- s3 ----------------------------------------------------------------------------------

@@ -255,15 +255,9 @@ class LocalHolds(HoldStore):
         return info
 
     def _write(self, data: bytes) -> None:
-        from mlform.state.local import _fsync_dir, _write_all
+        from mlform.state.local import _fsync_dir, _write_durably
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(self.tmp_path, self.path)
+        _write_durably(self.path, self.tmp_path, data)
         _fsync_dir(self.path.parent)
 
     def release(self, hold_id: str) -> tuple[bool, HoldInfo | None]:

@@ -93,6 +93,21 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _write_durably(path: Path, tmp: Path, data: bytes) -> None:
+    """`data` as the whole of `path`: written and fsynced under `tmp`, then renamed over
+    it, so a reader sees the old file or the new one, never a part (the rename itself is
+    made durable by the caller's `_fsync_dir` where it must be).  The hold and the audit
+    head files use it too: one way, through this module's `os`, which the crash tests
+    replace."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
 class LocalBackend(StateBackend):
     """State in a local file (see the module docstring for the files and guarantees)."""
 
@@ -321,13 +336,7 @@ class LocalBackend(StateBackend):
         _fsync_dir(self.path.parent)
         # 6. retire the journal: it is stale or redundant now
         if restamped:
-            fd = os.open(self.journal_tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-            try:
-                _write_all(fd, restamped)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(self.journal_tmp_path, self.journal_path)
+            _write_durably(self.journal_path, self.journal_tmp_path, restamped)
         else:
             _unlink(self.journal_path)
         return new

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field
 
 from mlform.providers.base import UNKNOWN, CostBasis, contains_unknown
 
@@ -150,6 +152,14 @@ def check_prices(prices: Mapping[str, float] | None) -> Mapping[str, float] | No
         if value < 0:
             raise ValueError(f"prices[{key!r}] = {value:g} is negative; prices are USD per hour")
     return prices
+
+
+#: A provider config's `prices` argument: `prices: Prices = None` in its config model.
+Prices = Annotated[
+    dict[str, float] | None, AfterValidator(check_prices),
+    Field(description="USD per hour by instance or node type (an endpoint's or a cluster's "
+                      "instance_type, else a cluster's accelerator, else \"cpu\"), for the "
+                      "cost in plans; unset: not priced.")]
 
 
 def config_table(provider: str, prices: Mapping[str, float] | None) -> PriceTable | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mlform.providers.kit.pricing import check_prices
+from mlform.providers.kit.pricing import Prices
 
 #: the image the repository's Dockerfile builds (mlform, torch, the model server)
 DEFAULT_IMAGE = "mlform:latest"
@@ -48,15 +48,8 @@ class KubernetesConfig(BaseModel):
     wait_seconds: float = Field(900.0, gt=0, description="How long a rollout, a Job or a "
                                                           "namespace deletion may take.")
 
-    prices: dict[str, float] | None = Field(
-        None, description="USD per hour by instance or node type (an endpoint's or a "
-                          "cluster's instance_type, else a cluster's accelerator, else "
-                          "\"cpu\"), for the cost in plans; unset: not priced.")
+    prices: Prices = None
 
-    @field_validator("prices")
-    @classmethod
-    def _check_prices(cls, prices: dict[str, float] | None) -> dict[str, float] | None:
-        return check_prices(prices)
 
     @field_validator("labels")
     @classmethod

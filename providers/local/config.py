@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from mlform.providers.kit.pricing import check_prices
+from mlform.providers.kit.pricing import Prices
 
 
 class LocalConfig(BaseModel):
@@ -20,12 +20,4 @@ class LocalConfig(BaseModel):
                                                  "(default: the one running mlform).")
     ready_timeout_seconds: float = Field(60.0, gt=0,
                                          description="How long to wait for a server to be ready.")
-    prices: dict[str, float] | None = Field(
-        None, description="USD per hour by instance or node type (an endpoint's or a "
-                          "cluster's instance_type, else a cluster's accelerator, else "
-                          "\"cpu\"), for the cost in plans; unset: not priced.")
-
-    @field_validator("prices")
-    @classmethod
-    def _check_prices(cls, prices: dict[str, float] | None) -> dict[str, float] | None:
-        return check_prices(prices)
+    prices: Prices = None

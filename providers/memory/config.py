@@ -24,7 +24,7 @@ from typing import Mapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mlform.providers.base import ProviderError
-from mlform.providers.kit.pricing import check_prices
+from mlform.providers.kit.pricing import Prices
 
 __all__ = ["FAIL_OPS", "MemoryConfig", "FailurePlan", "injected_error", "resolve_path"]
 
@@ -41,10 +41,7 @@ class MemoryConfig(BaseModel):
     latency_ms: float = Field(default=0, ge=0)
     fail: dict[str, str] = Field(default_factory=dict)
     call_log: str | None = None
-    prices: dict[str, float] | None = Field(
-        None, description="USD per hour by instance or node type (an endpoint's or a "
-                          "cluster's instance_type, else a cluster's accelerator, else "
-                          "\"cpu\"), for the cost in plans; unset: not priced.")
+    prices: Prices = None
 
     @field_validator("fail")
     @classmethod
@@ -58,10 +55,6 @@ class MemoryConfig(BaseModel):
                                  f"{', '.join(FAIL_OPS)}")
         return fail
 
-    @field_validator("prices")
-    @classmethod
-    def _check_prices(cls, prices: dict[str, float] | None) -> dict[str, float] | None:
-        return check_prices(prices)
 
 
 class FailurePlan:
