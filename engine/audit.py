@@ -18,55 +18,27 @@ diagnostic (the caller shows it) and never raises, so the work is neither undone
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
-import os
-import socket
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
 from mlform import __version__ as MLFORM_VERSION
 from mlform.diagnostics import Diagnostic, warning
 from mlform.state.audit import AuditRead, Verdict
+from mlform.state.identity import ci_identity, host, user
 from mlform.state.audit import verify as verify_chain
 
 OUTCOMES = ("success", "error", "refused", "cancelled")
 FORMAT = 1
 _MAX_DETAIL = 500
 
-#: (record key, environment variable) per CI system; an allow-list, so nothing else from
-#: the environment (tokens live there) can reach a record
-_GITHUB = (("actor", "GITHUB_ACTOR"), ("repository", "GITHUB_REPOSITORY"),
-           ("run_id", "GITHUB_RUN_ID"), ("sha", "GITHUB_SHA"), ("ref", "GITHUB_REF"),
-           ("workflow", "GITHUB_WORKFLOW"), ("event", "GITHUB_EVENT_NAME"))
-_GITLAB = (("actor", "GITLAB_USER_LOGIN"), ("project", "CI_PROJECT_PATH"),
-           ("pipeline_id", "CI_PIPELINE_ID"), ("sha", "CI_COMMIT_SHA"),
-           ("ref", "CI_COMMIT_REF_NAME"), ("job_url", "CI_JOB_URL"))
-
-
 def identity(environ: Mapping[str, str] | None = None) -> dict:
     """Who is running: ``{"user", "host", "ci"?}``; ``ci`` names the pipeline when one is
-    detected from the environment."""
-    env = os.environ if environ is None else environ
-    try:
-        user = getpass.getuser()
-    except Exception:  # no passwd entry (containers): the record must still be written
-        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
-    who: dict[str, Any] = {"user": user, "host": socket.gethostname()}
-    ci: dict[str, str] | None = None
-    if env.get("GITHUB_ACTIONS") == "true" or env.get("GITHUB_RUN_ID"):
-        ci = {"system": "github", **{k: env[v] for k, v in _GITHUB if env.get(v)}}
-        server = env.get("GITHUB_SERVER_URL") or "https://github.com"
-        if env.get("GITHUB_REPOSITORY") and env.get("GITHUB_RUN_ID"):
-            ci["run_url"] = (f"{server}/{env['GITHUB_REPOSITORY']}/actions/runs/"
-                             f"{env['GITHUB_RUN_ID']}")
-    elif env.get("GITLAB_CI") == "true" or env.get("CI_PIPELINE_ID") \
-            or env.get("GITLAB_USER_LOGIN"):
-        ci = {"system": "gitlab", **{k: env[v] for k, v in _GITLAB if env.get(v)}}
-    elif env.get("CI", "").lower() in ("true", "1", "yes"):
-        ci = {"system": "ci"}
-    if ci is not None:
+    detected from the environment (`mlform.state.identity`)."""
+    who: dict[str, Any] = {"user": user(), "host": host()}
+    ci = ci_identity(environ)
+    if ci:
         who["ci"] = ci
     return who
 

@@ -18,10 +18,8 @@ An intent with no later result for the same address is reported by the next `loa
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
-import socket
 import threading
 import uuid
 from abc import ABC, abstractmethod
@@ -30,6 +28,7 @@ from datetime import datetime, timezone
 
 from mlform import __version__ as MLFORM_VERSION
 from mlform.diagnostics import Diagnostic, error
+from mlform.state.identity import host, user
 from mlform.state.model import ResourceState, State, StateError
 from mlform.state.sensitive import seal, seal_outputs
 
@@ -52,12 +51,8 @@ class LockInfo:
 
     @classmethod
     def mine(cls, operation: str, path: str) -> "LockInfo":
-        try:
-            who = getpass.getuser()
-        except Exception:  # no passwd entry (containers): the lock must still work
-            who = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
-        return cls(id=str(uuid.uuid4()), pid=os.getpid(), host=socket.gethostname(),
-                   operation=operation, who=who,
+        return cls(id=str(uuid.uuid4()), pid=os.getpid(), host=host(),
+                   operation=operation, who=user(),
                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    path=path)
 

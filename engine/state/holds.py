@@ -21,11 +21,9 @@ This module is the storage; `mlform.holds` composes it into plan and apply.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import shlex
-import socket
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -33,43 +31,14 @@ from typing import TYPE_CHECKING, Mapping
 
 from mlform.diagnostics import Diagnostic, error
 from mlform.state.backend import lock_age
+from mlform.state.identity import ci_identity, ci_text, host, user
 from mlform.state.model import StateError
 
 if TYPE_CHECKING:  # the backends import this module lazily; no import cycle at run time
     from mlform.state.local import LocalBackend
     from mlform.state.s3 import S3Backend
 
-#: The CI variables that say which pipeline and person a hold came from.  An allow-list:
-#: CI environments also carry tokens (GITHUB_TOKEN, CI_JOB_TOKEN), which must never be
-#: written next to the state.
-CI_VARIABLES = {
-    "github": ("GITHUB_ACTOR", "GITHUB_REPOSITORY", "GITHUB_RUN_ID", "GITHUB_WORKFLOW",
-               "GITHUB_REF", "GITHUB_SHA"),
-    "gitlab": ("GITLAB_USER_LOGIN", "CI_PROJECT_PATH", "CI_PIPELINE_ID", "CI_MERGE_REQUEST_IID",
-               "CI_COMMIT_SHA"),
-}
 MAX_ID_LENGTH = 200
-
-
-def ci_identity(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The CI run this process belongs to, from the allow-listed variables ({} outside CI)."""
-    environ = os.environ if environ is None else environ
-    if environ.get("GITHUB_ACTIONS") == "true" or environ.get("GITHUB_RUN_ID"):
-        system = "github"
-    elif environ.get("GITLAB_CI") or environ.get("GITLAB_USER_LOGIN"):
-        system = "gitlab"
-    else:
-        return {}
-    found = {"system": system}
-    found.update({name: environ[name] for name in CI_VARIABLES[system] if environ.get(name)})
-    return found
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry (containers): the hold must still work
-        return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
 
 
 def _now() -> str:
@@ -104,7 +73,7 @@ class HoldInfo:
     def mine(cls, hold_id: str, config_digest: str, path: str,
              environ: Mapping[str, str] | None = None) -> "HoldInfo":
         now = _now()
-        return cls(id=hold_id, who=_user(), host=socket.gethostname(), created=now,
+        return cls(id=hold_id, who=user(), host=host(), created=now,
                    updated=now, config_digest=config_digest, path=path,
                    ci=ci_identity(environ))
 
@@ -149,22 +118,7 @@ class HoldInfo:
 
     def ci_text(self) -> str:
         """The CI run, in words ("" outside CI)."""
-        ci = self.ci
-        if ci.get("system") == "github":
-            parts = [f"GitHub Actions run {ci.get('GITHUB_RUN_ID', '?')}"]
-            if ci.get("GITHUB_REPOSITORY"):
-                parts.append(f"of {ci['GITHUB_REPOSITORY']}")
-            if ci.get("GITHUB_ACTOR"):
-                parts.append(f"by {ci['GITHUB_ACTOR']}")
-            return " ".join(parts)
-        if ci.get("system") == "gitlab":
-            parts = [f"GitLab pipeline {ci.get('CI_PIPELINE_ID', '?')}"]
-            if ci.get("CI_PROJECT_PATH"):
-                parts.append(f"of {ci['CI_PROJECT_PATH']}")
-            if ci.get("GITLAB_USER_LOGIN"):
-                parts.append(f"by {ci['GITLAB_USER_LOGIN']}")
-            return " ".join(parts)
-        return ""
+        return ci_text(self.ci)
 
     def describe(self) -> str:
         lines = [f"Hold ID:   {self.id}", f"Path:      {self.path}",
@@ -347,5 +301,4 @@ class S3Holds(HoldStore):
                          hint="Run the command again.")
 
 
-__all__ = ["HoldInfo", "HoldStore", "LocalHolds", "S3Holds", "StateHeld", "ci_identity",
-           "check_hold_id"]
+__all__ = ["HoldInfo", "HoldStore", "LocalHolds", "S3Holds", "StateHeld", "check_hold_id"]

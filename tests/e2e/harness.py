@@ -40,8 +40,14 @@ class Run:
                 f"--- stdout ---\n{self.stdout[-4000:]}\n--- stderr ---\n{self.stderr[-4000:]}")
 
 
+#: what says "this is a CI run" (mlform.state.identity): the runs under test must not take
+#: the CI identity of the machine running the tests; tests that want one pass it
+_CI_PREFIXES = ("GITHUB_", "GITLAB_", "CI_")
+
+
 def cli_env(extra: dict | None = None) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFORM_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLFORM_", *_CI_PREFIXES)) and k != "CI"}
     env.update({"NO_COLOR": "1", "COLUMNS": "200", "PYTHONUNBUFFERED": "1"})
     env.update(extra or {})
     return env

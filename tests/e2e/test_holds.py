@@ -113,8 +113,9 @@ def test_a_second_pull_request_is_refused_until_the_first_merges(prs):
     assert first.code == 0, first
     hold = prs.hold()
     assert hold["id"] == A and hold["created"] == hold["updated"]
-    assert hold["ci"] == {"system": "github", "GITHUB_ACTOR": "alice",
-                          "GITHUB_REPOSITORY": "acme/churn", "GITHUB_RUN_ID": "7001"}
+    assert hold["ci"] == {"system": "github", "actor": "alice", "repository": "acme/churn",
+                          "run_id": "7001",
+                          "run_url": "https://github.com/acme/churn/actions/runs/7001"}
     assert "TOPSECRET" not in json.dumps(hold), "a CI token must never be stored"
     assert json.loads(a_plan.read_text())["plan_file"]["hold"] == A
 

@@ -9,7 +9,8 @@ import json
 import pytest
 
 from mlform.state import LocalBackend, S3Backend, StateError
-from mlform.state.holds import HoldInfo, StateHeld, check_hold_id, ci_identity
+from mlform.state.holds import HoldInfo, StateHeld, check_hold_id
+from mlform.state.identity import ci_identity
 
 BUCKET = "mlform-state"
 KEY = "mlform/stack/default.json"
@@ -19,13 +20,13 @@ def test_ci_identity_takes_only_the_allow_listed_variables():
     github = {"GITHUB_ACTIONS": "true", "GITHUB_RUN_ID": "12", "GITHUB_ACTOR": "alice",
               "GITHUB_REPOSITORY": "acme/churn", "GITHUB_TOKEN": "ghs_secret",
               "ACTIONS_RUNTIME_TOKEN": "secret", "GITHUB_SHA": "abc"}
-    assert ci_identity(github) == {"system": "github", "GITHUB_RUN_ID": "12",
-                                   "GITHUB_ACTOR": "alice", "GITHUB_REPOSITORY": "acme/churn",
-                                   "GITHUB_SHA": "abc"}
+    assert ci_identity(github) == {"system": "github", "run_id": "12", "actor": "alice",
+                                   "repository": "acme/churn", "sha": "abc",
+                                   "run_url": "https://github.com/acme/churn/actions/runs/12"}
     gitlab = {"GITLAB_CI": "true", "GITLAB_USER_LOGIN": "bob", "CI_PIPELINE_ID": "99",
               "CI_PROJECT_PATH": "acme/churn", "CI_JOB_TOKEN": "secret"}
-    assert ci_identity(gitlab) == {"system": "gitlab", "GITLAB_USER_LOGIN": "bob",
-                                   "CI_PIPELINE_ID": "99", "CI_PROJECT_PATH": "acme/churn"}
+    assert ci_identity(gitlab) == {"system": "gitlab", "actor": "bob", "pipeline_id": "99",
+                                   "project": "acme/churn"}
     assert ci_identity({"HOME": "/root"}) == {}
     info = HoldInfo.mine("pr#1", "d" * 64, "/s.json", environ=gitlab)
     assert info.ci_text() == "GitLab pipeline 99 of acme/churn by bob"
