@@ -13,7 +13,7 @@ from mlform.providers.base import (
     contains_unknown,
 )
 from mlform.providers.kit.datasets import (
-    SOURCE_INPUTS, dataset_diagnostics, read_local_dataset, readable, source_fact,
+    SOURCE_INPUTS, dataset_diagnostics, fact_attrs, read_local_dataset, readable, source_fact,
 )
 from mlform.providers.kit.plans import computed_or_unknown, plan_of
 from mlform.providers.kit.sources import local_path
@@ -32,10 +32,10 @@ class DatasetHandler(ExampleHandler):
         return (key,) if key is not None else ()
 
     def read_facts(self, keys: Sequence[FactKey]) -> dict[FactKey, Any]:
+        # fact_attrs: the source, format and schema, and whether the checks need a profile
         return {key: read_local_dataset(key.args[0],
                                         local_path(key.args[0], self.env.context.stack_dir),
-                                        {"format": key.args[1], "schema": dict(key.args[2])},
-                                        self.env.digests)
+                                        fact_attrs(key), self.env.digests)
                 for key in keys}
 
     def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:

@@ -15,7 +15,8 @@ lives here, written once:
 | `sources` | dataset sources: schemes, local content, http(s) downloads, `SourceError` |
 | `digests` | the one sha256 cache (files by path/size/mtime, derived values by key) |
 | `datasets` | a dataset's facts (content digest, row profile) read before planning, judged purely |
-| `checks` | data quality checks: one read per dataset (`profile`), pure judgements |
+| `checks` | data quality checks: one read per dataset (`profile`; `count_rows` when nothing is checked), pure judgements |
+| `arrow_tables` | the vectorized csv profile (pyarrow, multi-threaded), exactly the row reader's answers |
 | `artifacts` | a model's artifact URI, local paths of URIs |
 | `monitoring` | monitor results, findings, breach reasons, stale marker documents |
 | `monitor_check` | the drift and health check on files (captured requests, baseline): reports and breach actions (local, kubernetes pods) |

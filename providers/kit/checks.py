@@ -1,12 +1,15 @@
 """Data quality checks of datasets: one pass over the data, then pure judgements.
 
 Reading and checking are two halves, as pyinfra separates facts from their
-parsers: `profile(paths, fmt, schema)` reads csv (the csv module), jsonl (the
-json module) or parquet (pyarrow, only when it is installed) once and returns a
-small `DataProfile` (rows, columns, null counts, values that do not parse as their
-declared type); `run_checks(address, profile, checks, schema)` turns that
-profile into findings with the value found and the threshold, e.g.
-``dataset.transactions: 3 rows, fewer than min_rows = 100``.
+parsers: `profile(paths, fmt, schema)` reads csv (pyarrow's multi-threaded
+reader, `kit.arrow_tables`; the csv module's row reader for files pyarrow reads
+differently, and without pyarrow), jsonl (the json module) or parquet (pyarrow,
+only when it is installed) once and returns a small `DataProfile` (rows, columns,
+null counts, values that do not parse as their declared type; the same profile
+whichever reader made it); `run_checks(address, profile, checks, schema)` turns
+that profile into findings with the value found and the threshold, e.g.
+``dataset.transactions: 3 rows, fewer than min_rows = 100``.  `count_rows` is
+what a dataset that declares no schema and no check gets: its rows, nothing else.
 
 Null means an empty cell, a missing cell (a short csv row, an absent jsonl
 key) or a JSON null.  Rows of other formats: the length of a top-level JSON
@@ -27,7 +30,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from mlform.providers.base import Diagnostic, error
 
 __all__ = ["DataProfile", "Finding", "CheckUnavailable", "TABULAR", "profile", "run_checks",
-           "parses_as", "infer_format", "profile_key", "needs_profile", "check_diagnostics"]
+           "parses_as", "infer_format", "profile_key", "needs_profile", "check_diagnostics",
+           "count_rows", "dir_files", "merge_files"]
 
 #: Formats whose rows and columns the checks understand.
 TABULAR = ("csv", "jsonl", "parquet")
@@ -221,7 +225,31 @@ _READERS: dict[str, Callable[[Path], Rows]] = {
 }
 
 
+#: csv files from this size on are read by pyarrow; smaller ones by the row reader, which
+#: answers the same and, without pyarrow's set-up, is faster for them (0.1 ms against
+#: 1.3 ms for a file of ten rows)
+ARROW_FROM_BYTES = 256 * 1024
+
+
 def _table_profile(path: Path, fmt: str, schema: Mapping[str, str]) -> DataProfile:
+    if fmt == "csv" and _size(path) >= ARROW_FROM_BYTES:
+        from . import arrow_tables   # pyarrow's reader; None where it reads differently
+        fast = arrow_tables.csv_profile(path, schema, parses_as)
+        if fast is not None:
+            columns, rows, nulls, bad = fast
+            return DataProfile(fmt, rows, columns, nulls, bad)
+    return _row_profile(path, fmt, schema)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _row_profile(path: Path, fmt: str, schema: Mapping[str, str]) -> DataProfile:
+    """The row-by-row reader: jsonl, parquet, and csv files pyarrow reads differently."""
     result = DataProfile(fmt, 0)
     for columns, row in _READERS[fmt](path):
         result.rows += 1
@@ -267,7 +295,8 @@ def _file_profile(path: Path, fmt: str, schema: Mapping[str, str]) -> DataProfil
     return DataProfile(fmt, None)
 
 
-def _dir_files(root: Path, fmt: str) -> list[Path]:
+def dir_files(root: Path, fmt: str) -> list[Path]:
+    """The files of a directory dataset that its profile reads, in the order it reads them."""
     files = sorted(p for p in root.rglob("*") if p.is_file())
     if fmt in TABULAR or fmt == "json":
         suffixes = [s for s, f in _SUFFIX_FORMATS.items() if f == fmt]
@@ -280,14 +309,67 @@ def profile(path: Path, fmt: str, schema: Mapping[str, str] | None = None) -> Da
     schema = dict(schema or {})
     if not path.is_dir():
         return _file_profile(path, fmt, schema)
-    files = _dir_files(path, fmt)
+    files = dir_files(path, fmt)
     if fmt not in TABULAR and fmt != "json":
         return DataProfile(fmt, len(files))   # a directory of opaque files: rows = files
+    return merge_files(fmt, (_file_profile(file, fmt, schema) for file in files))
+
+
+def merge_files(fmt: str, parts: Iterable[DataProfile]) -> DataProfile:
+    """The profile of a directory from its files' profiles (in `dir_files` order)."""
     result: DataProfile | None = None
-    for file in files:
-        part = _file_profile(file, fmt, schema)
+    for part in parts:
         result = part if result is None else result.merge(part)
     return result or DataProfile(fmt, 0)
+
+
+def _csv_rows_only(path: Path) -> int:
+    if _size(path) >= ARROW_FROM_BYTES:
+        from . import arrow_tables
+        rows = arrow_tables.csv_rows(path)
+        if rows is not None:
+            return rows
+    return sum(1 for _ in _csv_rows(path))
+
+
+def _jsonl_rows_only(path: Path) -> int:
+    return sum(1 for _ in _jsonl_rows(path))
+
+
+def _parquet_rows_only(path: Path) -> int:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        return sum(1 for _ in _parquet_rows(path))   # says that it needs pyarrow
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+_ROW_COUNTERS: dict[str, Callable[[Path], int]] = {
+    "csv": _csv_rows_only,
+    "jsonl": _jsonl_rows_only,
+    "parquet": _parquet_rows_only,
+}
+
+
+def _file_rows(path: Path, fmt: str) -> DataProfile:
+    if fmt in _ROW_COUNTERS:
+        try:
+            return DataProfile(fmt, _ROW_COUNTERS[fmt](path))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise CheckUnavailable(f"cannot read {path.name} as {fmt}: {exc}") from exc
+    return _file_profile(path, fmt, {})
+
+
+def count_rows(path: Path, fmt: str) -> DataProfile:
+    """The rows of a dataset that declares no schema and no check, and nothing else:
+    no columns, nulls or types (the `rows` attribute needs them; the checks do not run).
+    The same rows as `profile` gives."""
+    if not path.is_dir():
+        return _file_rows(path, fmt)
+    files = dir_files(path, fmt)
+    if fmt not in TABULAR and fmt != "json":
+        return DataProfile(fmt, len(files))
+    return DataProfile(fmt, sum(_file_rows(file, fmt).rows or 0 for file in files))
 
 
 # -- checks: pure functions of a profile -------------------------------------
@@ -369,14 +451,20 @@ def run_checks(address: str, prof: DataProfile, checks: Mapping[str, Any] | None
 # -- what providers share around the checks ---------------------------------
 
 def needs_profile(attrs: Mapping[str, Any]) -> bool:
-    """Whether a dataset declares anything the checks judge (a schema, a check)."""
-    declared = [v for v in (attrs.get("checks") or {}).values() if v is not None]
+    """Whether a dataset declares anything the checks judge (a schema, a check); checks
+    not known yet count as declared."""
+    found = attrs.get("checks")
+    if found is not None and not isinstance(found, Mapping):
+        return True
+    declared = [v for v in (found or {}).values() if v is not None]
     return bool(attrs.get("schema")) or bool(declared)
 
 
-def profile_key(digest: str, fmt: str, schema: Mapping[str, str] | None) -> str:
+def profile_key(digest: str, fmt: str, schema: Mapping[str, str] | None,
+                rows_only: bool = False) -> str:
     """The cache key of a profile: the same content read the same way."""
-    return "profile:" + hashlib.sha256(
+    kind = "rows:" if rows_only else "profile:"
+    return kind + hashlib.sha256(
         repr((digest, fmt, sorted((schema or {}).items()))).encode()).hexdigest()
 
 

@@ -7,7 +7,11 @@ they could not be read); `read_local_dataset` reads them for a file or directory
 this machine through the shared digest cache (the profile is cached by content, format
 and schema, so an unchanged dataset is read once); `dataset_diagnostics` is what
 `validate` says about them, in every provider's words.  `source_fact` is the key those
-facts are read under: the same inputs make the same key on every provider.
+facts are read under: the same inputs make the same key on every provider; it says
+whether the checks need a profile (`fact_attrs`): a dataset that declares no schema and
+no check gets its digest, size and rows only (`checks.count_rows`), never a profile.  A
+directory's profile is its files' profiles merged, each cached by the file's digest, so
+one changed file of many is the only one read again.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ from . import checks
 from .digests import DigestCache
 from .sources import LocalContent, SourceError, read_local
 
-__all__ = ["DatasetFacts", "SOURCE_INPUTS", "source_fact", "source_fact_keys", "format_of",
+__all__ = ["DatasetFacts", "SOURCE_INPUTS", "source_fact", "source_fact_keys", "fact_attrs",
+           "fact_extra", "format_of",
            "read_local_dataset", "read_profile", "dataset_diagnostics", "readable"]
 
-#: the attributes a dataset's facts depend on
+#: the attributes a dataset's facts depend on (and whether `checks` declares anything)
 SOURCE_INPUTS = ("source", "format", "schema")
 
 
@@ -38,7 +43,20 @@ def source_fact(attrs: Mapping[str, Any], *extra: Any) -> FactKey | None:
         return None
     schema = attrs.get("schema") or {}
     return FactKey("dataset", "source", (attrs.get("source"), attrs.get("format"),
-                                         tuple(sorted(schema.items())), *extra))
+                                         tuple(sorted(schema.items())),
+                                         checks.needs_profile(attrs), *extra))
+
+
+def fact_attrs(key: FactKey) -> dict[str, Any]:
+    """What a `source_fact` key says about the read: ``source``, ``format``, ``schema`` and
+    ``profile`` (whether the checks need a profile: a schema or a check is declared)."""
+    source, fmt, schema, wanted = key.args[:4]
+    return {"source": source, "format": fmt, "schema": dict(schema), "profile": wanted}
+
+
+def fact_extra(key: FactKey) -> tuple[Any, ...]:
+    """The `extra` values a provider put into a `source_fact` key."""
+    return tuple(key.args[4:])
 
 
 def source_fact_keys(attrs: Mapping[str, Any], *extra: Any) -> tuple[FactKey, ...]:
@@ -67,25 +85,46 @@ def format_of(attrs: Mapping[str, Any], path: Path) -> str:
 
 
 def read_profile(path: Path, digest: str, fmt: str, schema: Mapping[str, str],
-                 digests: DigestCache) -> checks.DataProfile:
+                 digests: DigestCache, wanted: bool = True) -> checks.DataProfile:
     """The profile of data at `path` (cached by content, format and schema);
-    CheckUnavailable when it cannot be read as `fmt`."""
-    doc = digests.remember(checks.profile_key(digest, fmt, schema),
-                           lambda: checks.profile(path, fmt, schema).to_json())
+    CheckUnavailable when it cannot be read as `fmt`.  Without `wanted` (no schema, no
+    check declared) only the rows are counted (`checks.count_rows`): no nulls, no types."""
+    doc = digests.remember(checks.profile_key(digest, fmt, schema, rows_only=not wanted),
+                           lambda: _read_profile(path, fmt, schema, digests, wanted).to_json())
     return checks.DataProfile.from_json(doc)
+
+
+def _read_profile(path: Path, fmt: str, schema: Mapping[str, str], digests: DigestCache,
+                  wanted: bool) -> checks.DataProfile:
+    """A directory's profile is its files' profiles merged, each cached by the file's own
+    digest: a directory with one changed file reads that file only."""
+    def read(at: Path) -> checks.DataProfile:
+        return checks.profile(at, fmt, schema) if wanted else checks.count_rows(at, fmt)
+    if not path.is_dir() or fmt not in (*checks.TABULAR, "json"):
+        return read(path)
+    parts = []
+    for file in checks.dir_files(path, fmt):
+        key = checks.profile_key(digests.file(file).digest, fmt, schema, rows_only=not wanted)
+        parts.append(checks.DataProfile.from_json(
+            digests.remember(key, lambda file=file: read(file).to_json())))
+    if wanted:
+        return checks.merge_files(fmt, parts)
+    return checks.DataProfile(fmt, sum(part.rows or 0 for part in parts))
 
 
 def read_local_dataset(source: str, path: Path, attrs: Mapping[str, Any],
                        digests: DigestCache) -> DatasetFacts:
-    """The facts of a local file or directory source (`attrs`: format and schema)."""
+    """The facts of a local file or directory source (`attrs`: format, schema and
+    `profile`, as `fact_attrs` gives them; without `profile`, what `needs_profile` says)."""
     try:
         content = read_local(source, path, digests)
     except SourceError as exc:
         return DatasetFacts(error=str(exc))
     fmt = format_of(attrs, content.path)
+    wanted = attrs["profile"] if "profile" in attrs else checks.needs_profile(attrs)
     try:
         prof = read_profile(content.path, content.digest, fmt, attrs.get("schema") or {},
-                            digests)
+                            digests, wanted)
     except checks.CheckUnavailable as exc:
         return DatasetFacts(content, None, content.digest, content.size,
                             profile_error=str(exc))

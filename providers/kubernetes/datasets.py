@@ -22,7 +22,7 @@ from mlform.providers.base import (
 )
 from mlform.providers.kit import checks
 from mlform.providers.kit.datasets import (
-    SOURCE_INPUTS, DatasetFacts, dataset_diagnostics, readable, read_local_dataset,
+    SOURCE_INPUTS, DatasetFacts, dataset_diagnostics, fact_attrs, readable, read_local_dataset,
     source_fact, source_fact_keys,
 )
 from mlform.providers.kit.plans import computed_or_unknown, plan_of
@@ -49,9 +49,9 @@ class DatasetHandler(KubeHandler):
     def read_facts(self, keys: Sequence[FactKey]) -> dict[FactKey, Any]:
         found: dict[FactKey, Any] = {}
         for key in keys:
-            source, fmt, schema = key.args[:3]
+            attrs = fact_attrs(key)
             try:
-                found[key] = self._read(source, {"format": fmt, "schema": dict(schema)})
+                found[key] = self._read(attrs["source"], attrs)
             except ProviderError as exc:
                 found[key] = FactError(exc.message, retryable=exc.retryable)
         return found

@@ -35,8 +35,8 @@ from mlform.providers.base import (
     ProgressEvent, ProviderError, Timeouts, contains_unknown,
 )
 from mlform.providers.kit.datasets import (
-    SOURCE_INPUTS, DatasetFacts, dataset_diagnostics, read_local_dataset, readable, source_fact,
-    source_fact_keys,
+    SOURCE_INPUTS, DatasetFacts, dataset_diagnostics, fact_attrs, read_local_dataset, readable,
+    source_fact, source_fact_keys,
 )
 from mlform.providers.kit.digests import hash_file, tree_digest, tree_files
 from mlform.providers.kit.plans import computed_or_unknown, plan_of
@@ -169,8 +169,8 @@ class DatasetHandler(LocalHandler):
     def read_facts(self, keys: Sequence[FactKey]) -> dict[FactKey, Any]:
         found: dict[FactKey, Any] = {}
         for key in keys:
-            source, fmt, schema = key.args
-            attrs = {"format": fmt, "schema": dict(schema)}
+            attrs = fact_attrs(key)
+            source = attrs["source"]
             try:
                 found[key] = read_local_dataset(source, self._path(source), attrs,
                                                 self.env.digests)

@@ -51,8 +51,8 @@ from mlform.providers.base import (
 )
 from mlform.providers.kit import checks
 from mlform.providers.kit.datasets import (
-    SOURCE_INPUTS, DatasetFacts, dataset_diagnostics, read_local_dataset, read_profile,
-    source_fact,
+    SOURCE_INPUTS, DatasetFacts, dataset_diagnostics, fact_attrs, fact_extra, read_local_dataset,
+    read_profile, source_fact,
 )
 from mlform.providers.kit.digests import DigestCache, tree_digest
 from mlform.providers.kit.plans import computed_or_unknown, plan_of
@@ -204,8 +204,9 @@ class DatasetHandler(SageMakerHandler):
         return {key: self._read(key) for key in keys}
 
     def _read(self, key: FactKey) -> _Found:
-        text, fmt, schema, limit = key.args
-        attrs = {"source": text, "format": fmt, "schema": dict(schema)}
+        attrs = fact_attrs(key)
+        text, schema, wanted = attrs["source"], attrs["schema"], attrs["profile"]
+        [limit] = fact_extra(key)
         try:
             source = self.source(text)
         except SourceError as exc:
@@ -224,7 +225,7 @@ class DatasetHandler(SageMakerHandler):
                 too_big=f"{text} is {source.size} bytes, more than settings.fetch_limit_mb = "
                         f"{limit}"))
         try:
-            profile = self._fetched_profile(source, fmt, dict(schema))
+            profile = self._fetched_profile(source, fmt, schema, wanted)
         except checks.CheckUnavailable as exc:
             return _Found(source, DatasetFacts(digest=source.digest, size=source.size,
                                                profile_error=str(exc)))
@@ -232,9 +233,10 @@ class DatasetHandler(SageMakerHandler):
             return _Found(source, DatasetFacts(error=exc.message))
         return _Found(source, DatasetFacts(None, profile, source.digest, source.size))
 
-    def _fetched_profile(self, source: Source, fmt: str,
-                         schema: Mapping[str, str]) -> checks.DataProfile:
-        """The profile of S3 data, fetched once per digest (cached with the digests)."""
+    def _fetched_profile(self, source: Source, fmt: str, schema: Mapping[str, str],
+                         wanted: bool) -> checks.DataProfile:
+        """The profile of S3 data, fetched once per digest (cached with the digests);
+        without `wanted` (no schema, no check) its rows only."""
         with tempfile.TemporaryDirectory(prefix="mlform-dataset-") as tmp:
             root = Path(tmp) / "data"
             store = self.env.bucket_store(source.s3_bucket)
@@ -250,7 +252,7 @@ class DatasetHandler(SageMakerHandler):
                 named = root.with_name(PurePosixPath(source.s3_key).name)
                 root.rename(named)
                 root = named
-            return read_profile(root, source.digest, fmt, schema, self.digests)
+            return read_profile(root, source.digest, fmt, schema, self.digests, wanted)
 
     # -- the contract ------------------------------------------------------------
 

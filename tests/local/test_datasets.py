@@ -323,3 +323,79 @@ def test_checks_that_need_columns_say_so_for_other_formats(local_env):
 ])
 def test_parses_as(value, type_name, ok):
     assert checks.parses_as(value, type_name) is ok
+
+
+# -- what is read, and how often -------------------------------------------------------
+
+def test_a_dataset_without_schema_or_checks_is_never_profiled(local_env, mocker):
+    profiled = mocker.spy(checks, "profile")
+    # not jsonl at all: a profile would fail; the rows of such a file are unknown (null)
+    write(local_env.stack_dir / "broken.jsonl", '{"a": 1}\nnot json\n')
+    write(local_env.stack_dir / "tx.csv", CSV)
+    handler = DatasetHandler(local_env)
+    assert contract.validate(handler, desired(source="broken.jsonl")) == []
+    broken = contract.plan(handler, desired(source="broken.jsonl"), None)
+    assert broken.attributes["digest"] == sha256('{"a": 1}\nnot json\n')
+    assert broken.attributes["rows"] is None
+    assert contract.plan(handler, desired(source="tx.csv"), None).attributes["rows"] == 3
+    assert profiled.call_count == 0
+    contract.plan(handler, desired(source="tx.csv", checks={"min_rows": 1}), None)
+    contract.plan(handler, desired(source="tx.csv", checks={"min_rows": 2}), None)
+    assert profiled.call_count == 1, "declared checks profile the content once"
+
+
+def test_parquet_checks_are_real_with_pyarrow(local_env):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    path = local_env.stack_dir / "tx.parquet"
+    pq.write_table(pa.table({"amount": [1.5, None, 3.0], "label": ["0", "1", "yes"]}), path)
+    found = [d.summary for d in contract.validate(DatasetHandler(local_env), desired(
+        source="tx.parquet", format="parquet", schema={"amount": "float", "label": "int"},
+        checks={"min_rows": 4, "max_null_fraction": 0.2}))]
+    assert found == [
+        "dataset.tx: column label: 1 value is not int (first: 'yes' in row 3)",
+        "dataset.tx: column amount is 33.3% null (1 of 3 rows), more than max_null_fraction = 0.2",
+        "dataset.tx: 3 rows, fewer than min_rows = 4",
+    ]
+    assert contract.plan(DatasetHandler(local_env), desired(source="tx.parquet"),
+                         None).attributes["rows"] == 3
+
+
+def test_a_directory_with_one_changed_file_profiles_that_file_only(local_env, mocker):
+    parts = local_env.stack_dir / "parts"
+    for i in range(20):
+        write(parts / f"{i:02}.csv", f"amount,label\n{i}.5,{i % 2}\n{i},\n")
+    write(parts / "20.csv", "amount,other\nx,1\n")              # columns differ per file
+    d = desired(source="parts", format="csv", schema={"amount": "float"},
+                checks={"max_null_fraction": 0.99})
+    handler = DatasetHandler(local_env)
+    first = contract.plan(handler, d, None)
+    [bad] = [x.summary for x in contract.validate(handler, d)]
+    assert bad == "dataset.tx: column amount: 1 value is not float (first: 'x' in row 41)"
+    assert first.attributes["rows"] == 41
+    direct = checks.profile(parts, "csv", {"amount": "float"})
+    profiled = mocker.spy(checks, "profile")
+    counted = mocker.spy(checks, "count_rows")
+    write(parts / "07.csv", "amount,label\n7.5,1\n8,1\n9,1\n")
+    local_env.digests.save()
+    DigestCache.forget_shared()                                   # and a new process
+    handler = DatasetHandler(local_env)
+    assert contract.plan(handler, d, None).attributes["rows"] == 42
+    assert [call.args[0].name for call in profiled.call_args_list] == ["07.csv"]
+    contract.plan(handler, desired(source="parts", format="csv"), None)   # rows only
+    assert counted.call_count == 21                                 # first time: every file
+    write(parts / "08.csv", "amount,label\n1,1\n")
+    contract.plan(handler, desired(source="parts", format="csv"), None)
+    assert counted.call_count == 22
+    # the merged per-file profiles are the directory's profile read in one go
+    write(parts / "07.csv", "amount,label\n7.5,1\n7,\n")
+    write(parts / "08.csv", "amount,label\n8.5,0\n8,\n")
+    again = datasets_facts(local_env, d)
+    assert again == direct
+
+
+def datasets_facts(env, d):
+    from mlform.providers.kit.datasets import read_local_dataset
+    return read_local_dataset(d.attributes["source"], env.stack_dir / d.attributes["source"],
+                              {"format": "csv", "schema": d.attributes["schema"]},
+                              env.digests).profile

@@ -579,3 +579,23 @@ def test_import_returns_the_object(subject, kind):
     assert _plain(imported.attributes) == _plain(subject.provider.read(live).attributes)
     subject.provider.delete(live)
     assert subject.provider.import_(kind, subject.desired.address, live.id) is None
+
+
+DATASET_CASES = [pytest.param(case, "dataset", id=f"{case.id}-dataset")
+                 for case in PROVIDER_CASES if "dataset" in case.samples]
+
+
+@pytest.mark.parametrize("case, kind", DATASET_CASES)
+def test_a_dataset_is_profiled_only_for_its_checks_and_once_per_content(subject, mocker):
+    from mlform.providers.kit import checks
+    profiled = mocker.patch.object(checks, "profile", wraps=checks.profile)
+    plain = {k: v for k, v in subject.desired.attributes.items() if k not in ("schema", "checks")}
+    bare = Desired(subject.desired.address, "dataset", subject.desired.name, plain)
+    planned = subject.plan(bare)
+    assert profiled.call_count == 0, "no schema and no checks: nothing but digest and rows"
+    assert planned.attributes["digest"] is not UNKNOWN
+    subject.plan()
+    subject.plan()
+    # at most once: the memory provider counts lines and profiles nothing, and a cache
+    # without a directory is one per process, so an earlier test may have profiled it
+    assert profiled.call_count <= 1, "the same content is never profiled twice"
