@@ -1,6 +1,6 @@
 # The image the kubernetes provider's pods run: mlform (the pod runner,
-# `python -m mlform.providers.kubernetes.pod train|serve`) with torch, FastAPI and
-# uvicorn for the model server.  docs/kubernetes-provider.md says how to build and push it.
+# `python -m mlform.providers.kubernetes.pod train|serve`) with torch, FastAPI,
+# uvicorn[standard] (uvloop, httptools) and orjson for the model server.  docs/kubernetes-provider.md says how to build and push it.
 FROM python:3.11-slim
 WORKDIR /opt/mlform
 COPY pyproject.toml README.md ./

@@ -10,9 +10,12 @@ every check (`kit.monitoring`, `kit.drift_stats`), writes the report under
 ``spec["dir"]/reports/`` (``latest.json``, ``latest.txt``, one file per run) and acts on a
 breach (`on_breach`: a stale marker at ``spec["stale_marker"]``, an alert line, nothing).
 
-Each run looks at the requests captured since the previous report (by byte offset of
-the capture file; a replaced file is read from the start), or with
-``settings.window_rows = N`` at the last N input rows.
+Each run looks at the requests captured since the previous report (by byte offset and
+inode of the capture file; a replaced file is read from the start), or with
+``settings.window_rows = N`` at the last N input rows.  The server rotates its capture
+(``capture.jsonl`` -> ``capture.jsonl.1`` -> ``.2`` ..., `capture_files`): a rename
+keeps the inode, so a run finds the file it stopped in among the rotated ones and reads
+on from there through the newer ones.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -35,7 +39,7 @@ from .monitoring import (
 )
 
 __all__ = ["MonitorError", "MonitorSettings", "run_check", "render_summary", "METRICS",
-           "ON_BREACH", "write_json_atomic", "read_json"]
+           "ON_BREACH", "write_json_atomic", "read_json", "capture_files"]
 
 
 def write_json_atomic(path: Path, doc: Any) -> None:
@@ -148,42 +152,92 @@ def _parse_requests(lines: list[bytes]) -> tuple[list[dict], list[int], int]:
     return requests, where, bad
 
 
-def _read_since(path: Path, previous: Mapping | None) -> _Window:
-    """Requests appended since the previous report (by byte offset; a capture file that
-    was replaced or truncated is read from the start)."""
+def capture_files(path: Path) -> list[Path]:
+    """The files of a capture, oldest first: the rotated ``path.N`` ... ``path.1``
+    (as `kit.serving.CaptureLog` names them), then ``path`` itself, those that exist."""
+    rotated = []
+    for other in path.parent.glob(glob_escape(path.name) + ".*"):
+        suffix = other.name[len(path.name) + 1:]
+        if suffix.isdigit() and other.is_file():
+            rotated.append((int(suffix), other))
+    files = [other for _, other in sorted(rotated, reverse=True)]
+    return files + [path] if path.is_file() else files
+
+
+def _stat(path: Path) -> os.stat_result | None:
     try:
-        stat = path.stat()
+        return path.stat()
     except OSError:
+        return None
+
+
+def _read_lines(path: Path, offset: int, live: bool) -> tuple[list[bytes], int, int]:
+    """Whole lines of `path` from `offset`, the bytes they span, and 1 when a rotated
+    (finished) file ends in a torn line (a crash mid-write): skipped, not waited for."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except OSError:
+        return [], 0, 0
+    lines, used = _complete_lines(data)
+    return lines, used, int(not live and used < len(data) and bool(data[used:].strip()))
+
+
+def _read_since(path: Path, previous: Mapping | None) -> _Window:
+    """Requests appended since the previous report: from where it stopped, in the file it
+    stopped in (found by inode among the rotated ones), through every newer file.  A file
+    that is gone or was truncated is read from the start, as is every file after it."""
+    files = [(f, st) for f in capture_files(path) if (st := _stat(f)) is not None]
+    if not files:
         return _Window([], "since_last_report", 0, 0, None)
-    offset = 0
+    first, offset = 0, 0
     if previous:
-        prev_end = previous.get("capture_offset_end")
-        same_file = previous.get("capture_inode") in (None, stat.st_ino)
-        if isinstance(prev_end, int) and same_file and 0 <= prev_end <= stat.st_size:
-            offset = prev_end
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        lines, used = _complete_lines(fh.read())
-    requests, _, bad = _parse_requests(lines)
-    return _Window(requests, "since_last_report", offset, offset + used, stat.st_ino, bad)
+        prev_end, prev_inode = previous.get("capture_offset_end"), previous.get("capture_inode")
+        for index, (_, st) in enumerate(files):
+            if prev_inode in (None, st.st_ino) and (prev_inode is not None or index == len(files) - 1):
+                first = index
+                if isinstance(prev_end, int) and 0 <= prev_end <= st.st_size:
+                    offset = prev_end
+                break
+    requests: list[dict] = []
+    bad = 0
+    start, end = offset, offset
+    for index in range(first, len(files)):
+        live = index == len(files) - 1
+        lines, used, torn = _read_lines(files[index][0], offset if index == first else 0, live)
+        got, _, skipped = _parse_requests(lines)
+        requests += got
+        bad += skipped + torn
+        end = (offset if index == first else 0) + used
+    return _Window(requests, "since_last_report", start, end, files[-1][1].st_ino, bad)
 
 
 def _read_last(path: Path, rows: int) -> _Window:
-    """The newest whole requests that hold at least `rows` input rows."""
-    try:
-        stat = path.stat()
-        data = path.read_bytes()
-    except OSError:
+    """The newest whole requests that hold at least `rows` input rows (reading rotated
+    files, newest first, only as far back as needed)."""
+    files = [(f, st) for f in capture_files(path) if (st := _stat(f)) is not None]
+    if not files:
         return _Window([], "last_rows", 0, 0, None)
-    lines, used = _complete_lines(data)
-    requests, where, bad = _parse_requests(lines)
-    first, count = len(requests), 0
-    while first > 0 and count < rows:
-        first -= 1
-        count += len(_input_rows(requests[first]))
-    # byte offset of the first kept line (lines were split on b"\n", one byte each)
-    start = sum(len(line) + 1 for line in lines[:where[first]]) if first < len(requests) else used
-    return _Window(requests[first:], "last_rows", start, used, stat.st_ino, bad)
+    kept: list[dict] = []
+    bad, count, start, end = 0, 0, 0, 0
+    for index in range(len(files) - 1, -1, -1):
+        live = index == len(files) - 1
+        lines, used, torn = _read_lines(files[index][0], 0, live)
+        requests, where, skipped = _parse_requests(lines)
+        bad += skipped + torn
+        if live:
+            end = used
+        first = len(requests)
+        while first > 0 and count < rows:
+            first -= 1
+            count += len(_input_rows(requests[first]))
+        kept = requests[first:] + kept
+        # byte offset of the first kept line (lines were split on b"\n", one byte each)
+        start = sum(len(line) + 1 for line in lines[:where[first]]) if first < len(requests) else used
+        if count >= rows:
+            break
+    return _Window(kept, "last_rows", start, end, files[-1][1].st_ino, bad)
 
 
 @dataclass

@@ -31,6 +31,7 @@ import functools
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mlform.providers.base import ProviderError
+from mlform.providers.kit.monitor_check import capture_files
 from mlform.providers.kit.runs import contract_environment
 from mlform.providers.kit.sources import parse_s3
 from mlform.providers.kit.storage import Missing, ObjectStore
@@ -156,15 +158,26 @@ def serve(work: Mapping[str, Any], root: Path) -> int:
 
 
 def _upload_capture(path: Path, uri: str) -> None:
-    """Upload the capture file so far; a failed upload is reported and retried on the next
-    round (serving goes on: the capture is for monitors, not for answers)."""
-    if path.is_file() and path.stat().st_size:
-        _, key = parse_s3(uri)
-        try:
-            _store(uri).upload(path, key)
-        except (ProviderError, Missing, OSError) as exc:
-            print(f"mlform: uploading the capture to {uri} failed: {exc}", file=sys.stderr,
-                  flush=True)
+    """Upload the capture so far: the server rotates it (``capture.jsonl.N`` ...
+    ``capture.jsonl``, at most its cap on disk), uploaded as one object of its files
+    oldest first.  A failed upload is reported and retried on the next round (serving
+    goes on: the capture is for monitors, not for answers)."""
+    files = [f for f in capture_files(path) if f.stat().st_size]
+    if not files:
+        return
+    _, key = parse_s3(uri)
+    try:
+        source = files[0]
+        if len(files) > 1:
+            source = path.with_name(f".{path.name}.upload")
+            with open(source, "wb") as out:
+                for part in files:
+                    with open(part, "rb") as fh:
+                        shutil.copyfileobj(fh, out)
+        _store(uri).upload(source, key)
+    except (ProviderError, Missing, OSError) as exc:
+        print(f"mlform: uploading the capture to {uri} failed: {exc}", file=sys.stderr,
+              flush=True)
 
 
 def monitor(work: Mapping[str, Any], root: Path) -> int:

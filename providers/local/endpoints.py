@@ -7,7 +7,9 @@ Files, under ``<root>/endpoints/<slug of address>/``:
   `processes.is_ours` tells our process from anything else with that pid.
 * ``process.json`` pid, host and port of the process we started (and pids of
   replaced ones not yet stopped), written right after the spawn.
-* ``server.log``, and ``capture.jsonl`` when `capture` is set (see `capture_path`).
+* ``server.log``, and ``capture.jsonl`` when `capture` is set (see `capture_path`),
+  rotated to ``capture.jsonl.1``, ``.2`` ... by size (and age) and capped in files
+  (`EndpointSettings`; the monitors read the rotated files too).
 
 How an apply reaches the planned state (`_converge`, shared by create and update):
 
@@ -75,6 +77,19 @@ class EndpointSettings(BaseModel):
     torch_threads: int = Field(1, ge=1, le=256,
                                description="torch intra-op threads of the server process "
                                            "(changing it starts a new process).")
+    capture_max_mb: int = Field(64, ge=1, le=1_000_000,
+                                description="Rotate capture.jsonl when the next request would "
+                                            "take it past this many MiB.")
+    capture_max_files: int = Field(4, ge=1, le=1000,
+                                   description="Capture files kept (capture.jsonl and its rotated "
+                                               "capture.jsonl.1, .2, ...); the oldest is deleted.")
+    capture_max_age_seconds: int | None = Field(
+        None, ge=1, description="Also rotate capture.jsonl once it is this old (no age limit "
+                                "when unset).")
+    capture_queue: int = Field(10_000, ge=1, le=10_000_000,
+                               description="Captured requests that may wait for the capture writer; "
+                                           "beyond that they are dropped and counted "
+                                           "(mlform_capture_dropped_total), never waited for.")
 
 
 def endpoint_dir(env: LocalEnv, address: str) -> Path:
@@ -203,10 +218,19 @@ def _threads(attrs: Mapping) -> int:
 
 
 def _capture(attrs: Mapping, files: _Files) -> dict | None:
+    """The server spec's `capture`, as the server's status reports it back."""
     capture = attrs.get("capture")
     if not isinstance(capture, Mapping):
         return None
-    return {"path": str(files.capture), "sample_percent": int(capture.get("sample_percent", 100))}
+    raw = attrs.get("settings")
+    settings = EndpointSettings.model_validate(
+        {k: v for k, v in raw.items() if k in EndpointSettings.model_fields}
+        if isinstance(raw, Mapping) else {})
+    return {"path": str(files.capture), "sample_percent": int(capture.get("sample_percent", 100)),
+            "max_bytes": settings.capture_max_mb * 1024 * 1024,
+            "max_files": settings.capture_max_files,
+            "max_age_seconds": settings.capture_max_age_seconds,
+            "queue": settings.capture_queue}
 
 
 def _main_version(serving: list[dict]) -> Any:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ import pytest
 
 from mlform.providers.base import Desired, ProviderContext
 from mlform.providers.local.env import LocalEnv, default_python
+from mlform.providers.local import endpoints as endpoints_module
 from mlform.providers.local.endpoints import EndpointHandler
 from mlform.providers.local.models import ModelHandler
 from mlform.providers.kit import calls as contract
@@ -171,3 +173,75 @@ def test_serving_throughput_and_latency(tmp_path):
     record("direct_forward_p99", round(_percentile(times, 99), 4), "ms")
     record("serving_overhead_ratio", round(direct_rps / served_rps[1], 1), "x",
            meaning="direct calls/s over served requests/s at concurrency 1")
+
+
+BATCH_ROWS = (1, 32)
+BATCH_CONCURRENCY = 8
+BATCH_REQUESTS = 4000
+
+
+def _body(rows: int) -> bytes:
+    data = [[0.1 * ((i + r) % 7) for i in range(FEATURES)] for r in range(rows)]
+    return json.dumps({"inputs": [{"name": "input", "shape": [rows, FEATURES],
+                                   "datatype": "FP32", "data": data}]}).encode()
+
+
+def _metric(port: int, name: str) -> float | None:
+    """One sample of the server's /metrics (Prometheus text), None when it has none."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10, trust_env=False).text
+    except httpx.HTTPError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_serving_with_capture_one_and_32_rows(tmp_path, monkeypatch):
+    """Concurrency 8 with capture on (every request sampled), one-row and 32-row bodies:
+    requests/s and p50/p99, and the capture's size on disk afterwards.
+
+    ``MLFORM_BENCH_SERVER=PATH`` serves with another server program (an older version,
+    saved with `git show`), so that versions can be measured interleaved in one session;
+    its figures carry ``server=PATH``."""
+    other = os.environ.get("MLFORM_BENCH_SERVER")
+    if other:
+        monkeypatch.setattr(endpoints_module, "SERVER_PROGRAM", Path(other))
+    context = ProviderContext(name="local", alias=None, stack="bench", env="bench",
+                              stack_dir=tmp_path, config={})
+    env = LocalEnv(context=context, root=tmp_path / ".mlform" / "local", host="127.0.0.1",
+                   python=default_python(), ready_timeout=60)
+    models, endpoints = ModelHandler(env), EndpointHandler(env)
+    uri = _mlp(tmp_path / "run")
+    model = models.create(contract.plan(
+        models, Desired("model.mlp", "model", "mlp", {"artifact": uri, "framework": "torch"}), None))
+    ref = {"address": "model.mlp", "uri": model.attributes["uri"],
+           "version": model.attributes["version"], "approval": "approved"}
+    want = Desired("endpoint.mlp", "endpoint", "mlp",
+                   {"model": ref, "capture": {"sample_percent": 100}})
+    live = endpoints.create(contract.plan(endpoints, want, None))
+    try:
+        port = live.attributes["port"]
+        path = urlsplit(live.attributes["url"] + "/infer").path
+        for rows in BATCH_ROWS:
+            wall, latencies = asyncio.run(_drive(port, path, _body(rows), BATCH_CONCURRENCY,
+                                                 BATCH_REQUESTS))
+            common = dict(concurrency=BATCH_CONCURRENCY, rows=rows, capture=True,
+                          requests=len(latencies), model="mlp-16-64-64-2",
+                          measured="whole server process over loopback, asyncio client",
+                          server=other or "this version")
+            record("serving_capture_requests_per_s", round(len(latencies) / wall, 1), "req/s",
+                   **common)
+            record("serving_capture_latency_p50", round(_percentile(latencies, 50), 3), "ms",
+                   **common)
+            record("serving_capture_latency_p99", round(_percentile(latencies, 99), 3), "ms",
+                   **common)
+        dropped = _metric(port, "mlform_capture_dropped_total")
+        directory = tmp_path / ".mlform" / "local" / "endpoints"
+        size = sum(p.stat().st_size for p in directory.rglob("capture.jsonl*"))
+        record("serving_capture_bytes_on_disk", size, "bytes",
+               requests=len(BATCH_ROWS) * (BATCH_REQUESTS + WARMUP),
+               dropped=dropped, server=other or "this version")
+    finally:
+        endpoints.delete(live)

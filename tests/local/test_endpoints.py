@@ -250,13 +250,50 @@ def test_capture_logs_sampled_requests(served, client):
         client.post(f"{url}/infer", json=oip([[float(i), 1.0, 2.0, 3.0]]))
     client.post(f"{url}/infer", json={"inputs": [{"name": "x", "shape": [1], "datatype": "FP32",
                                                   "data": [1.0]}]})      # a 400, captured too
-    lines = [json.loads(x) for x in capture_path(served.env, ADDRESS).read_text().splitlines()]
+    path = capture_path(served.env, ADDRESS)
+    # the capture is written by the server's writer thread, after the answers
+    lines = wait_until(lambda: len(x := path.read_text().splitlines()) >= 5 and x, 10,
+                       "five captured requests")
+    lines = [json.loads(x) for x in lines]
     assert len(lines) == 5                       # exactly half of 10
     ok = [x for x in lines if x["status"] == 200]
     assert ok and set(ok[0]) >= {"time", "version", "latency_ms", "status", "inputs", "outputs"}
     assert list(ok[0]["inputs"][0]) == FEATURES and ok[0]["version"] == 1
     assert len(ok[0]["outputs"][0]) == 2
-    assert status(client, live)["capture"]["sample_percent"] == 50
+    assert status(client, live)["capture"] == {
+        "path": str(path), "sample_percent": 50, "max_bytes": 64 * 1024 * 1024, "max_files": 4,
+        "max_age_seconds": None, "queue": 10_000}
+    metrics = client.get(live.attributes["url"].split("/v2/")[0] + "/metrics").text
+    assert "\nmlform_capture_dropped_total 0\n" in metrics
+    assert "\nmlform_capture_written_total 5\n" in metrics
+
+
+def test_capture_settings_reach_the_server_by_reload(served, client):
+    served.register(seed=1)
+    live = served.apply(served.desired(capture={"sample_percent": 100}))
+    pid = live.attributes["pid"]
+    again = served.apply(served.desired(capture={"sample_percent": 100},
+                                        settings={"capture_max_mb": 1, "capture_max_files": 2,
+                                                  "capture_max_age_seconds": 600}))
+    assert again.attributes["pid"] == pid                     # a hot reload, not a restart
+    got = status(client, again)["capture"]
+    assert (got["max_bytes"], got["max_files"], got["max_age_seconds"]) == (1024 * 1024, 2, 600)
+
+
+def test_the_server_runs_on_uvloop_and_httptools_when_installed(served_once, client):
+    answer = client.get(served_once.split("/v2/")[0] + "/v2/admin/status").json()
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        assert answer["event_loop"].startswith("asyncio.")
+    else:
+        assert answer["event_loop"].startswith("uvloop."), answer["event_loop"]
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        assert "h11" in answer["http"]
+    else:
+        assert "httptools" in answer["http"], answer["http"]
 
 
 # ----------------------------------------------------------------- updates
