@@ -208,11 +208,7 @@ def failure_detail(exc: BaseException) -> str:
 
 def policy_refusal(plan) -> str | None:
     """The names of the mandatory policies that failed, if that is why a plan errored."""
-    # `policy` is the result's name ("policy.NAME"); `passed` None means "unknown until
-    # apply", which is not a failure.
-    failed = [str(getattr(p, "policy", None) or getattr(p, "name", "?"))
-              for p in getattr(plan, "policies", ()) or ()
-              if getattr(p, "level", "") == "mandatory" and getattr(p, "passed", None) is False]
+    failed = [p.policy for p in plan.failed_policies if p.level == "mandatory"]
     if not failed:
         return None
     return "mandatory polic" + ("y" if len(set(failed)) == 1 else "ies") + " failed: " + \

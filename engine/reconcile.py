@@ -119,16 +119,6 @@ def heals_drift(plan: Plan, spec_plan: Plan) -> tuple[bool, str]:
     return True, ""
 
 
-def _failed_policies(plan: Plan) -> list:
-    """The plan's failing policy results (`passed` None means not yet known: not a failure)."""
-    return [p for p in getattr(plan, "policies", ()) or () if getattr(p, "passed", True) is False]
-
-
-def policy_name(result) -> str:
-    """`policy.NAME` of a policy result (`PolicyResult.policy`)."""
-    return str(getattr(result, "policy", None) or getattr(result, "name", "?"))
-
-
 class Reconciler:
     """Runs cycles: `cycle()` once, or `run()` until stopped."""
 
@@ -229,14 +219,13 @@ class Reconciler:
             result.plan_s = time.perf_counter() - t0
             self.metrics.plan_seconds.observe(result.plan_s)
             result.drifted = len(plan.drift)
-            result.failed_policies = _failed_policies(plan)
+            result.failed_policies = list(plan.failed_policies)
             changes = [c for c in plan.changes if c.is_change]
             if plan.errored:
                 result.diagnostics.extend(d for d in plan.diagnostics)
-                mandatory = [p for p in result.failed_policies
-                             if getattr(p, "level", "mandatory") == "mandatory"]
+                mandatory = [p for p in result.failed_policies if p.level == "mandatory"]
                 result.outcome = "refused" if mandatory else "failed"
-                result.message = (f"refused by {', '.join(sorted({policy_name(p) for p in mandatory}))}"
+                result.message = (f"refused by {', '.join(sorted({p.policy for p in mandatory}))}"
                                   if mandatory else _first_error(plan.diagnostics))
                 self._audit(session, result, plan, changes)
                 return
@@ -338,7 +327,7 @@ class Reconciler:
             m.drifted.set(result.drifted)
             m.pending.set(result.pending)
         for p in result.failed_policies:
-            m.policy_failures.labels(policy_name(p), getattr(p, "level", "mandatory")).inc()
+            m.policy_failures.labels(p.policy, p.level).inc()
         self.health.record(result.outcome)
 
     def _audit(self, session: Session, result: CycleResult, plan, changes) -> None:

@@ -191,6 +191,11 @@ class Plan:
         return has_errors(self.diagnostics)
 
     @property
+    def failed_policies(self) -> tuple[PolicyResult, ...]:
+        """The policy verdicts that failed (an undecided one, `passed` None, has not)."""
+        return tuple(r for r in self.policies if r.passed is False)
+
+    @property
     def summary(self) -> Summary:
         return Summary.of(self.changes)
 
