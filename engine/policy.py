@@ -327,13 +327,14 @@ class PlanView:
     """The `plan` and `change` values policies read, built once per plan."""
 
     def __init__(self, plan: Plan) -> None:
-        costs = _cost_entries(plan)
+        report = plan.cost.to_json() if plan.cost is not None else {}
+        costs = {r.get("address"): r for r in report.get("resources", ())}
         self.changes: list[tuple[Change, dict]] = [
             (c, _change_value(c, costs.get(c.address))) for c in plan.changes
             if not c.deposed]
         s = plan.summary
         self.plan = {
-            "totals": _totals(plan, [v for _, v in self.changes]),
+            "totals": _totals(report.get("total") or {}, [v for _, v in self.changes]),
             "summary": {"add": s.add, "change": s.change, "destroy": s.destroy},
             "changes": [v for _, v in self.changes],
             "env": plan.env,
@@ -365,18 +366,6 @@ def _marked(value: Mapping | None, paths: tuple) -> dict | None:
     return out
 
 
-def _cost_entries(plan: Plan) -> dict[str, Any]:
-    report = _cost_json(plan)
-    return {r.get("address"): r for r in report.get("resources", ())} if report else {}
-
-
-def _cost_json(plan: Plan) -> dict:
-    cost = getattr(plan, "cost", None)
-    if cost is None:
-        return {}
-    return cost.to_json() if hasattr(cost, "to_json") else dict(cost)
-
-
 def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
@@ -400,7 +389,7 @@ def _instances(kind: str, attrs: Mapping | None) -> tuple[Any, int]:
     return None, 0
 
 
-def _totals(plan: Plan, values: list[dict]) -> dict:
+def _totals(total: Mapping, values: list[dict]) -> dict:
     gpus = gpus_before = resources = 0
     instances: dict[str, int] = {}
     for v in values:
@@ -412,7 +401,6 @@ def _totals(plan: Plan, values: list[dict]) -> dict:
         if isinstance(itype, str) and n:
             instances[itype] = instances.get(itype, 0) + n
         resources += after is not None
-    total = _cost_json(plan).get("total") or {}
     cost = {
         "hourly": total.get("hourly_after") or 0.0,
         "monthly": total.get("monthly_after_min") or 0.0,
