@@ -27,6 +27,7 @@ like), so the pod needs nothing but its environment.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -39,7 +40,7 @@ import sys
 import tarfile
 import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Iterator, Mapping
 
 from mlform.providers.base import ProviderError
 from mlform.providers.kit.monitor_check import capture_files
@@ -162,22 +163,73 @@ def _upload_capture(path: Path, uri: str) -> None:
     ``capture.jsonl``, at most its cap on disk), uploaded as one object of its files
     oldest first.  A failed upload is reported and retried on the next round (serving
     goes on: the capture is for monitors, not for answers)."""
-    files = [f for f in capture_files(path) if f.stat().st_size]
-    if not files:
-        return
     _, key = parse_s3(uri)
     try:
-        source = files[0]
-        if len(files) > 1:
+        with _opened_capture(path) as parts:
+            if not parts:
+                return
+            # the files' content as it is now, from the open files: the server may rotate
+            # (rename, delete the oldest) while this copies, which the open files ignore
             source = path.with_name(f".{path.name}.upload")
             with open(source, "wb") as out:
-                for part in files:
-                    with open(part, "rb") as fh:
-                        shutil.copyfileobj(fh, out)
+                for fh in parts:
+                    shutil.copyfileobj(fh, out)
         _store(uri).upload(source, key)
     except (ProviderError, Missing, OSError) as exc:
         print(f"mlform: uploading the capture to {uri} failed: {exc}", file=sys.stderr,
               flush=True)
+
+
+@contextlib.contextmanager
+def _opened_capture(path: Path, attempts: int = 5) -> Iterator[list[BinaryIO]]:
+    """The capture's non-empty files, opened, oldest first, all from one moment.
+
+    Listing and opening the files are several calls, and the server may rotate in
+    between (``path`` -> ``path.1`` -> ``path.2``; the oldest deleted): opening by the
+    names listed would then skip a file or miss one deleted.  So the files are listed,
+    opened, and listed again; the same names on the same inodes (a rename keeps the
+    inode, a rotation gives ``path`` a new one) mean no rotation came between, and the
+    open files are that moment's capture.  Otherwise it starts again."""
+    for _ in range(attempts):
+        opened = _open_together(path)
+        if opened is None:
+            continue
+        try:
+            yield [fh for fh in opened if os.fstat(fh.fileno()).st_size]
+        finally:
+            for fh in opened:
+                fh.close()
+        return
+    raise OSError(f"{path} kept rotating while it was being read ({attempts} tries)")
+
+
+def _open_together(path: Path) -> list[BinaryIO] | None:
+    """The capture's files opened, or None (nothing left open) when it rotated meanwhile."""
+    before = _inodes(path)
+    if before is None:
+        return None
+    opened: list[BinaryIO] = []
+    try:
+        for name, inode in before:
+            opened.append(open(name, "rb"))
+            if os.fstat(opened[-1].fileno()).st_ino != inode:
+                break
+        else:
+            if _inodes(path) == before:
+                return opened
+    except FileNotFoundError:          # deleted by the cap since the listing
+        pass
+    for fh in opened:
+        fh.close()
+    return None
+
+
+def _inodes(path: Path) -> list[tuple[Path, int]] | None:
+    """The capture's files and their inodes; None when one went while listing."""
+    try:
+        return [(name, name.stat().st_ino) for name in capture_files(path)]
+    except FileNotFoundError:          # deleted by the cap since the listing
+        return None
 
 
 def monitor(work: Mapping[str, Any], root: Path) -> int:
