@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: test bench demo venv k8s-tools tools k8s-up k8s-down clean
+.PHONY: test bench bench-peers demo venv k8s-tools tools k8s-up k8s-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,15 @@ test: $(STAMP) k8s-tools tools
 
 bench: $(STAMP) k8s-tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/bench -s
+
+# Side by side with the tools users would pick instead (OpenTofu, DVC, KServe, MLServer):
+# each peer is built or installed once per machine into .tools/peers (nothing of theirs
+# is committed), then run on the same work as mlform, interleaved (tests/bench/peers).
+# PEERS="opentofu dvc serving" picks some; REPS=5 repetitions per figure.
+PEERS ?=
+REPS  ?= 5
+bench-peers: $(STAMP)
+	$(BIN)/python -m tests.bench.peers $(PEERS) --reps $(REPS)
 
 demo: $(STAMP)
 	$(BIN)/python stacks/demo.py

@@ -3,8 +3,8 @@
 The model is a TorchScript MLP (16 -> 64 -> 64 -> 2, softmax), one row per
 request.  The endpoint is started through the provider's handlers (a registry
 version, then a detached server on 127.0.0.1) and driven over keep-alive
-connections at concurrency 1, 8 and 32 by a minimal asyncio HTTP/1.1 client, so
-that the server rather than the client is measured; one httpx figure at
+connections at concurrency 1, 8 and 32 by the minimal asyncio HTTP/1.1 client of
+`_load.py`, so that the server rather than the client is measured; one httpx figure at
 concurrency 1 shows what a typical Python client sees.  The reference is the
 same module's forward pass called directly in this process, one row per call,
 one torch thread, as the server runs it.
@@ -17,7 +17,6 @@ served figures include the client's own cost (as any loopback benchmark does).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import statistics
@@ -34,6 +33,8 @@ from mlform.providers.local.endpoints import EndpointHandler
 from mlform.providers.local.models import ModelHandler
 from mlform.providers.kit import calls as contract
 
+from . import _load
+from ._load import percentile as _percentile
 from ._support import record
 
 torch = pytest.importorskip("torch")
@@ -59,47 +60,13 @@ def _mlp(directory: Path) -> str:
     return directory.as_uri()
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-async def _drive(port: int, path: str, body: bytes, concurrency: int,
-                 total: int) -> tuple[float, list[float]]:
-    """`total` requests over `concurrency` keep-alive connections; (wall s, latencies ms).
-
-    A minimal HTTP/1.1 client on asyncio streams: an httpx client costs several times
-    what the server does per request, and on a 2-core machine it would be the client
-    that is measured.  Every answer's status line is checked."""
-    request = (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n"
-               f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
-               ).encode() + body
-    latencies: list[float] = []
-    failures: list[bytes] = []
-
-    async def connection(count: int, keep: bool) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            for _ in range(count):
-                t0 = time.perf_counter()
-                writer.write(request)
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:"))
-                answer = await reader.readexactly(length)
-                if not head.startswith(b"HTTP/1.1 200"):
-                    failures.append(head + answer)
-                if keep:
-                    latencies.append((time.perf_counter() - t0) * 1000)
-        finally:
-            writer.close()
-
-    await asyncio.gather(*(connection(WARMUP // concurrency + 1, False) for _ in range(concurrency)))
-    t0 = time.perf_counter()
-    await asyncio.gather(*(connection(total // concurrency, True) for _ in range(concurrency)))
-    wall = time.perf_counter() - t0
-    assert not failures, failures[:3]
-    return wall, latencies
+def _drive(port: int, path: str, body: bytes, concurrency: int,
+           total: int) -> tuple[float, list[float]]:
+    """`total` requests over `concurrency` keep-alive connections from the shared asyncio
+    client (`tests/bench/_load.py`); (wall s, latencies ms).  Every answer must be 200."""
+    load = _load.run(port, path, body, concurrency, total, warmup=WARMUP)
+    assert not load.errors, load.failures
+    return load.wall_s, load.latencies_ms
 
 
 def _httpx_reference(url: str, body: bytes, total: int) -> tuple[float, list[float]]:
@@ -138,8 +105,7 @@ def test_serving_throughput_and_latency(tmp_path):
                                        "datatype": "FP32", "data": row}]}).encode()
         served_rps = {}
         for concurrency in CONCURRENCY:
-            wall, latencies = asyncio.run(_drive(port, path, body, concurrency,
-                                                 REQUESTS[concurrency]))
+            wall, latencies = _drive(port, path, body, concurrency, REQUESTS[concurrency])
             rps = len(latencies) / wall
             served_rps[concurrency] = rps
             common = dict(concurrency=concurrency, requests=len(latencies), model="mlp-16-64-64-2")
@@ -225,8 +191,8 @@ def test_serving_with_capture_one_and_32_rows(tmp_path, monkeypatch):
         port = live.attributes["port"]
         path = urlsplit(live.attributes["url"] + "/infer").path
         for rows in BATCH_ROWS:
-            wall, latencies = asyncio.run(_drive(port, path, _body(rows), BATCH_CONCURRENCY,
-                                                 BATCH_REQUESTS))
+            wall, latencies = _drive(port, path, _body(rows), BATCH_CONCURRENCY,
+                                     BATCH_REQUESTS)
             common = dict(concurrency=BATCH_CONCURRENCY, rows=rows, capture=True,
                           requests=len(latencies), model="mlp-16-64-64-2",
                           measured="whole server process over loopback, asyncio client",
