@@ -390,8 +390,13 @@ def plan_cost(plan: Plan, providers: Any, state: Any) -> CostReport:
         sensitive = c.address in secret or _cluster_address(c.after) in secret
         before = pricer.side(c.provider, c.kind, _with_cluster(c.before, prior), c.before,
                              sensitive)
-        after = pricer.side(c.provider, c.kind, _with_cluster(c.after, after_clusters),
-                            last_run, sensitive)
+        if c.after is c.before and c.after is not None and (
+                _cluster_address(c.after) is None
+                or after_clusters.get(_cluster_address(c.after)) is prior.get(_cluster_address(c.after))):
+            after = before        # a no-op the memo answered: the very same attributes
+        else:
+            after = pricer.side(c.provider, c.kind, _with_cluster(c.after, after_clusters),
+                                last_run, sensitive)
         # a deposed object is its own entry (the same address as its replacement's)
         address = f"{c.address} (deposed object {c.deposed})" if c.deposed else c.address
         entry = _entry(address, c.kind, c.provider, before, after, _will_run(c))

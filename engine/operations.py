@@ -9,22 +9,28 @@ they print nothing and never exit.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from mlform.apply.applier import ApplyResult, apply_plan
 from mlform.cost import attach_cost
 from mlform.diagnostics import DiagnosticError
 from mlform.facts import read_facts
 from mlform.plan.inputs import FactTable, PlanInputs, PlanOptions
+from mlform.plan.memo import MEMO_VERSION, PlanMemo, key_of
 from mlform.plan.model import Plan
 from mlform.plan.planner import Planner
 from mlform.policy import check_policies
 from mlform.recovery import recover_pending
 from mlform.refresh import refresh
 from mlform.state import State, StateError, StateLocked
+
+if TYPE_CHECKING:
+    from mlform.apply.applier import ApplyResult
 
 #: A plan that still asks for new facts after this many rounds has a provider whose
 #: fact keys never settle: a bug, reported rather than looped on.
@@ -39,6 +45,7 @@ class PlanTiming:
     facts_s: float = 0.0
     walk_s: float = 0.0
     fact_rounds: int = 0
+    memo_hits: int = 0            # instances the no-op memo answered
 
 
 @contextlib.contextmanager
@@ -100,17 +107,22 @@ def plan(session, state: State, options: PlanOptions, timing: PlanTiming | None 
         found = refresh(providers, state, options.parallelism)
         refreshed, drift, diags = found.state, tuple(found.drift), tuple(found.diagnostics)
     timing.refresh_s = time.perf_counter() - t0
+    memo = _load_memo(session, providers) if options.mode == "normal" else None
     planner = Planner(PlanInputs(
         graph=session.graph, stack_dir=session.stack_dir, env=session.env_name,
         config_digest=session.config.digest, variables=session.variables,
         providers=providers, state=state, refreshed=refreshed, options=options,
-        drift=drift, diagnostics=(*session.config.warnings, *diags), cwd=str(Path.cwd())))
+        drift=drift, diagnostics=(*session.config.warnings, *diags), cwd=str(Path.cwd()),
+        memo=memo))
     facts = FactTable()
     while True:
         t1 = time.perf_counter()
         result = planner.run(facts)
         timing.walk_s += time.perf_counter() - t1
         if isinstance(result, Plan):
+            if memo is not None:
+                timing.memo_hits = memo.hits
+                _save_memo(session, memo)
             result = attach_cost(result, providers, state)   # prices are the providers' data
             # After the pure planner: the policies' verdicts (pure too, over the plan and
             # the scopes the planner evaluated).
@@ -126,8 +138,68 @@ def plan(session, state: State, options: PlanOptions, timing: PlanTiming | None 
         timing.facts_s += time.perf_counter() - t2
 
 
+# ---------------------------------------------------------------- the no-op memo
+
+def _memo_path(session) -> Path:
+    return session.cache_dir / f"plan-memo.{session.env_name or 'default'}.json"
+
+
+def _code_files(providers) -> list[tuple[str, int, int]]:
+    """(path, size, mtime) of the engine's, the specs' and the providers' source files:
+    a memo made by other code is never used (`mlform.plan.memo`)."""
+    import mlform
+    import mlform.specs
+
+    roots = [*mlform.__path__, *mlform.specs.__path__]
+    for _, provider in providers.items():
+        module = sys.modules.get(type(provider).__module__)
+        if module is not None and getattr(module, "__file__", None):
+            roots.append(os.path.dirname(module.__file__))
+    found, stack = [], list(dict.fromkeys(roots))
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False) and entry.name != "__pycache__":
+                    stack.append(entry.path)
+                elif entry.name.endswith(".py"):
+                    st = entry.stat()
+                    found.append((entry.path, st.st_size, st.st_mtime_ns))
+    return sorted(found)
+
+
+def _load_memo(session, providers) -> PlanMemo | None:
+    """The memo the last plan of this stack and environment left, for the planner to
+    reuse (an empty one when there is none or it was made by other code or elsewhere)."""
+    try:
+        salt = key_of(MEMO_VERSION, sys.version, str(session.stack_dir.resolve()),
+                      os.getcwd(), session.env_name, _code_files(providers))
+    except OSError:
+        return None
+    try:
+        data = json.loads(_memo_path(session).read_bytes())
+    except (OSError, ValueError):
+        data = None
+    return PlanMemo.from_json(data, salt)
+
+
+def _save_memo(session, memo: PlanMemo) -> None:
+    """Written whole to a temporary file then renamed: a crash leaves the old memo or
+    the new one, never half of one.  A cache: failing to write it loses nothing."""
+    path = _memo_path(session)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(memo.to_json(), separators=(",", ":")))
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
 def apply(session, state: State, plan_: Plan, *, parallelism: int, progress=None,
-          on_start=None) -> ApplyResult:
+          on_start=None) -> "ApplyResult":
+    from mlform.apply.applier import apply_plan   # here: `plan` never needs the applier
+
     writer = session.backend.open_writer(state)
     try:
         result = apply_plan(session, plan_, writer, parallelism=parallelism, progress=progress,

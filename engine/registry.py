@@ -86,33 +86,37 @@ def _arity(fn) -> int | None:
     return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
+def _load(ep) -> ProviderInfo:
+    try:
+        cls = ep.load()
+    except Exception as exc:  # a broken plugin must not take the CLI down
+        return ProviderInfo(ep.name, None, ep.value, (f"import failed: {exc}",))
+    return ProviderInfo(ep.name, cls, ep.value, tuple(check_provider_class(ep.name, cls)))
+
+
 def discover() -> dict[str, ProviderInfo]:
-    found: dict[str, ProviderInfo] = {}
-    for ep in entry_points(group=GROUP):
-        origin = ep.value
-        try:
-            cls = ep.load()
-        except Exception as exc:  # a broken plugin must not take the CLI down
-            found[ep.name] = ProviderInfo(ep.name, None, origin, (f"import failed: {exc}",))
-            continue
-        found[ep.name] = ProviderInfo(ep.name, cls, origin, tuple(check_provider_class(ep.name, cls)))
+    """Every installed provider, each loaded and checked (`mlform providers`)."""
+    found = {ep.name: _load(ep) for ep in entry_points(group=GROUP)}
+    _cache.update(found)
     return found
 
 
-_cache: dict[str, ProviderInfo] | None = None
+#: providers loaded so far, by name: a run loads only the providers its stack uses
+#: (importing all of them cost a plan on the memory provider 0.1 s of imports)
+_cache: dict[str, ProviderInfo] = {}
 
 
 def get(name: str) -> type[Provider]:
-    global _cache
-    if _cache is None:
-        _cache = discover()
     info = _cache.get(name)
     if info is None:
-        known = ", ".join(sorted(_cache)) or "none"
-        raise DiagnosticError.single(
-            f'Provider "{name}" is not installed',
-            detail=f"Installed providers: {known}.",
-            hint="Install the package that provides it, or pick one with provider = NAME.")
+        named = entry_points(group=GROUP, name=name)
+        if not named:
+            known = ", ".join(sorted(ep.name for ep in entry_points(group=GROUP))) or "none"
+            raise DiagnosticError.single(
+                f'Provider "{name}" is not installed',
+                detail=f"Installed providers: {known}.",
+                hint="Install the package that provides it, or pick one with provider = NAME.")
+        info = _cache[name] = _load(next(iter(named)))
     if not info.ok:
         raise DiagnosticError.single(
             f'Provider "{name}" ({info.origin}) failed validation',

@@ -20,6 +20,7 @@ from pathlib import Path
 from mlform._gc import paused_gc
 from mlform.config.decode import Decoder, decode_module, provider_config
 from mlform.config.model import Environment, Module, StackConfig
+from mlform.config.parse_cache import ParseCache
 from mlform.config.syntax import LABELED, PARSERS, Body, parse_file, top_level_keys
 from mlform.diagnostics import Diagnostic, DiagnosticError, SourceRange, error, warning
 
@@ -123,7 +124,8 @@ def files_read(config: StackConfig) -> list[Path]:
 class _Reader:
     """Reads files once, remembering their bytes for the config digest."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache: ParseCache | None = None) -> None:
+        self.cache = cache
         self.digest = hashlib.sha256()
         self.diags: list[Diagnostic] = []
         self.warnings: list[Diagnostic] = []
@@ -137,7 +139,7 @@ class _Reader:
             return None
         self.digest.update(str(path.resolve()).encode() + b"\0" + data + b"\0")
         try:
-            return parse_file(path, display_path(path))
+            return parse_file(path, display_path(path), self.cache)
         except DiagnosticError as exc:
             self.diags.extend(exc.diagnostics)
             return None
@@ -290,7 +292,8 @@ def load_stack(stack_dir: Path, env: str | None = None) -> StackConfig:
 
 
 def _load(stack_dir: Path, env: str | None) -> StackConfig:
-    reader = _Reader()
+    reader = _Reader(ParseCache(stack_dir / ".mlform" / "cache" / "hcl",
+                                only_under=stack_dir / ".mlform"))
     root = reader.module(stack_dir)
     environment = Environment(name="default")
     if env:

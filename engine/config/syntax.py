@@ -14,7 +14,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import hcl2
 import lark
 import yaml
 
@@ -67,9 +66,13 @@ class BlockObjectExpr:
         refs: list = []
         for attr in body.attributes.values():
             refs.extend(attr.expr.references)
+        reads = any(getattr(a.expr, "reads_files", True) for a in body.attributes.values())
         for block in body.blocks:
-            refs.extend(BlockObjectExpr(block.body, block.source).references)
+            inner = BlockObjectExpr(block.body, block.source)
+            refs.extend(inner.references)
+            reads = reads or inner.reads_files
         self.references = tuple(refs)
+        self.reads_files = reads
 
     def evaluate(self, scope) -> dict:
         out = {name: a.expr.evaluate(scope) for name, a in self.body.attributes.items()}
@@ -150,8 +153,14 @@ def _hcl_body(tree: lark.Tree, file: str, diags: list[Diagnostic],
     return body
 
 
-def parse_hcl(text: str, file: str) -> tuple[Body, list[Diagnostic]]:
+def parse_hcl(text: str, file: str, cache=None) -> tuple[Body, list[Diagnostic]]:
+    """An HCL file's body; `cache` (a `ParseCache`) holds the trees of texts parsed before."""
     diags: list[Diagnostic] = []
+    tree = cache.get(text) if cache is not None else None
+    if tree is not None:
+        return _hcl_body(tree.children[0], file, diags), diags
+    import hcl2    # here, not at the top: a run whose files are all cached never needs it
+
     try:
         tree = hcl2.parses_to_tree(text)
     except lark.exceptions.LarkError as exc:
@@ -159,6 +168,8 @@ def parse_hcl(text: str, file: str) -> tuple[Body, list[Diagnostic]]:
     except RecursionError:
         return Body(source=SourceRange(file)), [error(
             "Invalid HCL syntax: nesting too deep", source=SourceRange(file, 1, 1))]
+    if cache is not None:
+        cache.put(text, tree)
     return _hcl_body(tree.children[0], file, diags), diags
 
 
@@ -364,8 +375,9 @@ PARSERS = {".hcl": parse_hcl, ".tf": parse_hcl, ".yaml": parse_yaml, ".yml": par
            ".json": parse_json}
 
 
-def parse_file(path, display: str) -> Body:
-    """Parse one spec file; raises DiagnosticError with every syntax problem found."""
+def parse_file(path, display: str, cache=None) -> Body:
+    """Parse one spec file; raises DiagnosticError with every syntax problem found.
+    `cache` (a `ParseCache`) keeps HCL parse trees by content."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -380,7 +392,8 @@ def parse_file(path, display: str) -> Body:
             "Spec file is not valid UTF-8", source=SourceRange(display, line, column),
             detail=f"Byte 0x{data[exc.start]:02x} cannot start or continue a UTF-8 character.",
             hint="Save the file as UTF-8.") from None
-    body, diags = PARSERS[path.suffix](text, display)
+    parser = PARSERS[path.suffix]
+    body, diags = parser(text, display, cache) if parser is parse_hcl else parser(text, display)
     if diags:
         raise DiagnosticError(diags)
     return body

@@ -76,12 +76,15 @@ class Reference:
 class Expr:
     """A compiled expression: evaluate it against a `Scope` as often as needed."""
 
-    __slots__ = ("source", "references", "constant", "_fn", "_traversal", "_text", "_node")
+    __slots__ = ("source", "references", "constant", "reads_files", "_fn", "_traversal",
+                 "_text", "_node")
 
     def __init__(self, fn: Fn, source: SourceRange, references: tuple[Reference, ...],
                  constant: bool, traversal: tuple | None, text: str | Callable[[], str],
-                 node: Tree | Token | None = None) -> None:
+                 node: Tree | Token | None = None, reads_files: bool = False) -> None:
         self._fn = fn
+        # calls file(), templatefile(), ...: its value depends on more than its references
+        self.reads_files = reads_files
         self.source = source
         self.references = references
         self.constant = constant
@@ -137,6 +140,7 @@ class ConstantExpr(Expr):
         self.source = source
         self.references = ()
         self.constant = True
+        self.reads_files = False
         self._traversal = None
         self._node = None
 
@@ -641,7 +645,8 @@ def _finish(node: Tree, ctx: Ctx, text: str | Callable[[], str],
     if traversal is None:
         traversal = static_traversal_of(node)
     refs = _dedupe(ctx.shared.refs)
-    return Expr(fn, src, refs, not refs and not ctx.shared.side_inputs, traversal, text, node)
+    return Expr(fn, src, refs, not refs and not ctx.shared.side_inputs, traversal, text, node,
+                ctx.shared.side_inputs)
 
 
 def _dedupe(refs: list[Reference]) -> tuple[Reference, ...]:
@@ -737,7 +742,7 @@ def compile_value(value: Any, file: str, line: int = 1, column: int = 1) -> Expr
     text = value if isinstance(value, str) else \
         (lambda: json.dumps(value, default=repr, ensure_ascii=False))
     return Expr(fn, src, refs, not refs and not ctx.shared.side_inputs, state["traversal"],
-                text, None)
+                text, None, ctx.shared.side_inputs)
 
 
 _SCALARS = frozenset({int, bool, type(None)})

@@ -25,7 +25,6 @@ from mlform.plan.fingerprints import fingerprint
 from mlform.plan.inputs import ENGINE, entrypoint_key
 from mlform.providers.base import FactError, FactKey
 from mlform.walk import NeedFacts
-from mlform.specs import project_refs, validate_attributes
 
 REF_KEY = "__ref__"
 
@@ -230,15 +229,30 @@ class Evaluator:
     def desired(self, inst: Instance, facts: Mapping[FactKey, Any]) -> Evaluated:
         """Evaluate an instance's attributes, project references and check them against its
         spec.  `facts` are the engine's (entrypoint digests); NeedFacts when one is missing."""
-        res = inst.resource
+        raw, diags = self.raw_attributes(inst)
+        return self.desired_from(inst, raw, diags, facts)
+
+    def raw_attributes(self, inst: Instance) -> tuple[dict[str, Any], list[Diagnostic]]:
+        """The values of an instance's attribute expressions, as evaluated (references
+        still whole upstream values, Sensitive markers in place), and their errors."""
         scope = self.instance_scope(inst)
         diags: list[Diagnostic] = []
         raw: dict[str, Any] = {}
-        for name, expr in res.attributes.items():
+        for name, expr in inst.resource.attributes.items():
             try:
                 raw[name] = expr.evaluate(scope)
             except ExprError as exc:
                 diags.append(_with_address(exc.diagnostic(), inst.address))
+        return raw, diags
+
+    def desired_from(self, inst: Instance, raw: dict[str, Any], diags: list[Diagnostic],
+                     facts: Mapping[FactKey, Any]) -> Evaluated:
+        """`desired` from the values `raw_attributes` gave."""
+        # imported here: a plan whose every instance the no-op memo answers never checks
+        # a spec, and never builds the kinds' pydantic models
+        from mlform.specs import project_refs, validate_attributes
+
+        res = inst.resource
         if _has_sensitive(raw):
             attributes, sensitive = strip_sensitive(raw)
         else:

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping
 from mlform.config.model import VariableValues
 from mlform.diagnostics import Diagnostic, DiagnosticError, SourceRange
 from mlform.graph import Graph
+from mlform.plan.memo import PlanMemo
 from mlform.providers.base import FactKey, KindSchema, Provider
 from mlform.state.model import State
 
@@ -132,3 +133,4 @@ class PlanInputs:
     drift: tuple = ()                              # changes made outside mlform
     diagnostics: tuple[Diagnostic, ...] = ()       # what refresh reported
     cwd: str = "."                                 # `path.cwd` in expressions
+    memo: PlanMemo | None = None                   # no-ops of the last plan (plan.memo)

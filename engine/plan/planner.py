@@ -34,9 +34,9 @@ from mlform.plan.diff import (
 from mlform.plan.evaluate import Evaluator, Instance
 from mlform.plan.fingerprints import rerun_reasons
 from mlform.plan.inputs import ENGINE, FactTable, PlanInputs, PlanOptions
+from mlform.plan.memo import RecordingFacts, Uncacheable, fact_digest, key_of, recorded
 from mlform.plan.model import Action, Change, OutputChange, Plan
 from mlform.providers.base import Desired, Facts, LiveObject, ProviderError
-from mlform.specs import validate_model
 from mlform.state.sensitive import hash_value, mask
 from mlform.walk import NeedFacts, Unit, Visit, Walk, visiting
 
@@ -87,6 +87,8 @@ class Planner:
         self.evaluator = Evaluator(self.graph, inputs.stack_dir, inputs.variables.values,
                                    inputs.env, inputs.cwd)
         self.facts = FactTable()
+        self.memo = inputs.memo if inputs.options.mode == "normal" else None
+        self._provider_salts: dict[str, Any] = {}
         order = {node.key: i for i, node in enumerate(self.graph.topological())}
         self.walk = Walk({key: Unit(key, set(node.deps), node=node, order=order[key])
                           for key, node in self.graph.nodes.items()}, self)
@@ -171,13 +173,15 @@ class Planner:
         replace_paths = tuple(parse_dotted(p) for p in schema.replace_paths)
         dependencies = tuple(sorted(self.resource_edges.get(node.key, ())))
         triggered = self._triggered(res, node.module)
+        memo_salt = self._memo_salt(node, provider_key, provider, triggered)
         planned: list[tuple[Instance, Change, dict, list]] = []
         problems: list[Diagnostic] = []
         needs: set = set()
         for inst in instances:
             try:
                 planned.append(self._plan_instance(ev, inst, provider, provider_key, schema,
-                                                   replace_paths, dependencies, triggered))
+                                                   replace_paths, dependencies, triggered,
+                                                   memo_salt))
             except NeedFacts as exc:
                 needs |= exc.requests
             except DiagnosticError as exc:
@@ -223,15 +227,96 @@ class Planner:
                 raise NeedFacts(missing)
         return self.facts.view(provider_key)
 
+    # ---------------------------------------------------------------- memo
+
+    def _memo_salt(self, node, provider_key: str, provider, triggered: str) -> tuple | None:
+        """What every memo key of a block's instances holds besides their own values
+        (`mlform.plan.memo`), or None when the block is not memoised."""
+        if self.memo is None:
+            return None
+        res: Resource = node.config
+        exprs = [*res.attributes.values(), res.for_each, res.count]
+        if any(getattr(e, "reads_files", True) for e in exprs if e is not None):
+            return None              # its value depends on files the key does not hold
+        if provider_key not in self._provider_salts:
+            cls = type(provider)
+            try:
+                key_of(provider.context.config)
+                self._provider_salts[provider_key] = (
+                    f"{cls.__module__}.{cls.__qualname__}", provider.context.config)
+            except (Uncacheable, TypeError, ValueError, AttributeError):
+                self._provider_salts[provider_key] = None
+        provider_salt = self._provider_salts[provider_key]
+        if provider_salt is None:
+            return None
+        lc = res.lifecycle
+        return (self.memo.salt, provider_key, provider_salt, str(self.graph.modules[node.module].dir),
+                repr(lc.ignored), lc.create_before_destroy, lc.prevent_destroy, triggered)
+
+    def _memo_key(self, memo_salt: tuple | None, inst: Instance, raw: dict, prior) -> str | None:
+        if memo_salt is None or prior is None or prior.sensitive_paths \
+                or inst.address in self.options.replace:
+            return None
+        try:
+            return key_of(memo_salt, inst.address, raw, prior.attributes, prior.id,
+                          prior.status)
+        except (Uncacheable, TypeError, ValueError):
+            return None            # UNKNOWN, Sensitive or an object among the inputs
+
+    def _replay(self, key: str, inst: Instance, prior, provider_key: str,
+                dependencies) -> tuple[Instance, Change, dict, list] | None:
+        """The no-op the memo holds for `key`, when the facts it was planned with are the
+        same; None for a miss.  NeedFacts for facts a full plan would read first."""
+        recorded_facts = self.memo.lookup(key)
+        if recorded_facts is None:
+            return None
+        missing = set()
+        for provider, fact, digest in recorded_facts:
+            table = self.facts.view(provider)
+            if fact in table:
+                if digest is None or fact_digest(table[fact]) != digest:
+                    return None
+            elif digest is not None:
+                missing.add((provider, fact))
+        if missing:
+            raise NeedFacts(missing)
+        self.memo.keep(key, recorded_facts)
+        self.memo.hits += 1
+        return inst, _noop(inst, prior, provider_key, dependencies), prior.attributes, []
+
+    def _memo_record(self, key: str, seen: dict, inst: Instance, prior, planned_change: Change,
+                     clear_after: dict, sensitive_paths: list) -> None:
+        """Keep a no-op for the next plan, when its replay would give this very change."""
+        if planned_change.action is not Action.NOOP or sensitive_paths \
+                or clear_after != prior.attributes \
+                or planned_change != _noop(inst, prior, planned_change.provider,
+                                           planned_change.dependencies):
+            return
+        facts = recorded(seen)
+        if facts is not None:
+            self.memo.keep(key, facts)
+
+    # ---------------------------------------------------------------- instances
+
     def _plan_instance(self, ev: Evaluator, inst: Instance, provider, provider_key: str, schema,
-                       replace_paths, dependencies, triggered: str
+                       replace_paths, dependencies, triggered: str, memo_salt: tuple | None = None
                        ) -> tuple[Instance, Change, dict, list]:
         """(the instance, its change, its planned clear value, its sensitive paths)."""
         res = inst.resource
         prior = self.refreshed.get(inst.address)
         if prior is not None and prior.holds_only_deposed:
             prior = None      # only holds deposed objects: the object itself is gone
-        desired = ev.desired(inst, self.facts.view(ENGINE))
+        raw, raw_diags = ev.raw_attributes(inst)
+        key = None if raw_diags else self._memo_key(memo_salt, inst, raw, prior)
+        seen: dict | None = None
+        engine_facts = self.facts.view(ENGINE)
+        if key is not None:
+            hit = self._replay(key, inst, prior, provider_key, dependencies)
+            if hit is not None:
+                return hit
+            seen = {}
+            engine_facts = RecordingFacts(ENGINE, engine_facts, seen)
+        desired = ev.desired_from(inst, raw, raw_diags, engine_facts)
         if desired.diagnostics:
             raise DiagnosticError(desired.diagnostics)
         settings = desired.attributes.get("settings")
@@ -244,6 +329,8 @@ class Planner:
         request = Desired(inst.address, inst.kind, inst.name, desired.attributes)
         prior_live = LiveObject(inst.address, inst.kind, prior.id, prior.attributes) if prior else None
         facts = self._facts(provider_key, provider, request, prior_live)
+        if seen is not None:
+            facts = RecordingFacts(provider_key, facts, seen)
         problems = self._provider_call(inst, provider.validate, request, facts)
         if problems:
             raise DiagnosticError([_locate(d, res, inst.address) for d in problems])
@@ -300,6 +387,9 @@ class Planner:
             before_sensitive=tuple(map(tuple, prior.sensitive_paths)) if prior else (),
             after_sensitive=tuple(desired.sensitive_paths), dependencies=dependencies,
             prior_id=prior.id if prior else None, changed_paths=result.changed_paths)
+        if seen is not None:
+            self._memo_record(key, seen, inst, prior, change, clear_after,
+                              desired.sensitive_paths)
         return inst, change, clear_after, desired.sensitive_paths
 
     @staticmethod
@@ -520,6 +610,14 @@ class Planner:
                 if c.address in selected_addrs or config_key(c.address) in selected_keys]
 
 
+def _noop(inst: Instance, prior, provider_key: str, dependencies) -> Change:
+    """The change of an instance that stays as its prior state says (a memo hit)."""
+    return Change(address=inst.address, kind=inst.kind, name=inst.name, provider=provider_key,
+                  action=Action.NOOP, before=prior.attributes, after=prior.attributes,
+                  module=inst.module, index_key=inst.index_key, dependencies=dependencies,
+                  prior_id=prior.id)
+
+
 def _short(digest) -> str:
     return f"{digest[:8]}…" if isinstance(digest, str) else "(known after apply)"
 
@@ -533,6 +631,8 @@ def settings_problems(model, settings: dict, address: str, source, provider_key:
                       kind: str) -> list[Diagnostic]:
     """A resource's `settings { }` checked against its provider's settings model, once, by
     the engine (providers do not check them again); unknown values pass."""
+    from mlform.specs import validate_model     # here: see Evaluator.desired_from
+
     out = []
     for path, message in validate_model(model, settings, lambda v: v is UNKNOWN):
         where = ".".join(str(p) for p in path)
