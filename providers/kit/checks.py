@@ -1,15 +1,17 @@
 """Data quality checks of datasets: one pass over the data, then pure judgements.
 
 Reading and checking are two halves, as pyinfra separates facts from their
-parsers: `profile(paths, fmt, schema)` reads csv (pyarrow's multi-threaded
-reader, `kit.arrow_tables`; the csv module's row reader for files pyarrow reads
-differently, and without pyarrow), jsonl (the json module) or parquet (pyarrow,
-only when it is installed) once and returns a small `DataProfile` (rows, columns,
-null counts, values that do not parse as their declared type; the same profile
-whichever reader made it); `run_checks(address, profile, checks, schema)` turns
-that profile into findings with the value found and the threshold, e.g.
-``dataset.transactions: 3 rows, fewer than min_rows = 100``.  `count_rows` is
-what a dataset that declares no schema and no check gets: its rows, nothing else.
+parsers: `profile(paths, fmt, schema)` reads csv, jsonl and parquet once (pyarrow's
+multi-threaded readers, `kit.arrow_tables`; the csv and json modules' row reader for
+files pyarrow reads differently, for small files, and without pyarrow: parquet then
+says it needs pyarrow) and returns a small `DataProfile` (rows, columns, null counts,
+values that do not parse as their declared type; the same profile whichever reader
+made it); `run_checks(address, profile, checks, schema)` turns that profile
+into findings with the value found and the threshold, e.g.
+``dataset.transactions: 3 rows, fewer than min_rows = 100``.  `count_rows` is what a
+dataset that declares no schema and no check gets: its rows, nothing else.  Both take
+the file's bytes from `stream` when given (a `digests.HashingReader`: the read that
+profiles a file also makes its digest).
 
 Null means an empty cell, a missing cell (a short csv row, an absent jsonl
 key) or a JSON null.  Rows of other formats: the length of a top-level JSON
@@ -19,18 +21,19 @@ array (1 for any other JSON document), the number of files of a directory.
 from __future__ import annotations
 
 import csv
-import hashlib
+import io
 import json
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, TextIO
 
 from mlform.providers.base import Diagnostic, error
 
 __all__ = ["DataProfile", "Finding", "CheckUnavailable", "TABULAR", "profile", "run_checks",
-           "parses_as", "infer_format", "profile_key", "needs_profile", "check_diagnostics",
+           "parses_as", "infer_format", "needs_profile", "check_diagnostics",
            "count_rows", "dir_files", "merge_files"]
 
 #: Formats whose rows and columns the checks understand.
@@ -76,12 +79,41 @@ class DataProfile:
 
     def to_json(self) -> dict:
         return {"fmt": self.fmt, "rows": self.rows, "columns": self.columns,
-                "nulls": self.nulls, "bad": {k: list(v) for k, v in self.bad.items()}}
+                "nulls": self.nulls,
+                "bad": {k: [count, shown_json(first), row]
+                        for k, (count, first, row) in self.bad.items()}}
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> "DataProfile":
         return cls(doc["fmt"], doc["rows"], list(doc["columns"]), dict(doc["nulls"]),
-                   {k: tuple(v) for k, v in doc["bad"].items()})
+                   {k: (count, shown_value(first), row)
+                    for k, (count, first, row) in doc["bad"].items()})
+
+
+class Shown(str):
+    """A value that JSON cannot hold (a parquet date, Decimal, bytes), kept as the text
+    a finding shows for it: its `repr`."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def shown_json(value: Any) -> Any:
+    """`value` as JSON holds it (the profile cache): itself, or ``{"__repr__": text}``."""
+    if isinstance(value, Shown):
+        return {"__repr__": str(value)}
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return {"__repr__": repr(value)}
+    return value
+
+
+def shown_value(doc: Any) -> Any:
+    """The value `shown_json` kept (a `Shown` for what JSON cannot hold)."""
+    if isinstance(doc, dict) and set(doc) == {"__repr__"}:
+        return Shown(doc["__repr__"])
+    return doc
 
 
 @dataclass(frozen=True)
@@ -175,8 +207,28 @@ def _is_null(value: Any) -> bool:
 Rows = Iterator[tuple[list[str], Mapping[str, Any]]]
 
 
-def _csv_rows(path: Path) -> Rows:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+@contextmanager
+def _text(path: Path, stream: BinaryIO | None, encoding: str,
+          newline: str | None) -> Iterator[TextIO]:
+    """The file as text: opened, or read from `stream` (which stays open for its owner)."""
+    if stream is None:
+        with open(path, newline=newline, encoding=encoding) as fh:
+            yield fh
+        return
+    fh = io.TextIOWrapper(io.BufferedReader(stream), encoding=encoding, newline=newline)
+    try:
+        yield fh
+    finally:
+        fh.detach().detach()
+
+
+def _unread(stream: BinaryIO | None) -> BinaryIO | None:
+    """`stream` while nothing was read from it (else the next reader opens the file)."""
+    return stream if stream is not None and stream.tell() == 0 else None
+
+
+def _csv_rows(path: Path, stream: BinaryIO | None = None) -> Rows:
+    with _text(path, stream, "utf-8-sig", "") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None:
@@ -189,9 +241,9 @@ def _csv_rows(path: Path) -> Rows:
             yield columns, dict(zip(columns, cells + [None] * (len(columns) - len(cells))))
 
 
-def _jsonl_rows(path: Path) -> Rows:
+def _jsonl_rows(path: Path, stream: BinaryIO | None = None) -> Rows:
     columns: list[str] = []
-    with open(path, encoding="utf-8") as fh:
+    with _text(path, stream, "utf-8", None) as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -205,40 +257,48 @@ def _jsonl_rows(path: Path) -> Rows:
             yield columns, row
 
 
-def _parquet_rows(path: Path) -> Rows:
+def _parquet_rows(path: Path, stream: BinaryIO | None = None) -> Rows:
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq  # optional: only parquet datasets need it
     except ImportError as exc:
         raise CheckUnavailable("reading parquet needs pyarrow, which is not installed "
                                "(pip install pyarrow), or use format = \"other\" to skip "
                                "checks") from exc
-    table = pq.read_table(path)
+    # parquet is read from its footer backwards: from a stream, the whole file in memory
+    try:
+        table = pq.read_table(pa.BufferReader(stream.read()) if stream is not None else path)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise CheckUnavailable(f"cannot read {path.name} as parquet: {exc}") from exc
     columns = list(table.column_names)
     for row in table.to_pylist():
         yield columns, row
 
 
-_READERS: dict[str, Callable[[Path], Rows]] = {
+_READERS: dict[str, Callable[[Path, BinaryIO | None], Rows]] = {
     "csv": _csv_rows,
     "jsonl": _jsonl_rows,
     "parquet": _parquet_rows,
 }
 
 
-#: csv files from this size on are read by pyarrow; smaller ones by the row reader, which
-#: answers the same and, without pyarrow's set-up, is faster for them (0.1 ms against
-#: 1.3 ms for a file of ten rows)
+#: csv and jsonl files from this size on are read by pyarrow; smaller ones by the row
+#: reader, which answers the same and, without pyarrow's set-up, is faster for them
+#: (0.1 ms against 1.3 ms for a csv file of ten rows)
 ARROW_FROM_BYTES = 256 * 1024
 
 
-def _table_profile(path: Path, fmt: str, schema: Mapping[str, str]) -> DataProfile:
-    if fmt == "csv" and _size(path) >= ARROW_FROM_BYTES:
-        from . import arrow_tables   # pyarrow's reader; None where it reads differently
-        fast = arrow_tables.csv_profile(path, schema, parses_as)
+def _table_profile(path: Path, fmt: str, schema: Mapping[str, str],
+                   stream: BinaryIO | None) -> DataProfile:
+    if fmt == "parquet" or _size(path) >= ARROW_FROM_BYTES:
+        from . import arrow_tables   # pyarrow's readers; None where they read differently
+        read = {"csv": arrow_tables.csv_profile, "jsonl": arrow_tables.jsonl_profile,
+                "parquet": arrow_tables.parquet_profile}[fmt]
+        fast = read(path, schema, parses_as, stream)
         if fast is not None:
             columns, rows, nulls, bad = fast
             return DataProfile(fmt, rows, columns, nulls, bad)
-    return _row_profile(path, fmt, schema)
+    return _row_profile(path, fmt, schema, _unread(stream))
 
 
 def _size(path: Path) -> int:
@@ -248,10 +308,12 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _row_profile(path: Path, fmt: str, schema: Mapping[str, str]) -> DataProfile:
-    """The row-by-row reader: jsonl, parquet, and csv files pyarrow reads differently."""
+def _row_profile(path: Path, fmt: str, schema: Mapping[str, str],
+                 stream: BinaryIO | None = None) -> DataProfile:
+    """The row-by-row reader: parquet, small files, and csv and jsonl files pyarrow reads
+    differently."""
     result = DataProfile(fmt, 0)
-    for columns, row in _READERS[fmt](path):
+    for columns, row in _READERS[fmt](path, stream):
         result.rows += 1
         for column in columns:
             if column not in result.nulls:
@@ -276,22 +338,27 @@ def _csv_header(path: Path) -> list[str]:
         return [name.strip() for name in next(csv.reader(fh), [])]
 
 
-def _json_profile(path: Path, fmt: str, schema: Mapping[str, str]) -> DataProfile:
+def _json_profile(path: Path, fmt: str, schema: Mapping[str, str],
+                  stream: BinaryIO | None) -> DataProfile:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
+        data = stream.read() if stream is not None else path.read_bytes()
+        doc = json.loads(data.decode("utf-8"))
+    except OSError as exc:
+        raise CheckUnavailable(f"cannot read {path.name} as {fmt}: {exc}") from exc
+    except ValueError as exc:      # UnicodeDecodeError too
         raise CheckUnavailable(f"{path.name} is not JSON: {exc}") from exc
     return DataProfile(fmt, len(doc) if isinstance(doc, list) else 1)
 
 
-def _file_profile(path: Path, fmt: str, schema: Mapping[str, str]) -> DataProfile:
+def _file_profile(path: Path, fmt: str, schema: Mapping[str, str],
+                  stream: BinaryIO | None = None) -> DataProfile:
     if fmt in _READERS:
         try:
-            return _table_profile(path, fmt, schema)
+            return _table_profile(path, fmt, schema, stream)
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise CheckUnavailable(f"cannot read {path.name} as {fmt}: {exc}") from exc
     if fmt == "json":
-        return _json_profile(path, fmt, schema)
+        return _json_profile(path, fmt, schema, stream)
     return DataProfile(fmt, None)
 
 
@@ -304,11 +371,14 @@ def dir_files(root: Path, fmt: str) -> list[Path]:
     return files
 
 
-def profile(path: Path, fmt: str, schema: Mapping[str, str] | None = None) -> DataProfile:
-    """Read a file (or every file of its format in a directory) once."""
+def profile(path: Path, fmt: str, schema: Mapping[str, str] | None = None,
+            stream: BinaryIO | None = None) -> DataProfile:
+    """Read a file (or every file of its format in a directory) once; a file's bytes from
+    `stream` when given (only what was read from it counts as read: its owner reads the
+    rest, e.g. `HashingReader.finish`)."""
     schema = dict(schema or {})
     if not path.is_dir():
-        return _file_profile(path, fmt, schema)
+        return _file_profile(path, fmt, schema, stream)
     files = dir_files(path, fmt)
     if fmt not in TABULAR and fmt != "json":
         return DataProfile(fmt, len(files))   # a directory of opaque files: rows = files
@@ -323,49 +393,59 @@ def merge_files(fmt: str, parts: Iterable[DataProfile]) -> DataProfile:
     return result or DataProfile(fmt, 0)
 
 
-def _csv_rows_only(path: Path) -> int:
+def _csv_rows_only(path: Path, stream: BinaryIO | None) -> int:
     if _size(path) >= ARROW_FROM_BYTES:
         from . import arrow_tables
-        rows = arrow_tables.csv_rows(path)
+        rows = arrow_tables.csv_rows(path, stream)
         if rows is not None:
             return rows
-    return sum(1 for _ in _csv_rows(path))
+    return sum(1 for _ in _csv_rows(path, _unread(stream)))
 
 
-def _jsonl_rows_only(path: Path) -> int:
-    return sum(1 for _ in _jsonl_rows(path))
+def _jsonl_rows_only(path: Path, stream: BinaryIO | None) -> int:
+    if _size(path) >= ARROW_FROM_BYTES:
+        from . import arrow_tables
+        rows = arrow_tables.jsonl_rows(path, stream)
+        if rows is not None:
+            return rows
+    return sum(1 for _ in _jsonl_rows(path, _unread(stream)))
 
 
-def _parquet_rows_only(path: Path) -> int:
+def _parquet_rows_only(path: Path, stream: BinaryIO | None) -> int:
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         return sum(1 for _ in _parquet_rows(path))   # says that it needs pyarrow
-    return pq.ParquetFile(path).metadata.num_rows
+    # from the footer (the stream's owner reads the rest for the digest)
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise CheckUnavailable(f"cannot read {path.name} as parquet: {exc}") from exc
 
 
-_ROW_COUNTERS: dict[str, Callable[[Path], int]] = {
+_ROW_COUNTERS: dict[str, Callable[[Path, BinaryIO | None], int]] = {
     "csv": _csv_rows_only,
     "jsonl": _jsonl_rows_only,
     "parquet": _parquet_rows_only,
 }
 
 
-def _file_rows(path: Path, fmt: str) -> DataProfile:
+def _file_rows(path: Path, fmt: str, stream: BinaryIO | None = None) -> DataProfile:
     if fmt in _ROW_COUNTERS:
         try:
-            return DataProfile(fmt, _ROW_COUNTERS[fmt](path))
+            return DataProfile(fmt, _ROW_COUNTERS[fmt](path, stream))
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise CheckUnavailable(f"cannot read {path.name} as {fmt}: {exc}") from exc
-    return _file_profile(path, fmt, {})
+    return _file_profile(path, fmt, {}, stream)
 
 
-def count_rows(path: Path, fmt: str) -> DataProfile:
+def count_rows(path: Path, fmt: str, stream: BinaryIO | None = None) -> DataProfile:
     """The rows of a dataset that declares no schema and no check, and nothing else:
     no columns, nulls or types (the `rows` attribute needs them; the checks do not run).
-    The same rows as `profile` gives."""
+    The same rows as `profile` gives (`stream`: as for `profile`)."""
     if not path.is_dir():
-        return _file_rows(path, fmt)
+        return _file_rows(path, fmt, stream)
     files = dir_files(path, fmt)
     if fmt not in TABULAR and fmt != "json":
         return DataProfile(fmt, len(files))
@@ -458,14 +538,6 @@ def needs_profile(attrs: Mapping[str, Any]) -> bool:
         return True
     declared = [v for v in (found or {}).values() if v is not None]
     return bool(attrs.get("schema")) or bool(declared)
-
-
-def profile_key(digest: str, fmt: str, schema: Mapping[str, str] | None,
-                rows_only: bool = False) -> str:
-    """The cache key of a profile: the same content read the same way."""
-    kind = "rows:" if rows_only else "profile:"
-    return kind + hashlib.sha256(
-        repr((digest, fmt, sorted((schema or {}).items()))).encode()).hexdigest()
 
 
 def check_diagnostics(address: str, prof: DataProfile, attrs: Mapping[str, Any],

@@ -4,28 +4,41 @@ Every provider plans a dataset from the same two facts about its data: the conte
 (digest, size, files; `kit.sources`) and the profile the checks judge (rows, columns,
 nulls, values of the wrong type; `kit.checks`).  `DatasetFacts` holds both (or why
 they could not be read); `read_local_dataset` reads them for a file or directory on
-this machine through the shared digest cache (the profile is cached by content, format
-and schema, so an unchanged dataset is read once); `dataset_diagnostics` is what
-`validate` says about them, in every provider's words.  `source_fact` is the key those
-facts are read under: the same inputs make the same key on every provider; it says
-whether the checks need a profile (`fact_attrs`): a dataset that declares no schema and
-no check gets its digest, size and rows only (`checks.count_rows`), never a profile.  A
-directory's profile is its files' profiles merged, each cached by the file's digest, so
-one changed file of many is the only one read again.
+this machine through the shared digest cache; `dataset_diagnostics` is what `validate`
+says about them, in every provider's words.  `source_fact` is the key those facts are
+read under: the same inputs make the same key on every provider; it says whether the
+checks need a profile (`fact_attrs`): a dataset that declares no schema and no check
+gets its digest, size and rows only (`checks.count_rows`), never a profile.
+
+The same content is never profiled twice.  The cache keeps one entry per content
+digest and format (`read_profile`): its rows, and once profiled its columns, nulls and
+the verdict of every (column, type) a schema asked for so far.  A rows-only read is
+answered by any entry of the content; a profile by an entry that judged the schema's
+columns as the schema types them (a schema that adds a column or changes a type reads
+the content again, and the entry then holds both).  A directory's profile is its files'
+profiles merged, each cached by the file's digest, so one changed file of many is the
+only one read again.  A file whose digest is not cached is hashed and profiled in one
+read (`digests.HashingReader` under the profile's reader: sha256 runs on pyarrow's
+reading thread while its other threads parse), except when a file of the same size was
+read as the same format before (this file touched, or a copy of another): then it is
+hashed first, and the profile of the same content is found by its digest, never
+computed again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from mlform.providers.base import (
     Diagnostic, FactError, FactKey, ProviderError, contains_unknown, error,
 )
 
 from . import checks
-from .digests import DigestCache
+from .digests import DigestCache, HashingReader
 from .sources import LocalContent, SourceError, read_local
 
 __all__ = ["DatasetFacts", "SOURCE_INPUTS", "source_fact", "source_fact_keys", "fact_attrs",
@@ -86,45 +99,183 @@ def format_of(attrs: Mapping[str, Any], path: Path) -> str:
 
 def read_profile(path: Path, digest: str, fmt: str, schema: Mapping[str, str],
                  digests: DigestCache, wanted: bool = True) -> checks.DataProfile:
-    """The profile of data at `path` (cached by content, format and schema);
+    """The profile of data at `path` (cached by content and format, see the module);
     CheckUnavailable when it cannot be read as `fmt`.  Without `wanted` (no schema, no
     check declared) only the rows are counted (`checks.count_rows`): no nulls, no types."""
-    doc = digests.remember(checks.profile_key(digest, fmt, schema, rows_only=not wanted),
-                           lambda: _read_profile(path, fmt, schema, digests, wanted).to_json())
-    return checks.DataProfile.from_json(doc)
+    try:
+        size = path.stat().st_size if path.is_file() else None
+    except OSError:
+        size = None     # reading it says what is wrong
+    return _cached(digests, digest, fmt, schema, wanted,
+                   lambda: _read_profile(path, fmt, schema, digests, wanted), size)
+
+
+def _read(path: Path, fmt: str, schema: Mapping[str, str], wanted: bool,
+          stream: HashingReader | None = None) -> checks.DataProfile:
+    if wanted:
+        return checks.profile(path, fmt, schema, stream=stream)
+    return checks.count_rows(path, fmt, stream=stream)
 
 
 def _read_profile(path: Path, fmt: str, schema: Mapping[str, str], digests: DigestCache,
                   wanted: bool) -> checks.DataProfile:
     """A directory's profile is its files' profiles merged, each cached by the file's own
     digest: a directory with one changed file reads that file only."""
-    def read(at: Path) -> checks.DataProfile:
-        return checks.profile(at, fmt, schema) if wanted else checks.count_rows(at, fmt)
     if not path.is_dir() or fmt not in (*checks.TABULAR, "json"):
-        return read(path)
+        return _read(path, fmt, schema, wanted)
     parts = []
     for file in checks.dir_files(path, fmt):
-        key = checks.profile_key(digests.file(file).digest, fmt, schema, rows_only=not wanted)
-        parts.append(checks.DataProfile.from_json(
-            digests.remember(key, lambda file=file: read(file).to_json())))
+        found = digests.file(file)
+        parts.append(_cached(digests, found.digest, fmt, schema, wanted,
+                             lambda file=file: _read(file, fmt, schema, wanted), found.size))
     if wanted:
         return checks.merge_files(fmt, parts)
     return checks.DataProfile(fmt, sum(part.rows or 0 for part in parts))
+
+
+# -- the profile cache: one entry per content and format ----------------------
+
+def _content_key(digest: str, fmt: str) -> str:
+    return "content:" + hashlib.sha256(repr((digest, fmt)).encode()).hexdigest()
+
+
+def _size_key(size: int, fmt: str) -> str:
+    """The key that says a file of this size was read as `fmt` (`_hash_and_read`)."""
+    return f"content-size:{fmt}:{size}"
+
+
+def _cached(digests: DigestCache, digest: str, fmt: str, schema: Mapping[str, str],
+            wanted: bool, read: Callable[[], checks.DataProfile],
+            size: int | None = None) -> checks.DataProfile:
+    """The content's profile from its cache entry, else `read()` (then kept in it, and,
+    for a file, its `size`)."""
+    key = _content_key(digest, fmt)
+    entry = digests.recall(key)
+    found = _answer(entry, fmt, schema, wanted)
+    if found is None:
+        found = read()
+        _keep(digests, key, _learn(entry, found, schema, wanted), size, fmt)
+    return found
+
+
+def _keep(digests: DigestCache, key: str, entry: dict, size: int | None, fmt: str) -> None:
+    digests.keep(key, entry)
+    if size is not None:
+        digests.keep(_size_key(size, fmt), True)
+
+
+def _answer(entry: Any, fmt: str, schema: Mapping[str, str],
+            wanted: bool) -> checks.DataProfile | None:
+    """What a cache entry says of the content read as `schema` says (`wanted`: a whole
+    profile, else the rows), or None when it does not know.  A column's nulls and its
+    verdict for one type depend on nothing else, so a profile read for one schema
+    answers any schema whose (column, type) pairs it judged."""
+    if not isinstance(entry, dict):
+        return None
+    if not wanted:
+        return checks.DataProfile(fmt, entry["rows"])
+    if not entry.get("profiled"):
+        return None
+    bad: dict[str, tuple[int, Any, int]] = {}
+    for column, type_name in schema.items():
+        if column not in entry["nulls"]:
+            continue    # a column the content does not have: the schema check says so
+        verdicts = entry["judged"].get(column, {})
+        if type_name not in verdicts:
+            return None
+        if verdicts[type_name] is not None:
+            count, first, row = verdicts[type_name]
+            bad[column] = (count, checks.shown_value(first), row)
+    return checks.DataProfile(fmt, entry["rows"], list(entry["columns"]),
+                              dict(entry["nulls"]), bad)
+
+
+def _learn(entry: Any, found: checks.DataProfile, schema: Mapping[str, str],
+           wanted: bool) -> dict:
+    """The cache entry after `found` was read (as `schema` says, when `wanted`)."""
+    if not wanted:
+        return {"rows": found.rows, "profiled": False}
+    judged: dict[str, dict[str, Any]] = {}
+    if isinstance(entry, dict) and entry.get("profiled"):
+        judged = {column: dict(verdicts) for column, verdicts in entry["judged"].items()}
+    for column, type_name in schema.items():
+        if column in found.nulls:
+            bad = found.bad.get(column)
+            judged.setdefault(column, {})[type_name] = (
+                None if bad is None else [bad[0], checks.shown_json(bad[1]), bad[2]])
+    return {"rows": found.rows, "profiled": True, "columns": list(found.columns),
+            "nulls": dict(found.nulls), "judged": judged}
+
+
+# -- one read for the digest and the profile ---------------------------------
+
+def _hash_while_reading(path: Path, fmt: str, schema: Mapping[str, str],
+                        digests: DigestCache, wanted: bool) -> checks.CheckUnavailable | None:
+    """Before the content's digest is read: each file to profile whose digest is not
+    cached is hashed by the read that profiles it (the digest and the profile are then
+    both cached); the first file that cannot be profiled says why."""
+    try:
+        if path.is_dir():
+            if fmt not in (*checks.TABULAR, "json"):
+                return None
+            files = checks.dir_files(path, fmt)
+        else:
+            files = [path]
+    except (OSError, ValueError):
+        return None         # reading the content says what is wrong (a NUL byte...)
+    for file in files:
+        try:
+            failed = _hash_and_read(file, fmt, schema, digests, wanted)
+        except (OSError, ValueError):
+            return None
+        if failed is not None:
+            return failed
+    return None
+
+
+def _hash_and_read(file: Path, fmt: str, schema: Mapping[str, str], digests: DigestCache,
+                   wanted: bool) -> checks.CheckUnavailable | None:
+    if fmt not in (*checks.TABULAR, "json"):
+        return None         # nothing to read beyond the digest
+    st = os.stat(file)
+    if digests.known(file, st) is not None:
+        return None         # its digest finds its profile
+    if digests.recall(_size_key(st.st_size, fmt)) is not None:
+        # content of this size was read before (this file touched, or a copy elsewhere):
+        # hashed first, its digest may find its profile, and then it is not read again
+        return None
+    with open(file, "rb", buffering=0) as fh:
+        reader = HashingReader(fh)
+        try:
+            found: checks.DataProfile | checks.CheckUnavailable = _read(
+                file, fmt, schema, wanted, stream=reader)
+        except checks.CheckUnavailable as exc:
+            found = exc
+        digest = reader.finish()
+    digests.learn(file, st, digest)
+    if isinstance(found, checks.CheckUnavailable):
+        return found
+    key = _content_key(digest.digest, fmt)
+    _keep(digests, key, _learn(digests.recall(key), found, schema, wanted), st.st_size, fmt)
+    return None
 
 
 def read_local_dataset(source: str, path: Path, attrs: Mapping[str, Any],
                        digests: DigestCache) -> DatasetFacts:
     """The facts of a local file or directory source (`attrs`: format, schema and
     `profile`, as `fact_attrs` gives them; without `profile`, what `needs_profile` says)."""
+    fmt = format_of(attrs, path)
+    schema = attrs.get("schema") or {}
+    wanted = attrs["profile"] if "profile" in attrs else checks.needs_profile(attrs)
+    failed = _hash_while_reading(path, fmt, schema, digests, wanted)
     try:
         content = read_local(source, path, digests)
     except SourceError as exc:
         return DatasetFacts(error=str(exc))
-    fmt = format_of(attrs, content.path)
-    wanted = attrs["profile"] if "profile" in attrs else checks.needs_profile(attrs)
     try:
-        prof = read_profile(content.path, content.digest, fmt, attrs.get("schema") or {},
-                            digests, wanted)
+        if failed is not None:
+            raise failed
+        prof = read_profile(content.path, content.digest, fmt, schema, digests, wanted)
     except checks.CheckUnavailable as exc:
         return DatasetFacts(content, None, content.digest, content.size,
                             profile_error=str(exc))

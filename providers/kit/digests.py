@@ -2,9 +2,13 @@
 
 `DigestCache.file(path)` gives a file's sha256, size and line count, read once and
 then cached by (path, size, mtime_ns), so planning an unchanged dataset or entrypoint
-reads nothing.  `tree(root)` gives a directory's digest: the sha256 over its files'
-sorted ``relative/path NUL file-sha256 LF`` lines (`tree_digest`).  The cache also
-keeps small derived values by key (a dataset's row profile, `remember`).
+reads nothing.  `HashingReader` makes the same digest of whatever reads a file through
+it (the dataset profile's reader), so a file to be both hashed and profiled is read
+once; `known` and `learn` are the cache's two halves for such a reader.  `tree(root)`
+gives a directory's digest: the sha256 over its files' sorted ``relative/path NUL
+file-sha256 LF`` lines (`tree_digest`).  The cache also
+keeps small derived values by key (a dataset's row profile: `remember`, `recall`,
+`keep`).
 
 With a directory (`ProviderContext.cache_dir`, ``<stack>/.mlform/cache``) the cache is
 kept in ``digests.json`` there and shared: `DigestCache.shared(dir)` is one object per
@@ -18,6 +22,7 @@ while planning.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import threading
@@ -25,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-__all__ = ["DigestCache", "FileDigest", "hash_file", "tree_digest", "tree_files"]
+__all__ = ["DigestCache", "FileDigest", "HashingReader", "hash_file", "tree_digest",
+           "tree_files"]
 
 _CHUNK = 1 << 20
 #: entries kept per table: a cache, so the oldest are forgotten
@@ -39,18 +45,60 @@ class FileDigest:
     lines: int       # newline count, plus one for a last line without a newline
 
 
+class HashingReader(io.RawIOBase):
+    """A binary file read through this reader is hashed on the way (sha256, size, lines):
+    give it to a parser (pyarrow's readers take a file object; wrap it in
+    `io.BufferedReader` for a text reader), then `finish()` reads what the parser left
+    and gives the file's `FileDigest`, the one `hash_file` gives.  sha256 releases the
+    GIL, so it runs on the parser's reading thread beside its parsing threads."""
+
+    def __init__(self, raw: io.RawIOBase | io.BufferedIOBase) -> None:
+        super().__init__()
+        self._raw = raw
+        self._sha = hashlib.sha256()
+        self._size = 0
+        self._lines = 0
+        self._last = b"\n"
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._size
+
+    def _seen(self, chunk: bytes) -> None:
+        self._sha.update(chunk)
+        self._size += len(chunk)
+        self._lines += chunk.count(b"\n")
+        self._last = chunk[-1:]
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._raw.read(size if size is not None and size >= 0 else -1) or b""
+        if chunk:
+            self._seen(chunk)
+        return chunk
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.read(len(buffer))
+        buffer[:len(chunk)] = chunk
+        return len(chunk)
+
+    def finish(self) -> FileDigest:
+        """Read the rest of the file and give its digest."""
+        while self.read(_CHUNK):
+            pass
+        # a last line without a newline still counts
+        lines = self._lines + (1 if self._last != b"\n" else 0)
+        return FileDigest(self._sha.hexdigest(), self._size, lines)
+
+
 def hash_file(path: Path) -> FileDigest:
     """Read a file once: its sha256, size and number of lines."""
-    h, size, lines, last = hashlib.sha256(), 0, 0, b"\n"
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
-    if last != b"\n":       # a last line without a newline still counts
-        lines += 1
-    return FileDigest(h.hexdigest(), size, lines)
+    with open(path, "rb", buffering=0) as fh:
+        return HashingReader(fh).finish()
 
 
 def tree_digest(pairs: Iterable[tuple[str, str]]) -> str:
@@ -120,13 +168,27 @@ class DigestCache:
     def file(self, path: Path) -> FileDigest:
         """The digest of a regular file (OSError when it cannot be read)."""
         st = os.stat(path)
-        key = str(Path(path).resolve())
+        found = self.known(path, st)
+        if found is None:
+            found = hash_file(Path(path))
+            self.learn(path, st, found)
+        return found
+
+    def known(self, path: Path, st: os.stat_result | None = None) -> FileDigest | None:
+        """The cached digest of a file as it is now (`st`: its stat), or None: a file not
+        seen, or changed (size or mtime) since.  OSError when it cannot be stat'ed."""
+        st = st if st is not None else os.stat(path)
         with self._lock:
-            hit = self._tables().get(key)
+            hit = self._tables().get(str(Path(path).resolve()))
         if isinstance(hit, dict) and hit.get("size") == st.st_size \
                 and hit.get("mtime_ns") == st.st_mtime_ns and "lines" in hit:
             return FileDigest(hit["digest"], hit["size"], hit["lines"])
-        found = hash_file(Path(path))
+        return None
+
+    def learn(self, path: Path, st: os.stat_result, found: FileDigest) -> None:
+        """Keep the digest of a file read elsewhere (a `HashingReader`), under the stat the
+        file had before that read."""
+        key = str(Path(path).resolve())
         with self._lock:
             files = self._tables()
             files.pop(key, None)     # one entry per path, newest last
@@ -134,7 +196,6 @@ class DigestCache:
                           "digest": found.digest, "lines": found.lines}
             _trim(files)
             self._dirty = True
-        return found
 
     def tree(self, root: Path, skip: Callable[[str], bool] = lambda rel: False
              ) -> tuple[str, int, list[tuple[str, Path, FileDigest]]]:
@@ -147,16 +208,26 @@ class DigestCache:
 
     def remember(self, key: str, compute: Callable[[], Any]) -> Any:
         """The JSON-able value kept under `key`, computed (and kept) when missing."""
+        found = self.recall(key)
+        if found is None:
+            found = compute()
+            self.keep(key, found)
+        return found
+
+    def recall(self, key: str) -> Any:
+        """The JSON-able value kept under `key`, or None."""
         with self._lock:
             self._tables()
-            if key in self._values:
-                return self._values[key]
-        value = compute()
+            return self._values.get(key)
+
+    def keep(self, key: str, value: Any) -> None:
+        """Keep a JSON-able value (not None) under `key`."""
         with self._lock:
+            self._tables()
+            self._values.pop(key, None)      # newest last: the oldest are forgotten first
             self._values[key] = value
             _trim(self._values)
             self._dirty = True
-        return value
 
     # ------------------------------------------------------------ saving
 

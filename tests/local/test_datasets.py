@@ -382,11 +382,14 @@ def test_a_directory_with_one_changed_file_profiles_that_file_only(local_env, mo
     handler = DatasetHandler(local_env)
     assert contract.plan(handler, d, None).attributes["rows"] == 42
     assert [call.args[0].name for call in profiled.call_args_list] == ["07.csv"]
-    contract.plan(handler, desired(source="parts", format="csv"), None)   # rows only
-    assert counted.call_count == 21                                 # first time: every file
+    # rows only: the profiles cached by content answer, so no file is read again
+    assert contract.plan(handler, desired(source="parts", format="csv"),
+                         None).attributes["rows"] == 42
+    assert counted.call_count == 0 and profiled.call_count == 1
     write(parts / "08.csv", "amount,label\n1,1\n")
-    contract.plan(handler, desired(source="parts", format="csv"), None)
-    assert counted.call_count == 22
+    assert contract.plan(handler, desired(source="parts", format="csv"),
+                         None).attributes["rows"] == 41
+    assert [call.args[0].name for call in counted.call_args_list] == ["08.csv"]
     # the merged per-file profiles are the directory's profile read in one go
     write(parts / "07.csv", "amount,label\n7.5,1\n7,\n")
     write(parts / "08.csv", "amount,label\n8.5,0\n8,\n")
@@ -399,3 +402,121 @@ def datasets_facts(env, d):
     return read_local_dataset(d.attributes["source"], env.stack_dir / d.attributes["source"],
                               {"format": "csv", "schema": d.attributes["schema"]},
                               env.digests).profile
+
+
+# -- pyarrow's readers: checks that fail, one read, each content profiled once ---------
+
+def _big_jsonl(rows: int = 4000) -> str:
+    """A jsonl file big enough for pyarrow's reader (`checks.ARROW_FROM_BYTES`), with 40
+    null amounts, one label that is no bool and one id that is no int."""
+    lines = []
+    for i in range(rows):
+        row = {"id": 2.5 if i == 3000 else i, "amount": None if i % 100 == 7 else i / 4,
+               "label": "maybe" if i == 1234 else ("yes" if i % 2 else "no"),
+               "note": "x" * 40}
+        lines.append(json.dumps(row))
+    return "\n".join(lines) + "\n"
+
+
+JSONL_CHECKS = {"schema": {"id": "int", "amount": "float", "label": "bool", "gone": "str"},
+                "checks": {"min_rows": 5000, "max_null_fraction": 0}}
+JSONL_FINDINGS = [
+    "dataset.tx: column id: 1 value is not int (first: 2.5 in row 3001)",
+    "dataset.tx: column label: 1 value is not bool (first: 'maybe' in row 1235)",
+    "dataset.tx: schema column gone (str) is missing; columns found: id, amount, label, note",
+    "dataset.tx: column amount is 1% null (40 of 4000 rows), more than max_null_fraction = 0",
+    "dataset.tx: 4000 rows, fewer than min_rows = 5000",
+]
+
+
+def test_jsonl_checks_by_pyarrow_fail_with_the_value_and_row(local_env, mocker):
+    pytest.importorskip("pyarrow")
+    from mlform.providers.kit import arrow_tables
+    text = _big_jsonl()
+    assert len(text) >= checks.ARROW_FROM_BYTES
+    fast = mocker.spy(arrow_tables, "jsonl_profile")
+    assert summaries(local_env, text, name="tx.jsonl", **JSONL_CHECKS) == JSONL_FINDINGS
+    assert fast.call_count == 1 and fast.spy_return is not None, "pyarrow's reader answered"
+
+
+def test_parquet_checks_by_pyarrow_fail_with_the_value_and_row(local_env, mocker):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    from mlform.providers.kit import arrow_tables
+    rows = 3000
+    path = local_env.stack_dir / "tx.parquet"
+    pq.write_table(pa.table({
+        "id": pa.array([i + 0.5 if i == 2000 else float(i) for i in range(rows)]),
+        "amount": pa.array([None if i % 100 == 7 else i / 4 for i in range(rows)]),
+        "label": pa.array(["maybe" if i == 1234 else "yes" for i in range(rows)]),
+        "flag": pa.array([i % 2 for i in range(rows)], pa.int8()),
+    }), path)
+    fast = mocker.spy(arrow_tables, "parquet_profile")
+    found = [d.summary for d in contract.validate(DatasetHandler(local_env), desired(
+        source="tx.parquet", schema={"id": "int", "amount": "float", "label": "bool",
+                                     "flag": "bool"},
+        checks={"min_rows": 3001, "max_null_fraction": 0.005}))]
+    assert found == [
+        "dataset.tx: column id: 1 value is not int (first: 2000.5 in row 2001)",
+        "dataset.tx: column label: 1 value is not bool (first: 'maybe' in row 1235)",
+        "dataset.tx: column amount is 1% null (30 of 3000 rows), more than "
+        "max_null_fraction = 0.005",
+        "dataset.tx: 3000 rows, fewer than min_rows = 3001",
+    ]
+    assert fast.call_count == 1 and fast.spy_return is not None, "pyarrow's reader answered"
+
+
+def test_a_parquet_value_json_cannot_hold_is_shown_the_same_from_the_cache(local_env):
+    pa = pytest.importorskip("pyarrow")
+    import datetime as dt
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({"day": pa.array([dt.date(2024, 5, 1)])}),
+                   local_env.stack_dir / "tx.parquet")
+    d = desired(source="tx.parquet", schema={"day": "datetime"})
+    expected = ["dataset.tx: column day: 1 value is not datetime "
+                "(first: datetime.date(2024, 5, 1) in row 1)"]
+    assert [x.summary for x in contract.validate(DatasetHandler(local_env), d)] == expected
+    local_env.digests.save()                  # the profile cache is JSON
+    DigestCache.forget_shared()
+    assert [x.summary for x in contract.validate(DatasetHandler(local_env), d)] == expected
+
+
+def test_a_file_is_hashed_and_profiled_in_one_read_and_each_content_profiled_once(
+        local_env, mocker):
+    pytest.importorskip("pyarrow")
+    from mlform.providers.kit import arrow_tables
+    text = _big_jsonl()
+    write(local_env.stack_dir / "tx.jsonl", text)
+    hashed = mocker.spy(digests, "hash_file")
+    profiled = mocker.spy(arrow_tables, "jsonl_profile")
+    d = desired(source="tx.jsonl", **JSONL_CHECKS)
+    assert [x.summary for x in contract.validate(DatasetHandler(local_env), d)] == JSONL_FINDINGS
+    planned = contract.plan(DatasetHandler(local_env), d, None).attributes
+    assert (planned["digest"], planned["rows"]) == (sha256(text), 4000)
+    assert hashed.call_count == 0, "the read that profiled the file made its digest"
+    assert profiled.call_count == 1
+    local_env.digests.save()
+    DigestCache.forget_shared()                                   # and a new process
+    again = DatasetHandler(local_env)
+    assert [x.summary for x in contract.validate(again, d)] == JSONL_FINDINGS
+    assert contract.plan(again, desired(source="tx.jsonl"), None).attributes["rows"] == 4000
+    assert profiled.call_count == 1 and hashed.call_count == 0    # the cache answered
+    # the same content under another name: hashed (a file of that size was read
+    # before), then found by its digest, never profiled again
+    write(local_env.stack_dir / "copy.jsonl", text)
+    copy = desired(source="copy.jsonl", **JSONL_CHECKS)
+    assert [x.summary for x in contract.validate(DatasetHandler(local_env), copy)] \
+        == JSONL_FINDINGS
+    assert profiled.call_count == 1 and hashed.call_count == 1
+    # a schema that asks a new question of a column reads the content again, once
+    d2 = desired(source="tx.jsonl", schema={"note": "int"})
+    for _ in range(2):
+        assert [x.summary for x in contract.validate(DatasetHandler(local_env), d2)] == [
+            "dataset.tx: column note: 4000 values are not int (first: '" + "x" * 40
+            + "' in row 1)"]
+    assert profiled.call_count == 2
+
+
+def test_without_pyarrow_the_row_reader_gives_the_same_findings(local_env, mocker):
+    mocker.patch.dict("sys.modules", {"pyarrow": None})
+    assert summaries(local_env, _big_jsonl(), name="tx.jsonl", **JSONL_CHECKS) == JSONL_FINDINGS
