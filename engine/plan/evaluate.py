@@ -302,8 +302,9 @@ class Evaluator:
         return None if isinstance(found, FactError) else found
 
     def set_instance(self, inst: Instance, attributes: dict, sensitive_paths: list,
-                     id: Any) -> None:
-        """Publish an instance's (planned or applied) value to the scope of its module."""
+                     id: Any) -> dict:
+        """Publish an instance's (planned or applied) value to the scope of its module;
+        returns the value published (what references to the instance evaluate to)."""
         value = dict(attributes)
         if sensitive_paths:
             value = _mark_sensitive(value, [tuple(p) for p in sensitive_paths])
@@ -320,6 +321,7 @@ class Evaluator:
             items[inst.index_key] = value
         else:
             table[inst.name] = value
+        return value
 
     def declare_empty(self, node: Node) -> None:
         """A resource with zero instances still has a value: an empty map or list."""

@@ -89,6 +89,9 @@ class Planner:
         self.facts = FactTable()
         self.memo = inputs.memo if inputs.options.mode == "normal" else None
         self._provider_salts: dict[str, Any] = {}
+        # id(published value) -> (the value, its instance's memo key): a reference to an
+        # instance the memo answered is keyed by that key, not by its whole value
+        self._tokens: dict[int, tuple[dict, str]] = {}
         order = {node.key: i for i, node in enumerate(self.graph.topological())}
         self.walk = Walk({key: Unit(key, set(node.deps), node=node, order=order[key])
                           for key, node in self.graph.nodes.items()}, self)
@@ -174,7 +177,7 @@ class Planner:
         dependencies = tuple(sorted(self.resource_edges.get(node.key, ())))
         triggered = self._triggered(res, node.module)
         memo_salt = self._memo_salt(node, provider_key, provider, triggered)
-        planned: list[tuple[Instance, Change, dict, list]] = []
+        planned: list[tuple[Instance, Change, dict, list, str | None]] = []
         problems: list[Diagnostic] = []
         needs: set = set()
         for inst in instances:
@@ -192,10 +195,12 @@ class Planner:
         actions = self.node_actions.setdefault(node.key, set())
         changed = self.node_changed.setdefault(node.key, set())
         changes = self.node_changes.setdefault(node.key, [])
-        for inst, change, clear_after, sensitive_paths in planned:
+        for inst, change, clear_after, sensitive_paths, token in planned:
             self.declared.add(inst.address)
             new_id = change.prior_id if change.action in (Action.NOOP, Action.UPDATE) else UNKNOWN
-            ev.set_instance(inst, clear_after, sensitive_paths, new_id)
+            published = ev.set_instance(inst, clear_after, sensitive_paths, new_id)
+            if token is not None:
+                self._tokens[id(published)] = (published, token)
             actions.add(change.action)
             changed.update(str(p[0]) for p in change.changed_paths if p)
             changes.append(change)
@@ -258,13 +263,27 @@ class Planner:
                 or inst.address in self.options.replace:
             return None
         try:
-            return key_of(memo_salt, inst.address, raw, prior.attributes, prior.id,
-                          prior.status)
+            return key_of(memo_salt, inst.address, self._tokenized(raw), prior.attributes,
+                          prior.id, prior.status)
         except (Uncacheable, TypeError, ValueError):
             return None            # UNKNOWN, Sensitive or an object among the inputs
 
+    def _tokenized(self, raw: dict) -> dict:
+        """`raw` with each attribute that is a whole upstream instance the memo answered
+        (`model = each.value`) replaced by that instance's key: the key says everything
+        its value was made from, and is much cheaper to encode than the value."""
+        tokens, out = self._tokens, None
+        for name, value in raw.items():
+            if type(value) is dict:
+                found = tokens.get(id(value))
+                if found is not None and found[0] is value:
+                    if out is None:
+                        out = dict(raw)
+                    out[name] = {"\0memo": found[1]}
+        return raw if out is None else out
+
     def _replay(self, key: str, inst: Instance, prior, provider_key: str,
-                dependencies) -> tuple[Instance, Change, dict, list] | None:
+                dependencies) -> tuple[Instance, Change, dict, list, str] | None:
         """The no-op the memo holds for `key`, when the facts it was planned with are the
         same; None for a miss.  NeedFacts for facts a full plan would read first."""
         recorded_facts = self.memo.lookup(key)
@@ -282,26 +301,30 @@ class Planner:
             raise NeedFacts(missing)
         self.memo.keep(key, recorded_facts)
         self.memo.hits += 1
-        return inst, _noop(inst, prior, provider_key, dependencies), prior.attributes, []
+        return inst, _noop(inst, prior, provider_key, dependencies), prior.attributes, [], key
 
     def _memo_record(self, key: str, seen: dict, inst: Instance, prior, planned_change: Change,
-                     clear_after: dict, sensitive_paths: list) -> None:
-        """Keep a no-op for the next plan, when its replay would give this very change."""
+                     clear_after: dict, sensitive_paths: list) -> str | None:
+        """Keep a no-op for the next plan, when its replay would give this very change;
+        returns the key kept (None when it is not)."""
         if planned_change.action is not Action.NOOP or sensitive_paths \
                 or clear_after != prior.attributes \
                 or planned_change != _noop(inst, prior, planned_change.provider,
                                            planned_change.dependencies):
-            return
+            return None
         facts = recorded(seen)
-        if facts is not None:
-            self.memo.keep(key, facts)
+        if facts is None:
+            return None
+        self.memo.keep(key, facts)
+        return key
 
     # ---------------------------------------------------------------- instances
 
     def _plan_instance(self, ev: Evaluator, inst: Instance, provider, provider_key: str, schema,
                        replace_paths, dependencies, triggered: str, memo_salt: tuple | None = None
-                       ) -> tuple[Instance, Change, dict, list]:
-        """(the instance, its change, its planned clear value, its sensitive paths)."""
+                       ) -> tuple[Instance, Change, dict, list, str | None]:
+        """(the instance, its change, its planned clear value, its sensitive paths, its
+        memo key when the memo holds it)."""
         res = inst.resource
         prior = self.refreshed.get(inst.address)
         if prior is not None and prior.holds_only_deposed:
@@ -387,10 +410,11 @@ class Planner:
             before_sensitive=tuple(map(tuple, prior.sensitive_paths)) if prior else (),
             after_sensitive=tuple(desired.sensitive_paths), dependencies=dependencies,
             prior_id=prior.id if prior else None, changed_paths=result.changed_paths)
+        kept = None
         if seen is not None:
-            self._memo_record(key, seen, inst, prior, change, clear_after,
-                              desired.sensitive_paths)
-        return inst, change, clear_after, desired.sensitive_paths
+            kept = self._memo_record(key, seen, inst, prior, change, clear_after,
+                                     desired.sensitive_paths)
+        return inst, change, clear_after, desired.sensitive_paths, kept
 
     @staticmethod
     def _provider_call(inst: Instance, fn, *args):

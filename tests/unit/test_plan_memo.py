@@ -11,6 +11,7 @@ JSON (internal fields included) must be equal.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -61,6 +62,9 @@ model "m" {{
   for_each  = dataset.d
   artifact  = each.value.uri
   framework = "{spec["framework"]}"
+  lifecycle {{
+    ignore_changes = [framework]
+  }}
 }}
 endpoint "e" {{
   for_each = model.m
@@ -96,7 +100,23 @@ specs = st.fixed_dictionaries({
     "data": st.integers(0, 2),
     "entrypoint": st.sampled_from(["one", "two"]),
     "note": st.sampled_from(["n1", "n2"]),
+    # a live model's framework changed outside mlform: ignored there (ignore_changes),
+    # but the endpoints that reference the model see the new value
+    "drift": st.sampled_from([None, "xgboost"]),
 })
+
+
+def drift_models(root: Path, framework: str | None) -> None:
+    """Change the framework of every live model in the memory provider's store."""
+    if framework is None:
+        return
+    store = root / ".mlform" / "memory.json"
+    assert not store.with_name("memory.json.log").exists(), "the store was not compacted"
+    document = json.loads(store.read_text())
+    for object_id, obj in document["objects"].items():
+        if "/model.m[" in object_id:
+            obj["attributes"]["framework"] = framework
+    store.write_text(json.dumps(document))
 
 
 def plan(root: Path):
@@ -134,7 +154,7 @@ def comparable(result) -> dict:
 
 
 FIELDS = ("keys", "team", "version", "framework", "replicas", "sensitive", "reads_file",
-          "data", "entrypoint", "note")
+          "data", "entrypoint", "note", "drift")
 
 
 @st.composite
@@ -151,12 +171,14 @@ def stack_and_edit(draw):
 @given(case=stack_and_edit())
 def test_a_plan_with_the_memo_equals_a_full_plan(tmp_path_factory, case):
     before, after = case
+    before = {**before, "drift": None}
     root = tmp_path_factory.mktemp("memo")
     write_stack(root, before)
     apply(root)
     plan(root)                                    # saves the memo of this state
     assert memo_file(root).exists()
     write_stack(root, after)
+    drift_models(root, after["drift"])
     saved = memo_file(root).read_bytes()
 
     with_memo, timing = plan(root)
@@ -174,7 +196,7 @@ def test_a_plan_with_the_memo_equals_a_full_plan(tmp_path_factory, case):
 def test_unchanged_instances_are_answered_by_the_memo_and_changed_ones_are_planned(tmp_path):
     spec = {"keys": ["a", "b"], "team": "ml", "version": "v1", "framework": "torch",
             "replicas": 1, "sensitive": False, "reads_file": False, "data": 0,
-            "entrypoint": "one", "note": "n1"}
+            "entrypoint": "one", "note": "n1", "drift": None}
     write_stack(tmp_path, spec)
     apply(tmp_path)
     first, timing = plan(tmp_path)
@@ -191,12 +213,19 @@ def test_unchanged_instances_are_answered_by_the_memo_and_changed_ones_are_plann
     changed, timing = plan(tmp_path)
     assert sorted(c.address for c in changed.changes if c.is_change) == \
         ['endpoint.e["a"]', 'endpoint.e["b"]']
+    # drift the model ignores still reaches the endpoints that reference it
+    write_stack(tmp_path, spec)
+    plan(tmp_path)
+    drift_models(tmp_path, "xgboost")
+    drifted, timing = plan(tmp_path)
+    assert sorted(c.address for c in drifted.changes if c.is_change) == \
+        ['endpoint.e["a"]', 'endpoint.e["b"]']
 
 
 def test_blocks_that_read_files_or_hold_sensitive_values_are_always_planned(tmp_path):
     spec = {"keys": ["a"], "team": "ml", "version": "v1", "framework": "torch",
             "replicas": 1, "sensitive": False, "reads_file": True, "data": 0,
-            "entrypoint": "one", "note": "n1"}
+            "entrypoint": "one", "note": "n1", "drift": None}
     write_stack(tmp_path, spec)
     apply(tmp_path)
     plan(tmp_path)
