@@ -102,6 +102,11 @@ def compare(figure: str, peer: str, mlform: Sequence[float], theirs: Sequence[fl
         "python": platform.python_version(), "cpus": os.cpu_count(),
         "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    return _emit(line)
+
+
+def _emit(line: dict) -> dict:
+    """Print one figure line and append it to bench-results/peers.jsonl."""
     text = json.dumps(line)
     print(text, flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -114,12 +119,7 @@ def report(figure: str, value: float, unit: str, **extra: Any) -> dict:
     """A figure with no peer beside it (a ceiling, a setup time): the same line format."""
     line = {"figure": figure, "unit": unit, "mlform": _round(value), **extra,
             "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    text = json.dumps(line)
-    print(text, flush=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS, "a", encoding="utf-8") as f:
-        f.write(text + "\n")
-    return line
+    return _emit(line)
 
 
 def peer_venv(name: str, requirements: Sequence[str], stamp_text: str | None = None,
