@@ -17,6 +17,9 @@ from typing import Callable, Iterable, TypeVar
 
 __all__ = ["run_parallel"]
 
+# The work one pool task should carry at least (see `run_parallel`).
+_CHUNK_S = 0.005
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -34,19 +37,23 @@ def run_parallel(items: list[T], fn: Callable[[T], R], parallelism: int,
     if parallelism <= 1 or len(items) == 1:
         return [fn(x) for x in items]
     out: list = []
-    pos, batch = 0, 1
+    pos, batch, per_item = 0, 1, 0.0
     while pos < len(items):
         wall0, cpu0 = time.perf_counter(), time.thread_time()
-        out.extend(fn(x) for x in items[pos:pos + batch])
+        done = items[pos:pos + batch]
+        out.extend(fn(x) for x in done)
         wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
         pos += batch
         batch = min(batch * 2, 256)
+        per_item = wall / len(done)
         if wall > 2 * cpu + 0.002:
             break                       # the calls wait on something: overlap the rest
     rest = items[pos:]
     if not rest:
         return out
-    chunk = max(1, min(64, len(rest) // (parallelism * 4)))
+    # A chunk costs the pool ~50 us: calls that take longer than _CHUNK_S go one by one,
+    # so no thread is left with a long chunk while the others have finished.
+    chunk = max(1, min(64, len(rest) // (parallelism * 4), int(_CHUNK_S / per_item)))
     with cf.ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix=name) as pool:
         parts = pool.map(lambda part: [fn(x) for x in part], _chunks(rest, chunk))
         return out + [r for part in parts for r in part]

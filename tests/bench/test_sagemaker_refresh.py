@@ -7,9 +7,12 @@ instance.  It is applied once; then the refresh phase alone (every resource read
 through the provider over HTTP, compared with the state) is timed at parallelism 1
 and 16.
 
-The emulator is one moto process (a threaded Werkzeug server under one GIL), so the
-speed-up measured here is bounded by how fast that process answers, not by mlform;
-against AWS, where each call waits ~20-100 ms on the network, overlap pays more.
+The emulator is one moto process (a threaded Werkzeug server under one GIL, keeping
+each client connection open), so at parallelism 16 the refresh is bounded by the CPU
+time that process and the client's botocore spend per call (~2 ms each), not by the
+waiting: against AWS, where each call waits ~20-100 ms on the network and the server
+is not on the same cores, overlap pays more.  Each figure is the best of two runs,
+parallelism 1 and 16 interleaved; both runs are recorded.
 """
 
 from __future__ import annotations
@@ -102,20 +105,30 @@ def test_refresh_1000_sagemaker_resources(tmp_path, aws):
             assert aws.mutating_calls() == []
             return wall, len(aws.calls())
 
-        # As fast as the emulator answers (twice each, interleaved; the better counts)...
-        fast = {p: min(timed(p)[0] for _ in range(2)) for p in (1, 16)}
+        def interleaved() -> dict[int, list[float]]:
+            runs: dict[int, list[float]] = {1: [], 16: []}
+            for _ in range(2):
+                for p in (1, 16):
+                    wall, calls[p] = timed(p)
+                    runs[p].append(wall)
+            return runs
+
+        calls: dict[int, int] = {}
+        # As fast as the emulator answers...
+        fast = interleaved()
         # ...and with 20 ms added to every answer, a network round trip to a region.
         aws.control(latency_ms=20)
-        slow = {p: timed(p) for p in (1, 16)}
+        slow = interleaved()
     finally:
         session.close()
 
-    n, calls = 4 * PER_KIND, slow[1][1]
+    n = 4 * PER_KIND
     record("sagemaker_apply_1000", round(apply_s, 2), "s", resources=n, parallelism=16)
-    for label, times in (("", fast), ("_20ms", {p: t for p, (t, _) in slow.items()})):
-        record(f"sagemaker_refresh{label}_p1", round(times[1], 2), "s", resources=n,
-               api_calls=calls)
-        record(f"sagemaker_refresh{label}_p16", round(times[16], 2), "s", resources=n,
-               api_calls=calls)
-        record(f"sagemaker_refresh{label}_speedup", round(times[1] / times[16], 2), "x",
-               resources=n, note="one moto process answers every call")
+    for label, runs in (("", fast), ("_20ms", slow)):
+        best = {p: min(times) for p, times in runs.items()}
+        for p in (1, 16):
+            record(f"sagemaker_refresh{label}_p{p}", round(best[p], 2), "s", resources=n,
+                   api_calls=calls[p], runs=[round(t, 2) for t in runs[p]])
+        record(f"sagemaker_refresh{label}_speedup", round(best[1] / best[16], 2), "x",
+               resources=n, target=12 if label else None,
+               note="one moto process answers every call")

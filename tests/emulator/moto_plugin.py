@@ -58,8 +58,15 @@ What moto lacks, and what this plugin adds:
 * **Reset.**  ``POST /moto-api/reset`` also forgets the plugin's per-resource scripts and
   version counters.
 
-The control file is re-read on every use; unknown keys are ignored and a malformed
-file counts as ``{}``.  `edit_control` is the one way to change it (tests use it through
+* **Speed, answers unchanged.**  moto's per-request look-ups that never change (the
+  backend for a host, a response class's methods) are cached, request ids are drawn in
+  one call, the call log is appended through one descriptor and the control file is
+  read once per request (`_install_dispatch_caches`, `_install_request_ids`); the HTTP
+  side (connections kept open) is server.py's.
+
+The control file is read once per request, when it arrives (tests change it between
+requests); unknown keys are ignored and a malformed file counts as ``{}``.
+`edit_control` is the one way to change it (tests use it through
 `fixture.Emulator.control`): it holds an exclusive lock so the server's count
 decrements and the tests' writes never overwrite each other.
 """
@@ -107,8 +114,10 @@ def _read(path: Path | None) -> dict:
 
 
 def control() -> dict:
-    """The tests' current instructions (re-read on each use: tests rewrite the file)."""
-    return _read(_CONTROL)
+    """The tests' current instructions: read once per request (the snapshot the request
+    took when it arrived; tests rewrite the file between requests), else re-read."""
+    snapshot = getattr(_request, "control", None)
+    return snapshot if snapshot is not None else _read(_CONTROL)
 
 
 @contextmanager
@@ -184,11 +193,47 @@ def _take_fault(action: str) -> tuple[str, int] | None:
 
 # --- call log and fault injection ---------------------------------------------------------
 
+def _param_reader(response) -> Callable[[str], Any]:
+    """`response._get_param`, answering the same, but with a JSON body parsed once:
+    moto's services without automated parameter parsing (S3, Application Auto Scaling)
+    parse the body again for every parameter asked, and `_name_of` asks up to 17."""
+    from moto.core.responses import BaseResponse
+
+    if (type(response)._get_param is not BaseResponse._get_param
+            or response.automated_parameter_parsing):
+        return response._get_param
+    querystring, body = response.querystring, response.body
+    uri = response.uri_match
+    parsed: list = []
+
+    def get(key: str) -> Any:
+        value = querystring.get(key)
+        if value is not None:
+            return value[0]
+        if body is not None:
+            if not parsed:
+                try:
+                    parsed.append(json.loads(body))
+                except (ValueError, TypeError):
+                    parsed.append(None)
+            if isinstance(parsed[0], dict) and key in parsed[0]:
+                return parsed[0][key]
+        if uri and key in uri:
+            return uri[key]
+        return None
+
+    return get
+
+
 def _name_of(response) -> str | None:
     uri = getattr(response, "uri_match", None) or {}
+    try:
+        param = _param_reader(response)
+    except Exception:       # a response class unlike moto's BaseResponse: ask it directly
+        param = response._get_param
     for key in NAME_KEYS:
         try:
-            value = uri.get(key) or response._get_param(key)
+            value = uri.get(key) or param(key)
         except Exception:   # parameter parsing differs per protocol; a miss is not an error
             value = None
         if isinstance(value, list):
@@ -201,7 +246,8 @@ def _name_of(response) -> str | None:
 def _answer_details(action: str, status: int, body: bytes) -> tuple[str | None, str | None]:
     """(status reported by a Describe* answer, error code of a refused request)."""
     answer: Any = None
-    if body[:1] == b"{":
+    # Only errors and Describe* answers are read (not every JSON body, e.g. an S3 object).
+    if body[:1] == b"{" and (status >= 400 or action.startswith("Describe")):
         try:
             answer = json.loads(body)
         except ValueError:
@@ -219,12 +265,20 @@ def _answer_details(action: str, status: int, body: bytes) -> tuple[str | None, 
     return None, None
 
 
+_calls_fd: int | None = None     # the call log, opened once in append mode
+
+
 def _log_call(record: dict) -> None:
+    """One line per call, appended through one O_APPEND descriptor: no open/close per
+    request, and a truncation by the tests (`clear_calls`) is seen at once."""
+    global _calls_fd
     if _CALLS is None:
         return
-    line = json.dumps(record) + "\n"
-    with _log_lock, open(_CALLS, "a") as fh:
-        fh.write(line)
+    line = (json.dumps(record) + "\n").encode()
+    with _log_lock:
+        if _calls_fd is None:
+            _calls_fd = os.open(_CALLS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(_calls_fd, line)
 
 
 def _install_call_log() -> None:
@@ -260,7 +314,8 @@ def _install_call_log() -> None:
             return result
         record = {"service": "?", "action": "?", "name": None, "status": None, "error": None}
         _request.record = record
-        latency = control().get("latency_ms")
+        _request.control = _read(_CONTROL)     # the one read of the control file
+        latency = _request.control.get("latency_ms")
         if isinstance(latency, (int, float)) and latency > 0:
             time.sleep(latency / 1000)      # a network round trip to AWS (benchmarks)
         answered: list[int] = []
@@ -284,10 +339,65 @@ def _install_call_log() -> None:
                 record["action"], answered[0] if answered else 200, body)
             return [body]
         finally:
-            _request.record = None
+            _request.record = _request.control = None
             _log_call(record)   # written before the client can read the answer
 
     DomainDispatcherApplication.__call__ = __call__
+
+
+def _install_dispatch_caches() -> None:
+    """Answer moto's per-request look-ups that never change from a cache.
+
+    moto's dispatcher finds the backend for every request by listing moto's package
+    directory (a stat per service, ~150) and trying its URL patterns, all under one
+    lock that every request thread takes; and `call_action` lists the methods of the
+    response class with `inspect.getmembers`.  Both are pure functions of their
+    argument once the patches of `install` are in place, so they are remembered:
+    the emulator's answers stay the same, each costs a dict look-up."""
+    import moto.core.responses as responses
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    original_backend = DomainDispatcherApplication.get_backend_for_host
+    backends: dict[str | None, Any] = {}
+
+    def get_backend_for_host(self, host):
+        if host not in backends:
+            backends[host] = original_backend(self, host)
+        return backends[host]
+
+    DomainDispatcherApplication.get_backend_for_host = get_backend_for_host
+
+    original_names = responses.method_names_from_class
+    names: dict[type, list[str]] = {}
+
+    def method_names_from_class(clazz):
+        found = names.get(clazz)
+        if found is None:
+            found = names[clazz] = original_names(clazz)
+        return list(found)           # a copy: moto's callers may change the list
+
+    responses.method_names_from_class = method_names_from_class
+
+
+def _install_request_ids() -> None:
+    """moto draws each answer's 52-character ``x-amzn-requestid`` with one `choice` call
+    per character, about 5% of the emulator's time per request; here 52 random bytes
+    from the same seedable generator are mapped onto the same letters and digits."""
+    import string
+
+    import moto.core.responses as responses
+    from moto.moto_api._internal import mock_random
+
+    alphabet = string.ascii_letters + string.digits
+    to_letters = bytes(ord(alphabet[i % len(alphabet)]) for i in range(256))
+
+    def gen_amzn_requestid_long(headerdict: dict | None = None) -> str:
+        request_id = mock_random.randbytes(52).translate(to_letters).decode()
+        if isinstance(headerdict, dict):
+            headerdict["x-amzn-requestid"] = request_id
+        return request_id
+
+    responses.gen_amzn_requestid_long = gen_amzn_requestid_long
 
 
 def _fault_response(response, fault: tuple[str, int]):
@@ -747,6 +857,8 @@ def install(calls: Path, control: Path) -> None:
 
     _install_call_log()
     _install_faults()
+    _install_dispatch_caches()
+    _install_request_ids()
     _install_unique_names(SageMakerModelBackend)     # first: the wrappers below call these
     _install_endpoints(SageMakerModelBackend, SageMakerResponse)
     _install_training_jobs(SageMakerModelBackend, SageMakerResponse)
