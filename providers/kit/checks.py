@@ -32,9 +32,11 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, TextIO
 
 from mlform.providers.base import Diagnostic, error
 
+from .digests import Listed, tree_entries
+
 __all__ = ["DataProfile", "Finding", "CheckUnavailable", "TABULAR", "profile", "run_checks",
            "parses_as", "infer_format", "needs_profile", "check_diagnostics",
-           "count_rows", "dir_files", "merge_files"]
+           "count_rows", "dir_entries", "dir_files", "merge_files", "suffixes"]
 
 #: Formats whose rows and columns the checks understand.
 TABULAR = ("csv", "jsonl", "parquet")
@@ -362,13 +364,25 @@ def _file_profile(path: Path, fmt: str, schema: Mapping[str, str],
     return DataProfile(fmt, None)
 
 
+def suffixes(fmt: str) -> tuple[str, ...]:
+    """The file suffixes (lower case) of a format's files in a directory dataset."""
+    return tuple(s for s, f in _SUFFIX_FORMATS.items() if f == fmt)
+
+
+def dir_entries(root: Path, fmt: str, listing: list[Listed] | None = None) -> list[Listed]:
+    """`dir_files` with each file's key and stat in the digest cache (`listing`: the
+    directory's `tree_entries`, when at hand)."""
+    files = listing if listing is not None else tree_entries(root)
+    if fmt in TABULAR or fmt == "json":
+        wanted = suffixes(fmt)
+        files = [e for e in files if e.path.suffix.lower() in wanted]
+    # in the order of the files' paths (a directory's parts before its next sibling)
+    return sorted(files, key=lambda e: e.rel.split("/"))
+
+
 def dir_files(root: Path, fmt: str) -> list[Path]:
     """The files of a directory dataset that its profile reads, in the order it reads them."""
-    files = sorted(p for p in root.rglob("*") if p.is_file())
-    if fmt in TABULAR or fmt == "json":
-        suffixes = [s for s, f in _SUFFIX_FORMATS.items() if f == fmt]
-        files = [p for p in files if p.suffix.lower() in suffixes]
-    return files
+    return [e.path for e in dir_entries(root, fmt)]
 
 
 def profile(path: Path, fmt: str, schema: Mapping[str, str] | None = None,

@@ -22,7 +22,9 @@ read (`digests.HashingReader` under the profile's reader: sha256 runs on pyarrow
 reading thread while its other threads parse), except when a file of the same size was
 read as the same format before (this file touched, or a copy of another): then it is
 hashed first, and the profile of the same content is found by its digest, never
-computed again.
+computed again.  A directory is listed once (`digests.tree_entries`: one scandir walk,
+its path resolved once) for its content and its profile, and each file's digest looked
+up once (`_listed_content`).
 """
 
 from __future__ import annotations
@@ -31,14 +33,14 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from mlform.providers.base import (
     Diagnostic, FactError, FactKey, ProviderError, contains_unknown, error,
 )
 
 from . import checks
-from .digests import DigestCache, HashingReader
+from .digests import DigestCache, FileDigest, HashingReader, Listed, tree_digest, tree_entries
 from .sources import LocalContent, SourceError, read_local
 
 __all__ = ["DatasetFacts", "SOURCE_INPUTS", "source_fact", "source_fact_keys", "fact_attrs",
@@ -98,16 +100,20 @@ def format_of(attrs: Mapping[str, Any], path: Path) -> str:
 
 
 def read_profile(path: Path, digest: str, fmt: str, schema: Mapping[str, str],
-                 digests: DigestCache, wanted: bool = True) -> checks.DataProfile:
+                 digests: DigestCache, wanted: bool = True,
+                 files: Sequence[tuple[str, Path | None, int, str]] | None = None
+                 ) -> checks.DataProfile:
     """The profile of data at `path` (cached by content and format, see the module);
     CheckUnavailable when it cannot be read as `fmt`.  Without `wanted` (no schema, no
-    check declared) only the rows are counted (`checks.count_rows`): no nulls, no types."""
+    check declared) only the rows are counted (`checks.count_rows`): no nulls, no types.
+    `files`: a directory's (relative path, path, size, sha256) as its content was read
+    (`LocalContent.files`), so its files are neither listed nor looked up again."""
     try:
         size = path.stat().st_size if path.is_file() else None
     except OSError:
         size = None     # reading it says what is wrong
     return _cached(digests, digest, fmt, schema, wanted,
-                   lambda: _read_profile(path, fmt, schema, digests, wanted), size)
+                   lambda: _read_profile(path, fmt, schema, digests, wanted, files), size)
 
 
 def _read(path: Path, fmt: str, schema: Mapping[str, str], wanted: bool,
@@ -118,19 +124,36 @@ def _read(path: Path, fmt: str, schema: Mapping[str, str], wanted: bool,
 
 
 def _read_profile(path: Path, fmt: str, schema: Mapping[str, str], digests: DigestCache,
-                  wanted: bool) -> checks.DataProfile:
+                  wanted: bool, files: Sequence[tuple[str, Path | None, int, str]] | None
+                  ) -> checks.DataProfile:
     """A directory's profile is its files' profiles merged, each cached by the file's own
     digest: a directory with one changed file reads that file only."""
     if not path.is_dir() or fmt not in (*checks.TABULAR, "json"):
         return _read(path, fmt, schema, wanted)
+    if files is None:
+        listed = [(e.path, digests.listed(e)) for e in checks.dir_entries(path, fmt)]
+        found = [(file, f.digest, f.size) for file, f in listed]
+    else:
+        found = _profiled(path, fmt, files)
     parts = []
-    for file in checks.dir_files(path, fmt):
-        found = digests.file(file)
-        parts.append(_cached(digests, found.digest, fmt, schema, wanted,
-                             lambda file=file: _read(file, fmt, schema, wanted), found.size))
+    for file, digest, size in found:
+        parts.append(_cached(digests, digest, fmt, schema, wanted,
+                             lambda file=file: _read(file, fmt, schema, wanted), size))
     if wanted:
         return checks.merge_files(fmt, parts)
     return checks.DataProfile(fmt, sum(part.rows or 0 for part in parts))
+
+
+def _profiled(root: Path, fmt: str, files: Sequence[tuple[str, Path | None, int, str]]
+              ) -> list[tuple[Path, str, int]]:
+    """(path, sha256, size) of the files of a directory's content that its profile
+    reads, in `checks.dir_files` order."""
+    suffixes = checks.suffixes(fmt)
+    chosen = [(rel, path if path is not None else root / rel, digest, size)
+              for rel, path, size, digest in files]
+    chosen = [c for c in chosen if c[1].suffix.lower() in suffixes]
+    chosen.sort(key=lambda c: c[0].split("/"))
+    return [(path, digest, size) for _, path, digest, size in chosen]
 
 
 # -- the profile cache: one entry per content and format ----------------------
@@ -209,23 +232,39 @@ def _learn(entry: Any, found: checks.DataProfile, schema: Mapping[str, str],
 
 # -- one read for the digest and the profile ---------------------------------
 
+def _listing(path: Path, fmt: str) -> list[Listed] | None:
+    """The files of a directory dataset whose files are profiled, listed once for its
+    content and its profile; None for a file, another format, or a directory that
+    cannot be listed (`read_local` then says why)."""
+    if fmt not in (*checks.TABULAR, "json"):
+        return None
+    try:
+        return tree_entries(path) if path.is_dir() else None
+    except (OSError, ValueError):
+        return None
+
+
 def _hash_while_reading(path: Path, fmt: str, schema: Mapping[str, str],
-                        digests: DigestCache, wanted: bool) -> checks.CheckUnavailable | None:
+                        digests: DigestCache, wanted: bool, listing: list[Listed] | None,
+                        seen: dict[str, FileDigest]) -> checks.CheckUnavailable | None:
     """Before the content's digest is read: each file to profile whose digest is not
     cached is hashed by the read that profiles it (the digest and the profile are then
-    both cached); the first file that cannot be profiled says why."""
+    both cached); the first file that cannot be profiled says why (`listing`: a
+    directory's files, `_listing`; `seen`: gets the digests found, by key)."""
+    if fmt not in (*checks.TABULAR, "json"):
+        return None         # nothing to read beyond the digest
     try:
-        if path.is_dir():
-            if fmt not in (*checks.TABULAR, "json"):
-                return None
-            files = checks.dir_files(path, fmt)
+        if listing is not None:
+            files = checks.dir_entries(path, fmt, listing)
+        elif path.is_dir():
+            return None     # it cannot be listed: reading the content says why
         else:
-            files = [path]
+            files = [Listed(path.name, path, digests.key(path), os.stat(path))]
     except (OSError, ValueError):
         return None         # reading the content says what is wrong (a NUL byte...)
     for file in files:
         try:
-            failed = _hash_and_read(file, fmt, schema, digests, wanted)
+            failed = _hash_and_read(file, fmt, schema, digests, wanted, seen)
         except (OSError, ValueError):
             return None
         if failed is not None:
@@ -233,26 +272,27 @@ def _hash_while_reading(path: Path, fmt: str, schema: Mapping[str, str],
     return None
 
 
-def _hash_and_read(file: Path, fmt: str, schema: Mapping[str, str], digests: DigestCache,
-                   wanted: bool) -> checks.CheckUnavailable | None:
-    if fmt not in (*checks.TABULAR, "json"):
-        return None         # nothing to read beyond the digest
-    st = os.stat(file)
-    if digests.known(file, st) is not None:
+def _hash_and_read(file: Listed, fmt: str, schema: Mapping[str, str], digests: DigestCache,
+                   wanted: bool, seen: dict[str, FileDigest]) -> checks.CheckUnavailable | None:
+    st = file.stat
+    known = digests.lookup(file.key, st)
+    if known is not None:
+        seen[file.key] = known
         return None         # its digest finds its profile
     if digests.recall(_size_key(st.st_size, fmt)) is not None:
         # content of this size was read before (this file touched, or a copy elsewhere):
         # hashed first, its digest may find its profile, and then it is not read again
         return None
-    with open(file, "rb", buffering=0) as fh:
+    with open(file.path, "rb", buffering=0) as fh:
         reader = HashingReader(fh)
         try:
             found: checks.DataProfile | checks.CheckUnavailable = _read(
-                file, fmt, schema, wanted, stream=reader)
+                file.path, fmt, schema, wanted, stream=reader)
         except checks.CheckUnavailable as exc:
             found = exc
         digest = reader.finish()
-    digests.learn(file, st, digest)
+    digests.learn(file.path, st, digest, file.key)
+    seen[file.key] = digest
     if isinstance(found, checks.CheckUnavailable):
         return found
     key = _content_key(digest.digest, fmt)
@@ -267,19 +307,40 @@ def read_local_dataset(source: str, path: Path, attrs: Mapping[str, Any],
     fmt = format_of(attrs, path)
     schema = attrs.get("schema") or {}
     wanted = attrs["profile"] if "profile" in attrs else checks.needs_profile(attrs)
-    failed = _hash_while_reading(path, fmt, schema, digests, wanted)
+    listing, seen = _listing(path, fmt), {}
+    failed = _hash_while_reading(path, fmt, schema, digests, wanted, listing, seen)
     try:
-        content = read_local(source, path, digests)
+        content = (_listed_content(path, listing, seen, digests)
+                   or read_local(source, path, digests))
     except SourceError as exc:
         return DatasetFacts(error=str(exc))
     try:
         if failed is not None:
             raise failed
-        prof = read_profile(content.path, content.digest, fmt, schema, digests, wanted)
+        prof = read_profile(content.path, content.digest, fmt, schema, digests, wanted,
+                            content.files if content.is_dir else None)
     except checks.CheckUnavailable as exc:
         return DatasetFacts(content, None, content.digest, content.size,
                             profile_error=str(exc))
     return DatasetFacts(content, prof, content.digest, content.size)
+
+
+def _listed_content(path: Path, listing: list[Listed] | None, seen: Mapping[str, FileDigest],
+                    digests: DigestCache) -> LocalContent | None:
+    """A listed directory's content as `read_local` makes it (`DigestCache.tree`), from
+    the same listing and the digests `seen` while profiling, so each file is looked up
+    once; None when there is no listing or a file cannot be read: then `read_local` reads
+    it again and says what is wrong, in its words."""
+    if listing is None:
+        return None
+    try:
+        found = [(e.rel, e.path, seen.get(e.key) or digests.listed(e)) for e in listing]
+    except OSError:
+        return None
+    return LocalContent(path, path.name or "data",
+                        tree_digest((rel, f.digest) for rel, _, f in found),
+                        sum(f.size for _, _, f in found), True,
+                        tuple((rel, p, f.size, f.digest) for rel, p, f in found))
 
 
 def dataset_diagnostics(address: str, attrs: Mapping[str, Any], facts: Any,

@@ -115,11 +115,13 @@ def test_the_csv_profile_is_the_row_readers(case):
 def _vectorized_rules():
     """Small files judged as big ones are: no column has few enough distinct values to be
     judged value by value (so pyarrow's casts, its timestamp parser and the regular
-    expressions answer), and blocks of 256 bytes (so a quote may come after the first)."""
-    saved = {name: getattr(arrow_tables, name)
-             for name in ("_SAMPLE", "_MANY_DISTINCT", "_FEW_DISTINCT", "_BLOCK")}
+    expressions answer), blocks of 256 bytes (so a quote may come after the first), each
+    judged on its own and folded into the file's profile."""
+    saved = {name: getattr(arrow_tables, name) for name in (
+        "_SAMPLE", "_MANY_DISTINCT", "_FEW_DISTINCT", "_BLOCK", "_HEAD", "_GROUP")}
     arrow_tables._SAMPLE, arrow_tables._MANY_DISTINCT, arrow_tables._FEW_DISTINCT = 2, 0, 0
-    arrow_tables._BLOCK = 256
+    arrow_tables._BLOCK = arrow_tables._HEAD = 256
+    arrow_tables._GROUP = 1
     try:
         yield
     finally:
@@ -155,6 +157,47 @@ def test_many_distinct_times_by_pyarrow_are_the_row_readers(cells):
     with _vectorized_rules():
         fast, reference = _profiles(text, {"a": "datetime"})
     assert _same(fast, reference)
+
+
+def _mixed_csv(rows: int) -> str:
+    """A csv file whose columns have blanks, wrong values (the first ones late in the
+    file) and values with non-ASCII characters, spread over the whole file."""
+    lines = ["id,amount,ok,at,note"]
+    for i in range(rows):
+        lines.append(",".join([
+            "x" if i in (rows // 2, rows - 3) else ("" if i % 97 == 5 else str(i)),
+            "nan(1)" if i == rows - 1 else f"{i * 0.5:.1f}",
+            ["true", "no", "maybe", " ", "T"][i % 5] if i > rows // 3 else "yes",
+            f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}T{i % 24:02d}:00:00"
+            if i != rows // 4 else "2024-02-30",
+            "" if i % 7 == 0 else ("\u00e9t\u00e9" if i % 11 == 0 else "\u00a0" if i % 13 == 0
+                                   else f"n{i % 5}")]))
+    return "\n".join(lines) + "\n"
+
+
+def test_a_file_folded_in_many_parts_is_the_file_read_whole(tmp_path, monkeypatch):
+    schema = {"id": "int", "amount": "float", "ok": "bool", "at": "datetime", "note": "int"}
+    path = tmp_path / "x.csv"
+    path.write_text(_mixed_csv(3_000))
+    whole = arrow_tables.csv_profile(path, schema, checks.parses_as)
+    assert whole is not None and whole[1] == 3_000 and whole[3]["id"][1:] == ("x", 1_501)
+    folds = []
+    add = arrow_tables._Profile.add
+    monkeypatch.setattr(arrow_tables._Profile, "add",
+                        lambda self, table: folds.append(table.num_rows) or add(self, table))
+    monkeypatch.setattr(arrow_tables, "_BLOCK", 4096)
+    monkeypatch.setattr(arrow_tables, "_GROUP", 8192)
+    parts = arrow_tables.csv_profile(path, schema, checks.parses_as)
+    assert len(folds) > 10 and sum(folds) == 3_000
+    assert parts == whole
+    # and through a hashing reader: the same profile, and the file's digest
+    folds.clear()
+    with open(path, "rb", buffering=0) as fh:
+        reader = digests.HashingReader(fh)
+        assert arrow_tables.csv_profile(path, schema, checks.parses_as, reader) == whole
+        assert reader.finish() == digests.hash_file(path)
+    assert len(folds) > 10
+    assert checks.profile(path, "csv", schema) == checks._row_profile(path, "csv", schema)
 
 
 def test_the_space_characters_are_those_of_str_isspace():
