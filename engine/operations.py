@@ -122,7 +122,8 @@ def plan(session, state: State, options: PlanOptions, timing: PlanTiming | None 
         if isinstance(result, Plan):
             if memo is not None:
                 timing.memo_hits = memo.hits
-                _save_memo(session, memo)
+                if memo.changed:
+                    _save_memo(session, memo)
             result = attach_cost(result, providers, state)   # prices are the providers' data
             # After the pure planner: the policies' verdicts (pure too, over the plan and
             # the scopes the planner evaluated).

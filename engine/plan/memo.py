@@ -57,6 +57,8 @@ def _refuse(value: Any) -> Any:
 
 def key_of(*parts: Any) -> str:
     """A digest of plain JSON data; `Uncacheable` when some part is not plain data."""
+    # Sorted keys: the same values read back from the state or a provider in another
+    # order must give the same key (unsorted keys were a fifth cheaper but missed).
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=_refuse,
                       allow_nan=True)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
@@ -83,6 +85,11 @@ class PlanMemo:
 
     def keep(self, key: str, facts: tuple[RecordedFact, ...]) -> None:
         self.kept[key] = facts
+
+    @property
+    def changed(self) -> bool:
+        """Whether the memo to save differs from the one read (else writing it is moot)."""
+        return self.kept != self.entries
 
     # ------------------------------------------------------------ storage form
 
