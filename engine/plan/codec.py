@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any, Callable, Iterable
 
 from mlform import __version__
+from mlform._gc import paused_gc
 from mlform.cost import CostReport
 from mlform.diagnostics import Diagnostic, SourceRange
 from mlform.expr.values import (
@@ -36,10 +37,22 @@ FORMAT_VERSION = "1.0"
 # plain data and redaction
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def plain(value: Any) -> Any:
     """JSON-shaped copy: tuples -> lists, Mappings -> dicts.  UNKNOWN stays;
     a stray `Sensitive` wrapper becomes None so it can never leak."""
-    if value is UNKNOWN or value is None or isinstance(value, (bool, int, float, str)):
+    # Exact types first: a big plan is hundreds of thousands of plain dicts and strings,
+    # and one set lookup is cheaper than the isinstance chain below.
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is dict:
+        return {k: plain(v) for k, v in value.items()}
+    if kind is list:
+        return [plain(v) for v in value]
+    if value is UNKNOWN or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, Sensitive):
         return None
@@ -144,14 +157,48 @@ def _sorted_keys(value: Any) -> Any:
 # to JSON
 
 
+def _known_and_unknown(value: Any) -> tuple[Any, Any]:
+    """(known_part(plain(value)), unknown_tree(plain(value))) in one walk and without the
+    intermediate copy: what the JSON of a value with no sensitive path needs, for every
+    change of a plan."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value, False
+    if value is UNKNOWN:
+        return None, True
+    if kind is dict or (kind is not list and isinstance(value, Mapping)):
+        known, unknown = {}, {}
+        for k, v in value.items():
+            known[k], u = _known_and_unknown(v)
+            if u is not False:
+                unknown[k] = u
+        return known, unknown or False
+    if kind is list or isinstance(value, tuple):
+        known_items, unknown_items = [], []
+        for v in value:
+            k, u = _known_and_unknown(v)
+            known_items.append(k)
+            unknown_items.append(u)
+        return known_items, (unknown_items if any(u is not False for u in unknown_items)
+                             else False)
+    if isinstance(value, Sensitive):
+        return None, False
+    return value, False
+
+
 def _value_pair(before: Any, after: Any, before_sens: Iterable[tuple],
                 after_sens: Iterable[tuple]) -> dict:
     before_s, after_s = tuple(before_sens), tuple(after_sens)
-    after_r = redact_for_json(after, after_s)
+    if after_s:
+        after_r = redact_for_json(after, after_s)
+        after_known, after_unknown = known_part(after_r), unknown_tree(after_r)
+    else:
+        after_known, after_unknown = _known_and_unknown(after)
     return {
-        "before": known_part(redact_for_json(before, before_s)),
-        "after": known_part(after_r),
-        "after_unknown": unknown_tree(after_r),
+        "before": (known_part(redact_for_json(before, before_s)) if before_s
+                   else _known_and_unknown(before)[0]),
+        "after": after_known,
+        "after_unknown": after_unknown,
         "before_sensitive": sensitive_tree(before_s),
         "after_sensitive": sensitive_tree(after_s),
     }
@@ -195,6 +242,14 @@ def _output_to_json(o: OutputChange) -> dict:
 
 def plan_to_json(plan: Plan, *, include_internal: bool = False) -> dict:
     """The JSON document of `plan` (plain dicts/lists, keys sorted)."""
+    with paused_gc():       # bounded and I/O-free, a few dicts per attribute (mlform._gc)
+        return _sorted_keys(plan_document(plan, include_internal=include_internal))
+
+
+def plan_document(plan: Plan, *, include_internal: bool = False) -> dict:
+    """`plan_to_json` with its dicts' keys in building order: for a caller that sorts them
+    itself (`json.dumps(..., sort_keys=True)` writes the same bytes either way), such as
+    the audit log's plan digest."""
     s = plan.summary
     doc: dict = {
         "format_version": FORMAT_VERSION,
@@ -223,7 +278,7 @@ def plan_to_json(plan: Plan, *, include_internal: bool = False) -> dict:
             "replace": list(plan.replace),
             "refreshed": known_part(plain(dict(plan.refreshed))),
         })
-    return _sorted_keys(doc)
+    return doc
 
 
 # ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ An intent with no later result for the same address is reported by the next `loa
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -27,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 from mlform import __version__ as MLFORM_VERSION
+from mlform.addresses import AddressError, parse_address
 from mlform.diagnostics import Diagnostic, error
 from mlform.state.identity import host, user
 from mlform.state.model import ResourceState, State, StateError
@@ -169,7 +171,7 @@ class StateWriter(ABC):
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
         op = PendingOp(address, kind, provider, action, id, replaces)
-        body = op.to_json()
+        body = journal_intent(op)
         with self._mutex:
             self._check_open()
             self._append(body)
@@ -178,9 +180,15 @@ class StateWriter(ABC):
     def record(self, resource: ResourceState) -> None:
         """Journal a provider call's result: `resource` as it now exists (AFTER the call)."""
         resource = seal(resource, self._state.lineage)
-        body = {"op": "record", "resource": resource.to_json()}
+        doc = journal_resource(resource)
+        body = {"op": "record", "resource": doc}
         with self._mutex:
             self._check_open()
+            # The provider the open intent for this address names (the line just before,
+            # in the common case) need not be repeated: replay takes it from there.
+            op = self._pending.get(resource.address)
+            if op is not None and op.provider == doc.get("provider"):
+                del doc["provider"]
             self._append(body)
             self._state.set(resource)
             self._pending.pop(resource.address, None)
@@ -331,6 +339,88 @@ def journal_line(body: dict, lineage: str, base_serial: int) -> bytes:
             + "\n").encode()
 
 
+def journal_line_unstamped(body: dict) -> bytes:
+    """A journal record that applies to the snapshot named by the closest stamped line
+    above it (`JournalReplay`): a writer stamps its first line, not every line, so the
+    lineage and serial are not repeated 10,000 times in a 10,000-resource apply."""
+    return (_JOURNAL_ENCODER.encode(body) + "\n").encode()
+
+
+# --- compact journal records ------------------------------------------------------------
+#
+# A journal record holds what replay needs to rebuild the state, and no field replay can
+# restore by itself: values equal to `ResourceState.from_json`'s defaults, and the
+# module, kind, name and index key when they are what the address says
+# (`mlform.addresses.parse_address`, the one parser).  Replay fills them back in
+# (`expand_resource`), so a replayed state equals the recorded one, field for field.
+
+_DEFAULTS = (("module", ""), ("index_key", None), ("id", None), ("sensitive_paths", []),
+             ("dependencies", []), ("status", "ok"))
+_FROM_ADDRESS = ("module", "kind", "name", "index_key")
+
+
+@functools.lru_cache(maxsize=4096)      # an intent and its record name the same address
+def _address_fields(address: str) -> tuple | None:
+    try:
+        a = parse_address(address)
+    except AddressError:
+        return None
+    return a.module, a.kind, a.name, a.index_key
+
+
+def journal_resource(resource: ResourceState) -> dict:
+    """`resource.to_json()` without what replay restores (see above)."""
+    doc = resource.to_json()
+    for key, default in _DEFAULTS:
+        if doc[key] == default and type(doc[key]) is type(default):
+            del doc[key]
+    fields = (resource.module, resource.kind, resource.name, resource.index_key)
+    derived = _address_fields(resource.address)
+    if derived == fields and type(derived[3]) is type(fields[3]):
+        for key in _FROM_ADDRESS:
+            doc.pop(key, None)
+    return doc
+
+
+def journal_intent(op: PendingOp) -> dict:
+    """`op.to_json()` without a null id, and without the kind when the address says it."""
+    body = op.to_json()
+    if body["id"] is None:
+        del body["id"]
+    derived = _address_fields(op.address)
+    if derived is not None and derived[1] == op.kind:
+        del body["kind"]
+    return body
+
+
+def expand_resource(doc: dict, pending: dict[str, "PendingOp"]) -> dict:
+    """A journal record's resource as `ResourceState.from_json` reads it: the fields
+    `journal_resource` left out put back (the provider from the open intent at its
+    address).  A record missing a field it cannot restore stays as it is, and fails
+    there as malformed."""
+    if "kind" in doc and "provider" in doc:
+        return doc
+    doc = dict(doc)
+    address = doc.get("address")
+    if "kind" not in doc and isinstance(address, str):
+        derived = _address_fields(address)
+        if derived is not None:
+            for key, value in zip(_FROM_ADDRESS, derived):
+                doc.setdefault(key, value)
+    if "provider" not in doc and address in pending:
+        doc["provider"] = pending[address].provider
+    return doc
+
+
+def expand_intent(rec: dict) -> dict:
+    """A journal intent with its kind put back when the address gave it."""
+    if "kind" in rec:
+        return rec
+    derived = _address_fields(rec.get("address")) if isinstance(rec.get("address"), str) \
+        else None
+    return {**rec, "kind": derived[1]} if derived is not None else rec
+
+
 # --- shared by the backends -----------------------------------------------------------
 
 def sealed_state(state: State, serial: int | None = None) -> State:
@@ -360,6 +450,9 @@ class JournalReplay:
         # Bytes after the last newline are a torn line (killed mid-append): ignored.
         complete = data[:data.rfind(b"\n") + 1]
         pos, bad_line = 0, None
+        # The snapshot a line applies to: its own stamp, or the closest stamped line's
+        # above it (`journal_line_unstamped`); journals of older releases stamp every line.
+        stamp: tuple | None = None
         for n, raw in enumerate(complete.split(b"\n")[:-1], start=1):
             pos += len(raw) + 1
             try:
@@ -377,8 +470,13 @@ class JournalReplay:
                                  hint="Inspect the journal; deleting it loses the results "
                                       "it recorded since the last snapshot.")
             self.good_end = pos
-            if (rec.get("lineage") != self.state.lineage
-                    or rec.get("base_serial") != self.state.serial):
+            if "lineage" in rec or "base_serial" in rec:
+                stamp = (rec.get("lineage"), rec.get("base_serial"))
+            elif stamp is None:
+                raise StateError(f"Corrupt state journal {self.source}",
+                                 f"line {n}: a record before any line that names the "
+                                 "snapshot it applies to")
+            if stamp != (self.state.lineage, self.state.serial):
                 self.stale += 1
                 continue
             self.current += 1
@@ -394,12 +492,14 @@ class JournalReplay:
         return self
 
     def _intent(self, rec: dict, n: int) -> None:
+        rec = expand_intent(rec)
         self.pending[rec["address"]] = PendingOp(rec["address"], rec["kind"], rec["provider"],
                                                  rec["action"], rec.get("id"),
                                                  rec.get("replaces"))
 
     def _record(self, rec: dict, n: int) -> None:
-        r = ResourceState.from_json(rec["resource"], self.source, where=f"line {n}")
+        r = ResourceState.from_json(expand_resource(rec["resource"], self.pending),
+                                    self.source, where=f"line {n}")
         self.state.set(r)
         self.pending.pop(r.address, None)
 

@@ -13,13 +13,16 @@ Crash safety
 ------------
 *Journal.*  Every record is one ``os.write`` of a complete line to an O_APPEND fd, so a
 SIGKILL at any instant leaves at worst a torn last line, which `load` ignores (and the
-next writer trims).  Each line carries the ``lineage`` and ``base_serial`` of the snapshot
-it applies to; `load` replays only lines matching the snapshot on disk, so a journal that
-outlived its snapshot is inert.  A kill loses nothing: once ``os.write`` returns, the bytes
-are the kernel's.  A power loss loses at most the last ~50 ms: a flusher thread fsyncs
-the journal at most every 50 ms (group commit; 10,000 records cost a few fsyncs, not
-10,000) and always within 50 ms of the last record, so a long provider call after a
-burst cannot leave the burst unsynced.
+next writer trims).  Each line applies to the snapshot named by a ``lineage`` and
+``base_serial``: its own, or (to keep a big apply's journal smaller than its snapshot) those
+of the closest stamped line above it; a writer stamps the first line it writes.  `load`
+replays only lines matching the snapshot on disk, so a journal that outlived its snapshot is
+inert.  Records leave out what replay restores by itself (default values, the fields the
+address spells, the provider of the open intent: `mlform.state.backend.journal_resource`).
+A kill loses nothing: once ``os.write`` returns, the bytes are the kernel's.  A power loss
+loses at most the last ~50 ms: a flusher thread fsyncs the journal at most every 50 ms
+(group commit; 10,000 records cost a few fsyncs, not 10,000) and always within 50 ms of the
+last record, so a long provider call after a burst cannot leave the burst unsynced.
 
 *Snapshot replace* (`_replace`), with what a kill after each step leaves:
 
@@ -60,7 +63,7 @@ from pathlib import Path
 from mlform._gc import paused_gc
 from mlform.state.backend import (
     JournalReplay, LoadedState, LockInfo, PendingOp, StateBackend, StateLocked, StateWriter,
-    intent_lines, journal_line, push_guard, sealed_state, write_serial,
+    intent_lines, journal_line, journal_line_unstamped, push_guard, sealed_state, write_serial,
 )
 from mlform.state.model import State, StateError
 
@@ -368,11 +371,13 @@ class _LocalWriter(StateWriter):
         self._prior_digest = prior_digest       # the snapshot on disk
         self._start_digest = start_digest       # the snapshot with its journal replayed
         self._base_serial = state.serial
+        self._start_count = len(state.resources)
         created = not backend.journal_path.exists()
         self._fd: int | None = backend._open_journal(good_end)
         if created:
             _fsync_dir(backend.path.parent)     # the journal's name must survive a power loss
         self.bytes_written = 0
+        self._stamped = False           # the first line written carries the stamp
         self._cond = threading.Condition(self._mutex)
         self._dirty = False
         self._stop = False
@@ -384,12 +389,16 @@ class _LocalWriter(StateWriter):
 
     def _append(self, body: dict) -> None:
         try:
-            line = journal_line(body, self._state.lineage, self._base_serial)
+            # The writer's first line names the snapshot its lines apply to; the rest
+            # inherit it (JournalReplay), which keeps the journal under the snapshot's size.
+            line = (journal_line_unstamped(body) if self._stamped
+                    else journal_line(body, self._state.lineage, self._base_serial))
         except (TypeError, ValueError) as exc:
             what = body.get("address") or body.get("resource", {}).get("address") or body["op"]
             raise StateError(f"Cannot store {what} in the state",
                              f"a value is not plain JSON data: {exc}") from None
         _write_all(self._fd, line)
+        self._stamped = True
         self.bytes_written += len(line)
         if not self._dirty:
             self._dirty = True
@@ -428,8 +437,11 @@ class _LocalWriter(StateWriter):
             os.close(self._fd)
             self._fd = None
         with self._backend._guard:
-            digest = state.content_digest()
-            same = digest == self._prior_digest == self._start_digest
+            # A different number of resources is different content: no digest needed
+            # (hashing a 10,000-resource state is a full encode of it).
+            same = (self._prior_digest == self._start_digest
+                    and len(state.resources) == self._start_count
+                    and state.content_digest() == self._prior_digest)
             # Already sealed: the base came from disk and record() seals every result.
             final = State(serial=state.serial, lineage=state.lineage,
                           resources=dict(state.resources), outputs=state.outputs)

@@ -12,9 +12,7 @@ from __future__ import annotations
 import io
 from typing import Any, Iterable
 
-from rich.console import Console
-from rich.text import Text
-
+from mlform._gc import paused_gc
 from mlform.plan.model import Action, Change, Plan
 from mlform.views.cost import cost_text_lines
 from mlform.views.policies import policy_text_lines
@@ -72,16 +70,24 @@ _SEVERITY_STYLES = {"error": "bold red", "warning": "bold yellow"}
 # output assembly
 
 
-def _emit(lines: list[list[Segment]], color: bool) -> str:
+def _emit(lines: list[list[Segment] | str], color: bool) -> str:
+    """The document; a line is its segments, or a str: the text of a line without
+    styles (what a plan's attribute lines are when there is no colour to add)."""
     # Sections end with a blank separator; the document ends with one newline.
-    while lines and not "".join(text for text, _ in lines[-1]):
+    while lines and not _line_text(lines[-1]):
         lines = lines[:-1]
     if not color:
-        return "".join("".join(text for text, _ in line) + "\n" for line in lines)
+        return "\n".join(map(_line_text, lines)) + "\n" if lines else ""
+    # imported here: output that is not a terminal never needs rich (16 ms of imports)
+    from rich.console import Console
+    from rich.text import Text
     text = Text()
     for line in lines:
-        for part, style in line:
-            text.append(part, style=style or "")
+        if isinstance(line, str):
+            text.append(line)
+        else:
+            for part, style in line:
+                text.append(part, style=style or "")
         text.append("\n")
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=True, color_system="standard",
@@ -90,31 +96,48 @@ def _emit(lines: list[list[Segment]], color: bool) -> str:
     return buf.getvalue()
 
 
+def _line_text(line: list[Segment] | str) -> str:
+    return line if isinstance(line, str) else "".join([text for text, _ in line])
+
+
 def _plain_line(text: str = "", style: str | None = None) -> list[Segment]:
     return [(text, style)]
 
 
+def _pad(depth: int, symbol: str) -> str:
+    return " " * (3 + 4 * depth - len(symbol))
+
+
 def _layout(line: Line) -> list[Segment]:
     """Terraform's indentation: the symbol right-aligned before the key column."""
-    pad = " " * (3 + 4 * line.depth - len(line.symbol))
-    out: list[Segment] = [(pad, None), (line.symbol, _SYMBOL_STYLES.get(line.symbol)),
+    out: list[Segment] = [(_pad(line.depth, line.symbol), None),
+                          (line.symbol, _SYMBOL_STYLES.get(line.symbol)),
                           (" " + line.text, None)]
     if line.note:
         out.append((" " + line.note, "bold"))
     return out
 
 
-def _change_block(change: Change, headline: str) -> list[list[Segment]]:
+def _layout_text(line: Line) -> str:
+    """`_layout(line)` without styles, as one string: a 10,000-resource plan has a
+    hundred thousand of these lines, and nothing to colour when output is not a terminal."""
+    depth, symbol, text, note = line
+    if note:
+        return f"{_pad(depth, symbol)}{symbol} {text} {note}"
+    return f"{_pad(depth, symbol)}{symbol} {text}"
+
+
+def _change_block(change: Change, headline: str, color: bool = True) -> list:
     name = f"{change.address} (deposed object {change.deposed})" if change.deposed \
         else change.address
-    out = [_plain_line(f"  # {name} {headline}", "bold")]
+    out: list = [_plain_line(f"  # {name} {headline}", "bold")]
     out += [_plain_line(f"  # ({reason})") for reason in change.reasons]
-    out += [_layout(line) for line in change_lines(change)]
+    out += map(_layout if color else _layout_text, change_lines(change))
     out.append(_plain_line())
     return out
 
 
-def _drift_lines(plan: Plan) -> list[list[Segment]]:
+def _drift_lines(plan: Plan, color: bool = True) -> list:
     out = [
         _plain_line("Note: Objects have changed outside of mlform", "bold"),
         _plain_line(),
@@ -123,7 +146,7 @@ def _drift_lines(plan: Plan) -> list[list[Segment]]:
         _plain_line(),
     ]
     for change in plan.drift:
-        out += _change_block(change, _DRIFT_HEADLINES.get(change.action, "has changed"))
+        out += _change_block(change, _DRIFT_HEADLINES.get(change.action, "has changed"), color)
     return out
 
 
@@ -154,9 +177,16 @@ def _outputs(plan: Plan) -> list[list[Segment]]:
 
 def render_plan(plan: Plan, *, color: bool = False) -> str:
     """The whole plan as Terraform prints it."""
-    out: list[list[Segment]] = []
+    # Bounded, I/O-free and allocation-heavy (a line object per attribute): the cyclic
+    # collector's passes would walk them all for nothing (mlform._gc).
+    with paused_gc():
+        return _render_plan(plan, color)
+
+
+def _render_plan(plan: Plan, color: bool) -> str:
+    out: list = []
     if plan.drift:
-        out += _drift_lines(plan)
+        out += _drift_lines(plan, color)
     if plan.mode == "refresh-only":
         out += ([_plain_line(_REFRESH_ONLY_NOTE), _plain_line()] if plan.drift
                 else [_plain_line(_NO_CHANGES["refresh-only"], "bold"), _plain_line()])
@@ -168,7 +198,7 @@ def render_plan(plan: Plan, *, color: bool = False) -> str:
         out += _legend(changes)
         out += [_plain_line("mlform will perform the following actions:"), _plain_line()]
         for change in changes:
-            out += _change_block(change, _HEADLINES[change.action])
+            out += _change_block(change, _HEADLINES[change.action], color)
         s = plan.summary
         out += [_plain_line(f"Plan: {s.add} to add, {s.change} to change, "
                             f"{s.destroy} to destroy.", "bold"), _plain_line()]
@@ -191,7 +221,7 @@ def render_drift(plan: Plan, *, color: bool = False) -> str:
     """Only the drift (for `mlform drift`)."""
     if not plan.drift:
         return _emit([_plain_line(_NO_CHANGES["refresh-only"], "bold")], color)
-    return _emit(_drift_lines(plan), color)
+    return _emit(_drift_lines(plan, color), color)
 
 
 def render_diagnostics(diags: Iterable, *, color: bool = False) -> str:

@@ -12,15 +12,22 @@ Figures:
   journal lines, the snapshot's temp file, re-stamped intents) and sorting
   them by the file each descriptor points at.  The `.backup` is a hard link
   (no bytes written); should the filesystem refuse links, the fallback copy
-  is counted too.  Target: total <= 3 x the final state file.
+  is counted too.  Target: total <= 2 x the final state file.
 * the local backend alone, without the engine: 10,000 intent + record pairs
   through one `StateWriter` (each resource the size of a real dataset entry),
   the writer's close (the snapshot) and a load of the result, timed apart.
+
+Issue 11's targets: the CLI apply <= 3 s as a whole process, and bytes written <= 2 x the
+final state (the snapshot is written once, so the journal must stay under the snapshot's
+size: a writer stamps only its first line, and records leave out what replay restores).
+The CLI figure also reports the child's CPU time (user + system), steadier than wall
+time on a shared machine.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -74,7 +81,7 @@ def test_durable_apply_10k(tmp_path, monkeypatch):
     record("apply_10k_durable_wall", round(run["total_s"], 3), "s", target="< 10 s",
            resources=N, plan_s=round(run["plan_s"], 3), apply_s=round(run["apply_s"], 3),
            method="in-process: Session + lock + load + plan + apply + close")
-    record("apply_10k_state_bytes_written", total, "bytes", target=f"<= {3 * final_size}",
+    record("apply_10k_state_bytes_written", total, "bytes", target=f"<= {2 * final_size}",
            final_state_bytes=final_size, ratio=round(total / final_size, 3),
            by_file=dict(written),
            method="wrapped mlform.state.local._write_all (+ shutil.copyfile fallback); "
@@ -84,14 +91,19 @@ def test_durable_apply_10k(tmp_path, monkeypatch):
 def test_durable_apply_10k_cli(tmp_path):
     stack = chained_stack(tmp_path / "cli", keys=N // 4)
     mlform = Path(sys.executable).with_name("mlform")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     with open(os.devnull, "w") as devnull:
         proc = subprocess.run([str(mlform), "apply", "--auto-approve"], cwd=stack,
                               stdout=devnull, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    record("apply_10k_cli_wall", round(wall, 3), "s", resources=N,
-           method="mlform apply --auto-approve in a subprocess, stdout to /dev/null")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    record("apply_10k_cli_wall", round(wall, 3), "s", target="<= 3 s", resources=N,
+           cpu_s=round(cpu, 3), load_avg_1m=round(os.getloadavg()[0], 2),
+           method="mlform apply --auto-approve in a subprocess, stdout to /dev/null; "
+                  "cpu_s: the child's user + system time")
 
 
 def test_backend_10k_intent_record_pairs(tmp_path):
