@@ -62,6 +62,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping
 
+from .digests import ReadStream
+
 __all__ = ["csv_profile", "csv_rows", "jsonl_profile", "jsonl_rows", "parquet_profile"]
 
 #: exactly the characters `str.strip()` removes, as ASCII (the rest of `str.isspace`
@@ -133,7 +135,7 @@ def _raw_header(path: Path) -> list[str] | None:
         return next(csv.reader(fh), None)
 
 
-class _Watched(io.RawIOBase):
+class _Watched(ReadStream):
     """A binary stream whose first bytes are read ahead, to see whether the file quotes
     anything (`quoted_head`); whether a later block has a quote is `quoted_later`.
 
@@ -152,9 +154,6 @@ class _Watched(io.RawIOBase):
         self.quoted_head = b'"' in self._head
         self.quoted_later = False
 
-    def readable(self) -> bool:
-        return True
-
     def read(self, size: int = -1) -> bytes:
         if self._at < len(self._head):
             size = len(self._head) if size is None or size < 0 else size
@@ -168,14 +167,6 @@ class _Watched(io.RawIOBase):
         if not self.quoted_later and b'"' in chunk:
             self.quoted_later = True
         return chunk
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        chunk = self.read(len(buffer))
-        buffer[:len(chunk)] = chunk
-        return len(chunk)
 
 
 def _fold_csv(path: Path, start: Callable[[list[str]], Callable[[Any], bool]],

@@ -48,7 +48,26 @@ class FileDigest:
     lines: int       # newline count, plus one for a last line without a newline
 
 
-class HashingReader(io.RawIOBase):
+class ReadStream(io.RawIOBase):
+    """A read-only raw stream made of one `read(size)`: what pyarrow's readers and
+    `io` need around it (`readable`, `readall`, `readinto`)."""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:  # pragma: no cover - every subclass has one
+        raise NotImplementedError
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.read(len(buffer))
+        buffer[:len(chunk)] = chunk
+        return len(chunk)
+
+
+class HashingReader(ReadStream):
     """A binary file read through this reader is hashed on the way (sha256, size, lines):
     give it to a parser (pyarrow's readers take a file object; wrap it in
     `io.BufferedReader` for a text reader), then `finish()` reads what the parser left
@@ -62,9 +81,6 @@ class HashingReader(io.RawIOBase):
         self._size = 0
         self._lines = 0
         self._last = b"\n"
-
-    def readable(self) -> bool:
-        return True
 
     def tell(self) -> int:
         return self._size
@@ -80,14 +96,6 @@ class HashingReader(io.RawIOBase):
         if chunk:
             self._seen(chunk)
         return chunk
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        chunk = self.read(len(buffer))
-        buffer[:len(chunk)] = chunk
-        return len(chunk)
 
     def finish(self) -> FileDigest:
         """Read the rest of the file and give its digest."""

@@ -11,7 +11,6 @@ apply's journal stays smaller than the snapshot it is folded into.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -24,22 +23,11 @@ from mlform.state.backend import (
     journal_resource,
 )
 
-from _states import dataset_entry
+from _states import crash, dataset_entry
 
 
 def backend(tmp_path: Path) -> LocalBackend:
     return LocalBackend(tmp_path / ".mlform" / "state" / "default.json")
-
-
-def crash(writer) -> None:
-    """Abandon a writer the way a killed process would: no snapshot, journal left."""
-    with writer._cond:
-        writer._stop = True
-        writer._cond.notify_all()
-    writer._flusher.join()
-    os.close(writer._fd)
-    writer._fd = None
-    writer._backend._writer = None
 
 
 def journal_records(b: LocalBackend) -> list[dict]:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _states import dataset_entry
+from _states import crash, dataset_entry
 from _waiting import wait_until
 
 import mlform.state as st
@@ -34,17 +34,6 @@ def res(address: str, **attrs) -> ResourceState:
 
 def backend(tmp_path: Path, env: str = "default") -> LocalBackend:
     return LocalBackend(tmp_path / ".mlform" / "state" / f"{env}.json")
-
-
-def crash(writer) -> None:
-    """Abandon a writer the way a killed process would: no snapshot, journal left."""
-    with writer._cond:
-        writer._stop = True
-        writer._cond.notify_all()
-    writer._flusher.join()
-    os.close(writer._fd)
-    writer._fd = None
-    writer._backend._writer = None
 
 
 def content(state: State) -> str:

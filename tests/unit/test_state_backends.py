@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from _states import crash
 from _waiting import wait_until
 
 from mlform.config.loader import load_stack
@@ -90,13 +91,7 @@ class LocalStore:
 
     def crash(self, writer) -> None:
         """Abandon a writer as a killed process would: no snapshot, journal left."""
-        with writer._cond:
-            writer._stop = True
-            writer._cond.notify_all()
-        writer._flusher.join()
-        os.close(writer._fd)
-        writer._fd = None
-        writer._backend._writer = None
+        crash(writer)
 
     def leave_lock(self, info: LockInfo) -> None:
         """What a killed holder leaves: its info in the lock file, no flock."""
