@@ -24,8 +24,9 @@ Routes (Open Inference Protocol v2, plus two admin routes):
 * ``POST /v2/models/{name}/infer`` and ``/v2/models/{name}/versions/{v}/infer``
 * ``GET  /v2/admin/status``  what is served (versions, weights, generation, pid, capture,
   the event loop and HTTP implementation in use)
-* ``GET  /metrics``  Prometheus text: requests, capture written / dropped / failed /
-  rotated, capture queue depth
+* ``GET  /metrics``  Prometheus text (prometheus_client): inference requests by model,
+  version and status code, their latency and rows per request as histograms, capture
+  written / dropped / failed / rotated and the capture queue depth
 * ``POST /v2/admin/reload``  re-read the spec, load new versions in a background
   thread and swap them in atomically once loaded (header ``x-mlform-token``).
 
@@ -65,6 +66,8 @@ import torch
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 try:        # the `local` extra brings orjson; plain json when it is not installed
     import orjson
@@ -414,6 +417,82 @@ class Serving:
         return next((lv for lv in self.versions if str(lv.version) == wanted), None)
 
 
+#: latency buckets (seconds): loopback answers take ~0.3 ms, a slow model seconds
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0, 10.0)
+#: rows per request buckets
+ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
+
+
+class Telemetry:
+    """The server's Prometheus metrics, in a registry of its own (prometheus_client).
+
+    Per inference request, by model, version and HTTP status code: a count
+    (``mlform_requests_total``), and by model and version its latency
+    (``mlform_request_latency_seconds``) and rows (``mlform_request_rows``) as
+    histograms.  The capture's counters are read from the `CaptureLog` when scraped
+    (`collect`), so the request path only adds to the three metrics above; their
+    labelled children are looked up once per (model, version, code) and kept.
+    """
+
+    def __init__(self, server: "Server") -> None:
+        self._server = server
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._requests = Counter("mlform_requests", "inference requests answered",
+                                 ("model", "version", "code"), registry=self.registry)
+        self._latency = Histogram("mlform_request_latency_seconds",
+                                  "time from reading the request to its answer",
+                                  ("model", "version"), buckets=LATENCY_BUCKETS,
+                                  registry=self.registry)
+        self._rows = Histogram("mlform_request_rows", "rows per inference request",
+                               ("model", "version"), buckets=ROWS_BUCKETS,
+                               registry=self.registry)
+        self._children: dict[tuple, tuple] = {}
+        self.registry.register(_CaptureCollector(server))
+
+    def observe(self, model: str, version: Any, code: int, seconds: float, rows: int) -> None:
+        """One answered request (the request path: a dict look-up and three adds)."""
+        key = (model, version, code)
+        children = self._children.get(key)
+        if children is None:
+            labels = (model, str(version))
+            children = self._children[key] = (
+                self._requests.labels(*labels, str(code)), self._latency.labels(*labels),
+                self._rows.labels(*labels))
+        count, latency, rows_seen = children
+        count.inc()
+        latency.observe(seconds)
+        if rows:
+            rows_seen.observe(rows)
+
+
+class _CaptureCollector:
+    """The capture log's counters, read when scraped."""
+
+    def __init__(self, server: "Server") -> None:
+        self._server = server
+
+    def describe(self) -> list:
+        return []       # not known before the first scrape: collected each time
+
+    def collect(self):
+        capture = self._server.capture
+        for name, help_text, value in (
+                ("mlform_capture_written", "captured requests written to disk",
+                 capture.written if capture else 0),
+                ("mlform_capture_dropped",
+                 "captured requests dropped because the writer's queue was full",
+                 capture.dropped if capture else 0),
+                ("mlform_capture_failed", "captured requests that could not be written",
+                 capture.failed if capture else 0),
+                ("mlform_capture_rotations", "capture files rotated",
+                 capture.rotations if capture else 0)):
+            yield CounterMetricFamily(name, help_text, value=value)
+        yield GaugeMetricFamily("mlform_capture_queue_depth",
+                                "captured requests waiting for the writer",
+                                value=capture.pending if capture else 0)
+
+
 class Server:
     """The process's state: the spec, the current `Serving` snapshot, the loader."""
 
@@ -427,6 +506,7 @@ class Server:
         self.error: dict | None = None       # {"generation", "message"} of the last failed load
         self.requests = itertools.count()
         self.served = 0
+        self.telemetry = Telemetry(self)
         self._cache: dict[tuple, LoadedVersion] = {}
         self._load_lock = threading.Lock()
         self.capture: CaptureLog | None = None
@@ -506,26 +586,8 @@ class Server:
                 "max_age_seconds": limits.max_age_s, "queue": limits.queue}
 
     def metrics(self) -> str:
-        """Prometheus text exposition of the server's counters."""
-        capture = self.capture
-        samples = [
-            ("mlform_requests_total", "counter", "inference requests answered", self.served),
-            ("mlform_capture_written_total", "counter", "captured requests written to disk",
-             capture.written if capture else 0),
-            ("mlform_capture_dropped_total", "counter",
-             "captured requests dropped because the writer's queue was full",
-             capture.dropped if capture else 0),
-            ("mlform_capture_failed_total", "counter", "captured requests that could not be written",
-             capture.failed if capture else 0),
-            ("mlform_capture_rotations_total", "counter", "capture files rotated",
-             capture.rotations if capture else 0),
-            ("mlform_capture_queue_depth", "gauge", "captured requests waiting for the writer",
-             capture.pending if capture else 0),
-        ]
-        lines = []
-        for name, kind, help_text, value in samples:
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
-        return "\n".join(lines) + "\n"
+        """Prometheus text exposition of the server's metrics (`Telemetry`)."""
+        return generate_latest(self.telemetry.registry).decode()
 
     def reload(self) -> tuple[int, dict]:
         try:
@@ -705,6 +767,7 @@ def build_app(server: Server) -> Any:
         model = serving.by_version(version) if version is not None else server.pick(serving)
         body = await request.body()
         x = y = None
+        n = 0
         problem_text = None
         try:
             try:
@@ -732,6 +795,7 @@ def build_app(server: Server) -> Any:
             problem_text = str(exc)
             status, response = 400, _error(problem_text, 400)
         server.served += 1
+        server.telemetry.observe(name, model.version, status, time.perf_counter() - t0, n)
         capture = server.capture
         if serving.capture_percent is not None and capture is not None \
                 and capture.sampled(serving.capture_percent):

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from _metrics import kinds, value
 
 pytest.importorskip("torch")
 pytest.importorskip("fastapi")
@@ -68,16 +69,19 @@ def test_a_full_queue_drops_and_counts_without_blocking(tmp_path):
 
 def test_metrics_expose_the_drop_counter(tmp_path):
     server = serving.Server.__new__(serving.Server)     # only what metrics() reads
-    server.served = 7
+    server.telemetry = serving.Telemetry(server)
+    for _ in range(7):
+        server.telemetry.observe("m", 1, 200, 0.001, 1)
     server.capture = CaptureLog(str(tmp_path / "capture.jsonl"), CaptureLimits(queue=1))
     release = _held_writer(server.capture)
     server.capture.submit(_request(0))
     server.capture.submit(_request(1))                  # dropped
     text = server.metrics()
-    assert "# TYPE mlform_capture_dropped_total counter" in text
-    assert "\nmlform_capture_dropped_total 1\n" in text
-    assert "\nmlform_requests_total 7\n" in text
-    assert "\nmlform_capture_queue_depth 1\n" in text
+    assert kinds(text)["mlform_capture_dropped"] == "counter"
+    assert kinds(text)["mlform_request_latency_seconds"] == "histogram"
+    assert value(text, "mlform_capture_dropped_total") == 1
+    assert value(text, "mlform_requests_total", model="m", version="1", code="200") == 7
+    assert value(text, "mlform_capture_queue_depth") == 1
     release.set()
     server.capture.close()
 

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _metrics import value
 from _waiting import wait_until
 
 torch = pytest.importorskip("torch")
@@ -187,8 +188,8 @@ def test_sigterm_drains_requests_in_flight_and_the_capture_queue(server):
         output.expect("writer held", 30)
         # the writer holds the first record; the other answered ones wait in its queue
         metrics = client.get("/metrics").text
-        assert f"\nmlform_capture_queue_depth {ANSWERED - 1}\n" in metrics, metrics
-        assert "\nmlform_capture_written_total 0\n" in metrics, metrics
+        assert value(metrics, "mlform_capture_queue_depth") == ANSWERED - 1, metrics
+        assert value(metrics, "mlform_capture_written_total") == 0, metrics
 
     flying = {n: start_in_flight(port, body(n))
               for n in range(ANSWERED, ANSWERED + IN_FLIGHT)}

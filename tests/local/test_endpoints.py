@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _metrics import value
 from _waiting import wait_until
 
 torch = pytest.importorskip("torch")
@@ -264,8 +265,32 @@ def test_capture_logs_sampled_requests(served, client):
         "path": str(path), "sample_percent": 50, "max_bytes": 64 * 1024 * 1024, "max_files": 4,
         "max_age_seconds": None, "queue": 10_000}
     metrics = client.get(live.attributes["url"].split("/v2/")[0] + "/metrics").text
-    assert "\nmlform_capture_dropped_total 0\n" in metrics
-    assert "\nmlform_capture_written_total 5\n" in metrics
+    assert value(metrics, "mlform_capture_dropped_total") == 0
+    assert value(metrics, "mlform_capture_written_total") == 5
+
+
+def test_metrics_count_each_request_by_version_and_status(served, client):
+    """`/metrics`, read by prometheus_client's parser: every answer counted once under
+    its model, version and status code, its latency and rows in the histograms."""
+    served.register(seed=1)
+    url = served.apply(served.desired()).attributes["url"]
+    name = url.rsplit("/", 1)[-1]
+    for i in range(6):
+        rows = [[float(i), 1.0, 2.0, 3.0]] * (i + 1)
+        assert client.post(f"{url}/infer", json=oip(rows)).status_code == 200
+    for _ in range(3):
+        assert client.post(f"{url}/infer", content=b"{nope",
+                           headers={"content-type": "application/json"}).status_code == 400
+    text = client.get(url.split("/v2/")[0] + "/metrics").text
+    labels = {"model": name, "version": "1"}
+    assert value(text, "mlform_requests_total", code="200", **labels) == 6
+    assert value(text, "mlform_requests_total", code="400", **labels) == 3
+    assert value(text, "mlform_request_latency_seconds_count", **labels) == 9
+    assert value(text, "mlform_request_latency_seconds_bucket", le="+Inf", **labels) == 9
+    assert 0 < value(text, "mlform_request_latency_seconds_sum", **labels) < 9 * 5.0
+    assert value(text, "mlform_request_rows_count", **labels) == 6     # bodies that parsed
+    assert value(text, "mlform_request_rows_sum", **labels) == 1 + 2 + 3 + 4 + 5 + 6
+    assert value(text, "mlform_request_rows_bucket", le="4.0", **labels) == 4
 
 
 def test_capture_settings_reach_the_server_by_reload(served, client):
