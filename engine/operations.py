@@ -149,23 +149,28 @@ def _code_files(providers) -> list[tuple[str, int, int]]:
     """(path, size, mtime) of the engine's, the specs' and the providers' source files:
     a memo made by other code is never used (`mlform.plan.memo`)."""
     import mlform
+    import mlform.providers
     import mlform.specs
 
-    roots = [*mlform.__path__, *mlform.specs.__path__]
+    # mlform.providers (the kit and the built-in providers) is its own folder in a
+    # checkout (pyproject's package-dir), inside mlform's when installed: both walked,
+    # each file once.
+    roots = [*mlform.__path__, *mlform.providers.__path__, *mlform.specs.__path__]
     for _, provider in providers.items():
         module = sys.modules.get(type(provider).__module__)
         if module is not None and getattr(module, "__file__", None):
             roots.append(os.path.dirname(module.__file__))
-    found, stack = [], list(dict.fromkeys(roots))
+    found: dict[str, tuple[int, int]] = {}
+    stack = list(dict.fromkeys(roots))
     while stack:
         with os.scandir(stack.pop()) as entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False) and entry.name != "__pycache__":
                     stack.append(entry.path)
-                elif entry.name.endswith(".py"):
+                elif entry.name.endswith(".py") and entry.path not in found:
                     st = entry.stat()
-                    found.append((entry.path, st.st_size, st.st_mtime_ns))
-    return sorted(found)
+                    found[entry.path] = (st.st_size, st.st_mtime_ns)
+    return sorted((path, size, mtime) for path, (size, mtime) in found.items())
 
 
 def _load_memo(session, providers) -> PlanMemo | None:

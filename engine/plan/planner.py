@@ -234,9 +234,10 @@ class Planner:
 
     # ---------------------------------------------------------------- memo
 
-    def _memo_salt(self, node, provider_key: str, provider, triggered: str) -> tuple | None:
-        """What every memo key of a block's instances holds besides their own values
-        (`mlform.plan.memo`), or None when the block is not memoised."""
+    def _memo_salt(self, node, provider_key: str, provider, triggered: str) -> str | None:
+        """A digest of what every memo key of a block's instances holds besides their own
+        values (`mlform.plan.memo`), made once per block; None when the block is not
+        memoised."""
         if self.memo is None:
             return None
         res: Resource = node.config
@@ -246,8 +247,7 @@ class Planner:
         if provider_key not in self._provider_salts:
             cls = type(provider)
             try:
-                key_of(provider.context.config)
-                self._provider_salts[provider_key] = (
+                self._provider_salts[provider_key] = key_of(
                     f"{cls.__module__}.{cls.__qualname__}", provider.context.config)
             except (Uncacheable, TypeError, ValueError, AttributeError):
                 self._provider_salts[provider_key] = None
@@ -255,10 +255,11 @@ class Planner:
         if provider_salt is None:
             return None
         lc = res.lifecycle
-        return (self.memo.salt, provider_key, provider_salt, str(self.graph.modules[node.module].dir),
-                repr(lc.ignored), lc.create_before_destroy, lc.prevent_destroy, triggered)
+        return key_of(self.memo.salt, provider_key, provider_salt,
+                      str(self.graph.modules[node.module].dir), repr(lc.ignored),
+                      lc.create_before_destroy, lc.prevent_destroy, triggered)
 
-    def _memo_key(self, memo_salt: tuple | None, inst: Instance, raw: dict, prior) -> str | None:
+    def _memo_key(self, memo_salt: str | None, inst: Instance, raw: dict, prior) -> str | None:
         if memo_salt is None or prior is None or prior.sensitive_paths \
                 or inst.address in self.options.replace:
             return None
@@ -321,7 +322,7 @@ class Planner:
     # ---------------------------------------------------------------- instances
 
     def _plan_instance(self, ev: Evaluator, inst: Instance, provider, provider_key: str, schema,
-                       replace_paths, dependencies, triggered: str, memo_salt: tuple | None = None
+                       replace_paths, dependencies, triggered: str, memo_salt: str | None = None
                        ) -> tuple[Instance, Change, dict, list, str | None]:
         """(the instance, its change, its planned clear value, its sensitive paths, its
         memo key when the memo holds it)."""

@@ -234,3 +234,18 @@ def test_blocks_that_read_files_or_hold_sensitive_values_are_always_planned(tmp_
     write_stack(tmp_path, {**spec, "note": "n2"})
     changed, _ = plan(tmp_path)
     assert [c.address for c in changed.changes if c.is_change][:1] == ['dataset.d["a"]']
+
+
+def test_the_memo_salt_names_the_provider_kit_and_each_file_once():
+    """The kit is planning code too (`kit.plans`, `kit.reruns`): an edit to it must make
+    a memo of older code unused, in a checkout (its own folder) as when installed."""
+    import mlform.providers.kit as kit
+
+    class NoProviders:
+        def items(self):
+            return []
+
+    files = [path for path, _, _ in operations._code_files(NoProviders())]
+    kit_dir = list(kit.__path__)[0]
+    assert any(path.startswith(kit_dir + "/") for path in files)
+    assert len(files) == len(set(files))
