@@ -387,12 +387,12 @@ def plan_cost(plan: Plan, providers: Any, state: Any) -> CostReport:
     entries = []
     for c in plan.changes:
         last_run = c.before if c.before is not None else prior.get(c.address)
-        sensitive = c.address in secret or _cluster_address(c.after) in secret
+        cluster = _cluster_address(c.after)
+        sensitive = c.address in secret or cluster in secret
         before = pricer.side(c.provider, c.kind, _with_cluster(c.before, prior), c.before,
                              sensitive)
         if c.after is c.before and c.after is not None and (
-                _cluster_address(c.after) is None
-                or after_clusters.get(_cluster_address(c.after)) is prior.get(_cluster_address(c.after))):
+                cluster is None or after_clusters.get(cluster) is prior.get(cluster)):
             after = before        # a no-op the memo answered: the very same attributes
         else:
             after = pricer.side(c.provider, c.kind, _with_cluster(c.after, after_clusters),
