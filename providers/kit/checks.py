@@ -407,22 +407,18 @@ def merge_files(fmt: str, parts: Iterable[DataProfile]) -> DataProfile:
     return result or DataProfile(fmt, 0)
 
 
-def _csv_rows_only(path: Path, stream: BinaryIO | None) -> int:
-    if _size(path) >= ARROW_FROM_BYTES:
-        from . import arrow_tables
-        rows = arrow_tables.csv_rows(path, stream)
-        if rows is not None:
-            return rows
-    return sum(1 for _ in _csv_rows(path, _unread(stream)))
-
-
-def _jsonl_rows_only(path: Path, stream: BinaryIO | None) -> int:
-    if _size(path) >= ARROW_FROM_BYTES:
-        from . import arrow_tables
-        rows = arrow_tables.jsonl_rows(path, stream)
-        if rows is not None:
-            return rows
-    return sum(1 for _ in _jsonl_rows(path, _unread(stream)))
+def _text_rows_only(fmt: str) -> Callable[[Path, BinaryIO | None], int]:
+    """The row count of a csv or jsonl file: pyarrow's reader from ARROW_FROM_BYTES on
+    (None where it reads differently), else the row reader's."""
+    def count(path: Path, stream: BinaryIO | None) -> int:
+        if _size(path) >= ARROW_FROM_BYTES:
+            from . import arrow_tables
+            rows = {"csv": arrow_tables.csv_rows, "jsonl": arrow_tables.jsonl_rows}[fmt](
+                path, stream)
+            if rows is not None:
+                return rows
+        return sum(1 for _ in _READERS[fmt](path, _unread(stream)))
+    return count
 
 
 def _parquet_rows_only(path: Path, stream: BinaryIO | None) -> int:
@@ -439,8 +435,8 @@ def _parquet_rows_only(path: Path, stream: BinaryIO | None) -> int:
 
 
 _ROW_COUNTERS: dict[str, Callable[[Path, BinaryIO | None], int]] = {
-    "csv": _csv_rows_only,
-    "jsonl": _jsonl_rows_only,
+    "csv": _text_rows_only("csv"),
+    "jsonl": _text_rows_only("jsonl"),
     "parquet": _parquet_rows_only,
 }
 
