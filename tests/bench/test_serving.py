@@ -35,6 +35,8 @@ from mlform.providers.kit import calls as contract
 
 from . import _load
 from ._load import percentile as _percentile
+from ._mlp import FEATURES, save_mlp
+from ._mlp import rows as mlp_rows
 from ._support import record
 
 torch = pytest.importorskip("torch")
@@ -43,7 +45,6 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 httpx = pytest.importorskip("httpx")
 
-FEATURES, HIDDEN, CLASSES = 16, 64, 2
 CONCURRENCY = (1, 8, 32)
 REQUESTS = {1: 2000, 8: 4000, 32: 4000}     # bounded: a few seconds per level on 2 cores
 WARMUP = 100
@@ -51,13 +52,7 @@ DIRECT_CALLS = 5000
 
 
 def _mlp(directory: Path) -> str:
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(FEATURES, HIDDEN), torch.nn.ReLU(),
-                              torch.nn.Linear(HIDDEN, HIDDEN), torch.nn.ReLU(),
-                              torch.nn.Linear(HIDDEN, CLASSES), torch.nn.Softmax(dim=1))
-    directory.mkdir(parents=True)
-    torch.jit.save(torch.jit.script(net.eval()), str(directory / "model.pt"))
-    return directory.as_uri()
+    return save_mlp(directory).parent.as_uri()
 
 
 def _drive(port: int, path: str, body: bytes, concurrency: int,
@@ -147,9 +142,8 @@ BATCH_REQUESTS = 4000
 
 
 def _body(rows: int) -> bytes:
-    data = [[0.1 * ((i + r) % 7) for i in range(FEATURES)] for r in range(rows)]
     return json.dumps({"inputs": [{"name": "input", "shape": [rows, FEATURES],
-                                   "datatype": "FP32", "data": data}]}).encode()
+                                   "datatype": "FP32", "data": mlp_rows(rows)}]}).encode()
 
 
 def _metric(port: int, name: str) -> float | None:

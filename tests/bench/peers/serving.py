@@ -54,7 +54,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from tests._waiting import wait_until
+
 from .. import _load
+from .._mlp import CLASSES, FEATURES, save_mlp
+from .._mlp import rows as mlp_rows
 from . import _common
 
 KSERVE = "kserve==0.21.0"
@@ -65,7 +69,6 @@ MLSERVER = "mlserver==1.7.1"
 MLSERVER_UVLOOP = "uvloop==0.21.0"
 HERE = Path(__file__).resolve().parent / "serving_peers"
 NAME = "mlp"
-FEATURES, HIDDEN, CLASSES = 16, 64, 2
 CONCURRENCY = (1, 8, 32)
 ROWS = (1, 32)
 REQUESTS = {1: 1000, 8: 2000, 32: 2000}     # per level and server: a few seconds each
@@ -139,27 +142,9 @@ def build() -> None:
 
 # ---------------------------------------------------------------- the model and bodies
 
-def _save_mlp(directory: Path) -> Path:
-    """The MLP of tests/bench/test_serving.py, seeded alike, saved as TorchScript."""
-    import torch
-
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(FEATURES, HIDDEN), torch.nn.ReLU(),
-                              torch.nn.Linear(HIDDEN, HIDDEN), torch.nn.ReLU(),
-                              torch.nn.Linear(HIDDEN, CLASSES), torch.nn.Softmax(dim=1))
-    directory.mkdir(parents=True)
-    path = directory / "model.pt"
-    torch.jit.save(torch.jit.script(net.eval()), str(path))
-    return path
-
-
-def _rows(n: int) -> list[list[float]]:
-    return [[0.1 * ((i + r) % 7) for i in range(FEATURES)] for r in range(n)]
-
-
 def _body(n: int) -> bytes:
     """One OIP v2 request: input 0, FP32, shape [n, 16], data flattened row-major."""
-    data = [v for row in _rows(n) for v in row]
+    data = [v for row in mlp_rows(n) for v in row]
     return json.dumps({"inputs": [{"name": "input", "shape": [n, FEATURES],
                                    "datatype": "FP32", "data": data}]}).encode()
 
@@ -206,13 +191,20 @@ def _spawn(stack: ExitStack, name: str, argv: list[str], cwd: Path, port: int) -
                 proc.wait()
 
     stack.callback(stop)
-    deadline = time.monotonic() + READY_SECONDS
-    while _get(port, f"/v2/models/{NAME}/ready") != 200:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log.flush()
-            tail = (cwd / f"{name}.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{name} did not become ready (exit {proc.poll()}):\n{tail}")
-        time.sleep(0.2)     # a poll interval: readiness is what is waited for
+    def failed() -> RuntimeError:
+        log.flush()
+        tail = (cwd / f"{name}.log").read_text(errors="replace")[-3000:]
+        return RuntimeError(f"{name} did not become ready (exit {proc.poll()}):\n{tail}")
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise failed()
+        return _get(port, f"/v2/models/{NAME}/ready") == 200
+
+    try:
+        wait_until(ready, READY_SECONDS, f"{name} to become ready", interval=0.2)
+    except AssertionError:
+        raise failed() from None
     return Server(name, port, f"/v2/models/{NAME}/infer")
 
 
@@ -278,7 +270,7 @@ def _check_answers(servers: list[Server], module) -> None:
 
     for n in ROWS:
         with torch.inference_mode():
-            want = module(torch.tensor(_rows(n))).reshape(-1).tolist()
+            want = module(torch.tensor(mlp_rows(n))).reshape(-1).tolist()
         for server in servers:
             response = httpx.post(f"http://127.0.0.1:{server.port}{server.path}",
                                   content=_body(n), timeout=30, trust_env=False,
@@ -298,7 +290,7 @@ def _direct(module, n: int, calls: int, reps: int) -> None:
     turned into Python floats as a server must."""
     import torch
 
-    x = torch.tensor(_rows(n))
+    x = torch.tensor(mlp_rows(n))
     rates, p50s, p99s = [], [], []
     with torch.inference_mode():
         for _ in range(_load.WARMUP):
@@ -371,7 +363,7 @@ def run(reps: int, quick: bool) -> None:
     requests = {c: QUICK_REQUESTS for c in CONCURRENCY} if quick else REQUESTS
     with tempfile.TemporaryDirectory(prefix="mlform-serving-peers-") as tmp, ExitStack() as stack:
         root = Path(tmp)
-        model = _save_mlp(root / "run")
+        model = save_mlp(root / "run")
         servers = [
             _start_mlform(stack, root, model.parent),
             _start_kserve(stack, root, model),
