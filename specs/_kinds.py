@@ -20,7 +20,8 @@ from ._refs import ref
 
 __all__ = [
     "SpecModel", "Dataset", "DatasetChecks", "TrainingCluster", "Pipeline", "Gate",
-    "Model", "Endpoint", "Rollout", "Capture", "Autoscaling", "Monitor", "MonitorCheck",
+    "Model", "Endpoint", "Rollout", "Analysis", "Variant", "Experiment", "Capture",
+    "Autoscaling", "Monitor", "MonitorCheck",
     "Lifecycle", "KIND_MODELS", "COMPUTED", "REFERENCE_FIELDS", "META_ARGUMENTS",
     "COLUMN_TYPES",
 ]
@@ -118,16 +119,43 @@ class TrainingCluster(_Common):
 # -------------------------------------------------------------------------- pipeline
 
 class Gate(SpecModel):
-    """A metric the run must meet before its model is published."""
+    """A metric the run must meet before its model is published: within bounds, and/or
+    better than the version a registry stage points at now (champion/challenger)."""
 
     metric: str = Field(..., min_length=1, description="Metric name reported by the run.")
     min: float | None = Field(None, description="Lowest acceptable value.")
     max: float | None = Field(None, description="Highest acceptable value.")
+    must_beat: str | None = Field(
+        None, description='Registry stage (e.g. "production") whose current version the run '
+                          "must beat on the same metric, by `margin`; passes when the stage "
+                          "has no version yet.")
+    margin: float = Field(0.0, ge=0, description="How much better than the stage's version "
+                                                 "the run must be (absolute, same metric).")
+    goal: Literal["maximize", "minimize"] = Field(
+        "maximize", description="Whether a higher (maximize) or lower (minimize) metric is better.")
+    model: str | None = Field(
+        None, description="The model (model.NAME) whose registry holds the stage; by default "
+                          "the models whose versions were registered from this pipeline.")
+
+    @field_validator("must_beat")
+    @classmethod
+    def _stage_shape(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise ValueError(f'must_beat names a stage such as "production", got "{value}"')
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model_address(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"(module\.[^.]+\.)*model\.[A-Za-z_][\w-]*", value):
+            raise ValueError(f'gate model must be a model address such as "model.fraud", '
+                             f'got "{value}"')
+        return value
 
     @model_validator(mode="after")
     def _bounds(self) -> "Gate":
-        if self.min is None and self.max is None:
-            raise ValueError('gate needs at least one bound: "min" or "max"')
+        if self.min is None and self.max is None and self.must_beat is None:
+            raise ValueError('gate needs at least one bound: "min", "max" or "must_beat"')
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"gate min ({self.min:g}) is greater than max ({self.max:g})")
         return self
@@ -180,6 +208,43 @@ class Model(_Common):
 
 # -------------------------------------------------------------------------- endpoint
 
+class MetricBound(SpecModel):
+    """Bounds on one metric of the canary analysis."""
+
+    min: float | None = Field(None, description="Lowest acceptable value.")
+    max: float | None = Field(None, description="Highest acceptable value.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "MetricBound":
+        if self.min is None and self.max is None:
+            raise ValueError('a metric bound needs "min" or "max"')
+        return self
+
+
+class Analysis(SpecModel):
+    """Canary analysis: thresholds the new version's own traffic must meet while it bakes."""
+
+    max_error_rate: float | None = Field(
+        None, ge=0, le=1, description="Highest share (0-1) of the canary's requests answered "
+                                      "with an error status (4xx or 5xx).")
+    max_p99_ms: float | None = Field(
+        None, gt=0, description="Highest p99 latency of the canary's requests, in ms.")
+    metrics: dict[str, MetricBound] = Field(
+        default_factory=dict,
+        description="Bounds on any other metric the server exports, by metric name.")
+    interval_seconds: int = Field(10, ge=1, description="Seconds between two checks.")
+    failures_allowed: int = Field(0, ge=0, description="Failed checks tolerated before the "
+                                                       "rollout is rolled back.")
+    min_requests: int = Field(10, ge=1, description="A check that saw fewer canary requests "
+                                                    "is skipped, not failed.")
+
+    @model_validator(mode="after")
+    def _something(self) -> "Analysis":
+        if self.max_error_rate is None and self.max_p99_ms is None and not self.metrics:
+            raise ValueError("analysis needs a threshold: max_error_rate, max_p99_ms or metrics")
+        return self
+
+
 class Rollout(SpecModel):
     """How a new model version replaces the one being served."""
 
@@ -191,6 +256,59 @@ class Rollout(SpecModel):
         10, ge=1, le=100, description="Traffic added per step (strategy linear).")
     bake_seconds: int = Field(
         0, ge=0, description="Time to watch each step before shifting more traffic.")
+    analysis: Analysis | None = Field(
+        None, description="Judge the new version on its own traffic while it bakes; a failed "
+                          "analysis rolls back to the old version and fails the apply.")
+
+    @model_validator(mode="after")
+    def _analysis_needs_bake(self) -> "Rollout":
+        if self.analysis is not None and (self.strategy not in ("canary", "linear")
+                                          or not self.bake_seconds):
+            raise ValueError('analysis needs strategy "canary" or "linear" and bake_seconds > 0 '
+                             "(it judges the new version while it bakes)")
+        return self
+
+
+#: A variant's name: what SageMaker accepts as a VariantName, and a Prometheus label value.
+VARIANT_NAME = re.compile(r"[A-Za-z0-9](?:-?[A-Za-z0-9]){0,62}")
+
+
+class Variant(SpecModel):
+    """One model an endpoint serves beside others, with its share of the traffic."""
+
+    model: ModelRef = Field(..., description="Model to serve: model.NAME, or a model URI.")
+    weight: int = Field(0, ge=0, le=100,
+                        description="Share of live traffic in percent; the live variants' "
+                                    "weights sum to 100 (a shadow variant's is 0).")
+
+
+class Experiment(SpecModel):
+    """How an endpoint's variants share traffic and are compared."""
+
+    type: Literal["ab", "shadow", "bandit"] = Field(
+        ..., description="ab: split by weight; shadow: mirror a share of requests to the "
+                         "shadow variant; bandit: weights move toward the better variant "
+                         "from posted rewards (Thompson sampling).")
+    sticky_key: str | None = Field(
+        None, description='Keeps a user on one variant: "header:NAME" (a request header) or '
+                          '"input:NAME" (the request\'s parameters.NAME, else the input '
+                          "tensor NAME). ab and bandit.")
+    shadow: str | None = Field(None, description="The variant requests are mirrored to (shadow).")
+    shadow_percent: int = Field(100, ge=0, le=100,
+                                description="Share of requests mirrored to the shadow (shadow).")
+    reward: Literal["binary", "continuous"] = Field(
+        "binary", description="Rewards posted back: 0/1 (Beta posterior) or numbers (Gaussian) "
+                              "(bandit).")
+    floor_percent: float = Field(5, ge=0, le=50,
+                                 description="Least traffic share each variant keeps (bandit).")
+
+    @field_validator("sticky_key")
+    @classmethod
+    def _sticky_shape(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"(header|input):[A-Za-z0-9_.-]+", value):
+            raise ValueError('sticky_key is "header:NAME" or "input:NAME", '
+                             f'got "{value}"')
+        return value
 
 
 class Capture(SpecModel):
@@ -215,16 +333,66 @@ class Autoscaling(SpecModel):
 
 
 class Endpoint(_Common):
-    """An online inference endpoint serving a model."""
+    """An online inference endpoint serving a model, or several variants of one."""
 
-    model: ModelRef = Field(
-        ..., description="Model to serve: model.NAME, or a model URI.")
+    model: ModelRef | None = Field(
+        None, description="Model to serve: model.NAME, or a model URI (or give `variants`).")
+    variants: dict[str, Variant] | None = Field(
+        None, description="Models served side by side, by variant name, each with a weight "
+                          "(instead of `model`).")
+    experiment: Experiment | None = Field(
+        None, description="How the variants are compared: ab, shadow or bandit.")
     replicas: int = Field(1, ge=0, description="Serving replicas (0 keeps it scaled down).")
     instance_type: str | None = Field(None, description="Provider instance type.")
     rollout: Rollout = Field(default_factory=Rollout, description="Deployment strategy.")
     capture: Capture | None = Field(None, description="Request capture for monitoring.")
     port: int | None = Field(None, ge=1, le=65535, description="Port to listen on (local).")
     autoscaling: Autoscaling | None = Field(None, description="Replica autoscaling.")
+
+    @model_validator(mode="after")
+    def _variants(self) -> "Endpoint":
+        if (self.model is None) == (self.variants is None):
+            raise ValueError('an endpoint serves either "model" or "variants", '
+                             + ("not both" if self.model is not None else "and names neither"))
+        experiment = self.experiment
+        if self.variants is None:
+            if experiment is not None:
+                raise ValueError('"experiment" needs "variants" to compare')
+            return self
+        if not self.variants:
+            raise ValueError('"variants" names no variant')
+        for name in self.variants:
+            if not VARIANT_NAME.fullmatch(name):
+                raise ValueError(f'variant name "{name}" must be letters, digits and single '
+                                 "hyphens (at most 63), as SageMaker and metric labels accept")
+        shadow = experiment.shadow if experiment is not None else None
+        if experiment is not None and experiment.type == "shadow":
+            if shadow is None:
+                raise ValueError('experiment type "shadow" needs "shadow": the variant requests '
+                                 "are mirrored to")
+        elif shadow is not None:
+            raise ValueError(f'"shadow" applies only to experiment type "shadow", '
+                             f'not "{experiment.type}"')
+        if shadow is not None:
+            if shadow not in self.variants:
+                raise ValueError(f'shadow "{shadow}" is not one of the variants '
+                                 f"({', '.join(sorted(self.variants))})")
+            if self.variants[shadow].weight:
+                raise ValueError(f'the shadow variant "{shadow}" gets no live traffic: give it '
+                                 f"weight 0, not {self.variants[shadow].weight}")
+        live = {name: v.weight for name, v in self.variants.items() if name != shadow}
+        if not live:
+            raise ValueError("the variants need at least one live (non-shadow) variant")
+        total = sum(live.values())
+        if total != 100:
+            raise ValueError(f"the live variants' weights sum to {total}, not 100 ("
+                             + ", ".join(f"{n} = {w}" for n, w in live.items()) + ")")
+        if experiment is not None and experiment.type in ("ab", "bandit") and len(live) < 2:
+            raise ValueError(f'experiment type "{experiment.type}" needs at least two live variants')
+        if experiment is not None and experiment.type == "bandit" and self.capture is None:
+            raise ValueError('a bandit needs "capture": its rewards are matched to the captured '
+                             "requests, and its state is rebuilt from them after a restart")
+        return self
 
 
 # --------------------------------------------------------------------------- monitor
@@ -316,7 +484,7 @@ REFERENCE_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
     "training_cluster": {},
     "pipeline": {"cluster": ("training_cluster",), "inputs": ("dataset", "pipeline")},
     "model": {"artifact": ("pipeline",)},
-    "endpoint": {"model": ("model",)},
+    "endpoint": {"model": ("model",), "variants": ("model",)},
     "monitor": {"endpoint": ("endpoint",), "baseline": ("dataset",), "pipeline": ("pipeline",)},
 }
 

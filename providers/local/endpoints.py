@@ -32,6 +32,7 @@ another version reads as drift.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -53,6 +54,9 @@ from mlform.providers.base import (
 )
 from mlform.providers.kit.artifacts import uri_to_path
 from mlform.providers.kit.plans import plan_of
+from mlform.providers.kit.variants import (
+    PRIMARY, endpoint_variants, experiment_of, variant_changes,
+)
 from mlform.specs import looks_like_address, split_address
 
 from . import processes
@@ -67,6 +71,12 @@ __all__ = ["EndpointHandler", "EndpointSettings", "endpoint_dir", "capture_path"
 SERVER_PROGRAM = Path(__file__).parent.parent / "kit" / "serving.py"
 TOKEN_HEADER = "x-mlform-token"
 COMPUTED = ("url", "model_version", "pid", "serving")
+
+#: The artifact files the server loads, by the model's `framework` (any one of them).
+ARTIFACT_FILES: dict[str, tuple[str, ...]] = {
+    "torch": ("model.pt",), "sklearn": ("model.skops", "model.joblib", "model.pkl"),
+    "onnx": ("model.onnx",), "other": ("model.pt",),
+}
 
 
 class EndpointSettings(BaseModel):
@@ -90,6 +100,35 @@ class EndpointSettings(BaseModel):
                                description="Captured requests that may wait for the capture writer; "
                                            "beyond that they are dropped and counted "
                                            "(mlform_capture_dropped_total), never waited for.")
+    workers: int = Field(1, ge=1, le=256,
+                         description="Threads that run inference, off the event loop (changing "
+                                     "it starts a new process).")
+    worker_processes: int = Field(0, ge=0, le=64,
+                                  description="Run inference in this many worker processes, each "
+                                              "holding the models (0: threads of the server "
+                                              "process; changing it starts a new process).")
+    max_batch_size: int = Field(1, ge=1, le=65_536,
+                                description="Dynamic batching: rows of concurrent requests joined "
+                                            "into one forward pass, at most (1: no batching).")
+    max_delay_ms: float = Field(5.0, ge=0, le=10_000,
+                                description="Dynamic batching: how long a request may wait for "
+                                            "others to join its batch.")
+    hooks: str | None = Field(None, min_length=1,
+                              description="A Python file (relative to the stack) defining "
+                                          "preprocess(doc) and/or postprocess(doc, result), run "
+                                          "around each inference request.")
+    auth_token: str | None = Field(None, min_length=1,
+                                   description="Bearer token the inference and feedback routes "
+                                               "require (pass a sensitive variable; never "
+                                               "logged).")
+
+    @classmethod
+    def of(cls, attrs: Mapping) -> "EndpointSettings":
+        """The settings of `attrs`, defaults where unset (the engine checked them already;
+        keys of another provider's settings are left out)."""
+        raw = attrs.get("settings")
+        return cls.model_validate({k: v for k, v in raw.items() if k in cls.model_fields}
+                                  if isinstance(raw, Mapping) else {})
 
 
 def endpoint_dir(env: LocalEnv, address: str) -> Path:
@@ -211,10 +250,16 @@ def _host_of(url: Any) -> str | None:
     return urlsplit(url).hostname if isinstance(url, str) else None
 
 
-def _threads(attrs: Mapping) -> int:
+def _threads(attrs: Mapping) -> tuple[int, int, int]:
+    """What the server process is started with and a reload cannot change: torch threads,
+    inference worker threads and worker processes."""
     settings = attrs.get("settings")
-    value = settings.get("torch_threads") if isinstance(settings, Mapping) else None
-    return value if isinstance(value, int) else 1
+    settings = settings if isinstance(settings, Mapping) else {}
+
+    def number(key: str, default: int) -> int:
+        value = settings.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else default
+    return number("torch_threads", 1), number("workers", 1), number("worker_processes", 0)
 
 
 def _capture(attrs: Mapping, files: _Files) -> dict | None:
@@ -222,15 +267,52 @@ def _capture(attrs: Mapping, files: _Files) -> dict | None:
     capture = attrs.get("capture")
     if not isinstance(capture, Mapping):
         return None
-    raw = attrs.get("settings")
-    settings = EndpointSettings.model_validate(
-        {k: v for k, v in raw.items() if k in EndpointSettings.model_fields}
-        if isinstance(raw, Mapping) else {})
+    settings = EndpointSettings.of(attrs)
     return {"path": str(files.capture), "sample_percent": int(capture.get("sample_percent", 100)),
             "max_bytes": settings.capture_max_mb * 1024 * 1024,
             "max_files": settings.capture_max_files,
             "max_age_seconds": settings.capture_max_age_seconds,
             "queue": settings.capture_queue}
+
+
+def _main_variant(variants: list[dict]) -> str:
+    """The live variant with the largest weight (the first declared on a tie): the one
+    whose version is the endpoint's `model_version`."""
+    live = [v for v in variants if v["role"] == "live"] or variants
+    return max(reversed(live), key=lambda v: v["weight"])["name"]
+
+
+def _serving(variants: list[dict], versions: Mapping[str, Any]) -> list[dict]:
+    """The `serving` attribute: ``[{"version", "weight"}]`` for a single-model endpoint,
+    with ``"variant"`` (and ``"role": "shadow"``) for each variant otherwise."""
+    if len(variants) == 1 and variants[0]["name"] == PRIMARY:
+        return [{"version": versions[PRIMARY], "weight": 100}]
+    return [{"variant": v["name"], "version": versions.get(v["name"]), "weight": v["weight"],
+             **({"role": "shadow"} if v["role"] == "shadow" else {})} for v in variants]
+
+
+def _served_versions(attrs: Mapping) -> dict[str, Any]:
+    """variant -> version from a prior `serving` attribute."""
+    serving = attrs.get("serving")
+    if not isinstance(serving, list):
+        return {}
+    return {str(s.get("variant", PRIMARY)): s.get("version") for s in serving
+            if isinstance(s, Mapping)}
+
+
+def _entries(models: Any) -> list[tuple]:
+    """Server spec model entries, comparable (what a reload would change)."""
+    if not isinstance(models, list):
+        return []
+    return [tuple(m.get(k) for k in ("variant", "version", "path", "weight", "role", "framework"))
+            for m in models if isinstance(m, Mapping)]
+
+
+def _file_digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _main_version(serving: list[dict]) -> Any:
@@ -290,10 +372,14 @@ class EndpointHandler(LocalHandler):
         return None
 
     def fact_keys(self, desired: Desired, prior: LiveObject | None) -> Sequence[FactKey]:
-        model = desired.attributes.get("model")
-        key = None if contains_unknown(model) and not isinstance(model, Mapping) \
-            else self._version_key(model)
-        return (key,) if key is not None else ()
+        keys = []
+        for variant in endpoint_variants(desired.attributes):
+            model = variant["model"]
+            key = None if contains_unknown(model) and not isinstance(model, Mapping) \
+                else self._version_key(model)
+            if key is not None and key not in keys:
+                keys.append(key)
+        return tuple(keys)
 
     def read_facts(self, keys: Sequence[FactKey]) -> dict[FactKey, Any]:
         found: dict[FactKey, Any] = {}
@@ -324,21 +410,31 @@ class EndpointHandler(LocalHandler):
     def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
         attrs, address = desired.attributes, desired.address
         found: list[Diagnostic] = []
-        model = attrs.get("model")
-        approval = model.get("approval") if isinstance(model, Mapping) else None
-        if approval == "rejected":
-            found.append(error(
-                f"{address} would serve a rejected model version",
-                detail=f"{model.get('address', 'the model')} has approval = \"rejected\".",
-                address=address, hint='Approve the model, or point the endpoint at another one.'))
-        elif approval == "pending":
-            found.append(warning(f"{address} serves a model version whose approval is pending",
-                                 address=address))
-        if isinstance(model, str) and not looks_like_address(model) \
-                and uri_to_path(model, self.env.stack_dir) is None:
-            found.append(error(f"The local provider cannot serve the model of {address}",
-                               detail=f'"{model}" is not a file:// URI or a path on this machine.',
-                               address=address))
+        variants = endpoint_variants(attrs)
+        for variant in variants:
+            model = variant["model"]
+            what = address if len(variants) == 1 else f"{address} (variant {variant['name']})"
+            approval = model.get("approval") if isinstance(model, Mapping) else None
+            if approval == "rejected":
+                found.append(error(
+                    f"{what} would serve a rejected model version",
+                    detail=f"{model.get('address', 'the model')} has approval = \"rejected\".",
+                    address=address, hint='Approve the model, or point the endpoint at another one.'))
+            elif approval == "pending":
+                found.append(warning(f"{what} serves a model version whose approval is pending",
+                                     address=address))
+            if isinstance(model, str) and not looks_like_address(model) \
+                    and uri_to_path(model, self.env.stack_dir) is None:
+                found.append(error(f"The local provider cannot serve the model of {what}",
+                                   detail=f'"{model}" is not a file:// URI or a path on this machine.',
+                                   address=address))
+        hooks = EndpointSettings.of(attrs).hooks if not contains_unknown(attrs.get("settings")) \
+            else None
+        if hooks is not None and not self.env.resolve(hooks).is_file():
+            found.append(error(f"{address}: the hooks file {hooks} does not exist",
+                               detail=f"looked for {self.env.resolve(hooks)}", address=address,
+                               hint="settings.hooks is a .py file relative to the stack "
+                                    "directory."))
         replicas = attrs.get("replicas")
         if replicas == 0:
             found.append(error(f"{address}: the local provider cannot scale an endpoint to 0 replicas",
@@ -355,7 +451,9 @@ class EndpointHandler(LocalHandler):
     def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
         attrs = dict(desired.attributes)
         before = dict(prior.attributes) if prior is not None else None
-        version = self._planned_version(attrs.get("model"), facts)
+        variants = endpoint_variants(attrs)
+        versions = {v["name"]: self._planned_version(v["model"], facts) for v in variants}
+        version = versions[_main_variant(variants)]
         host = self.env.host
         port = attrs.get("port", before.get("port", UNKNOWN) if before else UNKNOWN)
         new_process = (before is None or _host_of(before.get("url")) != host
@@ -365,10 +463,13 @@ class EndpointHandler(LocalHandler):
             "url": UNKNOWN if contains_unknown(port) else _url(host, port, desired.name),
             "model_version": version,
             "pid": UNKNOWN if new_process else before.get("pid"),
-            "serving": UNKNOWN if contains_unknown(version) else [{"version": version, "weight": 100}],
+            "serving": UNKNOWN if any(contains_unknown(v) for v in versions.values())
+            else _serving(variants, versions),
         }
-        return plan_of(desired, computed,
-                       reasons=self._reasons(attrs, before, version, new_process))
+        reasons = self._reasons(attrs, before, version, new_process)
+        if before is not None:
+            reasons += tuple(variant_changes(before, attrs, versions, _served_versions(before)))
+        return plan_of(desired, computed, reasons=reasons)
 
     @staticmethod
     def _reasons(attrs: Mapping, before: Mapping | None, version: Any, new_process: bool) -> tuple:
@@ -399,6 +500,11 @@ class EndpointHandler(LocalHandler):
 
     # -- what to serve ------------------------------------------------------
 
+    def _targets(self, address: str, attrs: Mapping) -> list[Entry]:
+        """Every variant's model version to serve, as server spec entries."""
+        return [{**self._target(address, v["model"]), "weight": v["weight"], "variant": v["name"],
+                 "role": v["role"]} for v in endpoint_variants(attrs)]
+
     def _target(self, address: str, model: Any) -> Entry:
         """The model version dir to serve, checked: it exists and is not rejected."""
         key = self._version_key(model)
@@ -415,14 +521,18 @@ class EndpointHandler(LocalHandler):
             path = version_dir(self.env, model, version)
         elif isinstance(model, str):
             path = uri_to_path(model, self.env.stack_dir)
-        if path is None or not (path / "model.pt").exists():
-            raise ProviderError(f"{address}: no model.pt for model version {version!r} "
-                                f"(looked in {path})", address=address)
+        framework = model.get("framework") if isinstance(model, Mapping) else None
+        framework = framework if framework in ARTIFACT_FILES else "torch"
+        if path is None or not any((path / name).exists() for name in ARTIFACT_FILES[framework]):
+            raise ProviderError(f"{address}: no {' or '.join(ARTIFACT_FILES[framework])} for "
+                                f"model version {version!r} (looked in {path})", address=address,
+                                hint=f'framework = "{framework}" serves those files; set the '
+                                     "model's framework to what its artifact holds.")
         meta = read_meta(path) or {}
         if meta.get("approval") == "rejected":
             raise ProviderError(f"{address}: model version {version} is rejected; "
                                 "the endpoint will not serve it", address=address)
-        return {"version": version, "path": str(path)}
+        return {"version": version, "path": str(path), "framework": framework}
 
     # -- apply --------------------------------------------------------------
 
@@ -435,18 +545,29 @@ class EndpointHandler(LocalHandler):
     def _converge(self, planned: Planned, prior: dict | None) -> LiveObject:
         address, attrs = planned.address, dict(planned.attributes)
         files = _Files(self.env.area("endpoints", self.env.slug(address)))
-        target = self._target(address, attrs.get("model"))
+        targets = self._targets(address, attrs)
         host, threads = self.env.host, _threads(attrs)
         want_port = attrs.get("port") if isinstance(attrs.get("port"), int) else None
         record = read_json(files.process, {}) or {}
         current = self._running(files, record)
+        started = read_json(files.spec, {}) or {}
         if (current is not None and current.healthy and current.host == host
                 and want_port in (None, current.port)
-                and current.status.get("torch_threads", 1) == threads):
-            self._roll_out(address, files, current, target, attrs)
+                and (current.status.get("torch_threads", 1), started.get("workers", 1),
+                     started.get("worker_processes", 0)) == threads):
+            if len(targets) == 1 and targets[0]["variant"] == PRIMARY:
+                self._roll_out(address, files, current, targets[0], attrs)
+            settings = self._server_settings(attrs, files)
+            served = read_json(files.spec, {}) or {}
+            if any(served.get(k) != v for k, v in settings.items()) or (
+                    len(targets) > 1 or targets[0]["variant"] != PRIMARY) \
+                    and _entries(served.get("models")) != _entries(targets):
+                # variants change all at once (each variant is loaded before it takes
+                # traffic); settings such as batching or hooks need a reload too
+                self._reload(address, files, current, targets, settings)
             pid, port = current.pid, current.port
         else:
-            pid, port = self._start(address, files, target, attrs, want_port, current, record)
+            pid, port = self._start(address, files, targets, attrs, want_port, current, record)
         # Stop what this endpoint left running before (a replaced or crashed-over process).
         leftovers = {record.get("pid"), *record.get("retired", ()), (prior or {}).get("pid")} - {pid}
         for old in leftovers:
@@ -454,9 +575,11 @@ class EndpointHandler(LocalHandler):
         now = read_json(files.process, {}) or {}
         write_json_atomic(files.process, {"pid": pid, "host": host, "port": port,
                                           "started": now.get("started")})
+        variants = endpoint_variants(attrs)
+        versions = {t["variant"]: t["version"] for t in targets}
         live = {**attrs, "port": port, "url": _url(host, port, planned.name), "pid": pid,
-                "model_version": target["version"],
-                "serving": [{"version": target["version"], "weight": 100}]}
+                "model_version": versions[_main_variant(variants)],
+                "serving": _serving(variants, versions)}
         spec = read_json(files.spec, {})
         _write_private(files.spec, {**spec, "resource": live})
         return LiveObject(address, planned.kind, self.env.object_id(address), live)
@@ -470,6 +593,24 @@ class EndpointHandler(LocalHandler):
         answer = _http("GET", f"{_origin(host, port)}/v2/admin/status") if host and port else None
         status = answer[1] if answer and answer[0] == 200 and isinstance(answer[1], dict) else None
         return _Running(pid, host, port, status)
+
+    def _server_settings(self, attrs: Mapping, files: _Files) -> dict:
+        """The server spec's keys besides models, host and port: capture, experiment,
+        threads and workers, batching, hooks (with a digest of the file, so an edited
+        hook reloads) and the bearer token."""
+        settings = EndpointSettings.of(attrs)
+        experiment = experiment_of(attrs)
+        if experiment is not None:
+            experiment = {**experiment, "state_path": str(files.dir / "bandit.json"),
+                          "feedback_path": str(files.dir / "feedback.jsonl")}
+        hooks = self.env.resolve(settings.hooks) if settings.hooks else None
+        return {"capture": _capture(attrs, files), "experiment": experiment,
+                "torch_threads": settings.torch_threads, "workers": settings.workers,
+                "worker_processes": settings.worker_processes,
+                "max_batch_size": settings.max_batch_size, "max_delay_ms": settings.max_delay_ms,
+                "hooks": str(hooks) if hooks else None,
+                "hooks_digest": _file_digest(hooks) if hooks else None,
+                "auth_token": settings.auth_token}
 
     # -- hot path -----------------------------------------------------------
 
@@ -488,14 +629,23 @@ class EndpointHandler(LocalHandler):
         old = {"version": old["version"], "path": old["path"]} if old else None
         rollout = attrs.get("rollout") if isinstance(attrs.get("rollout"), Mapping) else {}
         stages = ROLLOUTS[rollout.get("strategy", "all-at-once")](old, target, rollout)
+        analysis = self._canary_analysis(rollout, target) if len(stages) > 1 else None
         for number, models in enumerate(stages, start=1):
-            self._reload(address, files, running, models, capture, _threads(attrs))
+            settings = self._server_settings(attrs, files)
+            self._reload(address, files, running, models, settings)
             if number < len(stages):
-                self._bake(address, files, running, models, int(rollout.get("bake_seconds", 0)))
+                self._bake(address, files, running, models, int(rollout.get("bake_seconds", 0)),
+                           analysis)
+                if analysis is not None and analysis.rollback:
+                    self._roll_back(address, files, running, old, settings, analysis)
+        if analysis is not None:
+            self._progress(address, analysis.summary(), _origin(running.host, running.port))
 
     def _reload(self, address: str, files: _Files, running: _Running, models: list[Entry],
-                capture: dict | None, threads: int) -> None:
-        spec = self._write_spec(files, address, running.host, running.port, models, capture, threads)
+                settings: dict) -> None:
+        """Rewrite the spec with `models` and `settings` (`_server_settings`) and have the
+        running server load it; returns once it serves the new generation."""
+        spec = self._write_spec(files, address, running.host, running.port, models, settings)
         origin = _origin(running.host, running.port)
         answer = _http("POST", f"{origin}/v2/admin/reload", token=spec["token"], timeout=10)
         if answer is None or answer[0] != 202:
@@ -506,23 +656,75 @@ class EndpointHandler(LocalHandler):
                    "waiting for the server to load the new model version")
 
     def _bake(self, address: str, files: _Files, running: _Running, models: list[Entry],
-              seconds: int) -> None:
+              seconds: int, analysis: Any = None) -> None:
+        """Watch a split for `seconds`: the server must stay healthy (polled each second).
+        With a canary `analysis` (kit/canary.py `Analysis`), /metrics is scraped every
+        `interval_seconds` and the new version's own traffic judged, then the whole bake
+        once more at its end; the bake ends early once the analysis says roll back."""
         split = ", ".join(f"version {m['version']} {m['weight']}%" for m in models)
-        self._progress(address, f"baking for {seconds}s: {split}",
-                       _origin(running.host, running.port))
+        origin = _origin(running.host, running.port)
+        self._progress(address, f"baking for {seconds}s: {split}", origin)
+        first = last = self._scrape(origin) if analysis is not None else None
         deadline = time.monotonic() + seconds
+        due = time.monotonic() + analysis.interval if analysis is not None else float("inf")
         while (left := deadline - time.monotonic()) > 0:
-            time.sleep(min(1.0, left))
+            time.sleep(max(0.0, min(1.0, left, due - time.monotonic())))
             again = self._running(files, {"pid": running.pid, "host": running.host,
                                           "port": running.port})
             if again is None or not again.healthy:
                 raise ProviderError(f"{address}: the server stopped answering during the rollout "
                                     f"({split})", address=address, retryable=True,
                                     service_message=_log_tail(files.log))
+            if time.monotonic() >= due:
+                due += analysis.interval
+                scrape = self._scrape(origin)
+                if scrape is not None:      # a missed scrape: the next check covers its span
+                    self._judge(address, origin, analysis, last, scrape, "interval")
+                    last = scrape
+                    if analysis.rollback:
+                        return
+        if analysis is not None and (scrape := self._scrape(origin)) is not None:
+            # the whole bake is judged too: a canary too quiet for any one interval
+            # (every check skipped) is still judged on all of its traffic
+            self._judge(address, origin, analysis, first, scrape, "bake")
+
+    def _judge(self, address: str, origin: str, analysis: Any, before: Any, now: Any,
+               span: str) -> None:
+        check = analysis.check(before, now, span)
+        self._progress(address, f"canary version {analysis.version} analysis: {check.describe()}",
+                       f"{origin}/metrics")
+
+    def _roll_back(self, address: str, files: _Files, running: _Running, old: Entry,
+                   settings: dict, analysis: Any) -> None:
+        """Serve only `old` again (the same hot reload: no request fails), then fail the
+        apply with the measured values."""
+        summary = analysis.summary()
+        self._progress(address, f"{summary}; rolling back to version {old['version']}",
+                       _origin(running.host, running.port))
+        self._reload(address, files, running, [{**old, "weight": 100}], settings)
+        raise ProviderError(f"{address}: {summary}; rolled back to version {old['version']}",
+                            address=address, service_message=json.dumps(analysis.as_dict()))
+
+    @staticmethod
+    def _canary_analysis(rollout: Mapping, target: Entry) -> Any:
+        """The rollout's canary `Analysis` of the target version; None without `analysis`."""
+        from mlform.providers.kit.canary import Analysis    # (the lead may hoist these imports)
+        spec = rollout.get("analysis")
+        return Analysis(spec, target["version"]) if isinstance(spec, Mapping) else None
+
+    @staticmethod
+    def _scrape(origin: str) -> Any:
+        """The server's /metrics, parsed (kit/canary.py `Scrape`); None when unreadable."""
+        from mlform.providers.kit.canary import Scrape
+        try:
+            with _OPENER.open(f"{origin}/metrics", timeout=2) as response:
+                return Scrape.parse(response.read().decode())
+        except (OSError, ValueError):
+            return None
 
     # -- new process --------------------------------------------------------
 
-    def _start(self, address: str, files: _Files, target: Entry, attrs: Mapping,
+    def _start(self, address: str, files: _Files, targets: list[Entry], attrs: Mapping,
                want_port: int | None, current: _Running | None, record: Mapping) -> tuple[int, int]:
         """Spawn a server, wait until it is ready, and return (pid, port).
 
@@ -548,11 +750,11 @@ class EndpointHandler(LocalHandler):
                 _wait_closed(host, previous, seconds=2.0)
             first = previous if usable(previous) else processes.free_port(host)
             candidates = [first, processes.free_port(host), processes.free_port(host)]
-        models = [{**target, "weight": 100}]
+        models = targets
         failure = ""
         for port in candidates:
-            spec = self._write_spec(files, address, host, port, models, _capture(attrs, files),
-                                    _threads(attrs))
+            spec = self._write_spec(files, address, host, port, models,
+                                    self._server_settings(attrs, files))
             pid = processes.spawn([self.env.python, str(SERVER_PROGRAM), files.marker], files.log,
                                   env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=files.dir)
             # Recorded before the wait: a crash from here on still knows what to stop.
@@ -581,12 +783,11 @@ class EndpointHandler(LocalHandler):
             files.process.unlink(missing_ok=True)
 
     def _write_spec(self, files: _Files, address: str, host: str, port: int,
-                    models: list[Entry], capture: dict | None, threads: int) -> dict:
+                    models: list[Entry], settings: dict) -> dict:
         old = read_json(files.spec, {}) or {}
-        spec = {**old, "address": address, "name": self._name(address, old), "host": host,
-                "port": port, "token": old.get("token") or secrets.token_urlsafe(24),
-                "torch_threads": threads, "generation": int(old.get("generation", 0)) + 1,
-                "models": models, "capture": capture}
+        spec = {**old, **settings, "address": address, "name": self._name(address, old),
+                "host": host, "port": port, "token": old.get("token") or secrets.token_urlsafe(24),
+                "generation": int(old.get("generation", 0)) + 1, "models": models}
         _write_private(files.spec, spec)
         return spec
 
@@ -640,11 +841,26 @@ class EndpointHandler(LocalHandler):
         base = dict(prior.attributes) or dict(spec.get("resource") or {})
         if not base:
             return None
-        serving = [{"version": v["version"], "weight": v["weight"]}
-                   for v in running.status.get("versions", [])]
+        served = [v for v in running.status.get("versions", []) if isinstance(v, Mapping)]
+        if all(v.get("variant", PRIMARY) == PRIMARY for v in served):
+            serving = [{"version": v["version"], "weight": v["weight"]} for v in served]
+            main = _main_version(serving)
+        else:
+            variants = endpoint_variants(base)
+            declared = {v["name"]: v["weight"] for v in variants}
+            bandit = (experiment_of(base) or {}).get("type") == "bandit"
+            # A bandit moves its variants' weights itself: those are service-managed, so
+            # the state keeps the declared weights (the live ones are in the metrics and
+            # `mlform experiment report`); a version or a variant that changed is drift.
+            serving = [{"variant": v.get("variant"), "version": v["version"],
+                        "weight": declared.get(v.get("variant"), v["weight"]) if bandit
+                        else v["weight"], **({"role": "shadow"} if v.get("role") == "shadow" else {})}
+                       for v in served]
+            versions = {s["variant"]: s["version"] for s in serving}
+            main = versions.get(_main_variant(variants)) if variants else None
         live = {**base, "port": running.port, "pid": running.pid, "serving": serving,
                 "url": _url(running.host, running.port, spec.get("name") or self._name(prior.address, {})),
-                "model_version": _main_version(serving)}
+                "model_version": main}
         captured = running.status.get("capture")
         if captured is None:
             live.pop("capture", None)
@@ -653,6 +869,12 @@ class EndpointHandler(LocalHandler):
             live["capture"] = {**(base.get("capture") or {}),
                                "sample_percent": captured.get("sample_percent")}
         return LiveObject(prior.address, prior.kind, self.env.object_id(prior.address), live)
+
+    def action(self, live: LiveObject, name: str, args: dict) -> dict:
+        """`mlform experiment report|step`: the endpoint's variants, captured requests and
+        rewards (`experiments.action`)."""
+        from .experiments import action
+        return action(self.env, live, name, args or {})
 
     def delete(self, prior: LiveObject) -> None:
         files = _Files(endpoint_dir(self.env, prior.address))

@@ -151,7 +151,16 @@ def test_defaults():
     ("training_cluster", {"spot": "maybe"}, [(("spot",), 'expected true or false, got "maybe"')]),
     ("pipeline", {}, [(("entrypoint",), 'attribute "entrypoint" is required')]),
     ("pipeline", {"entrypoint": "t.py", "gate": {"metric": "acc"}},
-     [(("gate",), 'gate needs at least one bound: "min" or "max"')]),
+     [(("gate",), 'gate needs at least one bound: "min", "max" or "must_beat"')]),
+    ("pipeline", {"entrypoint": "t.py", "gate": {"metric": "acc", "must_beat": "prod stage"}},
+     [(("gate", "must_beat"), 'must_beat names a stage such as "production", got "prod stage"')]),
+    ("pipeline", {"entrypoint": "t.py", "gate": {"metric": "acc", "must_beat": "production",
+                                                 "model": "fraud"}},
+     [(("gate", "model"), 'gate model must be a model address such as "model.fraud", '
+                          'got "fraud"')]),
+    ("pipeline", {"entrypoint": "t.py", "gate": {"metric": "acc", "must_beat": "production",
+                                                 "margin": -1}},
+     [(("gate", "margin"), "must be at least 0, got -1")]),
     ("pipeline", {"entrypoint": "t.py", "gate": {"metric": "acc", "min": 2, "max": 1}},
      [(("gate",), "gate min (2) is greater than max (1)")]),
     ("pipeline", {"entrypoint": "t.py", "cluster": "gpu"},
@@ -176,6 +185,50 @@ def test_defaults():
      [(("autoscaling",), "autoscaling min (5) is greater than max (2)")]),
     ("endpoint", {"model": {"__ref__": "dataset.t"}},
      [(("model",), "expected a reference to a model, got dataset.t")]),
+    ("endpoint", {}, [((), 'an endpoint serves either "model" or "variants", and names neither')]),
+    ("endpoint", {"model": "model.x", "variants": {"a": {"model": "model.y", "weight": 100}}},
+     [((), 'an endpoint serves either "model" or "variants", not both')]),
+    ("endpoint", {"variants": {"a": {"model": "model.x", "weight": 60},
+                               "b": {"model": "model.y", "weight": 30}}},
+     [((), "the live variants' weights sum to 90, not 100 (a = 60, b = 30)")]),
+    ("endpoint", {"variants": {"a": {"model": "model.x", "weight": 100},
+                               "b": {"model": "model.y"}},
+                  "experiment": {"type": "shadow", "shadow": "b", "shadow_percent": 120}},
+     [(("experiment", "shadow_percent"), "must be at most 100, got 120")]),
+    ("endpoint", {"variants": {"a": {"model": "model.x", "weight": 90},
+                               "b": {"model": "model.y", "weight": 10}},
+                  "experiment": {"type": "shadow", "shadow": "b"}},
+     [((), 'the shadow variant "b" gets no live traffic: give it weight 0, not 10')]),
+    ("endpoint", {"variants": {"a": {"model": "model.x", "weight": 100},
+                               "b": {"model": "model.y"}},
+                  "experiment": {"type": "shadow", "shadow": "c"}},
+     [((), 'shadow "c" is not one of the variants (a, b)')]),
+    ("endpoint", {"variants": {"a": {"model": "model.x", "weight": 50},
+                               "b": {"model": "model.y", "weight": 50}},
+                  "experiment": {"type": "bandit"}},
+     [((), 'a bandit needs "capture": its rewards are matched to the captured requests, '
+           "and its state is rebuilt from them after a restart")]),
+    ("endpoint", {"variants": {"a": {"model": "model.x", "weight": 100}},
+                  "experiment": {"type": "ab"}},
+     [((), 'experiment type "ab" needs at least two live variants')]),
+    ("endpoint", {"variants": {"a_b": {"model": "model.x", "weight": 100}}},
+     [((), 'variant name "a_b" must be letters, digits and single hyphens (at most 63), '
+           "as SageMaker and metric labels accept")]),
+    ("endpoint", {"model": "model.x", "experiment": {"type": "ab"}},
+     [((), '"experiment" needs "variants" to compare')]),
+    ("endpoint", {"variants": {"a": {"model": "model.x", "weight": 50},
+                               "b": {"model": "model.y", "weight": 50}},
+                  "experiment": {"type": "ab", "sticky_key": "cookie:user"}},
+     [(("experiment", "sticky_key"), 'sticky_key is "header:NAME" or "input:NAME", '
+                                     'got "cookie:user"')]),
+    ("endpoint", {"model": "model.x", "rollout": {"strategy": "all-at-once",
+                                                  "analysis": {"max_error_rate": 0.01}}},
+     [(("rollout",), 'analysis needs strategy "canary" or "linear" and bake_seconds > 0 '
+                     "(it judges the new version while it bakes)")]),
+    ("endpoint", {"model": "model.x", "rollout": {"strategy": "canary", "bake_seconds": 5,
+                                                  "analysis": {"interval_seconds": 2}}},
+     [(("rollout", "analysis"), "analysis needs a threshold: max_error_rate, max_p99_ms "
+                                "or metrics")]),
     ("endpoint", {"model": "model.x", "capture": "yes"},
      [(("capture",), 'expected an object, got "yes"')]),
     ("monitor", {"endpoint": "endpoint.x", "baseline": "dataset.b", "checks": []},
@@ -196,9 +249,12 @@ def test_invalid_specs(kind, attributes, expected):
 
 
 def test_several_problems_at_once():
-    found = problems("endpoint", {"replicas": -1, "port": 70000})
+    found = problems("pipeline", {"replicas": -1, "port": 70000}) + \
+        problems("endpoint", {"model": "model.x", "replicas": -1, "port": 70000})
     assert sorted(found) == sorted([
-        (("model",), 'attribute "model" is required'),
+        (("entrypoint",), 'attribute "entrypoint" is required'),
+        (("port",), 'unknown attribute "port"'),
+        (("replicas",), 'unknown attribute "replicas"'),
         (("replicas",), "must be at least 0, got -1"),
         (("port",), "must be at most 65535, got 70000"),
     ])
