@@ -51,7 +51,7 @@ from typing import Any, Literal, Mapping, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlform.providers.base import (
-    KindSchema, LiveObject, Planned, ProviderError, Timeouts,
+    Desired, Diagnostic, Facts, KindSchema, LiveObject, Planned, ProviderError, Timeouts, error,
 )
 
 from .env import KubeHandler
@@ -123,6 +123,30 @@ class EndpointHandler(KubeHandler):
 
     def names(self, address: str) -> tuple[str, str]:
         return self.env.name(address), self.env.config.namespace
+
+    def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
+        """What this provider does not serve yet: variants and experiments (one model per
+        endpoint: a Deployment, or a canary Deployment during a rollout) and canary
+        analysis (a rollout here promotes after its bake without judging the canary)."""
+        attrs, address = desired.attributes, desired.address
+        found = []
+        for key in ("variants", "experiment"):
+            if attrs.get(key) is not None:
+                found.append(error(
+                    f"{address}: the kubernetes provider serves one model per endpoint; "
+                    f"{key} are not supported yet" if key == "variants" else
+                    f"{address}: the kubernetes provider does not run experiments yet",
+                    address=address,
+                    hint="Serve variants and experiments with the local or sagemaker provider, "
+                         "or declare one model here."))
+        rollout = attrs.get("rollout")
+        if isinstance(rollout, Mapping) and rollout.get("analysis") is not None:
+            found.append(error(
+                f"{address}: the kubernetes provider cannot judge a canary yet "
+                "(rollout.analysis)", address=address,
+                hint="Remove analysis (the canary is promoted after bake_seconds), or use the "
+                     "local or sagemaker provider."))
+        return found
 
     def main_ref(self, address: str) -> tuple[str, str, str, str | None]:
         name, namespace = self.names(address)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlform.providers.base import UNKNOWN, Facts, KindSchema
+from mlform.providers.kit.variants import endpoint_variants
 
 from .env import Computed, MemoryHandler
 
@@ -18,7 +19,9 @@ class EndpointHandler(MemoryHandler):
 
     def compute(self, address: str, attrs: Mapping[str, Any], prior: Mapping[str, Any] | None,
                 facts: Facts) -> Computed:
-        model = attrs.get("model")
+        # the model of the heaviest live variant (the endpoint's one `model` without variants)
+        live = [v for v in endpoint_variants(attrs) if v["role"] == "live"]
+        model = max(reversed(live), key=lambda v: v["weight"])["model"] if live else None
         if model is UNKNOWN:
             version: Any = UNKNOWN
         elif isinstance(model, Mapping) and "version" in model:
