@@ -53,6 +53,7 @@ from mlform.providers.base import (
     ProgressEvent, ProviderError, contains_unknown, error, warning,
 )
 from mlform.providers.kit.artifacts import uri_to_path
+from mlform.providers.kit.canary import Analysis, Scrape, metric_problem
 from mlform.providers.kit.plans import plan_of
 from mlform.providers.kit.variants import (
     PRIMARY, endpoint_variants, experiment_of, variant_changes,
@@ -428,6 +429,15 @@ class EndpointHandler(LocalHandler):
                 found.append(error(f"The local provider cannot serve the model of {what}",
                                    detail=f'"{model}" is not a file:// URI or a path on this machine.',
                                    address=address))
+        rollout = attrs.get("rollout") if isinstance(attrs.get("rollout"), Mapping) else {}
+        analysis = rollout.get("analysis") if isinstance(rollout.get("analysis"), Mapping) else {}
+        for key in analysis.get("metrics") or {}:
+            problem = metric_problem(key)
+            if problem:
+                found.append(error(f"{address}: rollout.analysis.metrics: {problem}",
+                                   address=address, hint='Name a metric the server exports at '
+                                   '/metrics, e.g. "mlform_request_rows" or '
+                                   '\'mlform_requests_total{code="503"}\'.'))
         hooks = EndpointSettings.of(attrs).hooks if not contains_unknown(attrs.get("settings")) \
             else None
         if hooks is not None and not self.env.resolve(hooks).is_file():
@@ -626,7 +636,13 @@ class EndpointHandler(LocalHandler):
             return      # already serving exactly this: an update is idempotent
         others = [v for v in served if v["version"] != target["version"]]
         old = max(others, key=lambda v: v["weight"]) if others else None
-        old = {"version": old["version"], "path": old["path"]} if old else None
+        if old is not None:
+            # the old version's entry as the spec has it (framework, variant), else the basics
+            spec_models = (read_json(files.spec, {}) or {}).get("models") or []
+            old = next(({k: v for k, v in m.items() if k != "weight"} for m in spec_models
+                        if isinstance(m, Mapping) and m.get("version") == old["version"]
+                        and m.get("path") == old["path"]),
+                       {"version": old["version"], "path": old["path"]})
         rollout = attrs.get("rollout") if isinstance(attrs.get("rollout"), Mapping) else {}
         stages = ROLLOUTS[rollout.get("strategy", "all-at-once")](old, target, rollout)
         analysis = self._canary_analysis(rollout, target) if len(stages) > 1 else None
@@ -708,14 +724,12 @@ class EndpointHandler(LocalHandler):
     @staticmethod
     def _canary_analysis(rollout: Mapping, target: Entry) -> Any:
         """The rollout's canary `Analysis` of the target version; None without `analysis`."""
-        from mlform.providers.kit.canary import Analysis    # (the lead may hoist these imports)
         spec = rollout.get("analysis")
         return Analysis(spec, target["version"]) if isinstance(spec, Mapping) else None
 
     @staticmethod
     def _scrape(origin: str) -> Any:
         """The server's /metrics, parsed (kit/canary.py `Scrape`); None when unreadable."""
-        from mlform.providers.kit.canary import Scrape
         try:
             with _OPENER.open(f"{origin}/metrics", timeout=2) as response:
                 return Scrape.parse(response.read().decode())
