@@ -27,6 +27,12 @@ makes a JobSet instead (one replicated Job of `nodes` indexed pods, DNS by JobSe
 ``"pytorchjob"`` a Kubeflow PyTorchJob (a Master and `nodes - 1` Workers, rendezvous by
 the training operator); plan checks that the API server serves the kind.
 
+A gate with ``must_beat`` also compares the run's metrics with the champion: the
+newest version labelled with that stage in the registry of `gate.model`, or of every
+model registered from this pipeline, on the lineage its ConfigMap recorded
+(`models.champions`).  A published run leaves ``lineage.json`` next to its
+``output/`` (what the registry records).  Plan reads the champions as a fact.
+
 `stale` is the reason of the marker a monitor wrote to ``stale/<name>.json`` in
 storage, when it marks the current run (kit `StaleMarker`).
 """
@@ -34,17 +40,21 @@ storage, when it marks the current run (kit `StaleMarker`).
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlform.providers.base import (
-    Desired, Diagnostic, FactError, FactKey, Facts, KindSchema, LiveObject, Planned,
-    ProviderError, Timeouts, error,
+    UNKNOWN, Desired, Diagnostic, FactError, FactKey, Facts, KindSchema, LiveObject, Planned,
+    ProviderError, Timeouts, contains_unknown, error,
 )
 from mlform.providers.kit.artifacts import input_uri
-from mlform.providers.kit.gate import check_gate
+from mlform.providers.kit.champions import challenge_problems, no_champion_warning, run_lineage
+from mlform.providers.kit.gate import (
+    challenge, champion_note, champion_reason, check_challenger, check_gate,
+)
 from mlform.providers.kit.reruns import (
     RUN_OUTPUTS, StaleMarker, fingerprint_hex, plan_run, run_fingerprint,
 )
@@ -52,6 +62,7 @@ from mlform.providers.kit.runs import METRICS_FILE, code_archive
 
 from .clusters import KUEUE_LABEL, KUEUE_QUEUE, ClusterSettings, cluster_namespace
 from .env import KubeEnv, KubeHandler
+from .models import champions
 from .pods import pod_failure, pod_spec
 
 __all__ = ["PipelineHandler", "PipelineSettings", "stale_key", "run_prefix"]
@@ -146,13 +157,29 @@ class PipelineHandler(KubeHandler):
         wanted = settings.get("distributed", "job")
         return wanted if int(cluster.get("nodes") or 1) > 1 and wanted in RUN_KINDS else "job"
 
-    def fact_keys(self, desired: Desired, prior: LiveObject | None) -> Sequence[FactKey]:
+    @staticmethod
+    def _champion_key(desired: Desired) -> FactKey | None:
+        gate = desired.attributes.get("gate")
+        wanted = None if contains_unknown(gate) else challenge(gate)
+        if wanted is None:
+            return None
+        return FactKey("pipeline", "champions",
+                       (desired.address, wanted["must_beat"], wanted["model"]))
+
+    def _served_keys(self, desired: Desired) -> tuple[FactKey, ...]:
         kind = self.run_kind(desired.attributes)
         return () if kind == "job" else (FactKey("pipeline", "served", RUN_KINDS[kind][:2]),)
+
+    def fact_keys(self, desired: Desired, prior: LiveObject | None) -> Sequence[FactKey]:
+        champion_key = self._champion_key(desired)
+        return (*self._served_keys(desired), *([champion_key] if champion_key else []))
 
     def read_facts(self, keys: Sequence[FactKey]) -> dict[FactKey, Any]:
         found: dict[FactKey, Any] = {}
         for key in keys:      # does the API server serve the kind (is its CRD installed)?
+            if key.name == "champions":
+                found[key] = champions(self, *key.args)
+                continue
             try:
                 self.kube.list(*key.args, namespace=self.env.config.namespace)
                 found[key] = True
@@ -161,15 +188,26 @@ class PipelineHandler(KubeHandler):
         return found
 
     def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
-        return [error(f"{desired.address}: settings.distributed = "
-                      f"{self.run_kind(desired.attributes)!r}: {fact.message}",
-                      address=desired.address,
-                      hint="Install its controller and CRD, or use distributed = \"job\".")
-                for key in self.fact_keys(desired, None)
-                if isinstance(fact := facts.get(key), FactError)]
+        found = [error(f"{desired.address}: settings.distributed = "
+                       f"{self.run_kind(desired.attributes)!r}: {fact.message}",
+                       address=desired.address,
+                       hint="Install its controller and CRD, or use distributed = \"job\".")
+                 for key in self._served_keys(desired)
+                 if isinstance(fact := facts.get(key), FactError)]
+        gate = desired.attributes.get("gate")
+        found += challenge_problems(desired.address, gate)
+        key = self._champion_key(desired)
+        if key is not None and not found:
+            found += no_champion_warning(desired.address, gate, facts.get(key))
+        return found
 
     def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
-        return plan_run(desired, prior)
+        planned = plan_run(desired, prior)
+        key = self._champion_key(desired)
+        if key is None or key not in facts or planned.attributes.get("model_uri") is not UNKNOWN:
+            return planned
+        reason = champion_reason(desired.attributes.get("gate"), facts[key])
+        return replace(planned, reasons=(*planned.reasons, reason)) if reason else planned
 
     # -- apply -----------------------------------------------------------------------------
 
@@ -344,9 +382,19 @@ class PipelineHandler(KubeHandler):
         prefix = run_prefix(self.env, address, name)
         metrics = self.env.store.get_json(f"{prefix}/output/{METRICS_FILE}", address=address)
         metrics = metrics if isinstance(metrics, dict) else {}
-        missed = check_gate(attrs.get("gate"), metrics)
+        gate = attrs.get("gate")
+        missed, note = check_gate(gate, metrics), None
+        wanted = challenge(gate) if missed is None else None
+        if wanted is not None:
+            found = champions(self, address, wanted["must_beat"], wanted["model"])
+            missed = check_challenger(gate, metrics, found, run_id=name)
+            note = champion_note(gate, metrics, found, run_id=name)
         if missed is not None:
             raise ProviderError(f"{address}: {missed}", address=address)
+        # what the registry records for a version made from this run, next to its output
+        self.env.store.put_json(f"{prefix}/lineage.json",
+                                {**run_lineage(address, attrs, name, metrics),
+                                 **({"champion": note} if note else {})}, address=address)
         attrs.update(run_id=name, model_uri=f"s3://{self.env.store.bucket}/{prefix}/output/",
                      metrics=metrics, stale=None)
         record = {"address": address, "namespace": namespace, "job": name,

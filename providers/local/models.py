@@ -4,7 +4,8 @@ One registry per model address, under the provider root::
 
     registry/<slug of address>/
         versions/<n>/        a copy of the artifact dir (hard links where possible)
-                  meta.json  version, digest, source, created, approval, framework, description
+                  meta.json  version, digest, source, created, approval, framework, description,
+                             model (the address), lineage (below)
         aliases.json         stage -> version
         resource.json        the attributes last applied (for read without a prior, import)
 
@@ -17,6 +18,12 @@ re-selects the old version instead of minting a new one).
 the version's meta; endpoints refuse to serve a "rejected" version.  What the
 endpoint handler needs from here is exported: `registry_dir`, `version_dir`,
 `read_meta`, `aliases`, `artifact_digest`.
+
+A version registered from a local pipeline's run keeps the run's lineage
+(`kit.champions.run_lineage`: pipeline, run id, metrics, data and code digests, taken
+from the ``run.json`` next to the artifact's ``output/`` directory), so a
+champion/challenger gate compares a new run with the metrics the stage's version
+really had (`champions`).
 
 Planning reads two facts first: the artifact's digest (`artifact`) and, for an
 artifact that changed, the registry's versions (`registry`: digest -> version, and the
@@ -39,13 +46,14 @@ from mlform.providers.base import (
     contains_unknown, error,
 )
 from mlform.providers.kit.artifacts import artifact_uri, uri_to_path
+from mlform.providers.kit.champions import champion
 from mlform.providers.kit.digests import DigestCache, tree_digest, tree_files
 from mlform.providers.kit.plans import plan_of, unknowns
 
 from .env import LocalEnv, LocalHandler, read_json, write_json_atomic
 
 __all__ = ["ModelHandler", "ModelSettings", "registry_dir", "version_dir", "read_meta",
-           "aliases", "artifact_digest"]
+           "aliases", "artifact_digest", "champions", "run_lineage_of"]
 
 COMPUTED = ("version", "uri", "digest")
 
@@ -126,6 +134,41 @@ def _next_version(reg: Path) -> int:
     vdir = reg / "versions"
     numbers = [int(p.name) for p in vdir.iterdir() if p.name.isdigit()] if vdir.is_dir() else []
     return max(numbers, default=0) + 1
+
+
+def run_lineage_of(artifact: Path) -> dict | None:
+    """The lineage a local pipeline's run recorded next to its ``output/`` directory (the
+    artifact), or None for an artifact that is not a run's output."""
+    if artifact.name != "output":
+        return None
+    record = read_json(artifact.parent / "run.json")
+    lineage = record.get("lineage") if isinstance(record, dict) else None
+    return lineage if isinstance(lineage, dict) else None
+
+
+def champions(env: LocalEnv, pipeline: str, stage: str, model: str | None) -> list[dict]:
+    """The versions in `stage` that a run of `pipeline` must beat, as `kit.champions.champion`
+    dicts: of the registry `model`, else of every registry holding a version registered
+    from `pipeline` (a registry without a version in the stage has no champion)."""
+    if model is not None:
+        found = [(model, registry_dir(env, model))]
+    else:
+        root = env.root / "registry"
+        found = []
+        for reg in sorted(root.iterdir()) if root.is_dir() else ():
+            metas = _versions(reg)
+            if any((m.get("lineage") or {}).get("pipeline") == pipeline for m in metas.values()):
+                address = next((m["model"] for m in metas.values()
+                                if isinstance(m.get("model"), str)), reg.name)
+                found.append((address, reg))
+    out = []
+    for address, reg in found:
+        table = read_json(reg / "aliases.json", {})
+        version = table.get(stage) if isinstance(table, dict) else None
+        meta = read_meta(reg / "versions" / str(version)) if version is not None else None
+        if meta is not None:
+            out.append(champion(address, version, meta.get("lineage")))
+    return out
 
 
 def _copy_tree(source: Path, target: Path, mode: str) -> None:
@@ -251,7 +294,7 @@ class ModelHandler(LocalHandler):
         digest = artifact_digest(path, self.env.digests)
         version = _find(reg, digest)
         if version is None:
-            version = self._register(reg, path, digest, uri, mode, attrs)
+            version = self._register(reg, path, digest, uri, mode, attrs, address)
         vdir = reg / "versions" / str(version)
         meta = read_meta(vdir) or {}
         meta.update(approval=attrs.get("approval", "approved"), framework=attrs.get("framework"),
@@ -263,7 +306,8 @@ class ModelHandler(LocalHandler):
         return LiveObject(address, planned.kind, self.env.object_id(address), final)
 
     @staticmethod
-    def _register(reg: Path, source: Path, digest: str, uri: str, mode: str, attrs: dict) -> int:
+    def _register(reg: Path, source: Path, digest: str, uri: str, mode: str, attrs: dict,
+                  address: str) -> int:
         """Copy the artifact into the next version dir; a rename makes it appear whole."""
         version = _next_version(reg)
         final = reg / "versions" / str(version)
@@ -275,7 +319,8 @@ class ModelHandler(LocalHandler):
             "version": version, "digest": digest, "source": uri,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "approval": attrs.get("approval", "approved"), "framework": attrs.get("framework"),
-            "description": attrs.get("description")})
+            "description": attrs.get("description"), "model": address,
+            "lineage": run_lineage_of(source)})
         os.replace(staging, final)
         return version
 

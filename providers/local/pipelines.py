@@ -31,6 +31,14 @@ directory.  A run that misses its `gate` is marked failed and its output is
 moved to ``rejected/``, so no model is published and nothing downstream
 changes.
 
+Champion/challenger: a gate with ``must_beat`` also compares the run with the version
+the stage alias points at in the registry (`gate.model`, else every registry holding a
+version registered from this pipeline; `models.champions`), on the metrics recorded
+for that version; a miss is a gate miss.  The run record keeps ``lineage`` (what the
+registry copies into the version's meta.json) and ``champion`` (the comparison, or
+that there was no champion yet).  Plan reads the champions as a fact: it shows the
+number a new run must beat, and warns when no version is in the stage.
+
 Staleness (`kit.reruns`): a monitor writes ``root/stale/<slug>.json`` (the kit's
 stale marker, naming the run it judged); `read` reports its reason as `stale`
 while the named run is the current one, and the next plan re-runs it.
@@ -45,17 +53,20 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, NoReturn
 from urllib.parse import unquote, urlsplit
 
 from mlform.providers.base import (
-    UNKNOWN, Desired, Facts, KindSchema, LiveObject, Planned, ProgressEvent, ProviderError,
-    Timeouts,
+    UNKNOWN, Desired, Diagnostic, FactKey, Facts, KindSchema, LiveObject, Planned,
+    ProgressEvent, ProviderError, Timeouts, contains_unknown,
 )
-from mlform.providers.kit.gate import check_gate
+from mlform.providers.kit.champions import challenge_problems, no_champion_warning, run_lineage
+from mlform.providers.kit.gate import (
+    challenge, champion_note, champion_reason, check_challenger, check_gate,
+)
 from mlform.providers.kit.monitoring import stale_marker
 from mlform.providers.kit.reruns import RUN_OUTPUTS, StaleMarker, plan_run, run_fingerprint
 from mlform.providers.kit.runs import (
@@ -64,6 +75,7 @@ from mlform.providers.kit.runs import (
 
 from . import processes
 from .clusters import devices_for
+from .models import champions
 from .env import LocalEnv, LocalHandler, read_json, write_json_atomic
 
 __all__ = ["PipelineHandler", "run_environment", "stale_marker_path", "mark_stale",
@@ -259,8 +271,38 @@ class PipelineHandler(LocalHandler):
 
     # -- plan ----------------------------------------------------------------
 
+    @staticmethod
+    def _champion_key(desired: Desired) -> FactKey | None:
+        gate = desired.attributes.get("gate")
+        wanted = None if contains_unknown(gate) else challenge(gate)
+        if wanted is None:
+            return None
+        return FactKey("pipeline", "champions",
+                       (desired.address, wanted["must_beat"], wanted["model"]))
+
+    def fact_keys(self, desired: Desired, prior: LiveObject | None) -> list[FactKey]:
+        key = self._champion_key(desired)
+        return [key] if key is not None else []
+
+    def read_facts(self, keys) -> dict[FactKey, Any]:
+        return {key: champions(self.env, *key.args) for key in keys}
+
+    def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
+        gate = desired.attributes.get("gate")
+        problems = challenge_problems(desired.address, gate)
+        key = self._champion_key(desired)
+        if not problems and key is not None:
+            problems += no_champion_warning(desired.address, gate, facts.get(key))
+        return problems
+
     def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
-        return plan_run(desired, prior)
+        planned = plan_run(desired, prior)
+        key = self._champion_key(desired)
+        if key is None or key not in facts or planned.attributes.get("run_id") is not UNKNOWN:
+            return planned
+        # a run will be made: say what it must beat
+        reason = champion_reason(desired.attributes.get("gate"), facts[key])
+        return replace(planned, reasons=(*planned.reasons, reason)) if reason else planned
 
     # -- create / update -----------------------------------------------------
 
@@ -287,8 +329,10 @@ class PipelineHandler(LocalHandler):
         if not record or record.get("status") != SUCCEEDED:
             raise ProviderError(f"{address}: run {run_id}, which the plan keeps, is gone; "
                                 f"run plan again", address=address)
-        # the gate is not part of the fingerprint: a stricter gate judges the same metrics
-        missed = check_gate(gate, record.get("metrics") or {})
+        # the gate is not part of the fingerprint: a stricter gate (or a better champion)
+        # judges the same metrics
+        metrics = record.get("metrics") or {}
+        missed = check_gate(gate, metrics) or self._challenge(address, gate, metrics, run_id)[0]
         if missed is not None:
             raise ProviderError(f"{missed} (run {run_id})", address=address)
         return run
@@ -377,7 +421,11 @@ class PipelineHandler(LocalHandler):
         if not isinstance(metrics, dict):
             self._fail(run, address, f"{address}: {attrs.get('entrypoint')} wrote no {METRICS_FILE} "
                                      f"(a JSON object) in MLFORM_OUTPUT_DIR", tail=True)
-        missed = check_gate(attrs.get("gate"), metrics)
+        gate = attrs.get("gate")
+        missed = check_gate(gate, metrics)
+        note = None
+        if missed is None:
+            missed, note = self._challenge(address, gate, metrics, run.run_id)
         if missed is not None:
             # no model is published: the output is set aside and the apply stops here
             if run.output.exists():
@@ -386,7 +434,20 @@ class PipelineHandler(LocalHandler):
         if not (run.output / MODEL_FILE).is_file():
             self._fail(run, address, f"{address}: {attrs.get('entrypoint')} wrote no {MODEL_FILE} "
                                      f"in MLFORM_OUTPUT_DIR", tail=True, metrics=metrics)
-        run.write(status=SUCCEEDED, finished=_now(), exit_code=0, metrics=metrics)
+        # the lineage is what the registry records for a version made from this run
+        run.write(status=SUCCEEDED, finished=_now(), exit_code=0, metrics=metrics,
+                  lineage=run_lineage(address, attrs, run.run_id, metrics),
+                  **({"champion": note} if note else {}))
+
+    def _challenge(self, address: str, gate: Any, metrics: Mapping[str, Any],
+                   run_id: str) -> tuple[str | None, str | None]:
+        """(why the run does not beat the champion or None, the note for its record)."""
+        wanted = challenge(gate)
+        if wanted is None:
+            return None, None
+        found = champions(self.env, address, wanted["must_beat"], wanted["model"])
+        return (check_challenger(gate, metrics, found, run_id=run_id),
+                champion_note(gate, metrics, found, run_id=run_id))
 
     def _fail(self, run: RunDir, address: str, message: str, *, tail: bool = False,
               metrics: Any = None) -> NoReturn:

@@ -120,6 +120,12 @@ class MemoryHandler(KindHandler):
         """The computed attributes as far as plan knows them (pure)."""
         return Computed({})
 
+    def kept(self, address: str, attrs: Attributes, existing: Mapping[str, Any] | None
+             ) -> dict[str, Any]:
+        """Fields besides the attributes that the stored object keeps (e.g. a registry's
+        per-version records); `existing` is the whole object stored before, if any."""
+        return {}
+
     def realize(self, address: str, attrs: Attributes, existing: Attributes | None,
                 next_counter: Callable[[str, int], int], id: str) -> dict[str, Any]:
         """Concrete values for what `compute` left UNKNOWN, at create/update (by default:
@@ -224,6 +230,7 @@ class MemoryHandler(KindHandler):
         attributes = fill_unknowns(planned_.attributes, pick_from(computed, placeholder))
         obj = {"kind": planned_.kind, "address": planned_.address,
                "attributes": to_plain(attributes)}
+        obj.update(to_plain(self.kept(planned_.address, obj["attributes"], existing)))
         # which of an address's two objects is the newer (`_newest_id`): only the objects
         # of replacements carry a generation, so plain creates cost no counter
         generation = (store.next_counter("generation") if planned_.replaces is not None

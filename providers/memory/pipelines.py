@@ -6,6 +6,10 @@ run's metrics are `settings.metrics` (default ``{accuracy = 1.0}``), judged by t
 `gate` before anything is counted or stored, so a failed gate makes nothing.  The first
 run of a fingerprint has the id ``run-`` + sha256(address + fingerprint)[:12]; a re-run
 of the same fingerprint (a stale pipeline) counts on, so it is a new run.
+
+A gate with ``must_beat`` also compares the run with the champion (`models.champions`:
+the stored model in that stage, with the lineage recorded for its version), in the
+kit's words; plan reads the champions as a fact and names the number to beat.
 """
 
 from __future__ import annotations
@@ -14,13 +18,18 @@ import hashlib
 import json
 from typing import Any, Callable, Mapping
 
+from dataclasses import replace
+
 from mlform.providers.base import (
-    UNKNOWN, Desired, Facts, KindSchema, LiveObject, Planned, ProviderError, contains_unknown,
+    UNKNOWN, Desired, Diagnostic, FactKey, Facts, KindSchema, LiveObject, Planned,
+    ProviderError, contains_unknown,
 )
-from mlform.providers.kit.gate import check_gate
+from mlform.providers.kit.champions import challenge_problems, no_champion_warning
+from mlform.providers.kit.gate import challenge, champion_reason, check_challenger, check_gate
 from mlform.providers.kit.reruns import RUN_OUTPUTS, plan_run
 
 from .env import MemoryHandler
+from .models import champions
 from .trees import to_plain
 
 __all__ = ["PipelineHandler"]
@@ -30,9 +39,39 @@ class PipelineHandler(MemoryHandler):
     kind = "pipeline"
     schema = KindSchema(computed=(*RUN_OUTPUTS, "stale"))
 
+    @staticmethod
+    def _champion_key(desired: Desired) -> FactKey | None:
+        gate = desired.attributes.get("gate")
+        wanted = None if contains_unknown(gate) else challenge(gate)
+        if wanted is None:
+            return None
+        return FactKey("pipeline", "champions",
+                       (desired.address, wanted["must_beat"], wanted["model"]))
+
+    def fact_keys(self, desired: Desired, prior: LiveObject | None) -> list[FactKey]:
+        key = self._champion_key(desired)
+        return [key] if key is not None else []
+
+    def read_facts(self, keys) -> dict[FactKey, Any]:
+        return {key: champions(self.env, *key.args) for key in keys}
+
+    def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
+        found = super().validate(desired, facts)
+        gate = desired.attributes.get("gate")
+        found += challenge_problems(desired.address, gate)
+        key = self._champion_key(desired)
+        if key is not None and not found:
+            found += no_champion_warning(desired.address, gate, facts.get(key))
+        return found
+
     def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
         self.env.failures.raise_for("plan", desired.address)
-        return plan_run(desired, prior)
+        planned = plan_run(desired, prior)
+        key = self._champion_key(desired)
+        if key is None or key not in facts or planned.attributes.get("run_id") is not UNKNOWN:
+            return planned
+        reason = champion_reason(desired.attributes.get("gate"), facts[key])
+        return replace(planned, reasons=(*planned.reasons, reason)) if reason else planned
 
     def realize(self, address: str, attrs: Mapping[str, Any], existing: Mapping[str, Any] | None,
                 next_counter: Callable[[str, int], int], id: str) -> dict[str, Any]:
@@ -43,7 +82,12 @@ class PipelineHandler(MemoryHandler):
         if not isinstance(metrics, Mapping) or contains_unknown(metrics):
             metrics = {"accuracy": 1.0}
         metrics = to_plain(metrics)
-        missed = check_gate(attrs.get("gate"), metrics)   # before anything is counted or stored
+        gate = attrs.get("gate")
+        missed = check_gate(gate, metrics)   # before anything is counted or stored
+        wanted = challenge(gate) if missed is None else None
+        if wanted is not None:
+            missed = check_challenger(gate, metrics, champions(
+                self.env, address, wanted["must_beat"], wanted["model"]))
         if missed is not None:
             raise ProviderError(missed, address=address)
         fingerprint = attrs.get("fingerprint")

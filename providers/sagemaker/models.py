@@ -19,6 +19,15 @@ SageMaker keeps ModelPackageDescription immutable, so the description that can c
 the ``mlform:description`` metadata property (256 characters at most).  `stage` is an
 alias: it moves from the version the resource pointed at to the new one.
 
+A version registered from a sagemaker pipeline's training job also records the job's
+lineage (`kit.champions.run_lineage`, read from the run record ``runs/<pipeline>/<job>.json``
+next to the artifact ``runs/<pipeline>/<job>/output/model.tar.gz``) as metadata:
+``mlform:pipeline``, ``mlform:run``, ``mlform:code``, ``mlform:fingerprint``,
+``mlform:data:<input>`` and ``mlform:metric:<name>`` (the value as text); and the
+pipeline's run folder lists the models fed from it (``runs/<pipeline>/models.json``),
+so a champion/challenger gate finds the stage's version and its recorded metrics
+(`champions`) without listing every group.
+
 The resource's id is the ARN of the model package it points at.  Computed: `version`,
 `uri` (that ARN), `model_name`, `group_arn`.
 """
@@ -35,13 +44,16 @@ from mlform.providers.base import (
     ProviderError, Timeouts, contains_unknown, error,
 )
 from mlform.providers.kit.artifacts import artifact_uri
+from mlform.providers.kit.champions import champion
 from mlform.providers.kit.names import short_hash
 from mlform.providers.kit.plans import plan_of
 
+from . import bucket
 from .bucket import delete_record, load_record, save_record
 from .env import SageMakerHandler, user_tags
 
-__all__ = ["ModelHandler", "ModelSettings", "APPROVAL", "artifact_uri"]
+__all__ = ["ModelHandler", "ModelSettings", "APPROVAL", "artifact_uri", "champions",
+           "lineage_metadata", "metadata_lineage"]
 
 COMPUTED = ("version", "uri", "model_name", "group_arn")
 APPROVAL = {"approved": "Approved", "pending": "PendingManualApproval", "rejected": "Rejected"}
@@ -51,6 +63,69 @@ META_DESCRIPTION = "mlform:description"
 # SageMaker's limit on a CustomerMetadataProperties value.
 META_LIMIT = 256
 CONTENT_TYPES = ["application/json"]
+# SageMaker's limit on the entries of CustomerMetadataProperties; what mlform's own
+# entries (stage, artifact, description, pipeline, run, code, fingerprint) leave over
+META_ENTRIES, META_OWN = 50, 7
+_ARTIFACT_TAIL = "/output/model.tar.gz"
+
+
+def lineage_metadata(lineage: Mapping[str, Any] | None) -> dict[str, str]:
+    """A run's lineage as CustomerMetadataProperties (values over the limit left out)."""
+    if not lineage:
+        return {}
+    meta = {"mlform:pipeline": lineage.get("pipeline"), "mlform:run": lineage.get("run_id"),
+            "mlform:code": lineage.get("code_digest"),
+            "mlform:fingerprint": lineage.get("fingerprint")}
+    room = META_ENTRIES - META_OWN
+    for name, digest in sorted((lineage.get("data_digests") or {}).items())[:room // 2]:
+        meta[f"mlform:data:{name}"] = digest
+    metrics = sorted((lineage.get("metrics") or {}).items())
+    for name, value in metrics[:room - len(meta) + 4]:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            meta[f"mlform:metric:{name}"] = repr(float(value))
+    return {k: str(v) for k, v in meta.items()
+            if v is not None and len(k) <= 128 and len(str(v)) <= META_LIMIT}
+
+
+def metadata_lineage(meta: Mapping[str, str]) -> dict[str, Any]:
+    """The lineage back from a package's CustomerMetadataProperties."""
+    def number(text: str) -> float | None:
+        try:
+            return float(text)
+        except ValueError:
+            return None
+    return {"pipeline": meta.get("mlform:pipeline"), "run_id": meta.get("mlform:run"),
+            "code_digest": meta.get("mlform:code"), "fingerprint": meta.get("mlform:fingerprint"),
+            "data_digests": {k[len("mlform:data:"):]: v for k, v in meta.items()
+                             if k.startswith("mlform:data:")},
+            "metrics": {k[len("mlform:metric:"):]: n for k, v in meta.items()
+                        if k.startswith("mlform:metric:") and (n := number(v)) is not None}}
+
+
+def champions(handler: SageMakerHandler, pipeline: str, stage: str,
+              model: str | None) -> list[dict]:
+    """The versions in `stage` a run of `pipeline` must beat: of the model `model`, else of
+    every model registered from `pipeline` (``runs/<pipeline>/models.json``)."""
+    env = handler.env
+    if model is not None:
+        models = [model]
+    else:
+        found = env.store.get_json(_models_key(env, pipeline), address=pipeline)
+        models = sorted(found) if isinstance(found, list) else []
+    out = []
+    for address in models:
+        for summary in ModelHandler(env)._packages(address):
+            desc = handler.aws.find("sagemaker", "describe_model_package", address=pipeline,
+                                    ModelPackageName=summary.get("ModelPackageArn"))
+            meta = (desc or {}).get("CustomerMetadataProperties") or {}
+            if meta.get(META_STAGE) == stage:
+                out.append(champion(address, desc["ModelPackageVersion"], metadata_lineage(meta)))
+                break
+    return out
+
+
+def _models_key(env: Any, pipeline: str) -> str:
+    return bucket.runs_prefix(env, pipeline) + "models.json"
 
 
 class ModelSettings(BaseModel):
@@ -259,8 +334,31 @@ class ModelHandler(SageMakerHandler):
             meta[META_DESCRIPTION] = str(attrs["description"])
         return meta
 
+    def _lineage(self, address: str, uri: str) -> dict | None:
+        """The lineage of the training job whose output `uri` is (its run record), if any."""
+        prefix = f"s3://{self.env.config.bucket}/"
+        if not (uri.startswith(prefix) and uri.endswith(_ARTIFACT_TAIL)):
+            return None
+        record = self.env.store.get_json(uri[len(prefix):-len(_ARTIFACT_TAIL)] + ".json",
+                                         address=address)
+        lineage = record.get("lineage") if isinstance(record, dict) else None
+        return lineage if isinstance(lineage, dict) else None
+
+    def _fed_by(self, address: str, lineage: Mapping[str, Any] | None) -> None:
+        """List this model in its pipeline's models.json (where the gate looks)."""
+        pipeline = (lineage or {}).get("pipeline")
+        if not isinstance(pipeline, str):
+            return
+        key = _models_key(self.env, pipeline)
+        found = self.env.store.get_json(key, address=address)
+        listed = sorted(found) if isinstance(found, list) else []
+        if address not in listed:
+            bucket.put_json(self.env, key, sorted([*listed, address]), address=address)
+
     def _register(self, address: str, uri: str, image: str, attrs: Mapping) -> dict:
         self.aws.progress(address, f"registering {uri} in {self._group(address)}")
+        lineage = self._lineage(address, uri)
+        self._fed_by(address, lineage)
         kwargs: dict[str, Any] = dict(
             ModelPackageGroupName=self._group(address),
             InferenceSpecification={
@@ -268,7 +366,8 @@ class ModelHandler(SageMakerHandler):
                 "SupportedContentTypes": CONTENT_TYPES,
                 "SupportedResponseMIMETypes": CONTENT_TYPES},
             ModelApprovalStatus=APPROVAL[attrs.get("approval", "approved")],
-            CustomerMetadataProperties=self._metadata(attrs, uri))
+            CustomerMetadataProperties={**lineage_metadata(lineage),
+                                        **self._metadata(attrs, uri)})
         if attrs.get("description"):
             kwargs["ModelPackageDescription"] = str(attrs["description"])
         arn = self.aws.call("sagemaker", "create_model_package", address=address,

@@ -54,7 +54,12 @@ A Completed job's metrics are judged by the `gate` (the kit's `check_gate`, in t
 same words on every provider); a miss, or a gate metric the job never printed, fails the apply and
 publishes nothing (no `model_uri`).  Because the gate is not part of the fingerprint,
 it is judged again on every apply against the same job: a retry re-judges the finished
-job rather than paying for a new one.  Computed: `run_id`, `job_arn`, `model_uri`
+job rather than paying for a new one.  A gate with ``must_beat`` also compares the job's
+metrics with the champion: the package whose ``mlform:stage`` is that stage, in the
+group of `gate.model` or of every model registered from this pipeline, judged on the
+``mlform:metric:*`` metadata recorded when it was registered (`models.champions`); the
+run record ``runs/<name>/<job>.json`` keeps the job's lineage (what the registry records)
+and the comparison's note.  Plan reads the champions as a fact and names the number.  Computed: `run_id`, `job_arn`, `model_uri`
 (``ModelArtifacts.S3ModelArtifacts``), `metrics` (``FinalMetricDataList``) and `stale`.
 
 `stale` is the reason a monitor gave when it wrote the pipeline's marker
@@ -86,6 +91,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Sequence
@@ -97,7 +103,10 @@ from mlform.providers.base import (
     ProviderError, Timeouts, contains_unknown, error,
 )
 from mlform.providers.kit import reruns
-from mlform.providers.kit.gate import check_gate
+from mlform.providers.kit.champions import challenge_problems, no_champion_warning, run_lineage
+from mlform.providers.kit.gate import (
+    challenge, champion_note, champion_reason, check_challenger, check_gate,
+)
 from mlform.providers.kit.monitoring import stale_marker
 from mlform.providers.kit.names import short_hash
 from mlform.providers.kit.artifacts import input_uri
@@ -107,6 +116,7 @@ from mlform.providers.kit.runs import code_archive, contract_environment
 from . import bucket
 from .clusters import DEFAULT_MAX_RUNTIME, ComputeProfile, read_profile
 from .env import OWNER_TAGS, SageMakerHandler, stale_key, user_tags
+from .models import champions
 
 __all__ = ["PipelineHandler", "PipelineSettings", "mark_stale", "metric_regex",
            "TAG_DELETED", "RUN_OUTPUTS"]
@@ -279,14 +289,26 @@ class PipelineHandler(SageMakerHandler):
 
     # -- facts ---------------------------------------------------------------------
 
+    @staticmethod
+    def _champion_key(desired: Desired) -> FactKey | None:
+        gate = desired.attributes.get("gate")
+        wanted = None if contains_unknown(gate) else challenge(gate)
+        if wanted is None:
+            return None
+        return FactKey("pipeline", "champions",
+                       (desired.address, wanted["must_beat"], wanted["model"]))
+
     def fact_keys(self, desired: Desired, prior: LiveObject | None) -> Sequence[FactKey]:
+        champion_key = self._champion_key(desired)
+        keys = [champion_key] if champion_key is not None else []
         if contains_unknown(desired.attributes.get("fingerprint")):
-            return ()
-        return (FactKey("pipeline", "jobs", (desired.address,)),)
+            return keys
+        return [FactKey("pipeline", "jobs", (desired.address,)), *keys]
 
     def read_facts(self, keys: Sequence[FactKey]) -> dict[FactKey, Any]:
-        return {key: {"jobs": self.candidates(key.args[0]),
-                      "marker": self.stale_marker(key.args[0])} for key in keys}
+        return {key: champions(self, *key.args) if key.name == "champions" else
+                {"jobs": self.candidates(key.args[0]), "marker": self.stale_marker(key.args[0])}
+                for key in keys}
 
     # -- validate / plan -----------------------------------------------------------
 
@@ -314,6 +336,10 @@ class PipelineHandler(SageMakerHandler):
         if not found and not contains_unknown({k: attrs.get(k) for k in (
                 "hyperparameters", "environment", "settings", "gate")}):
             found += self._limits(address, attrs)
+        found += challenge_problems(address, attrs.get("gate"))
+        key = self._champion_key(desired)
+        if key is not None and not found:
+            found += no_champion_warning(address, attrs.get("gate"), facts.get(key))
         return found
 
     def _limits(self, address: str, attrs: Mapping[str, Any]) -> list[Diagnostic]:
@@ -348,7 +374,13 @@ class PipelineHandler(SageMakerHandler):
         if isinstance(fingerprint, str) and fingerprint:
             found = facts[FactKey("pipeline", "jobs", (address,))]
             known["run_id"] = self.pick(address, fingerprint, found["jobs"], found["marker"])[0]
-        return plan_run(desired, prior, outputs=RUN_OUTPUTS, known=known)
+        planned = plan_run(desired, prior, outputs=RUN_OUTPUTS, known=known)
+        key = self._champion_key(desired)
+        if key is None or key not in facts or planned.attributes.get("model_uri") is not UNKNOWN:
+            return planned
+        # a run will be made (or adopted): say what it must beat
+        reason = champion_reason(desired.attributes.get("gate"), facts[key])
+        return replace(planned, reasons=(*planned.reasons, reason)) if reason else planned
 
     # -- the training job request ----------------------------------------------------
 
@@ -523,7 +555,13 @@ class PipelineHandler(SageMakerHandler):
         """Judge a Completed job by the gate; on a pass, the pipeline's attributes."""
         address, name = planned.address, desc["TrainingJobName"]
         metrics = _metrics_of(desc)
-        missed = check_gate(attrs.get("gate"), metrics)
+        gate = attrs.get("gate")
+        missed, note = check_gate(gate, metrics), None
+        wanted = challenge(gate) if missed is None else None
+        if wanted is not None:
+            found = champions(self, address, wanted["must_beat"], wanted["model"])
+            missed = check_challenger(gate, metrics, found, run_id=name)
+            note = champion_note(gate, metrics, found, run_id=name)
         if missed is not None:
             raise ProviderError(f"{missed} (training job {name})", address=address,
                                 service_message="SageMaker reads metrics from the job's log: "
@@ -533,7 +571,10 @@ class PipelineHandler(SageMakerHandler):
                      model_uri=(desc.get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
                      stale=None)
         record_key = bucket.run_record(self.env, address, name)
-        record = {"address": address, "job": name, "attributes": self._recorded(attrs)}
+        # the lineage is what the registry records for a version made from this job
+        record = {"address": address, "job": name, "attributes": self._recorded(attrs),
+                  "lineage": run_lineage(address, attrs, name, metrics),
+                  **({"champion": note} if note else {})}
         if self.env.store.get_json(record_key, address=address) != record:
             bucket.put_json(self.env, record_key, record, address=address)
         self._sync_pipeline(address, attrs, desc, request)
