@@ -27,6 +27,8 @@ state_app = typer.Typer(no_args_is_help=True, help="Inspect and edit the state."
 app.add_typer(state_app, name="state")
 monitor_app = typer.Typer(no_args_is_help=True, help="Run monitors on demand.")
 app.add_typer(monitor_app, name="monitor")
+experiment_app = typer.Typer(no_args_is_help=True, help="Report on and step endpoint experiments.")
+app.add_typer(experiment_app, name="experiment")
 
 
 class PlanFormat(str, Enum):
@@ -40,6 +42,13 @@ class DriftFormat(str, Enum):
     json = "json"
     markdown = "markdown"
     junit = "junit"
+
+
+class ReportFormat(str, Enum):
+    human = "human"
+    json = "json"
+    markdown = "markdown"
+    html = "html"
 
 
 class GraphFormat(str, Enum):
@@ -303,6 +312,27 @@ def monitor_run(address: str, env: Optional[str] = ENV, var: Optional[List[str]]
     """Run a monitor's checks now: exit 0 no breach, 2 breach, 1 error."""
     from mlform.cli import monitor_commands
     guarded(monitor_commands.run, address, env, var or [], var_file or [], json_)
+
+
+@experiment_app.command("report")
+def experiment_report(address: str, env: Optional[str] = ENV, var: Optional[List[str]] = VARS,
+                      var_file: Optional[List[Path]] = VAR_FILES,
+                      format: ReportFormat = typer.Option(ReportFormat.human, "--format"),
+                      out_file: Optional[Path] = typer.Option(None, "--out", metavar="FILE",
+                                                              help="Write the report to FILE.")) -> None:
+    """Per variant: requests, errors, latency, reward with its interval, P(best), the A/B test."""
+    from mlform.cli import experiment_commands
+    guarded(experiment_commands.report, address, env, var or [], var_file or [], format.value,
+            out_file)
+
+
+@experiment_app.command("step")
+def experiment_step(address: str, env: Optional[str] = ENV, var: Optional[List[str]] = VARS,
+                    var_file: Optional[List[Path]] = VAR_FILES,
+                    json_: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Move a bandit's weights toward the better variant now (where the service does not)."""
+    from mlform.cli import experiment_commands
+    guarded(experiment_commands.step, address, env, var or [], var_file or [], json_)
 
 
 from mlform.cli import reconcile_commands  # noqa: E402  (its options live with its body)
