@@ -147,7 +147,7 @@ class Gate(SpecModel):
     @field_validator("model")
     @classmethod
     def _model_address(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"(module\.[^.]+\.)*model\.[A-Za-z_][\w-]*", value):
+        if value is not None and not re.fullmatch(r"(module\.[^.]+\.)*model\.[A-Za-z_][\w-]*(\[[^\]]+\])?", value):
             raise ValueError(f'gate model must be a model address such as "model.fraud", '
                              f'got "{value}"')
         return value
