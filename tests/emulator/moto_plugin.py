@@ -34,7 +34,12 @@ What moto lacks, and what this plugin adds:
   PendingDeploymentSummary reported), StopTrainingJob (Stopping x N, then Stopped),
   DeleteModelPackage, DeleteModelPackageGroup (ConflictException while it still holds
   packages).  UpdateEndpointWeightsAndCapacities goes Updating x N, sets only the
-  fields given, and is refused unless InService.
+  fields given, and is refused unless InService.  ``ShadowProductionVariants`` (moto
+  drops them): CreateEndpointConfig keeps them (refused, as AWS does, unless there is
+  exactly one production and one shadow variant, or when a shadow's Model is
+  missing), DescribeEndpointConfig returns them, and DescribeEndpoint reports them
+  (weights and counts, as for production variants) after CreateEndpoint and
+  UpdateEndpoint.
 
 * **Fixes of moto's answers.**  Creating a model, endpoint config, endpoint, training
   job or model package group under a name in use is refused as AWS does (moto silently
@@ -530,6 +535,13 @@ def _require_in_service(endpoint) -> None:
                                       f'(status {endpoint.endpoint_status}).')
 
 
+def _shadows(config) -> list[dict] | None:
+    """DescribeEndpoint's ShadowProductionVariants for a config (None: it has none, and
+    the answer leaves the key out)."""
+    shadows = getattr(config, "shadow_production_variants", None)
+    return _variants(shadows) if shadows else None
+
+
 def _install_endpoints(backend_cls, response_cls) -> None:
     """Endpoints: Creating/Updating/RollingBack scripts, UpdateEndpoint, and
     UpdateEndpointWeightsAndCapacities that goes through Updating."""
@@ -543,6 +555,7 @@ def _install_endpoints(backend_cls, response_cls) -> None:
         endpoint = original_create(self, endpoint_name, endpoint_config_name, tags)
         config = self.endpoint_configs[endpoint_config_name]
         endpoint.production_variants = _variants(config.production_variants)
+        endpoint.shadow_production_variants = _shadows(config)
         reason = _failure("fail_endpoint", endpoint_name, endpoint_config_name)
         final = (_set(endpoint_status="Failed", failure_reason=reason) if reason
                  else _set(endpoint_status="InService", failure_reason=None))
@@ -579,7 +592,7 @@ def _install_endpoints(backend_cls, response_cls) -> None:
         else:
             ending = [_set(endpoint_status="InService", endpoint_config_name=endpoint_config_name,
                            production_variants=new_variants, pending_deployment_summary=None,
-                           failure_reason=None)]
+                           failure_reason=None, shadow_production_variants=_shadows(config))]
         _script(endpoint, [updating] * _steps("endpoint") + ending)
         return endpoint.arn
 
@@ -620,7 +633,31 @@ def _install_endpoints(backend_cls, response_cls) -> None:
             retain_deployment_config=bool(self._get_param("RetainDeploymentConfig")))
         return ActionResult({"EndpointArn": arn})
 
+    original_respond_config = response_cls.create_endpoint_config
+
+    def respond_create_endpoint_config(self):
+        shadows = self._get_param("ShadowProductionVariants") or []
+        production = self._get_param("ProductionVariants") or []
+        backend = self.sagemaker_backend
+        if shadows:
+            if len(shadows) != 1 or len(production) != 1:
+                raise ValidationError(message=(
+                    "When ShadowProductionVariants is given, ProductionVariants and "
+                    "ShadowProductionVariants must each hold exactly one variant."))
+            backend.validate_production_variants(shadows)     # its Model must exist
+            names = [v.get("VariantName") for v in production + shadows]
+            if len(set(names)) != len(names):
+                raise ValidationError(message="Variant names must be unique across "
+                                              "ProductionVariants and ShadowProductionVariants.")
+        result = original_respond_config(self)
+        if shadows:
+            config = backend.endpoint_configs[self._get_param("EndpointConfigName")]
+            # FakeEndpointConfig answers every attribute, CamelCased
+            config.shadow_production_variants = copy.deepcopy(shadows)
+        return result
+
     backend_cls.create_endpoint = create_endpoint
+    response_cls.create_endpoint_config = respond_create_endpoint_config
     backend_cls.describe_endpoint = describe_endpoint
     backend_cls.update_endpoint = update_endpoint
     backend_cls.update_endpoint_weights_and_capacities = update_endpoint_weights_and_capacities
