@@ -10,7 +10,8 @@ lives here, written once:
 | `calls` | one resource at a time, the way the engine calls a provider (facts, validate, plan): for tests and tools |
 | `plans` | the plan shape: desired attributes plus computed ones, known or `UNKNOWN` |
 | `runs` | the run contract: environment variables, entrypoint resolution, output files, the code archive shipped to remote runs |
-| `gate` | `check_gate`: a run's metric against the pipeline's gate, one wording |
+| `gate` | `check_gate`: a run's metric against the pipeline's gate; `check_challenger`: against the champion a stage points at; one wording |
+| `champions` | what a registry records about a version made from a run (`run_lineage`: metrics, data and code digests) and the champion `check_challenger` reads |
 | `reruns` | when a pipeline runs again (`rerun_reason`, `plan_run`), stale markers |
 | `sources` | dataset sources: schemes, local content, http(s) downloads, `SourceError` |
 | `digests` | the one sha256 cache (files by path/size/mtime, derived values by key) |
@@ -20,15 +21,21 @@ lives here, written once:
 | `artifacts` | a model's artifact URI, local paths of URIs |
 | `monitoring` | monitor results, findings, breach reasons, stale marker documents |
 | `monitor_check` | the drift and health check on files (captured requests, baseline): reports and breach actions (local, kubernetes pods) |
-| `drift_stats` | PSI, KS, p99, error rate (the only module that imports numpy) |
+| `drift_stats` | PSI, KS, p99, error rate |
 | `names` | deterministic names, ownership marks (AWS tags, Kubernetes labels) |
 | `accelerators` | accelerator names (`cpu`, `any-gpu`, `nvidia-h100`...) matched against device names by words |
 | `parallel` | `run_parallel`: many reads at once, threads only when they wait |
 | `pricing` | `PriceTable`, `endpoint_basis`, `pipeline_basis`: price bases (`Provider.cost_basis`) from a price table, measured run durations |
 | `storage` | `ObjectStore`: one S3-compatible bucket and prefix (boto3), and the AWS error helpers |
 | `serving` | the OIP v2 model server, a program (torch, FastAPI): `local` starts it, kubernetes pods run it |
+| `serving_runtime` | the server's models and inference: predictors by framework (torch, sklearn, onnx), the worker pool, dynamic batching, pre/post hooks (imports nothing of mlform) |
+| `bandit` | the Thompson-sampling `Policy` (Beta or Gaussian posteriors, floor share, durable snapshot + feedback log replay): the server runs it, SageMaker's `experiment step` too |
+| `variants` | an endpoint's variants in one shape (`endpoint_variants`: `model` is the one variant `primary`), the experiment with defaults, plan reasons for variant changes |
+| `experiment_stats` | the experiment report's numbers: per-variant traffic, errors, latency, reward intervals, P(best), the A/B tests (scipy) |
+| `canary` | canary analysis: two scrapes of a server's /metrics -> the canary version's error rate, p99 and custom metrics -> checks and the rollback verdict |
 
-Nothing is imported here: a provider imports the modules it uses, so a provider
+`serving`, `serving_runtime` and `bandit` import nothing of mlform: the server runs by file
+path.  Nothing is imported here: a provider imports the modules it uses, so a provider
 without numpy (or boto3, or torch) still imports.  docs/providers.md has a guide to
 writing a provider on the kit, with a complete small example.
 """
