@@ -367,12 +367,15 @@ class ProviderError(Exception):
     """A provider call failed: which resource, what the service said, retry or not."""
 
     def __init__(self, message: str, *, address: str = "", retryable: bool = False,
-                 service_message: str = "", partial: "LiveObject | None" = None) -> None:
+                 service_message: str = "", partial: "LiveObject | None" = None,
+                 hint: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.address = address
         self.retryable = retryable
         self.service_message = service_message
+        # What the user can do about it (shown under the diagnostic, as for plan errors).
+        self.hint = hint
         # An object the failed call did make (half-created): the engine records it as
         # tainted so the next apply replaces it instead of orphaning it.
         self.partial = partial

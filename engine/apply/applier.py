@@ -453,7 +453,8 @@ class Applier:
                            Action.DELETE: "delete"}.get(c.action, "replace")
             if isinstance(exc, ProviderError):
                 msg = _failure_message(c.address, action_word, exc.message, exc.service_message)
-                hint = "Retrying may help." if exc.retryable else ""
+                hint = " ".join(h for h in (getattr(exc, "hint", ""),
+                                            "Retrying may help." if exc.retryable else "") if h)
             elif isinstance(exc, StateError):
                 # The provider call may have succeeded; recording it did not.  The intent is
                 # in the journal (or the lost record is), so the next command adopts it.
@@ -465,7 +466,10 @@ class Applier:
             else:
                 msg = f"{action_word} failed: provider crashed: {type(exc).__name__}: {exc}"
                 hint = f'This is a bug in the provider "{c.provider}".'
-            self._fail(unit, [error(f"{c.address}: {msg}", address=c.address, hint=hint)])
+            # located at the resource's block, as plan-time diagnostics are
+            source = op.inst.resource.source if op.inst is not None else None
+            self._fail(unit, [error(f"{c.address}: {msg}", address=c.address, hint=hint,
+                                    source=source)])
             return
         self.result.count(c.action)
         if live is not None and op.inst is not None:

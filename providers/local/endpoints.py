@@ -828,9 +828,16 @@ class EndpointHandler(LocalHandler):
                     return status
                 problem = status.get("error") or {}
                 if problem.get("generation") == generation:
-                    raise ProviderError(f"{address}: the server could not load the model",
-                                        service_message=problem.get("message", ""),
-                                        address=address)
+                    message = problem.get("message", "")
+                    hooks = "hooks" in message.split(":", 1)[0]
+                    raise ProviderError(
+                        f"{address}: the server could not load "
+                        + ("its hooks" if hooks else "the model"),
+                        service_message=message, address=address,
+                        hint=(f"The hook's traceback is in {files.log}; the version served "
+                              "before keeps serving." if hooks else
+                              f"The server's log is {files.log}; the version served before "
+                              "keeps serving."))
             time.sleep(pause)
             pause = min(pause * 1.5, 0.25)
         raise ProviderError(f"{address}: the server was not ready within "
