@@ -285,7 +285,7 @@ def apply(dir_or_plan: Path, *, auto_approve, env, vars, var_files, refresh_only
     finally:
         session.close()
     summary = ApplySummary(added=result.added, changed=result.changed, destroyed=result.destroyed,
-                           failed=list(result.failures), outputs=dict(result.outputs),
+                           failed=_located(result), outputs=dict(result.outputs),
                            mode=the_plan.mode)
     # The summary names each failure once; show only the diagnostics it does not repeat.
     shown = {f"{address}: {message}" for address, message in result.failures}
@@ -499,3 +499,11 @@ def init(dir: Path, template: str) -> int:
                                      hint="Pick a directory you can write to.") from None
     out.echo(f"Created a {template} stack in {dir}. Next: cd {dir} && mlform plan")
     return 0
+
+
+def _located(result: Any) -> list[tuple[str, str, str, str]]:
+    """The apply's failures for its summary, each with where its block is and the hint
+    (`ApplyResult.failures` is built from the error diagnostics, in their order)."""
+    errors = [d for d in result.diagnostics if d.severity == "error"]
+    return [(address, message, str(d.source) if d.source is not None else "", d.hint or "")
+            for (address, message), d in zip(result.failures, errors)]

@@ -264,8 +264,13 @@ def render_apply_summary(result: Any, *, color: bool = False) -> str:
     failed = _unique(tuple(f) for f in result.failed)
     if failed:
         out = [_plain_line(f"{verb} failed! {counts}", "bold red"), _plain_line()]
-        out += [[("error:", "bold red"), (f" {address}: {message}", None)]
-                for address, message in failed]
+        for address, message, *more in failed:
+            out.append([("error:", "bold red"), (f" {address}: {message}", None)])
+            source, hint = (more + ["", ""])[:2]
+            if source:
+                out.append(_plain_line(f"  at {source}"))
+            if hint:
+                out.append(_plain_line(f"  hint: {hint}", "dim" if color else None))
         return _emit(out, color)
     out = [_plain_line(f"{verb} complete! {counts}", "bold green")]
     if result.outputs:

@@ -19,7 +19,7 @@ class ApplySummary:
     changed: int = 0
     destroyed: int = 0
     mode: str = "normal"        # the plan's: "destroy" says "Destroy complete!"
-    failed: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple] = field(default_factory=list)   # (address, message[, at, hint])
     outputs: dict[str, tuple[Any, bool]] = field(default_factory=dict)
 
     @property

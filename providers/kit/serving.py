@@ -10,23 +10,58 @@ command line is also how the provider recognises the process as its own.
 The spec (written by `endpoints.py`, mode 0600 because it holds the admin token)::
 
     {"address", "name", "host", "port", "token", "torch_threads", "generation",
-     "models": [{"version": 3, "path": ".../versions/3", "weight": 90}, ...],
+     "models": [{"version": 3, "path": ".../versions/3", "weight": 90, "variant": "a",
+                 "framework": "torch", "role": "live"}, ...],
      "capture": {"path": ".../capture.jsonl", "sample_percent": 100, "max_bytes",
-                 "max_files", "max_age_seconds", "queue"} | null}
+                 "max_files", "max_age_seconds", "queue"} | null,
+     "experiment": {"type": "ab"|"shadow"|"bandit", "sticky_key", "shadow_percent",
+                    "reward", "floor_percent", "state_path", "feedback_path"} | null,
+     "workers": 1, "worker_processes": 0, "max_batch_size": 1, "max_delay_ms": 5,
+     "hooks": "/abs/hooks.py" | null, "auth_token": "..." | null}
 
-(the capture limits are optional: `CaptureLimits` has the defaults; see `CaptureLog`
-for the queue, the writer thread and rotation).
+(everything after ``models`` is optional: an older spec serves as before, its models
+one variant "primary"; the capture limits default as in `CaptureLimits`, see
+`CaptureLog` for the queue, the writer thread and rotation).
+
+Routing (`Server.pick`): without an experiment, and for ``shadow``, the live models
+share requests by a smooth weighted round robin (during a canary, two versions of one
+variant).  ``ab`` does the same, or with ``sticky_key`` maps a blake2b hash of the key
+onto the cumulative weights, so one key always meets one variant, in any process and
+across restarts while the weights stay.  ``bandit`` asks `bandit.Policy.choose`; with a
+``sticky_key`` the hash is mapped onto the policy's weights of the moment instead, so a
+key keeps its variant only while the weights do not move past it.  ``shadow`` mirrors
+``shadow_percent`` of requests (exact sampling, as the capture) to the shadow variant
+on a background thread behind a bounded queue (`Mirror`): the caller never waits for
+it, a full queue drops and counts, and the shadow's answer or error goes to the
+capture (role "shadow", the live request's id) and metrics only.
+
+Every inference answer carries ``"id"`` (the caller's, else a fresh uuid4) and the
+header ``x-mlform-variant``.  With an experiment the ids issued are remembered (a
+bounded map rebuilt at start from the capture files' tail) so that ``POST
+/v2/models/{name}/feedback`` can credit a reward to the variant that answered; each
+accepted reward is appended to ``feedback_path`` by a writer thread (`CaptureLog`) and,
+for a bandit, updates the policy, whose state lives in ``state_path``.
+
+Inference runs off the event loop in `serving_runtime`'s worker pool (threads, or
+``worker_processes`` processes each holding the models), through its dynamic batcher
+when ``max_batch_size`` > 1; torch, sklearn and onnx artifacts load through
+`serving_runtime.load_predictor`; the optional ``hooks`` module's ``preprocess(doc)``
+and ``postprocess(doc, result)`` run around parsing and encoding.  With ``auth_token``
+the inference and feedback routes need ``Authorization: Bearer <token>``; health,
+metadata and metrics stay open, and the token is never logged nor reported.
 
 Routes (Open Inference Protocol v2, plus two admin routes):
 
 * ``GET  /v2/health/live``, ``GET /v2/health/ready`` (200 once models are loaded)
 * ``GET  /v2/models/{name}`` and ``/v2/models/{name}/versions/{v}`` (metadata)
 * ``POST /v2/models/{name}/infer`` and ``/v2/models/{name}/versions/{v}/infer``
-* ``GET  /v2/admin/status``  what is served (versions, weights, generation, pid, capture,
-  the event loop and HTTP implementation in use)
+* ``POST /v2/models/{name}/feedback``  ``{"request_id", "reward"}`` for an experiment
+* ``GET  /v2/admin/status``  what is served (versions, variants and their weights now,
+  the experiment, generation, pid, capture, the event loop and HTTP implementation)
 * ``GET  /metrics``  Prometheus text (prometheus_client): inference requests by model,
-  version and status code, their latency and rows per request as histograms, capture
-  written / dropped / failed / rotated and the capture queue depth
+  version, variant and status code, their latency and rows per request as histograms,
+  rows per forward pass, shadow calls, feedback, variant weights, capture written /
+  dropped / failed / rotated and the capture queue depth
 * ``POST /v2/admin/reload``  re-read the spec, load new versions in a background
   thread and swap them in atomically once loaded (header ``x-mlform-token``).
 
@@ -43,6 +78,7 @@ process, before it starts one.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import itertools
 import json
@@ -55,7 +91,9 @@ import socket
 import sys
 import threading
 import time
+import uuid
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
@@ -74,11 +112,21 @@ try:        # the `local` extra brings orjson; plain json when it is not install
 except ImportError:  # pragma: no cover - exercised only without the extra
     orjson = None
 
+# The server runs by file path with providers/kit/ as sys.path[0], or as a module of
+# the package: its two helpers are imported either way (they import nothing of mlform).
+try:
+    from . import bandit
+except ImportError:
+    import bandit
+try:
+    from . import serving_runtime as runtime
+except ImportError:
+    import serving_runtime as runtime
+
 # TorchScript is what the run contract saves; torch's notice that it is deprecated
 # would only fill every server log.
 warnings.filterwarnings("ignore", message=r"`torch\.jit", category=DeprecationWarning)
 
-PLATFORM = "pytorch_torchscript"
 TOKEN_HEADER = "x-mlform-token"
 
 #: OIP datatypes accepted on input, and the torch dtype read before casting to float32.
@@ -111,8 +159,9 @@ def _loads(body: bytes) -> Any:
     return orjson.loads(body) if orjson is not None else json.loads(body)
 
 
-def _json(doc: Any, status: int = 200) -> Response:
-    return Response(_dumps(doc), status_code=status, media_type="application/json")
+def _json(doc: Any, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(_dumps(doc), status_code=status, media_type="application/json",
+                    headers=headers)
 
 
 def _error(message: str, status: int) -> Response:
@@ -121,72 +170,9 @@ def _error(message: str, status: int) -> Response:
 
 # ----------------------------------------------------------------- models
 
-@dataclass(frozen=True)
-class LoadedVersion:
-    """One model version in memory, with what its metadata route reports."""
-
-    version: Any
-    path: str
-    module: Any                     # torch.jit.ScriptModule
-    inputs: tuple[str, ...]         # feature names (signature.json, else x0..xF-1)
-    outputs: tuple[str, ...]
-    n_features: int | None
-    n_outputs: int | None
-
-    def metadata(self, name: str, versions: list) -> dict:
-        return {"name": name, "versions": [str(v) for v in versions], "platform": PLATFORM,
-                "inputs": [{"name": "input", "datatype": "FP32",
-                            "shape": [-1, self.n_features if self.n_features else -1],
-                            "features": list(self.inputs)}],
-                "outputs": [{"name": "output", "datatype": "FP32",
-                             "shape": [-1, self.n_outputs if self.n_outputs else -1],
-                             "labels": list(self.outputs)}]}
-
-
-def _first_linear_width(module: Any) -> int | None:
-    """Input width of the first 2-D weight: a guess at the feature count without a signature."""
-    for param in module.parameters():
-        if param.dim() == 2:
-            return int(param.shape[1])
-    return None
-
-
-def load_version(version: Any, path: str) -> LoadedVersion:
-    """Load `model.pt` (TorchScript, CPU) and `signature.json`, and warm the module up."""
-    directory = Path(path)
-    module = torch.jit.load(str(directory / "model.pt"), map_location="cpu")
-    module.eval()
-    signature = {}
-    sig_path = directory / "signature.json"
-    if sig_path.exists():
-        signature = json.loads(sig_path.read_text())
-    inputs = tuple(str(x) for x in signature.get("inputs") or ())
-    outputs = tuple(str(x) for x in signature.get("outputs") or ())
-    n_features = len(inputs) or _first_linear_width(module)
-    n_outputs = len(outputs) or None
-    if n_features:
-        # A few calls let the TorchScript profiling executor settle before traffic arrives,
-        # and tell the output width when the signature does not.
-        with torch.inference_mode():
-            for rows in (1, 2, 8):
-                out = _first_tensor(module(torch.zeros(rows, n_features)))
-        n_outputs = n_outputs or (int(out.shape[-1]) if out.dim() > 1 else 1)
-    if not inputs and n_features:
-        inputs = tuple(f"x{i}" for i in range(n_features))
-    if not outputs and n_outputs:
-        outputs = tuple(f"y{i}" for i in range(n_outputs))
-    return LoadedVersion(version, path, module, inputs, outputs, n_features, n_outputs)
-
-
-def _first_tensor(value: Any) -> torch.Tensor:
-    """Models may return a tensor, a tuple of tensors or a dict; serve the first tensor."""
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (tuple, list)) and value:
-        return _first_tensor(value[0])
-    if isinstance(value, dict) and value:
-        return _first_tensor(next(iter(value.values())))
-    raise BadRequest(f"the model returned {type(value).__name__}, not a tensor")
+#: A model version in memory: `serving_runtime.Predictor` (torch, sklearn or onnx), with
+#: its feature names, output labels and metadata; `predict(x)` gives float32 [N, O].
+LoadedVersion = runtime.Predictor
 
 
 def weighted_schedule(weights: list[int]) -> tuple[int, ...]:
@@ -210,6 +196,211 @@ def weighted_schedule(weights: list[int]) -> tuple[int, ...]:
         current[best] -= total
         out.append(best)
     return tuple(out)
+
+
+# ----------------------------------------------------------------- experiments
+
+EXPERIMENT_TYPES = ("ab", "shadow", "bandit")
+REWARDS = ("binary", "continuous")
+#: the variant of a spec's model that names none (an endpoint with one `model`)
+DEFAULT_VARIANT = "primary"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """The spec's ``experiment``, checked: how requests are split, what feedback does."""
+
+    type: str
+    sticky: tuple[str, str] | None      # ("header", lower-cased name) | ("input", name)
+    shadow_percent: int
+    reward: str
+    floor_percent: float
+    state_path: str | None
+    feedback_path: str | None
+
+    @classmethod
+    def of(cls, doc: dict | None) -> "Experiment | None":
+        if not doc:
+            return None
+        kind = doc.get("type")
+        if kind not in EXPERIMENT_TYPES:
+            raise ValueError(f"experiment type {kind!r} is not one of {', '.join(EXPERIMENT_TYPES)}")
+        sticky = None
+        if doc.get("sticky_key"):
+            source, _, field = str(doc["sticky_key"]).partition(":")
+            if source not in ("header", "input") or not field:
+                raise ValueError(f"sticky_key {doc['sticky_key']!r} must be "
+                                 "'header:NAME' or 'input:NAME'")
+            sticky = (source, field.lower() if source == "header" else field)
+        percent = int(doc.get("shadow_percent") or 0)
+        if not 0 <= percent <= 100:
+            raise ValueError(f"shadow_percent {percent} is not within 0-100")
+        # a bandit's posterior needs to know; other experiments take any number unless
+        # told the rewards are binary
+        reward = doc.get("reward") or ("binary" if kind == "bandit" else "continuous")
+        if reward not in REWARDS:
+            raise ValueError(f"reward {reward!r} is not one of {', '.join(REWARDS)}")
+        floor = doc.get("floor_percent")
+        return cls(kind, sticky, percent, reward, 5.0 if floor is None else float(floor),
+                   doc.get("state_path"), doc.get("feedback_path"))
+
+    def status(self) -> dict:
+        return {"type": self.type,
+                "sticky_key": ":".join(self.sticky) if self.sticky else None,
+                "shadow_percent": self.shadow_percent, "reward": self.reward,
+                "floor_percent": self.floor_percent, "state_path": self.state_path,
+                "feedback_path": self.feedback_path}
+
+
+@dataclass(frozen=True)
+class Route:
+    """One model the endpoint serves, as one variant in one role."""
+
+    variant: str
+    role: str                   # "live" (answers callers) | "shadow" (mirrored to)
+    weight: int
+    model: LoadedVersion
+
+
+def sticky_point(key: str) -> float:
+    """A key's place in [0, 1): blake2b, so the same in every process and every run
+    (Python's own hash of a str is salted per process)."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0 ** 64
+
+
+def by_point(point: float, weights: list[float] | tuple[float, ...]) -> int:
+    """The index whose share of the cumulative weights holds `point` (in [0, 1))."""
+    target = point * sum(weights)
+    reached = 0.0
+    last = 0
+    for i, weight in enumerate(weights):
+        if weight > 0:
+            reached += weight
+            last = i
+            if target < reached:
+                return i
+    return last
+
+
+def sticky_value(sticky: tuple[str, str], doc: Any, request: Any) -> str | None:
+    """The request's sticky key: a header, else ``parameters.NAME`` or the first value of
+    the input tensor named NAME; None when the request has none."""
+    source, field = sticky
+    if source == "header":
+        return request.headers.get(field) or None
+    if not isinstance(doc, dict):
+        return None
+    parameters = doc.get("parameters")
+    if isinstance(parameters, dict) and parameters.get(field) is not None:
+        return str(parameters[field])
+    inputs = doc.get("inputs")
+    for item in inputs if isinstance(inputs, list) else ():
+        if isinstance(item, dict) and item.get("name") == field:
+            data = item.get("data")
+            while isinstance(data, list) and data:
+                data = data[0]
+            return None if data is None or isinstance(data, list) else str(data)
+    return None
+
+
+#: ids of answers given under an experiment that feedback may name (the newest kept)
+ISSUED_MAX = 100_000
+#: capture read back at start to find them again: at most this many bytes, newest first
+ISSUED_READ_BYTES = 64 * 1024 * 1024
+#: a live capture line's start, as `_capture_record` writes it (json and orjson alike)
+_ISSUED_LINE = re.compile(rb'"request_id":"((?:[^"\\]|\\.)*)","variant":"((?:[^"\\]|\\.)*)",'
+                          rb'"role":"live"')
+
+
+class IssuedIds:
+    """request id -> the variant that answered it, for the newest `limit` answers.
+
+    Touched by the event loop only (`add`, `get`), once it is serving; `recover` runs
+    before then, in the loader thread."""
+
+    def __init__(self, limit: int = ISSUED_MAX) -> None:
+        self.limit = limit
+        self._ids: OrderedDict[str, str] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, request_id: str, variant: str) -> None:
+        ids = self._ids
+        ids[request_id] = variant
+        if len(ids) > self.limit:
+            ids.popitem(last=False)
+
+    def get(self, request_id: str) -> str | None:
+        return self._ids.get(request_id)
+
+    def update(self, newer: "IssuedIds") -> None:
+        """Add `newer`'s ids (oldest first), as if issued after these."""
+        for request_id, variant in list(newer._ids.items()):
+            self.add(request_id, variant)
+
+    def recover(self, capture_path: str, max_files: int) -> int:
+        """Read the ids of the live answers back from the end of the capture (the live file,
+        then rotated ones, newest first): feedback for requests answered before a restart
+        still counts. Returns how many were found."""
+        found: list[tuple[str, str]] = []
+        budget = ISSUED_READ_BYTES
+        for path in [capture_path] + [rotated_name(capture_path, n) for n in range(1, max_files)]:
+            if budget <= 0 or len(found) >= self.limit:
+                break
+            try:
+                with open(path, "rb") as fh:
+                    size = fh.seek(0, os.SEEK_END)
+                    start = max(0, size - budget)
+                    fh.seek(start)
+                    chunk = fh.read()
+            except OSError:
+                continue
+            budget -= len(chunk)
+            if start:       # a cut first line is not a record
+                chunk = chunk[chunk.find(b"\n") + 1:]
+            older = [(_loads(b'"' + m[1] + b'"'), _loads(b'"' + m[2] + b'"'))
+                     for m in _ISSUED_LINE.finditer(chunk)]
+            found[:0] = older
+        for request_id, variant in found[-self.limit:]:
+            self._ids.setdefault(request_id, variant)
+        return len(found[-self.limit:])
+
+
+#: shadow calls that may wait for the mirror thread before more are dropped
+SHADOW_QUEUE = 1_000
+
+
+class Mirror:
+    """Shadow calls, off the request path: the request hands a job to `submit`, which
+    returns at once; one thread runs the jobs. A full queue drops the job and counts it."""
+
+    def __init__(self, size: int | None = None) -> None:
+        self.sampler = Sampler()
+        self._queue: queue.Queue = queue.Queue(maxsize=size or SHADOW_QUEUE)
+        self.dropped = 0
+        threading.Thread(target=self._run, name="shadow-mirror", daemon=True).start()
+
+    def submit(self, job: Any) -> bool:
+        try:
+            self._queue.put_nowait(job)
+            return True
+        except queue.Full:
+            self.dropped += 1
+            return False
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                job()
+            except Exception as exc:    # a job reports its own errors; this is a last resort
+                print(f"shadow: a mirrored call failed: {type(exc).__name__}: {exc}", flush=True)
 
 
 # ----------------------------------------------------------------- capture
@@ -247,6 +438,18 @@ class CaptureLimits:
                    queue=max(1, int(capture.get("queue") or CAPTURE_QUEUE)))
 
 
+class Sampler:
+    """Exact sampling, not random: with p percent, call n is taken when floor(n*p/100)
+    steps up, so any 100 consecutive calls take p of them (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._seen = itertools.count(1)     # next() is atomic under the GIL
+
+    def take(self, percent: int) -> bool:
+        n = next(self._seen)
+        return (n * percent) // 100 > ((n - 1) * percent) // 100
+
+
 class CaptureLog:
     """Captured requests, written off the request path.
 
@@ -260,8 +463,8 @@ class CaptureLog:
     written whole with one write call and flushed whenever the queue runs empty,
     so a reader sees whole lines except at most a torn last one after a crash.
 
-    Sampling is exact, not random: with p percent, request n is kept when
-    floor(n*p/100) steps up.
+    Sampling is exact (`Sampler`). The feedback log is one of these too: it is a
+    generic JSON-lines writer.
     """
 
     def __init__(self, path: str, limits: CaptureLimits = CaptureLimits()) -> None:
@@ -276,7 +479,7 @@ class CaptureLog:
             self._file.write(b"\n")
             self._size += 1
         self._opened = self._birth(path)
-        self._seen = 0
+        self._sampler = Sampler()
         self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue(maxsize=limits.queue)
         self.written = 0
@@ -296,10 +499,7 @@ class CaptureLog:
             return time.time()
 
     def sampled(self, percent: int) -> bool:
-        with self._lock:
-            self._seen += 1
-            n = self._seen
-        return (n * percent) // 100 > ((n - 1) * percent) // 100
+        return self._sampler.take(percent)
 
     def submit(self, record: Any) -> bool:
         """Queue `record` (a dict, or a callable that makes one in the writer thread);
@@ -408,13 +608,96 @@ class Serving:
     """An immutable snapshot: what one request sees from start to end."""
 
     generation: int
-    versions: tuple[LoadedVersion, ...]
-    weights: tuple[int, ...]
-    schedule: tuple[int, ...]
+    live: tuple[Route, ...]         # the routes that answer callers, in spec order
+    schedule: tuple[int, ...]       # indices into `live`: the weighted round robin
     capture_percent: int | None     # None: capture off
+    experiment: Experiment | None = None
+    shadow: Route | None = None
+    #: live variant -> (its routes, their round robin): a bandit picks a variant first
+    variants: dict = None
+    #: `live` in (variant, version) order: what sticky keys are mapped onto, so that the
+    #: spec's order does not move a key
+    sticky_order: tuple[Route, ...] = ()
+    #: id() of the models whose forward pass runs on the event loop (see `inline_models`)
+    inline: frozenset = frozenset()
+    #: routed by the weighted round robin alone (no sticky key, no bandit)
+    plain: bool = True
 
-    def by_version(self, wanted: str) -> LoadedVersion | None:
-        return next((lv for lv in self.versions if str(lv.version) == wanted), None)
+    @property
+    def versions(self) -> tuple["LoadedVersion", ...]:
+        return tuple(route.model for route in self.live)
+
+    @property
+    def weights(self) -> tuple[int, ...]:
+        return tuple(route.weight for route in self.live)
+
+    def route_of(self, wanted: str) -> Route | None:
+        """The route of version `wanted` (a live one first, else the shadow)."""
+        for route in self.live + ((self.shadow,) if self.shadow else ()):
+            if str(route.model.version) == wanted:
+                return route
+        return None
+
+    def by_version(self, wanted: str) -> "LoadedVersion | None":
+        route = self.route_of(wanted)
+        return route.model if route else None
+
+
+def make_serving(generation: int, routes: list[Route], capture_percent: int | None,
+                 experiment: Experiment | None, inline: frozenset = frozenset()) -> Serving:
+    """Check the routes against the experiment and precompute the schedules."""
+    live = tuple(r for r in routes if r.role == "live")
+    shadows = [r for r in routes if r.role == "shadow"]
+    schedule = weighted_schedule([r.weight for r in live])
+    if not schedule:
+        raise ValueError("no live model version has a positive weight")
+    if len(shadows) > 1:
+        raise ValueError(f"only one shadow variant is served, the spec names {len(shadows)}")
+    shadow = shadows[0] if shadows else None
+    if experiment is not None and experiment.type == "shadow" and shadow is None:
+        raise ValueError("a shadow experiment needs a model with role 'shadow'")
+    variants: dict[str, tuple] = {}
+    for name in sorted({r.variant for r in live}):
+        mine = tuple(r for r in live if r.variant == name)
+        variants[name] = (mine, weighted_schedule([r.weight for r in mine])
+                          or weighted_schedule([1] * len(mine)))
+    order = tuple(sorted(live, key=lambda r: (r.variant, str(r.model.version))))
+    plain = experiment is None or experiment.type == "shadow" or (
+        experiment.type == "ab" and experiment.sticky is None)
+    return Serving(generation, live, schedule, capture_percent, experiment, shadow,
+                   variants, order, inline, plain)
+
+
+#: A forward pass shorter than this runs on the event loop when the pool would only add
+#: a thread hop (one worker thread, no batching): handing a one-row request to a thread
+#: and back costs 50-150 us, a third or more of a small model's whole answer, while the
+#: loop is held for less than this at a time.
+INLINE_FORWARD_S = 0.001
+
+
+def inline_models(models: list[LoadedVersion], spec: dict) -> frozenset:
+    """id() of the models to run on the event loop: none unless the spec asks for one
+    worker thread and no batching, then those whose one-row forward pass (timed now,
+    the best of five after the loader's warm-up) is under `INLINE_FORWARD_S`."""
+    if int(spec.get("workers") or 1) != 1 or int(spec.get("worker_processes") or 0) != 0 \
+            or int(spec.get("max_batch_size") or 1) != 1:
+        return frozenset()
+    fast = set()
+    for model in models:
+        if not model.n_features:
+            continue
+        row = numpy.zeros((1, model.n_features), numpy.float32)
+        best = math.inf
+        try:
+            for _ in range(5):
+                t0 = time.perf_counter()
+                model.predict(row)
+                best = min(best, time.perf_counter() - t0)
+        except Exception:       # a model that fails on zeros is timed by its requests instead
+            continue
+        if best < INLINE_FORWARD_S:
+            fast.add(id(model))
+    return frozenset(fast)
 
 
 #: latency buckets (seconds): loopback answers take ~0.3 ms, a slow model seconds
@@ -427,35 +710,50 @@ ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
 class Telemetry:
     """The server's Prometheus metrics, in a registry of its own (prometheus_client).
 
-    Per inference request, by model, version and HTTP status code: a count
-    (``mlform_requests_total``), and by model and version its latency
+    Per inference request, by model, version, variant and HTTP status code: a count
+    (``mlform_requests_total``), and by model, version and variant its latency
     (``mlform_request_latency_seconds``) and rows (``mlform_request_rows``) as
-    histograms.  The capture's counters are read from the `CaptureLog` when scraped
-    (`collect`), so the request path only adds to the three metrics above; their
-    labelled children are looked up once per (model, version, code) and kept.
+    histograms; rows per forward pass (``mlform_batch_size``, by model and version: with
+    dynamic batching several requests make one pass); shadow calls by variant and
+    outcome (ok, error, dropped), feedback accepted by variant.  The capture's counters
+    and the variants' weights are read when scraped (`collect`), so the request path
+    only adds to the metrics above; their labelled children are looked up once per
+    label set and kept.
     """
 
     def __init__(self, server: "Server") -> None:
         self._server = server
         self.registry = CollectorRegistry(auto_describe=True)
         self._requests = Counter("mlform_requests", "inference requests answered",
-                                 ("model", "version", "code"), registry=self.registry)
+                                 ("model", "version", "variant", "code"),
+                                 registry=self.registry)
         self._latency = Histogram("mlform_request_latency_seconds",
                                   "time from reading the request to its answer",
-                                  ("model", "version"), buckets=LATENCY_BUCKETS,
+                                  ("model", "version", "variant"), buckets=LATENCY_BUCKETS,
                                   registry=self.registry)
         self._rows = Histogram("mlform_request_rows", "rows per inference request",
-                               ("model", "version"), buckets=ROWS_BUCKETS,
+                               ("model", "version", "variant"), buckets=ROWS_BUCKETS,
                                registry=self.registry)
+        self._batch = Histogram("mlform_batch_size", "rows per forward pass of a model",
+                                ("model", "version"), buckets=ROWS_BUCKETS,
+                                registry=self.registry)
+        self._shadow = Counter("mlform_shadow_requests",
+                               "requests mirrored to the shadow variant, by outcome",
+                               ("variant", "outcome"), registry=self.registry)
+        self._feedback = Counter("mlform_feedback", "rewards accepted by POST .../feedback",
+                                 ("variant",), registry=self.registry)
         self._children: dict[tuple, tuple] = {}
+        self._batches: dict[Any, Any] = {}
         self.registry.register(_CaptureCollector(server))
+        self.registry.register(_VariantCollector(server))
 
-    def observe(self, model: str, version: Any, code: int, seconds: float, rows: int) -> None:
+    def observe(self, model: str, version: Any, code: int, seconds: float, rows: int,
+                variant: str = DEFAULT_VARIANT) -> None:
         """One answered request (the request path: a dict look-up and three adds)."""
-        key = (model, version, code)
+        key = (model, version, variant, code)
         children = self._children.get(key)
         if children is None:
-            labels = (model, str(version))
+            labels = (model, str(version), variant)
             children = self._children[key] = (
                 self._requests.labels(*labels, str(code)), self._latency.labels(*labels),
                 self._rows.labels(*labels))
@@ -464,6 +762,19 @@ class Telemetry:
         latency.observe(seconds)
         if rows:
             rows_seen.observe(rows)
+
+    def batch(self, model: str, version: Any, rows: int) -> None:
+        """One forward pass of `rows` rows."""
+        child = self._batches.get(version)
+        if child is None:
+            child = self._batches[version] = self._batch.labels(model, str(version))
+        child.observe(rows)
+
+    def shadow(self, variant: str, outcome: str) -> None:
+        self._shadow.labels(variant, outcome).inc()
+
+    def feedback(self, variant: str) -> None:
+        self._feedback.labels(variant).inc()
 
 
 class _CaptureCollector:
@@ -493,8 +804,30 @@ class _CaptureCollector:
                                 value=capture.pending if capture else 0)
 
 
+class _VariantCollector:
+    """Each variant's share of traffic now, in percent: the spec's weights, or a bandit's
+    policy of the moment; a shadow variant's share is 0."""
+
+    def __init__(self, server: "Server") -> None:
+        self._server = server
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self):
+        gauge = GaugeMetricFamily("mlform_variant_weight",
+                                  "share of requests each variant answers now (percent)",
+                                  labels=["variant"])
+        serving = getattr(self._server, "serving", None)
+        if serving is not None:
+            for name, weight in self._server.variant_weights(serving).items():
+                gauge.add_metric([name], weight)
+        yield gauge
+
+
 class Server:
-    """The process's state: the spec, the current `Serving` snapshot, the loader."""
+    """The process's state: the spec, the current `Serving` snapshot, the loader, and
+    what outlives a snapshot (the capture, the worker pool, the bandit's policy)."""
 
     def __init__(self, spec_path: Path) -> None:
         self.spec_path = spec_path
@@ -511,6 +844,16 @@ class Server:
         self._load_lock = threading.Lock()
         self.capture: CaptureLog | None = None
         self.config: Any = None              # uvicorn.Config, once `main` made it
+        self.hooks = runtime.Hooks()
+        self.auth: bytes | None = None       # the bearer token inference needs, if any
+        self.pool: Any = None                # runtime.WorkerPool
+        self.batcher: Any = None             # runtime.Batcher over `pool`
+        self._pool_settings: tuple | None = None
+        self.policy: Any = None              # bandit.Policy of a bandit experiment
+        self.feedback_log: CaptureLog | None = None   # feedback of an experiment that is no bandit
+        self.issued = IssuedIds()
+        self._issued_from: str | None = None  # the capture the ids were read back from
+        self.mirror: Mirror | None = None
 
     # -- loading ------------------------------------------------------------
 
@@ -523,18 +866,28 @@ class Server:
         generation = spec.get("generation", 0)
         with self._load_lock:
             try:
-                versions, weights = [], []
+                experiment = Experiment.of(spec.get("experiment"))
+                hooks = runtime.load_hooks(spec.get("hooks"))
+                threads = int(spec.get("torch_threads", 1))
+                routes, cache = [], {}
                 for entry in spec["models"]:
-                    key = (str(entry["version"]), entry["path"])
-                    loaded = self._cache.get(key)
+                    framework = entry.get("framework") or "torch"
+                    key = (str(entry["version"]), entry["path"], framework)
+                    loaded = self._cache.get(key) or cache.get(key)
                     if loaded is None:
-                        loaded = load_version(entry["version"], entry["path"])
-                    versions.append(loaded)
-                    weights.append(int(entry.get("weight", 100)))
-                schedule = weighted_schedule(weights)
-                if not schedule:
-                    raise ValueError("no model version has a positive weight")
+                        loaded = runtime.load_predictor(entry["version"], entry["path"],
+                                                        framework, threads)
+                    cache[key] = loaded
+                    role = entry.get("role") or "live"
+                    if role not in ("live", "shadow"):
+                        raise ValueError(f"model role {role!r} is not 'live' or 'shadow'")
+                    routes.append(Route(str(entry.get("variant") or DEFAULT_VARIANT), role,
+                                        int(entry.get("weight", 100)) if role == "live" else 0,
+                                        loaded))
                 capture = spec.get("capture")
+                serving = make_serving(generation, routes,
+                                       int(capture.get("sample_percent", 100)) if capture else None,
+                                       experiment, inline_models(list(cache.values()), spec))
                 if capture:
                     limits = CaptureLimits.of(capture)
                     if self.capture is None or (self.capture.path, self.capture.limits) \
@@ -542,42 +895,169 @@ class Server:
                         old, self.capture = self.capture, CaptureLog(capture["path"], limits)
                         if old is not None:
                             old.close()
-                serving = Serving(generation, tuple(versions), tuple(weights), schedule,
-                                  int(capture.get("sample_percent", 100)) if capture else None)
+                self._ready_experiment(serving, capture)
+                self._ready_workers(spec)
+                self.hooks = hooks
+                token = spec.get("auth_token")
+                self.auth = str(token).encode() if token else None
                 # Keep only what the new snapshot serves; the old one stays referenced
                 # by requests still in flight until they finish.
-                self._cache = {(str(v.version), v.path): v for v in versions}
+                self._cache = cache
                 self.spec = spec
                 self.serving = serving          # the atomic switch
                 self.error = None
-                print(f"serving generation {generation}: "
-                      + ", ".join(f"v{v.version}={w}" for v, w in zip(versions, weights)), flush=True)
+                print(f"serving generation {generation}: " + ", ".join(
+                    f"{r.variant}:v{r.model.version}={r.weight if r.role == 'live' else 'shadow'}"
+                    for r in routes) + (f" ({experiment.type})" if experiment else ""), flush=True)
             except Exception as exc:  # reported through /v2/admin/status, old models keep serving
-                self.error = {"generation": generation, "message": f"{type(exc).__name__}: {exc}"}
-                print(f"loading generation {generation} failed: {self.error['message']}", flush=True)
+                # a hook module's own traceback is the message: it is what the user must fix
+                message = (str(exc) if isinstance(exc, runtime.HookError)
+                           else f"{type(exc).__name__}: {exc}")
+                self.error = {"generation": generation, "message": message}
+                print(f"loading generation {generation} failed: {message}", flush=True)
             finally:
                 if self.loading_generation == generation:
                     self.loading_generation = None
 
+    def _ready_experiment(self, serving: Serving, capture: dict | None) -> None:
+        """The experiment's companions: the ids issued before this process started, the
+        bandit's policy (its snapshot and the feedback after it), the feedback writer of
+        other experiments, the shadow's mirror thread."""
+        experiment = serving.experiment
+        if experiment is None:
+            return
+        if capture and self._issued_from != capture["path"]:
+            recovered = IssuedIds(self.issued.limit)
+            recovered.recover(capture["path"], CaptureLimits.of(capture).max_files)
+            recovered.update(self.issued)       # ids issued meanwhile are newer
+            self.issued, self._issued_from = recovered, capture["path"]
+        feedback_path = experiment.feedback_path or (
+            str(Path(capture["path"]).with_name("feedback.jsonl")) if capture else None)
+        if experiment.type == "bandit":
+            variants = list(serving.variants)
+            old = self.policy
+            if old is None or (old.variants, old.reward, old.floor_percent, old.state_path,
+                               old.feedback_path) != (variants, experiment.reward,
+                                                      experiment.floor_percent,
+                                                      experiment.state_path, feedback_path):
+                if old is not None:
+                    old.close()
+                if self.feedback_log is not None:       # the policy writes the log now
+                    self.feedback_log.close()
+                    self.feedback_log = None
+                self.policy = bandit.Policy.load(variants, experiment.reward,
+                                                 experiment.floor_percent,
+                                                 experiment.state_path, feedback_path)
+                if self.policy.restore_error:
+                    print(f"bandit: the saved state was not used ({self.policy.restore_error}); "
+                          "replayed the feedback log instead", flush=True)
+        else:
+            if self.policy is not None:
+                self.policy.close()
+                self.policy = None
+            if feedback_path and (self.feedback_log is None
+                                  or self.feedback_log.path != feedback_path):
+                old, self.feedback_log = self.feedback_log, CaptureLog(feedback_path)
+                if old is not None:
+                    old.close()
+        if serving.shadow is not None and self.mirror is None:
+            self.mirror = Mirror()
+
+    def _ready_workers(self, spec: dict) -> None:
+        """The worker pool and the batcher, made again only when their settings change."""
+        settings = (max(1, int(spec.get("workers") or 1)),
+                    max(0, int(spec.get("worker_processes") or 0)),
+                    int(spec.get("torch_threads", 1)))
+        batching = (max(1, int(spec.get("max_batch_size") or 1)),
+                    float(spec["max_delay_ms"]) if spec.get("max_delay_ms") is not None else 5.0)
+        if self._pool_settings != settings + batching:
+            old = self.pool
+            if self._pool_settings is None or self._pool_settings[:3] != settings:
+                self.pool = runtime.WorkerPool(*settings)
+            self.batcher = runtime.Batcher(self.pool, *batching, on_batch=self._batched)
+            self._pool_settings = settings + batching
+            if old is not None and old is not self.pool:
+                # requests in flight on the old pool finish there: it is closed once they have
+                threading.Thread(target=old.close, kwargs={"wait": True}, name="pool-closer",
+                                 daemon=True).start()
+
+    def _batched(self, predictor: LoadedVersion, rows: int) -> None:
+        self.telemetry.batch(self.name, predictor.version, rows)
+
     # -- admin --------------------------------------------------------------
+
+    def variant_weights(self, serving: Serving) -> dict[str, float]:
+        """Each variant's share of requests now, in percent (a shadow's is 0)."""
+        if self.policy is not None and serving.experiment is not None \
+                and serving.experiment.type == "bandit":
+            weights = self.policy.weights()
+        else:
+            total = sum(r.weight for r in serving.live) or 1
+            weights = {}
+            for route in serving.live:
+                weights[route.variant] = weights.get(route.variant, 0.0) + 100.0 * route.weight / total
+        if serving.shadow is not None:
+            weights.setdefault(serving.shadow.variant, 0.0)
+        return weights
 
     def status(self, loop: Any = None) -> dict:
         serving = self.serving
+        spec = self.spec
         return {
             "event_loop": _qualified(type(loop)) if loop is not None else None,
             "http": _qualified(getattr(self.config, "http_protocol_class", None)),
             "name": self.name, "pid": os.getpid(), "started": self.started,
-            "host": self.spec["host"], "port": self.spec["port"],
+            "host": spec["host"], "port": spec["port"],
             "torch_threads": torch.get_num_threads(),
             "ready": serving is not None,
             "generation": serving.generation if serving else None,
             "loading": self.loading_generation, "error": self.error,
-            "versions": ([{"version": v.version, "weight": w, "path": v.path}
-                          for v, w in zip(serving.versions, serving.weights)] if serving else []),
+            "versions": ([{"version": r.model.version, "weight": r.weight, "path": r.model.path,
+                           "variant": r.variant, "framework": r.model.framework,
+                           "on_event_loop": id(r.model) in serving.inline}
+                          for r in serving.live] if serving else []),
+            "variants": self._variants_status(serving) if serving else [],
+            "experiment": self._experiment_status(serving) if serving else None,
+            "workers": {"workers": int(spec.get("workers") or 1),
+                        "worker_processes": int(spec.get("worker_processes") or 0),
+                        "max_batch_size": int(spec.get("max_batch_size") or 1),
+                        "max_delay_ms": spec.get("max_delay_ms", 5)},
+            "hooks": self.hooks.path,
+            "auth": self.auth is not None,      # whether a token is needed, never the token
             "capture": (self._capture_status(serving.capture_percent)
                         if serving and serving.capture_percent is not None and self.capture else None),
             "requests": self.served,
         }
+
+    def _variants_status(self, serving: Serving) -> list[dict]:
+        """One entry per model served: its variant, version, role and share now (a
+        variant's share split between its versions by their weights)."""
+        shares = self.variant_weights(serving)
+        out = []
+        for name, (routes, _) in serving.variants.items():
+            total = sum(r.weight for r in routes)
+            for route in routes:
+                part = route.weight / total if total else 1 / len(routes)
+                out.append({"name": name, "version": route.model.version, "role": "live",
+                            "weight": round(shares.get(name, 0.0) * part, 3)})
+        if serving.shadow is not None:
+            out.append({"name": serving.shadow.variant, "version": serving.shadow.model.version,
+                        "role": "shadow", "weight": 0})
+        return out
+
+    def _experiment_status(self, serving: Serving) -> dict | None:
+        experiment = serving.experiment
+        if experiment is None:
+            return None
+        doc = experiment.status()
+        doc["issued_ids"] = len(self.issued)
+        if experiment.type == "bandit" and self.policy is not None:
+            doc["prob_best"] = self.policy.prob_best()
+            doc["stats"] = self.policy.stats()
+            doc["feedback"] = self.policy.feedback_lines
+        if experiment.type == "shadow" and self.mirror is not None:
+            doc["mirror"] = {"pending": self.mirror.pending, "dropped": self.mirror.dropped}
+        return doc
 
     def _capture_status(self, percent: int) -> dict:
         limits = self.capture.limits
@@ -599,11 +1079,83 @@ class Server:
         self.load_async(spec)
         return 202, {"generation": spec.get("generation", 0)}
 
+    def close(self) -> None:
+        """After the last request: write out the capture, the feedback and the policy."""
+        for log in (self.capture, self.feedback_log):
+            if log is not None:
+                log.close()
+        if self.policy is not None:
+            self.policy.close()
+        if self.pool is not None:
+            self.pool.close(wait=False)
+
     # -- inference ----------------------------------------------------------
 
-    def pick(self, serving: Serving) -> LoadedVersion:
-        n = next(self.requests)     # itertools.count: atomic under the GIL
-        return serving.versions[serving.schedule[n % len(serving.schedule)]]
+    def pick(self, serving: Serving, doc: Any = None, request: Any = None) -> Route:
+        """The route that answers a request (see the module doc for the rules)."""
+        if serving.plain:
+            n = next(self.requests)     # itertools.count: atomic under the GIL
+            return serving.live[serving.schedule[n % len(serving.schedule)]]
+        experiment = serving.experiment
+        key = sticky_value(experiment.sticky, doc, request) if experiment.sticky else None
+        if experiment.type == "ab":
+            if key is None:
+                n = next(self.requests)
+                return serving.live[serving.schedule[n % len(serving.schedule)]]
+            order = serving.sticky_order
+            return order[by_point(sticky_point(key), [r.weight for r in order])]
+        policy = self.policy
+        if key is None:
+            variant = policy.choose()
+        else:
+            names = list(serving.variants)
+            weights = policy.weights()
+            variant = names[by_point(sticky_point(key), [weights.get(n, 0.0) for n in names])]
+        found = serving.variants.get(variant)
+        if found is None:   # a reload just gave the policy variants this snapshot lacks
+            return serving.live[serving.schedule[next(self.requests) % len(serving.schedule)]]
+        routes, schedule = found
+        if len(routes) == 1:
+            return routes[0]
+        return routes[schedule[next(self.requests) % len(schedule)]]
+
+    def mirror_request(self, serving: Serving, name: str, request_id: str, doc: Any) -> bool:
+        """Hand `doc` to the shadow variant on the mirror thread; False (counted) when its
+        queue is full. The shadow's answer goes to the capture and metrics only."""
+        shadow = serving.shadow
+        capture = self.capture if serving.capture_percent is not None else None
+        telemetry = self.telemetry
+
+        def call() -> None:
+            t0 = time.perf_counter()
+            x = y = None
+            status, problem = 200, None
+            try:
+                x, _ = parse_inputs(doc, shadow.model)
+                y = shadow.model.predict(x.numpy())
+            except (BadRequest, runtime.PredictError) as exc:
+                status, problem = 400, str(exc)
+            except Exception as exc:    # whatever the shadow does, it stays here
+                status, problem = 500, f"{type(exc).__name__}: {exc}"
+            telemetry.shadow(shadow.variant, "ok" if status == 200 else "error")
+            if capture is not None:
+                capture.submit(_capture_record(
+                    time.time(), name, request_id, shadow,
+                    round((time.perf_counter() - t0) * 1000, 3), status,
+                    x if y is not None else None, y, problem))
+
+        if self.mirror.submit(call):
+            return True
+        telemetry.shadow(shadow.variant, "dropped")
+        return False
+
+
+def _record_feedback(policy: Any, request_id: str, variant: str, reward: float) -> dict:
+    """A bandit's feedback, in a worker thread: the policy's log line and update, then a
+    snapshot when the last one is old enough."""
+    record = policy.record(request_id, variant, reward)
+    policy.maybe_save()
+    return record
 
 
 def _qualified(cls: Any) -> str | None:
@@ -680,13 +1232,17 @@ def _tensor(item: Any) -> tuple[str, torch.Tensor]:
     return str(name), t.reshape(shape)
 
 
-def _capture_record(when: float, name: str, model: LoadedVersion, latency_ms: float,
-                    status: int, x: torch.Tensor | None, y: torch.Tensor | None,
-                    problem: str | None):
+def _capture_record(when: float, name: str, request_id: str, route: Route, latency_ms: float,
+                    status: int, x: Any, y: Any, problem: str | None):
     """What the capture writer thread turns into one JSON line: the rows become
-    {feature: value} objects there, not on the request path."""
+    {feature: value} objects there, not on the request path.  ``request_id``,
+    ``variant`` and ``role`` come first, in this order: `IssuedIds.recover` finds them
+    there without parsing the line."""
+    model = route.model
+
     def record() -> dict:
-        doc = {"time": when, "endpoint": name, "version": model.version,
+        doc = {"time": when, "request_id": request_id, "variant": route.variant,
+               "role": route.role, "endpoint": name, "version": model.version,
                "latency_ms": latency_ms, "status": status,
                "inputs": ([dict(zip(model.inputs, row)) for row in x.tolist()]
                           if x is not None else None),
@@ -764,45 +1320,132 @@ def build_app(server: Server) -> Any:
         serving, problem = _versions_of(name, version)
         if problem:
             return problem
-        model = serving.by_version(version) if version is not None else server.pick(serving)
+        if server.auth is not None and not _bearer(request):
+            return _unauthorized()
         body = await request.body()
-        x = y = None
+        x = y = doc = None
         n = 0
         problem_text = None
         try:
-            try:
-                doc = _loads(body)
-            except ValueError as exc:
-                raise BadRequest(f"the body is not JSON: {exc}") from None
+            doc = _loads(body)
+        except ValueError as exc:
+            problem_text = f"the body is not JSON: {exc}"
+        # routed before the inputs are read: a sticky key may be one of them
+        route = serving.route_of(version) if version is not None \
+            else server.pick(serving, doc, request)
+        model = route.model
+        given = doc.get("id") if isinstance(doc, dict) else None
+        request_id = given if isinstance(given, str) and given else uuid.uuid4().hex
+        headers = {"x-mlform-variant": route.variant}
+        hooks = server.hooks
+        try:
+            if problem_text:
+                raise BadRequest(problem_text)
+            if hooks.preprocess is not None:
+                doc = hooks.pre(doc)
             x, n = parse_inputs(doc, model)
-            with torch.inference_mode():
-                try:
-                    y = _first_tensor(model.module(x))
-                    if y.dtype != torch.float32:
-                        y = y.to(torch.float32)
-                except RuntimeError as exc:
-                    raise BadRequest(f"the model rejected the input: {str(exc).splitlines()[0]}") from None
+            if id(model) in serving.inline:
+                y = model.predict(x.numpy())
+                server.telemetry.batch(name, model.version, n)
+            else:
+                y, _ = await server.batcher.infer(model, x.numpy())
             # The whole batch is encoded at once: a float64 array (the values tolist() of
-            # the float32 tensor gives) that orjson writes without a Python float per value.
-            data = y.detach().reshape(-1).numpy().astype(numpy.float64)
-            result = {"model_name": name, "model_version": str(model.version),
+            # a float32 array gives) that orjson writes without a Python float per value.
+            data = y.reshape(-1).astype(numpy.float64)
+            result = {"model_name": name, "model_version": str(model.version), "id": request_id,
                       "outputs": [{"name": "output", "shape": list(y.shape), "datatype": "FP32",
                                    "data": data}]}
-            if isinstance(doc.get("id"), str):
-                result["id"] = doc["id"]
-            status, response = 200, _json(result)
-        except BadRequest as exc:
+            if hooks.postprocess is not None:
+                result["outputs"][0]["data"] = data.tolist()    # plain JSON for user code
+                result = hooks.post(doc, result)
+                result["id"] = request_id       # feedback names it: a hook does not change it
+            status, response = 200, _json(result, 200, headers)
+        except (BadRequest, runtime.PredictError) as exc:
             problem_text = str(exc)
-            status, response = 400, _error(problem_text, 400)
+            status, response = 400, _json({"error": problem_text}, 400, headers)
+        except runtime.HookCallError as exc:
+            problem_text = str(exc)
+            print(f"{problem_text}\n{exc.traceback}", flush=True)
+            status, response = 500, _json(exc.body(), 500, headers)
+        except Exception as exc:    # a broken worker, a model crashing in native code
+            problem_text = f"inference failed: {type(exc).__name__}: {exc}"
+            print(problem_text, flush=True)
+            status, response = 500, _json({"error": problem_text}, 500, headers)
         server.served += 1
-        server.telemetry.observe(name, model.version, status, time.perf_counter() - t0, n)
+        server.telemetry.observe(name, model.version, status, time.perf_counter() - t0, n,
+                                 route.variant)
+        experiment = serving.experiment
+        mirrored = False
+        if experiment is not None:
+            if status == 200:
+                server.issued.add(request_id, route.variant)
+            if serving.shadow is not None and version is None and isinstance(doc, dict) \
+                    and server.mirror is not None \
+                    and server.mirror.sampler.take(experiment.shadow_percent):
+                mirrored = server.mirror_request(serving, name, request_id, doc)
         capture = server.capture
         if serving.capture_percent is not None and capture is not None \
-                and capture.sampled(serving.capture_percent):
+                and (capture.sampled(serving.capture_percent) or mirrored):
+            # a mirrored request is always captured: its live answer sits by the shadow's
             capture.submit(_capture_record(
-                time.time(), name, model, round((time.perf_counter() - t0) * 1000, 3), status,
+                time.time(), name, request_id, route,
+                round((time.perf_counter() - t0) * 1000, 3), status,
                 x if y is not None else None, y, problem_text))
         return response
+
+    @app.post("/v2/models/{name}/feedback")
+    async def feedback(name: str, request: Request) -> Response:
+        if server.auth is not None and not _bearer(request):
+            return _unauthorized()
+        serving, problem = _versions_of(name, None)
+        if problem:
+            return problem
+        experiment = serving.experiment
+        if experiment is None:
+            return _error(f"endpoint {name!r} runs no experiment: there is nothing to give "
+                          "feedback to (declare an experiment block)", 409)
+        try:
+            doc = _loads(await request.body())
+        except ValueError as exc:
+            return _error(f"the body is not JSON: {exc}", 400)
+        if not isinstance(doc, dict) or not isinstance(doc.get("request_id"), str) \
+                or not doc["request_id"]:
+            return _error('the body needs "request_id": the "id" of an answer, and "reward"', 400)
+        request_id = doc["request_id"]
+        try:
+            reward = bandit.validate_reward(experiment.reward, doc.get("reward"))
+        except ValueError as exc:
+            return _error(str(exc), 400)
+        variant = server.issued.get(request_id)
+        if variant is None:
+            return _error(f"no answer with id {request_id!r} is known here (the newest "
+                          f"{server.issued.limit} answers' ids are kept)", 404)
+        policy = server.policy
+        if experiment.type == "bandit" and policy is not None:
+            # the policy appends the line and moves the posterior under one lock: in a
+            # thread, since it writes a file
+            try:
+                record = await asyncio.get_running_loop().run_in_executor(
+                    None, _record_feedback, policy, request_id, variant, reward)
+            except ValueError as exc:
+                return _error(str(exc), 400)
+        else:
+            record = {"time": time.time(), "request_id": request_id, "variant": variant,
+                      "reward": reward}
+            if server.feedback_log is not None:
+                server.feedback_log.submit(record)
+        server.telemetry.feedback(variant)
+        return _json({"request_id": request_id, "variant": variant, "reward": record["reward"]})
+
+    def _bearer(request: Request) -> bool:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
+                                                                  server.auth)
+
+    def _unauthorized() -> Response:
+        return _json({"error": "this endpoint needs a bearer token: "
+                               "send the header Authorization: Bearer <token>"}, 401,
+                     {"www-authenticate": "Bearer"})
 
     def _authorized(request: Request) -> bool:
         given = request.headers.get(TOKEN_HEADER, "")
@@ -900,8 +1543,7 @@ class _Uvicorn(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await super().shutdown(sockets=sockets)
-        if self._server.capture is not None:
-            self._server.capture.close()
+        self._server.close()
 
 
 if __name__ == "__main__":

@@ -863,6 +863,10 @@ class EndpointHandler(LocalHandler):
         if not base:
             return None
         served = [v for v in running.status.get("versions", []) if isinstance(v, Mapping)]
+        # "versions" lists what answers callers; a shadow variant is only in "variants"
+        served += [{"variant": v.get("name"), "version": v.get("version"), "weight": 0,
+                    "role": "shadow"} for v in running.status.get("variants") or ()
+                   if isinstance(v, Mapping) and v.get("role") == "shadow"]
         if all(v.get("variant", PRIMARY) == PRIMARY for v in served):
             serving = [{"version": v["version"], "weight": v["weight"]} for v in served]
             main = _main_version(serving)
@@ -877,6 +881,8 @@ class EndpointHandler(LocalHandler):
                         "weight": declared.get(v.get("variant"), v["weight"]) if bandit
                         else v["weight"], **({"role": "shadow"} if v.get("role") == "shadow" else {})}
                        for v in served]
+            order = {v["name"]: i for i, v in enumerate(variants)}    # as `plan` lists them
+            serving.sort(key=lambda s: order.get(s["variant"], len(order)))
             versions = {s["variant"]: s["version"] for s in serving}
             main = versions.get(_main_variant(variants)) if variants else None
         live = {**base, "port": running.port, "pid": running.pid, "serving": serving,

@@ -80,7 +80,8 @@ def test_metrics_expose_the_drop_counter(tmp_path):
     assert kinds(text)["mlform_capture_dropped"] == "counter"
     assert kinds(text)["mlform_request_latency_seconds"] == "histogram"
     assert value(text, "mlform_capture_dropped_total") == 1
-    assert value(text, "mlform_requests_total", model="m", version="1", code="200") == 7
+    assert value(text, "mlform_requests_total", model="m", version="1", variant="primary",
+                 code="200") == 7
     assert value(text, "mlform_capture_queue_depth") == 1
     release.set()
     server.capture.close()

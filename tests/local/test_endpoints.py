@@ -282,7 +282,7 @@ def test_metrics_count_each_request_by_version_and_status(served, client):
         assert client.post(f"{url}/infer", content=b"{nope",
                            headers={"content-type": "application/json"}).status_code == 400
     text = client.get(url.split("/v2/")[0] + "/metrics").text
-    labels = {"model": name, "version": "1"}
+    labels = {"model": name, "version": "1", "variant": "primary"}
     assert value(text, "mlform_requests_total", code="200", **labels) == 6
     assert value(text, "mlform_requests_total", code="400", **labels) == 3
     assert value(text, "mlform_request_latency_seconds_count", **labels) == 9
