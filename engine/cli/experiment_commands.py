@@ -19,40 +19,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mlform import operations
 from mlform.cli import output as out
+from mlform.cli.actions import run_action
 from mlform.diagnostics import DiagnosticError
-from mlform.providers.base import LiveObject, ProviderError
-from mlform.session import Session, SessionOptions
-
-
-def _endpoint_action(address: str, env: str | None, vars: list[str], var_files: list[Path],
-                     name: str, what: str) -> dict:
-    """Run action `name` on the endpoint at `address` of the state; `what` names it in errors."""
-    session = Session(Path("."), SessionOptions(env=env, vars=list(vars),
-                                                var_files=[Path(f) for f in var_files]))
-    try:
-        state = operations.load_state(session, recover=False)
-        rs = state.get(address)
-        if rs is None:
-            endpoints = sorted(a for a, r in state.resources.items() if r.kind == "endpoint")
-            raise DiagnosticError.single(
-                f"No resource at {address} in the state",
-                hint=("Endpoints in the state: " + ", ".join(endpoints[:5])) if endpoints
-                else "Apply the stack first; see mlform state list.")
-        if rs.kind != "endpoint":
-            raise DiagnosticError.single(f"{address} is a {rs.kind}, not an endpoint",
-                                         hint=f"mlform experiment {what} takes an endpoint address.")
-        provider = session.provider(rs.provider)
-        try:
-            return provider.action(LiveObject(rs.address, rs.kind, rs.id, rs.attributes), name, {})
-        except ProviderError as exc:
-            raise DiagnosticError.single(
-                f"{what.capitalize()} of {address} failed: {exc.message}",
-                detail=exc.service_message, address=address,
-                hint="Retrying may help." if exc.retryable else "")
-    finally:
-        session.close()
 
 
 def _check_records(address: str, records: Any) -> dict:
@@ -82,8 +51,9 @@ def summarize(records: dict) -> dict:
 
 def report(address: str, env: str | None, vars: list[str], var_files: list[Path],
            format: str, out_file: Path | None) -> int:
-    records = _check_records(address, _endpoint_action(address, env, vars, var_files,
-                                                       "experiment_records", "report"))
+    records = _check_records(address, run_action(
+        address, "endpoint", "experiment_records", command="experiment report", env=env,
+        vars=vars, var_files=var_files, failure="Reading the experiment of"))
     from mlform.views import experiment as view
     summary = summarize(records)
     if format == "json":
@@ -111,7 +81,8 @@ def report(address: str, env: str | None, vars: list[str], var_files: list[Path]
 
 def step(address: str, env: str | None, vars: list[str], var_files: list[Path],
          as_json: bool) -> int:
-    result = _endpoint_action(address, env, vars, var_files, "experiment_step", "step")
+    result = run_action(address, "endpoint", "experiment_step", command="experiment step",
+                        env=env, vars=vars, var_files=var_files, failure="Stepping")
     if as_json:
         out.raw(json.dumps(result, indent=2, sort_keys=True, default=str))
     else:

@@ -16,11 +16,11 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from mlform.providers.base import Diagnostic, contains_unknown, error, warning
+from mlform.providers.base import Desired, Diagnostic, FactKey, contains_unknown, error, warning
 
 from .gate import challenge
 
-__all__ = ["run_lineage", "champion", "MODEL_ADDRESS", "challenge_problems",
+__all__ = ["champion_key", "run_lineage", "champion", "MODEL_ADDRESS", "challenge_problems",
            "no_champion_warning", "LINEAGE_KEYS"]
 
 #: a model's address as `gate.model` names it (optionally inside a module, or indexed)
@@ -39,6 +39,16 @@ def _input_identity(value: Any) -> Any:
                 return value[key]
         return None
     return value if isinstance(value, str) else None
+
+
+def champion_key(desired: Desired) -> FactKey | None:
+    """The fact a pipeline whose gate has `must_beat` reads before planning: the
+    champions of that stage (each provider's `champions(...)` answers it); None otherwise."""
+    gate = desired.attributes.get("gate")
+    wanted = None if contains_unknown(gate) else challenge(gate)
+    if wanted is None:
+        return None
+    return FactKey("pipeline", "champions", (desired.address, wanted["must_beat"], wanted["model"]))
 
 
 def run_lineage(address: str, attrs: Mapping[str, Any], run_id: str,

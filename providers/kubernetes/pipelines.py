@@ -48,10 +48,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlform.providers.base import (
     UNKNOWN, Desired, Diagnostic, FactError, FactKey, Facts, KindSchema, LiveObject, Planned,
-    ProviderError, Timeouts, contains_unknown, error,
+    ProviderError, Timeouts, error,
 )
 from mlform.providers.kit.artifacts import input_uri
-from mlform.providers.kit.champions import challenge_problems, no_champion_warning, run_lineage
+from mlform.providers.kit.champions import (
+    challenge_problems, champion_key, no_champion_warning, run_lineage,
+)
 from mlform.providers.kit.gate import (
     challenge, champion_note, champion_reason, check_challenger, check_gate,
 )
@@ -157,22 +159,13 @@ class PipelineHandler(KubeHandler):
         wanted = settings.get("distributed", "job")
         return wanted if int(cluster.get("nodes") or 1) > 1 and wanted in RUN_KINDS else "job"
 
-    @staticmethod
-    def _champion_key(desired: Desired) -> FactKey | None:
-        gate = desired.attributes.get("gate")
-        wanted = None if contains_unknown(gate) else challenge(gate)
-        if wanted is None:
-            return None
-        return FactKey("pipeline", "champions",
-                       (desired.address, wanted["must_beat"], wanted["model"]))
-
     def _served_keys(self, desired: Desired) -> tuple[FactKey, ...]:
         kind = self.run_kind(desired.attributes)
         return () if kind == "job" else (FactKey("pipeline", "served", RUN_KINDS[kind][:2]),)
 
     def fact_keys(self, desired: Desired, prior: LiveObject | None) -> Sequence[FactKey]:
-        champion_key = self._champion_key(desired)
-        return (*self._served_keys(desired), *([champion_key] if champion_key else []))
+        champions = champion_key(desired)
+        return (*self._served_keys(desired), *([champions] if champions else []))
 
     def read_facts(self, keys: Sequence[FactKey]) -> dict[FactKey, Any]:
         found: dict[FactKey, Any] = {}
@@ -196,14 +189,14 @@ class PipelineHandler(KubeHandler):
                  if isinstance(fact := facts.get(key), FactError)]
         gate = desired.attributes.get("gate")
         found += challenge_problems(desired.address, gate)
-        key = self._champion_key(desired)
+        key = champion_key(desired)
         if key is not None and not found:
             found += no_champion_warning(desired.address, gate, facts.get(key))
         return found
 
     def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
         planned = plan_run(desired, prior)
-        key = self._champion_key(desired)
+        key = champion_key(desired)
         if key is None or key not in facts or planned.attributes.get("model_uri") is not UNKNOWN:
             return planned
         reason = champion_reason(desired.attributes.get("gate"), facts[key])

@@ -61,9 +61,11 @@ from urllib.parse import unquote, urlsplit
 
 from mlform.providers.base import (
     UNKNOWN, Desired, Diagnostic, FactKey, Facts, KindSchema, LiveObject, Planned,
-    ProgressEvent, ProviderError, Timeouts, contains_unknown,
+    ProgressEvent, ProviderError, Timeouts,
 )
-from mlform.providers.kit.champions import challenge_problems, no_champion_warning, run_lineage
+from mlform.providers.kit.champions import (
+    challenge_problems, champion_key, no_champion_warning, run_lineage,
+)
 from mlform.providers.kit.gate import (
     challenge, champion_note, champion_reason, check_challenger, check_gate,
 )
@@ -271,17 +273,8 @@ class PipelineHandler(LocalHandler):
 
     # -- plan ----------------------------------------------------------------
 
-    @staticmethod
-    def _champion_key(desired: Desired) -> FactKey | None:
-        gate = desired.attributes.get("gate")
-        wanted = None if contains_unknown(gate) else challenge(gate)
-        if wanted is None:
-            return None
-        return FactKey("pipeline", "champions",
-                       (desired.address, wanted["must_beat"], wanted["model"]))
-
     def fact_keys(self, desired: Desired, prior: LiveObject | None) -> list[FactKey]:
-        key = self._champion_key(desired)
+        key = champion_key(desired)
         return [key] if key is not None else []
 
     def read_facts(self, keys) -> dict[FactKey, Any]:
@@ -290,14 +283,14 @@ class PipelineHandler(LocalHandler):
     def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
         gate = desired.attributes.get("gate")
         problems = challenge_problems(desired.address, gate)
-        key = self._champion_key(desired)
+        key = champion_key(desired)
         if not problems and key is not None:
             problems += no_champion_warning(desired.address, gate, facts.get(key))
         return problems
 
     def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
         planned = plan_run(desired, prior)
-        key = self._champion_key(desired)
+        key = champion_key(desired)
         if key is None or key not in facts or planned.attributes.get("run_id") is not UNKNOWN:
             return planned
         # a run will be made: say what it must beat

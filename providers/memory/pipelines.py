@@ -24,7 +24,7 @@ from mlform.providers.base import (
     UNKNOWN, Desired, Diagnostic, FactKey, Facts, KindSchema, LiveObject, Planned,
     ProviderError, contains_unknown,
 )
-from mlform.providers.kit.champions import challenge_problems, no_champion_warning
+from mlform.providers.kit.champions import champion_key, challenge_problems, no_champion_warning
 from mlform.providers.kit.gate import challenge, champion_reason, check_challenger, check_gate
 from mlform.providers.kit.reruns import RUN_OUTPUTS, plan_run
 
@@ -39,17 +39,8 @@ class PipelineHandler(MemoryHandler):
     kind = "pipeline"
     schema = KindSchema(computed=(*RUN_OUTPUTS, "stale"))
 
-    @staticmethod
-    def _champion_key(desired: Desired) -> FactKey | None:
-        gate = desired.attributes.get("gate")
-        wanted = None if contains_unknown(gate) else challenge(gate)
-        if wanted is None:
-            return None
-        return FactKey("pipeline", "champions",
-                       (desired.address, wanted["must_beat"], wanted["model"]))
-
     def fact_keys(self, desired: Desired, prior: LiveObject | None) -> list[FactKey]:
-        key = self._champion_key(desired)
+        key = champion_key(desired)
         return [key] if key is not None else []
 
     def read_facts(self, keys) -> dict[FactKey, Any]:
@@ -59,7 +50,7 @@ class PipelineHandler(MemoryHandler):
         found = super().validate(desired, facts)
         gate = desired.attributes.get("gate")
         found += challenge_problems(desired.address, gate)
-        key = self._champion_key(desired)
+        key = champion_key(desired)
         if key is not None and not found:
             found += no_champion_warning(desired.address, gate, facts.get(key))
         return found
@@ -67,7 +58,7 @@ class PipelineHandler(MemoryHandler):
     def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
         self.env.failures.raise_for("plan", desired.address)
         planned = plan_run(desired, prior)
-        key = self._champion_key(desired)
+        key = champion_key(desired)
         if key is None or key not in facts or planned.attributes.get("run_id") is not UNKNOWN:
             return planned
         reason = champion_reason(desired.attributes.get("gate"), facts[key])

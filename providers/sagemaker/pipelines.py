@@ -103,7 +103,9 @@ from mlform.providers.base import (
     ProviderError, Timeouts, contains_unknown, error,
 )
 from mlform.providers.kit import reruns
-from mlform.providers.kit.champions import challenge_problems, no_champion_warning, run_lineage
+from mlform.providers.kit.champions import (
+    challenge_problems, champion_key, no_champion_warning, run_lineage,
+)
 from mlform.providers.kit.gate import (
     challenge, champion_note, champion_reason, check_challenger, check_gate,
 )
@@ -289,18 +291,9 @@ class PipelineHandler(SageMakerHandler):
 
     # -- facts ---------------------------------------------------------------------
 
-    @staticmethod
-    def _champion_key(desired: Desired) -> FactKey | None:
-        gate = desired.attributes.get("gate")
-        wanted = None if contains_unknown(gate) else challenge(gate)
-        if wanted is None:
-            return None
-        return FactKey("pipeline", "champions",
-                       (desired.address, wanted["must_beat"], wanted["model"]))
-
     def fact_keys(self, desired: Desired, prior: LiveObject | None) -> Sequence[FactKey]:
-        champion_key = self._champion_key(desired)
-        keys = [champion_key] if champion_key is not None else []
+        champions = champion_key(desired)
+        keys = [champions] if champions is not None else []
         if contains_unknown(desired.attributes.get("fingerprint")):
             return keys
         return [FactKey("pipeline", "jobs", (desired.address,)), *keys]
@@ -337,7 +330,7 @@ class PipelineHandler(SageMakerHandler):
                 "hyperparameters", "environment", "settings", "gate")}):
             found += self._limits(address, attrs)
         found += challenge_problems(address, attrs.get("gate"))
-        key = self._champion_key(desired)
+        key = champion_key(desired)
         if key is not None and not found:
             found += no_champion_warning(address, attrs.get("gate"), facts.get(key))
         return found
@@ -375,7 +368,7 @@ class PipelineHandler(SageMakerHandler):
             found = facts[FactKey("pipeline", "jobs", (address,))]
             known["run_id"] = self.pick(address, fingerprint, found["jobs"], found["marker"])[0]
         planned = plan_run(desired, prior, outputs=RUN_OUTPUTS, known=known)
-        key = self._champion_key(desired)
+        key = champion_key(desired)
         if key is None or key not in facts or planned.attributes.get("model_uri") is not UNKNOWN:
             return planned
         # a run will be made (or adopted): say what it must beat

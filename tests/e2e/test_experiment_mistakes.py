@@ -25,34 +25,15 @@ pytest.importorskip("torch")
 pytest.importorskip("fastapi")
 
 from local.test_endpoints import oip, save_mlp  # noqa: E402  (needs torch)
+from local.test_experiments_e2e import MODELS, ab_endpoint  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning"),
               pytest.mark.timeout(300)]
 
 ADDRESS = "endpoint.fraud"
 
-GOOD = """\
-provider "local" {}
-
-model "m1" {
-  artifact = "./runs/m1"
-  stage    = "production"
-}
-
-model "m2" {
-  artifact = "./runs/m2"
-  stage    = "production"
-}
-
-endpoint "fraud" {
-  variants = {
-    a = { model = model.m1, weight = 50 }
-    b = { model = model.m2, weight = 50 }
-  }
-  experiment = { type = "ab", sticky_key = "header:x-user" }
-  capture    = { sample_percent = 100 }
-}
-"""  # the endpoint block starts on line 13, `variants` on 14, `experiment` on 18
+GOOD = MODELS + ab_endpoint(50, 50)
+# the endpoint block starts on line 13, `variants` on 14, `experiment` on 18
 
 SCHEMA_HINT = "See `mlform schema endpoint`"
 

@@ -19,21 +19,10 @@ from mlform.providers.kit import calls as contract
 from mlform.refresh import keep_service_managed
 
 from ._provider import BUCKET, apply, build
+from .test_endpoints import MODEL, _model, _ref
 
 ADDRESS = "endpoint.fraud"
-MODEL = "model.fraud"
 PACKAGE = "arn:aws:sagemaker:us-east-1:123456789012:model-package/fraud/{}"
-
-
-def _model(provider, artifact: str, prior: LiveObject | None = None) -> LiveObject:
-    attrs = {"artifact": {"address": "pipeline.train", "model_uri": artifact,
-                          "fingerprint": "sha256:aa"}}
-    return apply(provider, "model", MODEL, attrs, prior)
-
-
-def _ref(model: LiveObject) -> dict:
-    a = model.attributes
-    return {"address": MODEL, "uri": a["uri"], "version": a["version"], "approval": "approved"}
 
 
 @pytest.fixture
