@@ -13,7 +13,8 @@ loaded, so a server needs only the frameworks it serves.
   the features and outputs for all.
 * `WorkerPool`: runs forward passes off the event loop, in threads (torch and
   onnxruntime release the GIL) or in spawned processes that load models lazily.
-* `Batcher`: concatenates concurrent requests for one model into one forward pass.
+* `Batcher`: concatenates concurrent requests for one model into one forward pass,
+  waiting for company only while the server has requests on their way.
 * `load_hooks(path)` -> `Hooks`: the user's ``preprocess(doc)`` and
   ``postprocess(doc, result)``.
 """
@@ -57,7 +58,10 @@ class LoadError(Exception):
 
 
 class PredictError(Exception):
-    """The model failed on the input it was given, or answered with the wrong number of rows."""
+    """The model refused the input it was given (torch's shape errors, a TorchScript
+    model's own ``raise``, scikit-learn's ValueError, any onnxruntime error), or answered
+    with the wrong number of rows: the server answers 400.  Other exceptions from a
+    forward pass (a dead worker process, a crash) are the server's failure: 500."""
 
 
 class HookError(Exception):
@@ -214,8 +218,13 @@ def _load_torch(version: Any, directory: Path, inputs: tuple, outputs: tuple,
         with torch.inference_mode():
             try:
                 out = _first_tensor(module(torch.from_numpy(x)))
-            except RuntimeError as exc:
-                raise PredictError(f"the model rejected the input: {_first_line(exc)}") from None
+            except (RuntimeError, torch.jit.Error) as exc:
+                # RuntimeError: torch refused the input (a shape mismatch); torch.jit.Error
+                # (not a RuntimeError): the model's own `raise`, its author's check on the
+                # input.  Both say "this input", so both are PredictError: 400, counted as
+                # an error of the version like a 500 is.
+                raise PredictError(f"the model rejected the input: {_torch_message(exc)}") \
+                    from None
             return (out if out.dtype == torch.float32 else out.to(torch.float32)).numpy()
 
     n_features = len(inputs) or _first_linear_width(module)
@@ -232,6 +241,17 @@ def _load_torch(version: Any, directory: Path, inputs: tuple, outputs: tuple,
         n_outputs = n_outputs or int(out.shape[1])
     return _finish(version, directory, "torch", "pytorch_torchscript", module, call,
                    inputs, outputs, n_features, n_outputs)
+
+
+def _torch_message(exc: BaseException) -> str:
+    """What went wrong, from a TorchScript interpreter error: its last line (the first is
+    "The following operation failed in the TorchScript interpreter.", the middle the
+    TorchScript traceback), "builtins." dropped from a scripted `raise`."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("The following operation failed"):
+        last = lines[-1]
+        return last[len("builtins."):] if last.startswith("builtins.") else last
+    return _first_line(exc)
 
 
 def _first_linear_width(module: Any) -> int | None:
@@ -478,7 +498,7 @@ class _Queue:
         self.predictor = predictor
         self.items: collections.deque[_Waiting] = collections.deque()
         self.rows = 0
-        self.full = asyncio.Event()
+        self.wake = asyncio.Event()     # set: the batch may be ready (full, or nobody coming)
 
     def take(self, limit: int) -> list[_Waiting]:
         """The oldest requests up to `limit` rows (at least one), skipping abandoned ones."""
@@ -489,25 +509,40 @@ class _Queue:
             if not waiting.future.done():       # done: its caller was cancelled
                 batch.append(waiting)
                 rows += waiting.x.shape[0]
-        if self.rows < limit:
-            self.full.clear()
         return batch
+
+
+#: why a batch closed (the keys of `Batcher.closes`)
+CLOSE_REASONS = ("full", "complete", "delay")
 
 
 class Batcher:
     """Concurrent requests for one model, run as one forward pass.
 
     A request of fewer than `max_batch_size` rows joins its predictor's queue.  A batch
-    closes when it holds `max_batch_size` rows or `max_delay_ms` have passed since its
-    oldest request, and it starts once a worker is free: at most `pool.concurrency`
-    forward passes run at once, so requests that arrive while every worker is busy join
-    the next batch.  ``max_delay_ms = 0`` never waits: it batches only what queued while
-    the workers were busy.  ``max_batch_size <= 1``, a request as large as a batch, or
-    a predictor whose batch axis is fixed go to the pool alone (still one worker each).
+    closes when it holds `max_batch_size` rows ("full"), when no other request is on its
+    way ("complete": every request the server has taken in is queued, see `arriving`), or
+    when `max_delay_ms` have passed since its oldest request ("delay"); it then starts
+    once a worker is free: at most `pool.concurrency` forward passes run at once, and
+    requests that arrive while every worker is busy join the batch about to start, up to
+    `max_batch_size` rows.  So a lone request never waits for company, and under load
+    batches form from what queues while the workers are busy; the delay is only spent
+    waiting for requests known to be coming.  ``max_delay_ms = 0`` never waits.
+    ``max_batch_size <= 1``, a request as large as a batch, or a predictor whose batch
+    axis is fixed go to the pool alone (still one worker each).
 
-    A failed forward pass fails every request of its batch with the same exception; a
-    model that answers a batch with the wrong number of rows is a `PredictError`.
-    `on_batch(predictor, rows)` is called once per forward pass, on the event loop.
+    `arriving` is the server's count of inference requests it has taken in and not yet
+    handed to `infer()` (the server adds 1 before it awaits the request body and takes
+    it away once it has it: nothing awaits between that and `infer()`).  It counts
+    requests for every model: one on its way to another model makes a queue wait, at
+    most the delay, as one that ends in a 400 before reaching `infer()` may.
+
+    A forward pass that fails with `PredictError` (the model refused the input) for a
+    batch of several requests is run again one request at a time, so only the requests
+    the model refuses fail; any other failure fails every request of its batch with the
+    same exception.  A model that answers with the wrong number of rows is a
+    `PredictError`.  `on_batch(predictor, rows)` is called once per successful forward
+    pass, on the event loop; `closes` counts the batches closed for each reason.
     """
 
     def __init__(self, pool: WorkerPool, max_batch_size: int = 1, max_delay_ms: float = 5.0,
@@ -516,6 +551,8 @@ class Batcher:
         self.max_batch_size = max(1, int(max_batch_size))
         self.max_delay = max(0.0, float(max_delay_ms)) / 1000
         self.on_batch = on_batch
+        self.arriving = 0
+        self.closes = dict.fromkeys(CLOSE_REASONS, 0)
         self._queues: dict[int, _Queue] = {}
         self._slots: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -530,11 +567,7 @@ class Batcher:
         if self.max_batch_size <= 1 or n >= self.max_batch_size or n == 0 \
                 or not predictor.batchable:
             async with self._slots:
-                y = await self.pool.run(predictor, x)
-                self._check_rows(y, n)
-                if self.on_batch is not None:
-                    self.on_batch(predictor, n)
-            return y, n
+                return await self._run(predictor, x, n), n
         loop = asyncio.get_running_loop()
         queue = self._queues.get(id(predictor))
         if queue is None:
@@ -544,7 +577,12 @@ class Batcher:
         queue.items.append(waiting)
         queue.rows += n
         if queue.rows >= self.max_batch_size:
-            queue.full.set()
+            queue.wake.set()
+        elif not self.arriving:
+            # nobody else on the way: this queue, and any waiting on a request that went
+            # to another model, can close now
+            for other in self._queues.values():
+                other.wake.set()
         return await waiting.future
 
     def _spawn(self, coroutine: Any) -> None:
@@ -552,23 +590,38 @@ class Batcher:
         self._tasks.add(task)           # the loop keeps only weak references to tasks
         task.add_done_callback(self._tasks.discard)
 
+    def _closes(self, queue: _Queue, now: float) -> str | None:
+        """Why the queue's batch closes now, or None while it waits for company."""
+        if queue.rows >= self.max_batch_size:
+            return "full"
+        if not self.arriving:
+            return "complete"
+        if now >= queue.items[0].since + self.max_delay:
+            return "delay"
+        return None
+
     async def _drain(self, queue: _Queue) -> None:
         """Form batches while the queue has requests; the queue is dropped once empty
         (one event loop thread: nothing can be added between the check and the drop)."""
         loop = asyncio.get_running_loop()
         try:
             while queue.items:
-                wait = queue.items[0].since + self.max_delay - loop.time()
-                if queue.rows < self.max_batch_size and wait > 0:
+                now = loop.time()
+                reason = self._closes(queue, now)
+                if reason is None:
+                    queue.wake.clear()
                     try:
-                        await asyncio.wait_for(queue.full.wait(), wait)
+                        await asyncio.wait_for(queue.wake.wait(),
+                                               queue.items[0].since + self.max_delay - now)
                     except asyncio.TimeoutError:
                         pass
+                    continue
                 await self._slots.acquire()
                 batch = queue.take(self.max_batch_size)
                 if not batch:
                     self._slots.release()
                     continue
+                self.closes[reason] += 1
                 self._spawn(self._forward(queue.predictor, batch))
         finally:
             if self._queues.get(id(queue.predictor)) is queue:
@@ -580,10 +633,16 @@ class Batcher:
         try:
             try:
                 x = batch[0].x if len(batch) == 1 else numpy.concatenate([w.x for w in batch])
-                y = await self.pool.run(predictor, x)
-                self._check_rows(y, rows)
-                if self.on_batch is not None:
-                    self.on_batch(predictor, rows)
+                try:
+                    y = await self._run(predictor, x, rows)
+                except PredictError:
+                    if len(batch) == 1:
+                        raise
+                    # one request's rows may be what the model refuses: the others
+                    # deserve their answers, so each runs alone (in this slot)
+                    for waiting in batch:
+                        await self._answer_alone(predictor, waiting)
+                    return
             finally:
                 self._slots.release()
         except asyncio.CancelledError:
@@ -602,11 +661,28 @@ class Batcher:
                 waiting.future.set_result((y[start:end], rows))
             start = end
 
-    @staticmethod
-    def _check_rows(y: numpy.ndarray, rows: int) -> None:
+    async def _answer_alone(self, predictor: Predictor, waiting: _Waiting) -> None:
+        if waiting.future.done():
+            return
+        rows = waiting.x.shape[0]
+        try:
+            y = await self._run(predictor, waiting.x, rows)
+        except PredictError as exc:
+            if not waiting.future.done():
+                waiting.future.set_exception(exc)
+            return
+        if not waiting.future.done():
+            waiting.future.set_result((y, rows))
+
+    async def _run(self, predictor: Predictor, x: numpy.ndarray, rows: int) -> numpy.ndarray:
+        """One forward pass of `rows` rows (a slot held), checked and counted."""
+        y = await self.pool.run(predictor, x)
         if y.shape[0] != rows:
             raise PredictError(f"the model answered {rows} input rows with {y.shape[0]} "
                                "output rows (it must answer one row per input row)")
+        if self.on_batch is not None:
+            self.on_batch(predictor, rows)
+        return y
 
 
 # ----------------------------------------------------------------- hooks

@@ -104,6 +104,26 @@ def test_torch_first_tensor_of_a_dict_is_served_as_one_column(tmp_path):
     numpy.testing.assert_allclose(predictor.predict(x), x.sum(axis=1, keepdims=True), rtol=1e-6)
 
 
+class _Refusing(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool((x < 0).any()):
+            raise ValueError("negative amounts are not served")
+        return x * 2
+
+
+def test_a_torchscript_raise_is_a_predict_error(tmp_path):
+    # TorchScript turns the model's `raise` into torch.jit.Error, which is not a
+    # RuntimeError: it is still the model refusing this input (400), not a crash (500)
+    directory = tmp_path / "refusing"
+    directory.mkdir()
+    torch.jit.save(torch.jit.script(_Refusing()), str(directory / "model.pt"))
+    predictor = load_predictor(1, str(directory))
+    assert predictor.predict(numpy.ones((2, 4)))[0].tolist() == [2.0] * 4
+    with pytest.raises(PredictError, match="rejected the input: ValueError: negative amounts "
+                                           "are not served$"):
+        predictor.predict(-numpy.ones((1, 4)))
+
+
 def test_sklearn_skops_and_joblib_answer_predict_proba(tmp_path):
     skops_io = pytest.importorskip("skops.io")
     model = _classifier()
@@ -289,26 +309,46 @@ def test_requests_within_the_delay_are_batched_below_the_size_limit():
     assert y1[:, 0].tolist() == [2.0, 3.0] and y2[:, 0].tolist() == [4.0]
 
 
-def test_a_failed_forward_pass_fails_every_request_of_its_batch():
+def test_a_refused_batch_runs_again_one_request_at_a_time():
     def call(x):
         if (x < 0).any():
             raise PredictError("the model rejected the input: a negative value")
         return x
     predictor = _predictor(call)
-    batcher = Batcher(WorkerPool(1), max_batch_size=8, max_delay_ms=1000)
+    passes = []
+    batcher = Batcher(WorkerPool(1), max_batch_size=8, max_delay_ms=1000,
+                      on_batch=lambda p, rows: passes.append(rows))
 
     async def go():
         return await asyncio.gather(
             *(batcher.infer(predictor, [[-1.0 if i == 3 else float(i)]]) for i in range(8)),
             return_exceptions=True)
 
+    answers = asyncio.run(go())
+    # only the request the model refuses fails; the seven others get their own rows
+    assert isinstance(answers[3], PredictError) and "negative value" in str(answers[3])
+    assert [float(y[0, 0]) for y, _ in answers[:3] + answers[4:]] == \
+        [0.0, 1.0, 2.0, 4.0, 5.0, 6.0, 7.0]
+    assert passes == [1] * 7        # the failed pass of 8 is not counted as a batch
+
+
+def test_any_other_failure_fails_every_request_of_its_batch():
+    def call(x):
+        raise OSError("the worker lost its device")
+    predictor = _predictor(call)
+    batcher = Batcher(WorkerPool(1), max_batch_size=8, max_delay_ms=1000)
+
+    async def go():
+        return await asyncio.gather(*(batcher.infer(predictor, [[float(i)]]) for i in range(8)),
+                                    return_exceptions=True)
+
     errors = asyncio.run(go())
-    assert all(isinstance(e, PredictError) for e in errors)
+    assert all(isinstance(e, OSError) for e in errors)
     assert len({id(e) for e in errors}) == 1      # the same exception, not eight made up
 
 
 def test_a_wrong_row_count_from_the_model_is_an_error_not_a_hang():
-    predictor = _predictor(lambda x: x[:1])
+    predictor = _predictor(lambda x: numpy.concatenate([x, x[:1]]))    # one row too many
     batcher = Batcher(WorkerPool(1), max_batch_size=4, max_delay_ms=1000)
 
     async def go():
@@ -317,11 +357,88 @@ def test_a_wrong_row_count_from_the_model_is_an_error_not_a_hang():
             return_exceptions=True), 60)
 
     errors = asyncio.run(go())
-    assert all(isinstance(e, PredictError) and "4 input rows with 1 output rows" in str(e)
+    # the batch of 4 failed, then each request alone
+    assert all(isinstance(e, PredictError) and "1 input rows with 2 output rows" in str(e)
                for e in errors)
     # unbatched too: the same rule for every forward pass
-    with pytest.raises(PredictError, match="2 input rows"):
+    with pytest.raises(PredictError, match="2 input rows with 3 output rows"):
         asyncio.run(Batcher(WorkerPool(1)).infer(predictor, [[1.0], [2.0]]))
+
+
+async def _let_ready_callbacks_run(times: int = 10) -> None:
+    """Yield to the event loop: ready tasks (the batcher's drain) take their turn; no
+    time is waited for."""
+    for _ in range(times):
+        await asyncio.sleep(0)
+
+
+def test_a_lone_request_does_not_wait_for_company():
+    predictor = _predictor(lambda x: x * 2)
+    passes = []
+    batcher = Batcher(WorkerPool(1), max_batch_size=32, max_delay_ms=10_000,
+                      on_batch=lambda p, rows: passes.append(rows))
+    y, rows = asyncio.run(batcher.infer(predictor, [[4.0]]))
+    # nobody else on the way: closed as complete, not after the 10 s delay
+    assert (float(y[0, 0]), rows, passes) == (8.0, 1, [1])
+    assert batcher.closes == {"full": 0, "complete": 1, "delay": 0}
+
+
+def test_a_queue_waits_only_while_a_request_is_on_its_way():
+    predictor, other = _predictor(lambda x: x + 1), _predictor(lambda x: x - 1)
+    passes = []
+    batcher = Batcher(WorkerPool(1), max_batch_size=32, max_delay_ms=10_000,
+                      on_batch=lambda p, rows: passes.append((p is other, rows)))
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        batcher.arriving += 2           # the server took in two more: this queue waits
+        first = loop.create_task(batcher.infer(predictor, [[1.0]]))
+        await _let_ready_callbacks_run()
+        assert passes == [] and sum(batcher.closes.values()) == 0
+        batcher.arriving -= 1           # one reaches the batcher: it joins the batch
+        second = loop.create_task(batcher.infer(predictor, [[2.0]]))
+        await _let_ready_callbacks_run()
+        assert passes == []
+        batcher.arriving -= 1           # the last goes to another model: nobody is coming
+        third = await batcher.infer(other, [[3.0]])
+        return await first, await second, third
+
+    (y1, r1), (y2, r2), (y3, r3) = asyncio.run(go())
+    assert sorted(passes) == [(False, 2), (True, 1)] and (r1, r2, r3) == (2, 2, 1)
+    assert (float(y1[0, 0]), float(y2[0, 0]), float(y3[0, 0])) == (2.0, 3.0, 2.0)
+    assert batcher.closes == {"full": 0, "complete": 2, "delay": 0}
+
+
+def test_the_delay_still_bounds_the_wait_for_a_request_on_its_way():
+    passes = []
+    batcher = Batcher(WorkerPool(1), max_batch_size=32, max_delay_ms=0,
+                      on_batch=lambda p, rows: passes.append(rows))
+    batcher.arriving = 1                # never comes (a 400 before it reached the batcher)
+    asyncio.run(batcher.infer(_predictor(lambda x: x), [[1.0]]))
+    assert passes == [1] and batcher.closes == {"full": 0, "complete": 0, "delay": 1}
+
+
+def test_batches_form_while_the_worker_is_busy_without_waiting_for_the_delay():
+    call, started, release = _held(lambda x: x * 10)
+    predictor = _predictor(call)
+    passes = []
+    batcher = Batcher(WorkerPool(1), max_batch_size=4, max_delay_ms=10_000,
+                      on_batch=lambda p, rows: passes.append(rows))
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        first = loop.create_task(batcher.infer(predictor, [[1.0]]))
+        assert await loop.run_in_executor(None, started.wait, 30), "the first pass never began"
+        rest = [loop.create_task(batcher.infer(predictor, [[float(v)]])) for v in range(2, 8)]
+        await _let_ready_callbacks_run()
+        release.set()
+        return await asyncio.gather(first, *rest)
+
+    answers = asyncio.run(go())
+    # 1 alone (nobody else was coming), then the six that queued meanwhile: 4 (full) + 2
+    assert passes == [1, 4, 2]
+    assert [float(y[0, 0]) for y, _ in answers] == [10.0 * v for v in range(1, 8)]
+    assert batcher.closes["delay"] == 0 and batcher.closes["full"] >= 1
 
 
 def test_process_pool_loads_each_version_itself(tmp_path):
