@@ -154,7 +154,7 @@ def _parse_requests(lines: list[bytes]) -> tuple[list[dict], list[int], int]:
 
 def capture_files(path: Path) -> list[Path]:
     """The files of a capture, oldest first: the rotated ``path.N`` ... ``path.1``
-    (as `kit.serving.CaptureLog` names them), then ``path`` itself, those that exist."""
+    (as `kit.serving_capture.CaptureLog` names them), then ``path`` itself, those that exist."""
     rotated = []
     for other in path.parent.glob(glob_escape(path.name) + ".*"):
         suffix = other.name[len(path.name) + 1:]

@@ -20,8 +20,9 @@ The spec (written by `endpoints.py`, mode 0600 because it holds the admin token)
      "hooks": "/abs/hooks.py" | null, "auth_token": "..." | null}
 
 (everything after ``models`` is optional: an older spec serves as before, its models
-one variant "primary"; the capture limits default as in `CaptureLimits`, see
-`CaptureLog` for the queue, the writer thread and rotation).
+one variant "primary"; the capture limits default as in
+`serving_capture.CaptureLimits`, see `serving_capture.CaptureLog` for the queue, the
+writer thread and rotation).
 
 Routing (`Server.pick`): without an experiment, and for ``shadow``, the live models
 share requests by a smooth weighted round robin (during a canary, two versions of one
@@ -31,16 +32,23 @@ across restarts while the weights stay.  ``bandit`` asks `bandit.Policy.choose`;
 ``sticky_key`` the hash is mapped onto the policy's weights of the moment instead, so a
 key keeps its variant only while the weights do not move past it.  ``shadow`` mirrors
 ``shadow_percent`` of requests (exact sampling, as the capture) to the shadow variant
-on a background thread behind a bounded queue (`Mirror`): the caller never waits for
-it, a full queue drops and counts, and the shadow's answer or error goes to the
-capture (role "shadow", the live request's id) and metrics only.
+on a background thread behind a bounded queue (`serving_experiments.Mirror`): the
+caller never waits for it, a full queue drops and counts, and the shadow's answer or
+error goes to the capture (role "shadow", the live request's id) and metrics only.
 
 Every inference answer carries ``"id"`` (the caller's, else a fresh uuid4) and the
 header ``x-mlform-variant``.  With an experiment the ids issued are remembered (a
-bounded map rebuilt at start from the capture files' tail) so that ``POST
-/v2/models/{name}/feedback`` can credit a reward to the variant that answered; each
-accepted reward is appended to ``feedback_path`` by a writer thread (`CaptureLog`) and,
-for a bandit, updates the policy, whose state lives in ``state_path``.
+bounded map rebuilt at start from the capture files' tail,
+`serving_experiments.IssuedIds`) so that ``POST /v2/models/{name}/feedback`` can credit
+a reward to the variant that answered; each accepted reward is appended to
+``feedback_path`` by a writer thread (`CaptureLog`) and, for a bandit, updates the
+policy, whose state lives in ``state_path``.
+
+The module holds the app, the `Server`, loading and the request path; its companions
+(standalone too, imported by name) hold the rest: `serving_experiments` (the
+experiment spec, routes and sticky keys, issued ids, the shadow's mirror, feedback
+checks), `serving_capture` (the capture and feedback writer, JSON), `serving_runtime`
+(predictors, worker pool, batcher, hooks) and `bandit` (the policy).
 
 Inference runs off the event loop in `serving_runtime`'s worker pool (threads, or
 ``worker_processes`` processes each holding the models), through its dynamic batcher
@@ -78,13 +86,11 @@ process, before it starts one.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import itertools
 import json
 import math
 import os
-import queue
 import re
 import signal
 import socket
@@ -93,7 +99,6 @@ import threading
 import time
 import uuid
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
@@ -107,13 +112,8 @@ from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-try:        # the `local` extra brings orjson; plain json when it is not installed
-    import orjson
-except ImportError:  # pragma: no cover - exercised only without the extra
-    orjson = None
-
 # The server runs by file path with providers/kit/ as sys.path[0], or as a module of
-# the package: its two helpers are imported either way (they import nothing of mlform).
+# the package: its helpers are imported either way (they import nothing of mlform).
 try:
     from . import bandit
 except ImportError:
@@ -122,6 +122,33 @@ try:
     from . import serving_runtime as runtime
 except ImportError:
     import serving_runtime as runtime
+try:
+    from . import serving_capture
+except ImportError:
+    import serving_capture
+try:
+    from . import serving_experiments
+except ImportError:
+    import serving_experiments
+
+# What moved to the two companions, bound to this module's names: the request path
+# reads them as module globals, as it did before they moved (no attribute look-up per
+# request); tests, `kit.monitor_check` and the kubernetes pod tests name
+# `serving.CaptureLog` and `serving.CaptureLimits`.
+_dumps = serving_capture.dumps
+_loads = serving_capture.loads
+_capture_record = serving_capture.capture_record
+CaptureLimits = serving_capture.CaptureLimits
+CaptureLog = serving_capture.CaptureLog
+rotated_name = serving_capture.rotated_name
+DEFAULT_VARIANT = serving_experiments.DEFAULT_VARIANT
+Experiment = serving_experiments.Experiment
+Route = serving_experiments.Route
+IssuedIds = serving_experiments.IssuedIds
+Mirror = serving_experiments.Mirror
+sticky_point = serving_experiments.sticky_point
+by_point = serving_experiments.by_point
+sticky_value = serving_experiments.sticky_value
 
 # TorchScript is what the run contract saves; torch's notice that it is deprecated
 # would only fill every server log.
@@ -139,24 +166,6 @@ DATATYPES: dict[str, torch.dtype] = {
 
 class BadRequest(Exception):
     """The request does not fit the model: answered 400 with an OIP error body."""
-
-
-def _dumps(doc: Any) -> bytes:
-    """Compact JSON: orjson when installed (numpy arrays encoded whole), else json."""
-    if orjson is not None:
-        return orjson.dumps(doc, default=str,
-                            option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
-    return json.dumps(doc, separators=(",", ":"), default=_plain).encode()
-
-
-def _plain(value: Any) -> Any:
-    """json's fallback for what orjson encodes natively: numpy arrays, else str()."""
-    tolist = getattr(value, "tolist", None)
-    return tolist() if callable(tolist) else str(value)
-
-
-def _loads(body: bytes) -> Any:
-    return orjson.loads(body) if orjson is not None else json.loads(body)
 
 
 def _json(doc: Any, status: int = 200, headers: dict | None = None) -> Response:
@@ -196,409 +205,6 @@ def weighted_schedule(weights: list[int]) -> tuple[int, ...]:
         current[best] -= total
         out.append(best)
     return tuple(out)
-
-
-# ----------------------------------------------------------------- experiments
-
-EXPERIMENT_TYPES = ("ab", "shadow", "bandit")
-REWARDS = ("binary", "continuous")
-#: the variant of a spec's model that names none (an endpoint with one `model`)
-DEFAULT_VARIANT = "primary"
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """The spec's ``experiment``, checked: how requests are split, what feedback does."""
-
-    type: str
-    sticky: tuple[str, str] | None      # ("header", lower-cased name) | ("input", name)
-    shadow_percent: int
-    reward: str
-    floor_percent: float
-    state_path: str | None
-    feedback_path: str | None
-
-    @classmethod
-    def of(cls, doc: dict | None) -> "Experiment | None":
-        if not doc:
-            return None
-        kind = doc.get("type")
-        if kind not in EXPERIMENT_TYPES:
-            raise ValueError(f"experiment type {kind!r} is not one of {', '.join(EXPERIMENT_TYPES)}")
-        sticky = None
-        if doc.get("sticky_key"):
-            source, _, field = str(doc["sticky_key"]).partition(":")
-            if source not in ("header", "input") or not field:
-                raise ValueError(f"sticky_key {doc['sticky_key']!r} must be "
-                                 "'header:NAME' or 'input:NAME'")
-            sticky = (source, field.lower() if source == "header" else field)
-        percent = int(doc.get("shadow_percent") or 0)
-        if not 0 <= percent <= 100:
-            raise ValueError(f"shadow_percent {percent} is not within 0-100")
-        # a bandit's posterior needs to know; other experiments take any number unless
-        # told the rewards are binary
-        reward = doc.get("reward") or ("binary" if kind == "bandit" else "continuous")
-        if reward not in REWARDS:
-            raise ValueError(f"reward {reward!r} is not one of {', '.join(REWARDS)}")
-        floor = doc.get("floor_percent")
-        return cls(kind, sticky, percent, reward, 5.0 if floor is None else float(floor),
-                   doc.get("state_path"), doc.get("feedback_path"))
-
-    def status(self) -> dict:
-        return {"type": self.type,
-                "sticky_key": ":".join(self.sticky) if self.sticky else None,
-                "shadow_percent": self.shadow_percent, "reward": self.reward,
-                "floor_percent": self.floor_percent, "state_path": self.state_path,
-                "feedback_path": self.feedback_path}
-
-
-@dataclass(frozen=True)
-class Route:
-    """One model the endpoint serves, as one variant in one role."""
-
-    variant: str
-    role: str                   # "live" (answers callers) | "shadow" (mirrored to)
-    weight: int
-    model: LoadedVersion
-
-
-def sticky_point(key: str) -> float:
-    """A key's place in [0, 1): blake2b, so the same in every process and every run
-    (Python's own hash of a str is salted per process)."""
-    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0 ** 64
-
-
-def by_point(point: float, weights: list[float] | tuple[float, ...]) -> int:
-    """The index whose share of the cumulative weights holds `point` (in [0, 1))."""
-    target = point * sum(weights)
-    reached = 0.0
-    last = 0
-    for i, weight in enumerate(weights):
-        if weight > 0:
-            reached += weight
-            last = i
-            if target < reached:
-                return i
-    return last
-
-
-def sticky_value(sticky: tuple[str, str], doc: Any, request: Any) -> str | None:
-    """The request's sticky key: a header, else ``parameters.NAME`` or the first value of
-    the input tensor named NAME; None when the request has none."""
-    source, field = sticky
-    if source == "header":
-        return request.headers.get(field) or None
-    if not isinstance(doc, dict):
-        return None
-    parameters = doc.get("parameters")
-    if isinstance(parameters, dict) and parameters.get(field) is not None:
-        return str(parameters[field])
-    inputs = doc.get("inputs")
-    for item in inputs if isinstance(inputs, list) else ():
-        if isinstance(item, dict) and item.get("name") == field:
-            data = item.get("data")
-            while isinstance(data, list) and data:
-                data = data[0]
-            return None if data is None or isinstance(data, list) else str(data)
-    return None
-
-
-#: ids of answers given under an experiment that feedback may name (the newest kept)
-ISSUED_MAX = 100_000
-#: capture read back at start to find them again: at most this many bytes, newest first
-ISSUED_READ_BYTES = 64 * 1024 * 1024
-#: a live capture line's start, as `_capture_record` writes it (json and orjson alike)
-_ISSUED_LINE = re.compile(rb'"request_id":"((?:[^"\\]|\\.)*)","variant":"((?:[^"\\]|\\.)*)",'
-                          rb'"role":"live"')
-
-
-class IssuedIds:
-    """request id -> the variant that answered it, for the newest `limit` answers.
-
-    Touched by the event loop only (`add`, `get`), once it is serving; `recover` runs
-    before then, in the loader thread."""
-
-    def __init__(self, limit: int = ISSUED_MAX) -> None:
-        self.limit = limit
-        self._ids: OrderedDict[str, str] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def add(self, request_id: str, variant: str) -> None:
-        ids = self._ids
-        ids[request_id] = variant
-        if len(ids) > self.limit:
-            ids.popitem(last=False)
-
-    def get(self, request_id: str) -> str | None:
-        return self._ids.get(request_id)
-
-    def update(self, newer: "IssuedIds") -> None:
-        """Add `newer`'s ids (oldest first), as if issued after these."""
-        for request_id, variant in list(newer._ids.items()):
-            self.add(request_id, variant)
-
-    def recover(self, capture_path: str, max_files: int) -> int:
-        """Read the ids of the live answers back from the end of the capture (the live file,
-        then rotated ones, newest first): feedback for requests answered before a restart
-        still counts. Returns how many were found."""
-        found: list[tuple[str, str]] = []
-        budget = ISSUED_READ_BYTES
-        for path in [capture_path] + [rotated_name(capture_path, n) for n in range(1, max_files)]:
-            if budget <= 0 or len(found) >= self.limit:
-                break
-            try:
-                with open(path, "rb") as fh:
-                    size = fh.seek(0, os.SEEK_END)
-                    start = max(0, size - budget)
-                    fh.seek(start)
-                    chunk = fh.read()
-            except OSError:
-                continue
-            budget -= len(chunk)
-            if start:       # a cut first line is not a record
-                chunk = chunk[chunk.find(b"\n") + 1:]
-            older = [(_loads(b'"' + m[1] + b'"'), _loads(b'"' + m[2] + b'"'))
-                     for m in _ISSUED_LINE.finditer(chunk)]
-            found[:0] = older
-        for request_id, variant in found[-self.limit:]:
-            self._ids.setdefault(request_id, variant)
-        return len(found[-self.limit:])
-
-
-#: shadow calls that may wait for the mirror thread before more are dropped
-SHADOW_QUEUE = 1_000
-
-
-class Mirror:
-    """Shadow calls, off the request path: the request hands a job to `submit`, which
-    returns at once; one thread runs the jobs. A full queue drops the job and counts it."""
-
-    def __init__(self, size: int | None = None) -> None:
-        self.sampler = Sampler()
-        self._queue: queue.Queue = queue.Queue(maxsize=size or SHADOW_QUEUE)
-        self.dropped = 0
-        threading.Thread(target=self._run, name="shadow-mirror", daemon=True).start()
-
-    def submit(self, job: Any) -> bool:
-        try:
-            self._queue.put_nowait(job)
-            return True
-        except queue.Full:
-            self.dropped += 1
-            return False
-
-    @property
-    def pending(self) -> int:
-        return self._queue.qsize()
-
-    def _run(self) -> None:
-        while True:
-            job = self._queue.get()
-            try:
-                job()
-            except Exception as exc:    # a job reports its own errors; this is a last resort
-                print(f"shadow: a mirrored call failed: {type(exc).__name__}: {exc}", flush=True)
-
-
-# ----------------------------------------------------------------- capture
-
-#: Capture limits when the spec's ``capture`` names none (the `local` provider's
-#: endpoint settings and the pods' defaults): 64 MB per file, 4 files (the live one
-#: and 3 rotated ones), no age limit, 10,000 records waiting for the writer.
-CAPTURE_MAX_BYTES = 64 * 1024 * 1024
-CAPTURE_MAX_FILES = 4
-CAPTURE_QUEUE = 10_000
-
-
-def rotated_name(path: str, n: int) -> str:
-    """``capture.jsonl`` -> ``capture.jsonl.N``: the N-th newest rotated file (1 = newest).
-    `kit.monitor_check.capture_files` lists them in the same order (this module imports
-    nothing of mlform, so the rule is written in both places)."""
-    return f"{path}.{n}"
-
-
-@dataclass(frozen=True)
-class CaptureLimits:
-    """How much capture one endpoint keeps on disk, and how many records may wait."""
-
-    max_bytes: int = CAPTURE_MAX_BYTES
-    max_files: int = CAPTURE_MAX_FILES
-    max_age_s: float | None = None
-    queue: int = CAPTURE_QUEUE
-
-    @classmethod
-    def of(cls, capture: dict) -> "CaptureLimits":
-        age = capture.get("max_age_seconds")
-        return cls(max_bytes=int(capture.get("max_bytes") or CAPTURE_MAX_BYTES),
-                   max_files=max(1, int(capture.get("max_files") or CAPTURE_MAX_FILES)),
-                   max_age_s=float(age) if age else None,
-                   queue=max(1, int(capture.get("queue") or CAPTURE_QUEUE)))
-
-
-class Sampler:
-    """Exact sampling, not random: with p percent, call n is taken when floor(n*p/100)
-    steps up, so any 100 consecutive calls take p of them (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._seen = itertools.count(1)     # next() is atomic under the GIL
-
-    def take(self, percent: int) -> bool:
-        n = next(self._seen)
-        return (n * percent) // 100 > ((n - 1) * percent) // 100
-
-
-class CaptureLog:
-    """Captured requests, written off the request path.
-
-    A request hands its record to `submit`, which puts it on a bounded queue and
-    returns at once; one writer thread turns records into JSON lines and appends
-    them to ``path``.  When the queue is full the record is dropped and counted
-    (`dropped`, served as ``mlform_capture_dropped_total``): a slow disk never
-    slows an answer.  The file is rotated (``path`` -> ``path.1`` -> ``path.2`` ...)
-    when the next line would take it past `max_bytes` or it is older than
-    `max_age_s`, and only `max_files` files are kept, the oldest deleted.  A line is
-    written whole with one write call and flushed whenever the queue runs empty,
-    so a reader sees whole lines except at most a torn last one after a crash.
-
-    Sampling is exact (`Sampler`). The feedback log is one of these too: it is a
-    generic JSON-lines writer.
-    """
-
-    def __init__(self, path: str, limits: CaptureLimits = CaptureLimits()) -> None:
-        self.path = path
-        self.limits = limits
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "ab")
-        self._size = self._file.tell()
-        if self._size and not _ends_with_newline(path):
-            # a crash left a torn last line: end it, so it stays one skipped line
-            # instead of spoiling the first record written now
-            self._file.write(b"\n")
-            self._size += 1
-        self._opened = self._birth(path)
-        self._sampler = Sampler()
-        self._lock = threading.Lock()
-        self._queue: queue.Queue = queue.Queue(maxsize=limits.queue)
-        self.written = 0
-        self.dropped = 0
-        self.rotations = 0
-        self.failed = 0
-        self._writer = threading.Thread(target=self._run, name="capture-writer", daemon=True)
-        self._writer.start()
-
-    @staticmethod
-    def _birth(path: str) -> float:
-        """When the live file was started: its first line's time would do, but its
-        change time is cheaper and as good for an age limit of minutes or more."""
-        try:
-            return min(os.stat(path).st_ctime, time.time())
-        except OSError:
-            return time.time()
-
-    def sampled(self, percent: int) -> bool:
-        return self._sampler.take(percent)
-
-    def submit(self, record: Any) -> bool:
-        """Queue `record` (a dict, or a callable that makes one in the writer thread);
-        False, and counted as dropped, when the queue is full. Never blocks."""
-        try:
-            self._queue.put_nowait(record)
-            return True
-        except queue.Full:
-            with self._lock:
-                self.dropped += 1
-            return False
-
-    @property
-    def pending(self) -> int:
-        return self._queue.qsize()
-
-    # -- the writer thread ------------------------------------------------------
-
-    def _run(self) -> None:
-        while True:
-            record = self._queue.get()
-            if record is _STOP:
-                break
-            self._write(record)
-            if self._queue.empty():
-                self._flush()       # monitors read the file while the server runs
-        self._flush()
-
-    def _write(self, record: Any) -> None:
-        try:
-            doc = record() if callable(record) else record
-            line = _dumps(doc) + b"\n"
-        except Exception as exc:     # a record that cannot be written is counted, not fatal
-            self.failed += 1
-            print(f"capture: a record could not be written: {type(exc).__name__}: {exc}",
-                  flush=True)
-            return
-        limits = self.limits
-        if self._size and (self._size + len(line) > limits.max_bytes or (
-                limits.max_age_s is not None and time.time() - self._opened >= limits.max_age_s)):
-            self._rotate()
-        try:
-            self._file.write(line)
-        except OSError as exc:
-            self.failed += 1
-            print(f"capture: writing {self.path} failed: {exc}", flush=True)
-            return
-        self._size += len(line)
-        self.written += 1
-
-    def _flush(self) -> None:
-        try:
-            self._file.flush()
-        except OSError:
-            pass
-
-    def _rotate(self) -> None:
-        """path.(N-1) is deleted, path.k becomes path.(k+1), path becomes path.1."""
-        self._file.close()
-        keep = self.limits.max_files - 1
-        try:
-            if keep < 1:
-                os.unlink(self.path)
-            else:
-                try:
-                    os.unlink(rotated_name(self.path, keep))
-                except FileNotFoundError:
-                    pass
-                for n in range(keep - 1, 0, -1):
-                    try:
-                        os.replace(rotated_name(self.path, n), rotated_name(self.path, n + 1))
-                    except FileNotFoundError:
-                        pass
-                os.replace(self.path, rotated_name(self.path, 1))
-        except OSError as exc:
-            print(f"capture: rotating {self.path} failed: {exc}", flush=True)
-        self._file = open(self.path, "ab")
-        self._size = self._file.tell()
-        self._opened = time.time()
-        self.rotations += 1
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then close (waits at most `timeout` seconds)."""
-        try:
-            self._queue.put(_STOP, timeout=timeout)
-        except queue.Full:      # the writer is stuck: give up on what waits
-            return
-        self._writer.join(timeout)
-        if not self._writer.is_alive():
-            self._file.close()
-
-
-_STOP = object()
-
-
-def _ends_with_newline(path: str) -> bool:
-    with open(path, "rb") as fh:
-        fh.seek(-1, os.SEEK_END)
-        return fh.read(1) == b"\n"
 
 
 # ----------------------------------------------------------------- serving state
@@ -1150,14 +756,6 @@ class Server:
         return False
 
 
-def _record_feedback(policy: Any, request_id: str, variant: str, reward: float) -> dict:
-    """A bandit's feedback, in a worker thread: the policy's log line and update, then a
-    snapshot when the last one is old enough."""
-    record = policy.record(request_id, variant, reward)
-    policy.maybe_save()
-    return record
-
-
 def _qualified(cls: Any) -> str | None:
     return f"{cls.__module__}.{cls.__name__}" if cls is not None else None
 
@@ -1232,27 +830,6 @@ def _tensor(item: Any) -> tuple[str, torch.Tensor]:
     return str(name), t.reshape(shape)
 
 
-def _capture_record(when: float, name: str, request_id: str, route: Route, latency_ms: float,
-                    status: int, x: Any, y: Any, problem: str | None):
-    """What the capture writer thread turns into one JSON line: the rows become
-    {feature: value} objects there, not on the request path.  ``request_id``,
-    ``variant`` and ``role`` come first, in this order: `IssuedIds.recover` finds them
-    there without parsing the line."""
-    model = route.model
-
-    def record() -> dict:
-        doc = {"time": when, "request_id": request_id, "variant": route.variant,
-               "role": route.role, "endpoint": name, "version": model.version,
-               "latency_ms": latency_ms, "status": status,
-               "inputs": ([dict(zip(model.inputs, row)) for row in x.tolist()]
-                          if x is not None else None),
-               "outputs": y.tolist() if y is not None else None}
-        if problem:
-            doc["error"] = problem
-        return doc
-    return record
-
-
 # ----------------------------------------------------------------- the app
 
 #: POST paths that `build_app`'s front door hands to `_infer` without FastAPI's router.
@@ -1322,7 +899,14 @@ def build_app(server: Server) -> Any:
             return problem
         if server.auth is not None and not _bearer(request):
             return _unauthorized()
-        body = await request.body()
+        # on its way to the batcher while its body is awaited: a batch may wait for it
+        # (nothing awaits between the body and batcher.infer, see runtime.Batcher)
+        batcher = server.batcher
+        batcher.arriving += 1
+        try:
+            body = await request.body()
+        finally:
+            batcher.arriving -= 1
         x = y = doc = None
         n = 0
         problem_text = None
@@ -1405,33 +989,22 @@ def build_app(server: Server) -> Any:
             return _error(f"endpoint {name!r} runs no experiment: there is nothing to give "
                           "feedback to (declare an experiment block)", 409)
         try:
-            doc = _loads(await request.body())
-        except ValueError as exc:
-            return _error(f"the body is not JSON: {exc}", 400)
-        if not isinstance(doc, dict) or not isinstance(doc.get("request_id"), str) \
-                or not doc["request_id"]:
-            return _error('the body needs "request_id": the "id" of an answer, and "reward"', 400)
-        request_id = doc["request_id"]
-        try:
-            reward = bandit.validate_reward(experiment.reward, doc.get("reward"))
-        except ValueError as exc:
-            return _error(str(exc), 400)
-        variant = server.issued.get(request_id)
-        if variant is None:
-            return _error(f"no answer with id {request_id!r} is known here (the newest "
-                          f"{server.issued.limit} answers' ids are kept)", 404)
+            request_id, variant, reward = serving_experiments.read_feedback(
+                experiment, await request.body(), server.issued)
+        except serving_experiments.FeedbackRefused as exc:
+            return _error(str(exc), exc.status)
         policy = server.policy
         if experiment.type == "bandit" and policy is not None:
             # the policy appends the line and moves the posterior under one lock: in a
             # thread, since it writes a file
             try:
                 record = await asyncio.get_running_loop().run_in_executor(
-                    None, _record_feedback, policy, request_id, variant, reward)
+                    None, serving_experiments.record_feedback, policy, request_id, variant,
+                    reward)
             except ValueError as exc:
                 return _error(str(exc), 400)
         else:
-            record = {"time": time.time(), "request_id": request_id, "variant": variant,
-                      "reward": reward}
+            record = serving_experiments.feedback_line(request_id, variant, reward)
             if server.feedback_log is not None:
                 server.feedback_log.submit(record)
         server.telemetry.feedback(variant)

@@ -1,9 +1,10 @@
 """A serving pod's capture upload (`kubernetes.pod`) across the server's rotated files.
 
 The model server rotates its capture (``capture.jsonl`` -> ``.1`` -> ``.2`` ..., at most
-`max_files` on disk: `kit.serving.CaptureLog`); the pod uploads, every round and when it
-stops, one object per pod holding the files on disk oldest first.  What is checked,
-against moto's S3 in server mode (`aws`), with a real `CaptureLog` writing the files:
+`max_files` on disk: `kit.serving_capture.CaptureLog`, re-exported by `kit.serving`); the
+pod uploads, every round and when it stops, one object per pod holding the files on disk
+oldest first.  What is checked, against moto's S3 in server mode (`aws`), with a real
+`CaptureLog` writing the files:
 
 * every round's object is every record on disk, in order, each once: the rotated files
   as well as the live one, however many rounds upload the same records again;

@@ -1,6 +1,7 @@
-"""The model server's request capture (`kit.serving.CaptureLog`): off the request path,
-bounded in memory (a full queue drops and counts, never blocks) and on disk (rotation by
-size and age, a cap on files), and read back whole by the monitors across rotated files.
+"""The model server's request capture (`kit.serving_capture.CaptureLog`): off the request
+path, bounded in memory (a full queue drops and counts, never blocks) and on disk
+(rotation by size and age, a cap on files), and read back whole by the monitors across
+rotated files.
 
 The writer thread is held on an `Event` where a test needs it busy: nothing here sleeps
 to synchronise."""
@@ -23,7 +24,7 @@ from mlform.providers.kit import serving  # noqa: E402
 from mlform.providers.kit.monitor_check import (  # noqa: E402
     _read_last, _read_since, capture_files,
 )
-from mlform.providers.kit.serving import CaptureLimits, CaptureLog  # noqa: E402
+from mlform.providers.kit.serving_capture import CaptureLimits, CaptureLog  # noqa: E402
 
 
 def _request(n: int) -> dict:

@@ -247,15 +247,16 @@ HELD_MIRROR = """
 import sys
 sys.path.insert(0, sys.argv[2])
 import serving
-serving.SHADOW_QUEUE = 4
-run = serving.Mirror._run
+import serving_experiments
+serving_experiments.SHADOW_QUEUE = 4
+run = serving_experiments.Mirror._run
 
 def held(self):
     print("mirror held", flush=True)
     sys.stdin.readline()
     run(self)
 
-serving.Mirror._run = held
+serving_experiments.Mirror._run = held
 sys.exit(serving.main(["serving", sys.argv[1]]))
 """
 

@@ -1,7 +1,8 @@
-"""The model server's routing rules and their bookkeeping, in process (`kit.serving`):
-sticky keys mapped onto weights, the spec's experiment checked, the ids of answers read
-back from the capture after a restart, and a bad spec or hooks module reported by the
-loader without stopping what serves.  The HTTP side is tests/kit/test_serving_experiments.py.
+"""The model server's routing rules and their bookkeeping, in process (`kit.serving`,
+`kit.serving_experiments`): sticky keys mapped onto weights, the spec's experiment
+checked, the ids of answers read back from the capture after a restart, and a bad spec
+or hooks module reported by the loader without stopping what serves.  The HTTP side is
+tests/kit/test_serving_experiments.py.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from mlform.providers.kit import serving  # noqa: E402
-from mlform.providers.kit.serving import (  # noqa: E402
-    CaptureLimits, CaptureLog, Experiment, IssuedIds, Route, by_point, rotated_name,
-    sticky_point,
+from mlform.providers.kit.serving_capture import (  # noqa: E402
+    CaptureLimits, CaptureLog, capture_record, rotated_name,
+)
+from mlform.providers.kit.serving_experiments import (  # noqa: E402
+    Experiment, IssuedIds, Route, by_point, sticky_point,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
@@ -58,12 +61,10 @@ def _answers(log: CaptureLog, first: int, count: int, variant: str) -> None:
     model = serving.runtime.Predictor(1, "/v/1", "torch", "pytorch_torchscript", ("a",), ("y",),
                                       1, 1)
     for n in range(first, first + count):
-        log.submit(serving._capture_record(float(n), "m", f"id-{n}", Route(variant, "live", 100,
-                                                                            model),
-                                           1.0, 200, None, None, None))
-        log.submit(serving._capture_record(float(n), "m", f"id-{n}", Route("s", "shadow", 0,
-                                                                            model),
-                                           1.0, 200, None, None, None))
+        log.submit(capture_record(float(n), "m", f"id-{n}", Route(variant, "live", 100, model),
+                                  1.0, 200, None, None, None))
+        log.submit(capture_record(float(n), "m", f"id-{n}", Route("s", "shadow", 0, model),
+                                  1.0, 200, None, None, None))
 
 
 def test_issued_ids_are_read_back_from_the_capture_newest_first(tmp_path):
