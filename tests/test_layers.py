@@ -3,7 +3,8 @@
 The contracts live in pyproject.toml (`[tool.importlinter]`): specs import nothing of
 mlform; the provider contract imports nothing of mlform; providers import the
 contract, the kit and specs only; no provider imports another; the engine reaches
-concrete providers only through the registry; the planner imports no I/O module.
+concrete providers only through the registry; the planner imports no I/O module;
+the model server's modules (run by file path) import nothing of mlform but each other.
 
 `mlform` is assembled from three folders (engine/, providers/, specs/) by
 setuptools' package-dir, which import-linter (through grimp) cannot follow in an
@@ -66,6 +67,10 @@ def test_the_layers_hold(tmp_path):
      "the provider contract (providers/base.py) imports nothing of mlform"),
     ("operations.py", "import mlform.providers.memory",
      "the engine reaches concrete providers only through the registry"),
+    ("providers/kit/serving_experiments.py", "from mlform.providers.kit import names",
+     "the model server's modules import nothing of mlform but each other"),
+    ("providers/kit/bandit.py", "import mlform.providers.base",
+     "the model server's modules import nothing of mlform but each other"),
 ])
 def test_a_forbidden_import_breaks_its_contract(tmp_path, module, line, contract):
     tree = assemble(tmp_path)

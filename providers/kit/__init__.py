@@ -27,15 +27,17 @@ lives here, written once:
 | `parallel` | `run_parallel`: many reads at once, threads only when they wait |
 | `pricing` | `PriceTable`, `endpoint_basis`, `pipeline_basis`: price bases (`Provider.cost_basis`) from a price table, measured run durations |
 | `storage` | `ObjectStore`: one S3-compatible bucket and prefix (boto3), and the AWS error helpers |
-| `serving` | the OIP v2 model server, a program (torch, FastAPI): `local` starts it, kubernetes pods run it |
+| `serving` | the OIP v2 model server, a program (torch, FastAPI): the app, `Server`, loading, the request path; `local` starts it, kubernetes pods run it |
+| `serving_experiments` | the server's experiments apart from HTTP: `Experiment`, `Route`, sticky keys, `IssuedIds` (ids read back from the capture's tail), the shadow's `Mirror`, feedback checks |
+| `serving_capture` | the server's capture and feedback writer (`CaptureLog`, `CaptureLimits`, rotation, exact sampling) and its JSON |
 | `serving_runtime` | the server's models and inference: predictors by framework (torch, sklearn, onnx), the worker pool, dynamic batching, pre/post hooks (imports nothing of mlform) |
 | `bandit` | the Thompson-sampling `Policy` (Beta or Gaussian posteriors, floor share, durable snapshot + feedback log replay): the server runs it, SageMaker's `experiment step` too |
 | `variants` | an endpoint's variants in one shape (`endpoint_variants`: `model` is the one variant `primary`), the experiment with defaults, plan reasons for variant changes |
 | `experiment_stats` | the experiment report's numbers: per-variant traffic, errors, latency, reward intervals, P(best), the A/B tests (scipy) |
 | `canary` | canary analysis: two scrapes of a server's /metrics -> the canary version's error rate, p99 and custom metrics -> checks and the rollback verdict |
 
-`serving`, `serving_runtime` and `bandit` import nothing of mlform: the server runs by file
-path.  Nothing is imported here: a provider imports the modules it uses, so a provider
+`serving`, `serving_runtime`, `serving_experiments`, `serving_capture` and `bandit`
+import nothing of mlform but each other (an import contract): the server runs by file path.  Nothing is imported here: a provider imports the modules it uses, so a provider
 without numpy (or boto3, or torch) still imports.  docs/providers.md has a guide to
 writing a provider on the kit, with a complete small example.
 """
