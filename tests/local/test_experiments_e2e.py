@@ -14,7 +14,8 @@ of `endpoint.fraud`:
   weights are not drift; a killed server, restarted by the next apply, resumes the
   policy from its files;
 * the bearer token: a sensitive variable guards the inference route and is written
-  nowhere it should not be (CLI output, state files, server log).
+  nowhere it should not be (CLI output, state files, server log);
+* other frameworks: a scikit-learn model (skops) and an ONNX model served side by side.
 
 Every test destroys its stack and checks that nothing it started is left running.
 """
@@ -33,6 +34,7 @@ import pytest
 from _metrics import samples, value
 from _waiting import wait_until
 from e2e.harness import run_mlform
+from kit.test_serving_runtime import _onnx_export
 
 from ._cli import alive, mlform, resource, stack_processes, teardown, wait_gone
 from .test_endpoints import oip, save_mlp
@@ -397,3 +399,69 @@ def guarded(stack: Path, client: httpx.Client, env: dict) -> None:
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
     assert SECRET not in json.dumps(status(client, url))
+
+
+# ------------------------------------------------------------------ other frameworks
+
+FRAMEWORKS = """\
+provider "local" {}
+
+model "sk" {
+  artifact  = "./runs/sk"
+  framework = "sklearn"
+}
+
+model "ox" {
+  artifact  = "./runs/ox"
+  framework = "onnx"
+}
+
+endpoint "fraud" {
+  variants = {
+    a = { model = model.sk, weight = 50 }
+    b = { model = model.ox, weight = 50 }
+  }
+}
+"""
+
+
+def test_sklearn_and_onnx_models_are_served_end_to_end(tmp_path, client):
+    """A scikit-learn model saved with skops and a torch model exported to ONNX, each
+    registered with its `framework`, served side by side by one endpoint: every answer
+    is what the framework itself computes for the row."""
+    skops_io = pytest.importorskip("skops.io")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from sklearn.linear_model import LogisticRegression
+
+    directory = tmp_path / "stack"
+    (directory / "runs" / "sk").mkdir(parents=True)
+    (directory / "runs" / "ox").mkdir(parents=True)
+    train = rows(200, seed=3)
+    classifier = LogisticRegression().fit(train, [int(r[0] + r[1] > 0) for r in train])
+    skops_io.dump(classifier, directory / "runs" / "sk" / "model.skops")
+    torch.manual_seed(4)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    _onnx_export(net, directory / "runs" / "ox" / "model.onnx")
+    (directory / "main.hcl").write_text(FRAMEWORKS)
+    try:
+        url = apply(directory)
+        seen = Counter()
+        for row in rows(40, seed=5):
+            r = client.post(f"{url}/infer", json=oip([row]))
+            assert r.status_code == 200, r.text
+            variant = r.headers["x-mlform-variant"]
+            seen[variant] += 1
+            got = r.json()["outputs"][0]["data"]
+            if variant == "a":
+                expected = classifier.predict_proba([row])[0].tolist()
+            else:
+                with torch.no_grad():
+                    expected = net(torch.tensor([row])).reshape(-1).tolist()
+            assert got == pytest.approx(expected, abs=1e-5), (variant, row)
+        assert seen == {"a": 20, "b": 20}
+        frameworks = {v["variant"]: v["framework"] for v in status(client, url)["versions"]}
+        assert frameworks == {"a": "sklearn", "b": "onnx"}
+    finally:
+        left = teardown(directory)
+        assert not left, f"still running after destroy: {left}"
