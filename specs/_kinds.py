@@ -297,8 +297,8 @@ class Experiment(SpecModel):
     shadow_percent: int = Field(100, ge=0, le=100,
                                 description="Share of requests mirrored to the shadow (shadow).")
     reward: Literal["binary", "continuous"] = Field(
-        "binary", description="Rewards posted back: 0/1 (Beta posterior) or numbers (Gaussian) "
-                              "(bandit).")
+        "binary", description="Rewards posted back: 0/1 (a bandit's Beta posterior, the report's "
+                              "two-proportion test) or numbers (Gaussian; Welch's test).")
     floor_percent: float = Field(5, ge=0, le=50,
                                  description="Least traffic share each variant keeps (bandit).")
 
