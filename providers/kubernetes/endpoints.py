@@ -21,6 +21,19 @@ ready the stable Deployment is rolled to the new version and the canary removed
 uploads the requests it captured to ``capture/<name>/<pod>.jsonl`` in storage, where the
 endpoint's monitors read them.
 
+Variants and experiments: every serving pod runs the same server as `local` and serves
+every variant (its work lists one model entry per variant, with its weight and role, and
+the `experiment`), so the server routes: weights, sticky A/B by a hash that is the same in
+every pod, shadow mirroring, bandit.  A change of variants, weights or experiment changes
+the pod template: a rolling update (the plan says why, `kit.variants.variant_changes`);
+variants roll all at once (the canary Deployment is for single-model endpoints).  With an
+experiment each pod uploads its rewards to ``feedback/<name>/<pod>.jsonl`` beside the
+capture; `experiments.py` reads both for `mlform experiment report`.  A bandit needs
+``replicas = 1`` (and no autoscaling): a reward must reach the pod that answered the
+request (the ids it issued are its own), which a Service spreading requests over several
+pods does not do.  `model_version` is the version of the heaviest live variant;
+`variant_versions` (variant -> version) is added with `variants`.
+
 KServe: with ``settings { serving = "kserve" }`` the endpoint is one KServe
 ``InferenceService`` ``<name>`` (``serving.kserve.io/v1beta1``) instead of the Deployment,
 Service and HPA; KServe must be installed (without its CRD the plan's dry run is an error
@@ -43,6 +56,7 @@ read on the InferenceService's fields as on any object, and `replicas` from its
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -51,13 +65,18 @@ from typing import Any, Literal, Mapping, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlform.providers.base import (
-    Desired, Diagnostic, Facts, KindSchema, LiveObject, Planned, ProviderError, Timeouts, error,
+    Desired, Diagnostic, Facts, KindSchema, LiveObject, Planned, ProviderError, Timeouts,
+    contains_unknown, error, warning,
+)
+from mlform.providers.kit.variants import (
+    endpoint_variants, experiment_of, variant_changes,
 )
 
 from .env import KubeHandler
 from .pods import pod_failure, pod_spec
 
-__all__ = ["EndpointHandler", "EndpointSettings", "PORT", "capture_prefix", "served_name"]
+__all__ = ["EndpointHandler", "EndpointSettings", "PORT", "capture_prefix", "feedback_prefix",
+           "served_name", "served_models", "variant_versions"]
 
 PORT = 8080
 TRACK = "mlform.dev/track"
@@ -106,6 +125,13 @@ def served_name(address: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "model"
 
 
+def feedback_prefix(env: Any, endpoint_address: str) -> str:
+    """Storage key prefix of an experiment's rewards (ends in /): each serving pod uploads
+    its feedback log there.  Beside the capture prefix, not under it: a monitor reads
+    every object under the capture prefix as captured requests."""
+    return env.store.key("feedback", env.name(endpoint_address)) + "/"
+
+
 def model_of(attrs: Mapping[str, Any]) -> tuple[int, str]:
     """(version, storage URI) of the model an endpoint serves."""
     model = attrs.get("model")
@@ -113,6 +139,48 @@ def model_of(attrs: Mapping[str, Any]) -> tuple[int, str]:
         uri = model.get("uri") or model.get("artifact") or ""
         return int(model.get("version") or 1), str(uri)
     return 1, str(model or "")
+
+
+def _has_variants(attrs: Mapping[str, Any]) -> bool:
+    return isinstance(attrs.get("variants"), Mapping) and bool(attrs["variants"])
+
+
+def served_models(attrs: Mapping[str, Any]) -> list[dict]:
+    """The serving pod's model entries: ``{"version", "uri", "weight"}`` of the one model
+    of a single-model endpoint (as before variants existed, so its pod template stays),
+    else one per variant with ``"variant"``, ``"role"`` and ``"framework"`` too.  A model
+    that says its framework and is not torch (the server's default) names it."""
+    if not _has_variants(attrs):
+        version, uri = model_of(attrs)
+        framework = _framework(attrs.get("model"))
+        return [{"version": version, "uri": uri, "weight": 100,
+                 **({"framework": framework} if framework != "torch" else {})}]
+    entries = []
+    for variant in endpoint_variants(attrs):
+        version, uri = model_of({"model": variant["model"]})
+        entries.append({"variant": variant["name"], "role": variant["role"],
+                        "weight": 0 if variant["role"] == "shadow" else variant["weight"],
+                        "version": version, "uri": uri,
+                        "framework": _framework(variant["model"])})
+    return entries
+
+
+def _framework(model: Any) -> str:
+    return str(model.get("framework") or "torch") if isinstance(model, Mapping) else "torch"
+
+
+def variant_versions(attrs: Mapping[str, Any]) -> dict[str, int]:
+    """Variant -> the model version it serves (``primary`` for a single-model endpoint)."""
+    return {v["name"]: model_of({"model": v["model"]})[0] for v in endpoint_variants(attrs)}
+
+
+def main_version(attrs: Mapping[str, Any]) -> int:
+    """`model_version`: the version of the live variant with the largest weight (the first
+    declared on a tie), as the local, memory and sagemaker providers say it."""
+    variants = endpoint_variants(attrs)
+    live = [v for v in variants if v["role"] == "live"] or variants
+    heaviest = max(reversed(live), key=lambda v: v["weight"])
+    return model_of({"model": heaviest["model"]})[0]
 
 
 class EndpointHandler(KubeHandler):
@@ -125,27 +193,39 @@ class EndpointHandler(KubeHandler):
         return self.env.name(address), self.env.config.namespace
 
     def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
-        """What this provider does not serve yet: variants and experiments (one model per
-        endpoint: a Deployment, or a canary Deployment during a rollout) and canary
+        """The dry run's refusals (`KubeHandler.validate`), and what this provider does not
+        do: a bandit on several pods (a reward must reach the pod that answered), canary
         analysis (a rollout here promotes after its bake without judging the canary)."""
         attrs, address = desired.attributes, desired.address
-        found = []
-        for key in ("variants", "experiment"):
-            if attrs.get(key) is not None:
-                found.append(error(
-                    f"{address}: the kubernetes provider serves one model per endpoint; "
-                    f"{key} are not supported yet" if key == "variants" else
-                    f"{address}: the kubernetes provider does not run experiments yet",
-                    address=address,
-                    hint="Serve variants and experiments with the local or sagemaker provider, "
-                         "or declare one model here."))
+        found = super().validate(desired, facts)
+        experiment = experiment_of(attrs) or {}
+        replicas = attrs.get("replicas", 1)
+        if experiment.get("type") == "bandit" and (attrs.get("autoscaling") is not None
+                                                   or replicas != 1):
+            scaled = "autoscaling" if attrs.get("autoscaling") is not None \
+                else f"replicas = {replicas}"
+            found.append(error(
+                f"{address}: a bandit on the kubernetes provider runs in one serving pod "
+                f"({scaled} asks for several)", address=address,
+                detail="Each pod keeps its own policy and remembers only the request ids it "
+                       "answered; the Service spreads the rewards over the pods, so most "
+                       "would reach a pod that did not answer the request (404).",
+                hint="Set replicas = 1 (and no autoscaling) for a bandit endpoint, or run an "
+                     "ab experiment (sticky keys hash the same in every pod)."))
         rollout = attrs.get("rollout")
         if isinstance(rollout, Mapping) and rollout.get("analysis") is not None:
             found.append(error(
                 f"{address}: the kubernetes provider cannot judge a canary yet "
-                "(rollout.analysis)", address=address,
-                hint="Remove analysis (the canary is promoted after bake_seconds), or use the "
-                     "local or sagemaker provider."))
+                "(rollout.analysis): it does not read the canary pods' metrics", address=address,
+                hint="Remove analysis (the canary is promoted after bake_seconds if its pods "
+                     "stay ready), or use the local or sagemaker provider."))
+        if (_has_variants(attrs) and isinstance(rollout, Mapping)
+                and rollout.get("strategy") == "canary"):
+            found.append(warning(
+                f"{address}: rollout.strategy = \"canary\" applies to a single-model endpoint; "
+                "variants change all at once on the kubernetes provider (a rolling update "
+                "of the serving pods)", address=address,
+                hint="Shift traffic with the variants' weights instead."))
         return found
 
     def main_ref(self, address: str) -> tuple[str, str, str, str | None]:
@@ -163,18 +243,25 @@ class EndpointHandler(KubeHandler):
                     extra_env: Mapping[str, str] | None = None) -> dict:
         """The pod spec of a serving pod: ``pod serve`` on port 8080 with its probes."""
         settings = EndpointSettings.model_validate(dict(attrs.get("settings") or {}))
-        model_version, model_uri = model_of(attrs)
+        models = served_models(attrs)
+        if version is not None or uri is not None:      # a canary's one version
+            models = [{**models[0], "version": version or models[0]["version"],
+                       "uri": uri or models[0]["uri"]}]
         work: dict[str, Any] = {
             "address": address, "name": served_name(address),
-            "torch_threads": settings.torch_threads,
-            "models": [{"version": version or model_version, "uri": uri or model_uri,
-                        "weight": 100}]}
+            "torch_threads": settings.torch_threads, "models": models}
         variables = dict(extra_env or {})
         capture = attrs.get("capture")
+        bucket = f"s3://{self.env.store.bucket}/"
         if isinstance(capture, Mapping):
-            work["capture"] = {"uri": f"s3://{self.env.store.bucket}/"
-                                      f"{capture_prefix(self.env, address)}",
+            work["capture"] = {"uri": bucket + capture_prefix(self.env, address),
                                "sample_percent": int(capture.get("sample_percent", 100))}
+        experiment = experiment_of(attrs)
+        if experiment is not None:
+            # the server routes; the pod adds where its state and rewards live on its disk
+            work["experiment"] = experiment
+            work["feedback"] = {"uri": bucket + feedback_prefix(self.env, address)}
+        if capture is not None or experiment is not None:
             variables["MLFORM_CAPTURE_SECONDS"] = str(settings.capture_upload_seconds)
         probes = {
             "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": PORT},
@@ -190,10 +277,10 @@ class EndpointHandler(KubeHandler):
                    version: int | None = None, uri: str | None = None,
                    replicas: int | None = None) -> dict:
         name, namespace = self.names(address)
-        version = version or model_of(attrs)[0]
+        label_version = version or main_version(attrs)
         deploy_name = name if track == "stable" else self.env.name(address, track)
         labels = {**self.env.selector(address), TRACK: track}
-        pod_labels = {**labels, ROLE: "serve", VERSION: str(version)}
+        pod_labels = {**labels, ROLE: "serve", VERSION: str(label_version)}
         spec: dict[str, Any] = {
             "selector": {"matchLabels": labels},
             "strategy": {"type": "RollingUpdate",
@@ -266,9 +353,38 @@ class EndpointHandler(KubeHandler):
     def computed(self, address: str, attrs: Mapping[str, Any],
                  manifests: Sequence[dict]) -> dict[str, Any]:
         name, namespace = self.names(address)
-        return {"url": f"http://{name}.{namespace}.svc.cluster.local/v2/models/"
-                       f"{served_name(address)}",
-                "model_version": model_of(attrs)[0]}
+        computed = {"url": f"http://{name}.{namespace}.svc.cluster.local/v2/models/"
+                           f"{served_name(address)}",
+                    "model_version": main_version(attrs)}
+        if _has_variants(attrs):     # only then: the states of single-model endpoints stay
+            computed["variant_versions"] = variant_versions(attrs)
+        return computed
+
+    def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
+        """The objects' plan, with the variants that change as its reasons."""
+        planned = super().plan(desired, prior, facts)
+        attrs = desired.attributes
+        if prior is None or not prior.attributes or contains_unknown(attrs):
+            return planned
+        before = prior.attributes
+        old_versions = before.get("variant_versions") or \
+            {v["name"]: before.get("model_version") for v in endpoint_variants(before)}
+        moved = variant_changes(before, attrs, variant_versions(attrs), old_versions)
+        if not moved:
+            return planned
+        reason = ("variants: " + "; ".join(moved)
+                  + " (a rolling update of the serving pods, each serves every variant)")
+        return dataclasses.replace(planned, reasons=(*planned.reasons, reason))
+
+    # -- experiments ----------------------------------------------------------------------
+
+    def action(self, live: LiveObject, name: str, args: dict) -> dict:
+        """`mlform experiment report|step`: the captured requests and rewards the serving
+        pods uploaded (`experiments.action`)."""
+        if name not in ("experiment_records", "experiment_step"):
+            raise NotImplementedError(name)
+        from .experiments import action
+        return action(self, live, name, args)
 
     def live_attributes(self, prior: LiveObject, live: Mapping[str, dict]) -> dict[str, Any]:
         name, namespace = self.names(prior.address)
@@ -330,7 +446,8 @@ class EndpointHandler(KubeHandler):
         new_version, uri = model_of(attrs)
         canary = None
         if (rollout.get("strategy") == "canary" and old_version is not None
-                and old_version != new_version and not _kserve(attrs)):
+                and old_version != new_version and not _kserve(attrs)
+                and not _has_variants(attrs) and not _has_variants(prior.attributes)):
             canary = self.canary(planned.address, attrs, rollout, new_version, uri)
         live = super().update(prior, planned)     # promote: roll the stable pods
         if canary is not None:

@@ -11,11 +11,18 @@ work in ``MLFORM_POD`` (JSON, written by the provider; `pods.pod_spec`):
   output are the termination message (``FallbackToLogsOnError``).  In an Indexed Job
   (several nodes) every pod runs the script with ``NODE_RANK`` from its completion
   index; pod 0 uploads the output.
-* ``serve`` - fetch each model version (``models``: ``[{version, uri, weight}]``) and
-  run the kit's model server (`kit.serving`, the one the `local` provider runs) on
-  ``0.0.0.0:$MLFORM_PORT`` (8080 by default).  With ``capture`` the server captures
-  requests to a local file, which is uploaded to ``capture`` + ``<pod name>.jsonl`` every
-  ``$MLFORM_CAPTURE_SECONDS`` (30) and when the pod stops.
+* ``serve`` - fetch each model version (``models``: ``[{version, uri, weight}]``, with
+  ``variant``, ``role`` and ``framework`` for an endpoint's variants) and run the kit's
+  model server (`kit.serving`, the one the `local` provider runs) on
+  ``0.0.0.0:$MLFORM_PORT`` (8080 by default), which serves every variant and routes
+  between them (``experiment``).  With ``capture`` the server captures requests to a
+  local file, uploaded to ``capture`` + ``<pod name>.jsonl``; with an ``experiment`` it
+  logs the rewards posted to it to a local file, uploaded to ``feedback`` + ``<pod
+  name>.jsonl``: both every ``$MLFORM_CAPTURE_SECONDS`` (30) and when the pod stops.  A
+  container that restarts takes its pod's objects back first (its files were lost with
+  the old container), so the objects keep growing instead of starting again.  A bandit's
+  policy starts from the rewards the endpoint's other pods (past ones: a bandit runs in
+  one pod) uploaded, written as its state file; its own log is replayed over that.
 * ``monitor`` - fetch the captured requests (every object under ``capture``), the
   baseline and the previous report, run the kit's check (`kit.monitor_check`), and
   upload the reports to ``reports`` (and a breach's stale marker to ``stale``).
@@ -114,27 +121,44 @@ def train(work: Mapping[str, Any], root: Path) -> int:
 def serve(work: Mapping[str, Any], root: Path) -> int:
     models = []
     for entry in work.get("models") or []:
+        variant = entry.get("variant") or "primary"
         path = fetch(entry["uri"] if entry["uri"].endswith("/") else entry["uri"] + "/",
-                     root / "models" / f"v{entry['version']}")
+                     root / "models" / variant / f"v{entry['version']}")
         models.append({"version": entry["version"], "path": str(path),
-                       "weight": entry.get("weight", 100)})
+                       "weight": entry.get("weight", 100),
+                       **{k: entry[k] for k in ("variant", "role", "framework") if k in entry}})
+    pod = os.environ.get("HOSTNAME") or socket.gethostname()
+    uploads: list[tuple[Path, str]] = []     # (local file, object) uploaded every round
     capture = work.get("capture")
     capture_file = root / "capture.jsonl"
+    if capture:
+        uploads.append((capture_file, capture["uri"] + f"{pod}.jsonl"))
+    experiment = work.get("experiment")
+    if experiment:
+        experiment = {**experiment, "feedback_path": str(root / "feedback.jsonl"),
+                      "state_path": str(root / "bandit.json")}
+        uploads.append((root / "feedback.jsonl", work["feedback"]["uri"] + f"{pod}.jsonl"))
+    for path, uri in uploads:
+        _resume(path, uri)
+    if experiment and experiment["type"] == "bandit":
+        _seed_bandit(experiment, [m["variant"] for m in models if m.get("role") != "shadow"
+                                  and m.get("variant")], work["feedback"]["uri"], uploads[-1][1])
     spec = {"address": work.get("address", ""), "name": work["name"], "host": "0.0.0.0",
             "port": int(os.environ.get("MLFORM_PORT", "8080")),
             "token": secrets.token_hex(16), "torch_threads": int(work.get("torch_threads", 1)),
             "generation": 1, "models": models,
             "capture": ({"path": str(capture_file),
                          "sample_percent": int(capture.get("sample_percent", 100))}
-                        if capture else None)}
+                        if capture else None),
+            "experiment": experiment}
     spec_path = root / "server.json"
     spec_path.write_text(json.dumps(spec))
     spec_path.chmod(0o600)
     print(f"mlform: serving {work['name']} versions "
           f"{[m['version'] for m in models]} on port {spec['port']}", flush=True)
-    if not capture:
+    if not uploads:
         os.execv(sys.executable, [sys.executable, str(_SERVER), str(spec_path)])
-    # With capture, stay as the parent: upload the capture file while the server runs.
+    # With files to upload, stay as the parent: upload them while the server runs.
     server = subprocess.Popen([sys.executable, str(_SERVER), str(spec_path)])
     stop = threading.Event()
 
@@ -144,18 +168,69 @@ def serve(work: Mapping[str, Any], root: Path) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    target = capture["uri"] + f"{os.environ.get('HOSTNAME') or socket.gethostname()}.jsonl"
     every = float(os.environ.get("MLFORM_CAPTURE_SECONDS", "30"))
     try:
         while server.poll() is None:
             stop.wait(every)
-            _upload_capture(capture_file, target)
-        _upload_capture(capture_file, target)
+            for path, uri in uploads:
+                _upload_capture(path, uri)
+        for path, uri in uploads:
+            _upload_capture(path, uri)
     finally:     # never leave the server behind this process (it is the container's)
         if server.poll() is None:
             server.terminate()
             server.wait()
     return server.returncode or 0
+
+
+def _resume(path: Path, uri: str) -> None:
+    """Take back the pod's own uploaded object when its local file is gone (a restarted
+    container starts with an empty disk): the next upload then holds the old lines and
+    the new, and the server finds the ids it issued before (feedback for them counts).
+    Failing to read it is reported; serving goes on (the object then starts again)."""
+    if path.exists():
+        return
+    _, key = parse_s3(uri)
+    try:
+        body = _store(uri).get_bytes(key)
+    except (ProviderError, Missing, OSError) as exc:
+        print(f"mlform: reading {uri} back failed: {exc}", file=sys.stderr, flush=True)
+        return
+    if body:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body if body.endswith(b"\n") else body + b"\n")
+
+
+def _seed_bandit(experiment: Mapping[str, Any], variants: list[str], prefix_uri: str,
+                 own_uri: str) -> None:
+    """Write the bandit's state file from the rewards the endpoint's other pods uploaded
+    (a pod replaced by a rolling update or a rescheduling leaves its object behind), as a
+    snapshot that includes none of this pod's own log: the server replays that log over
+    it, so every reward counts once.  Without other rewards there is no state file."""
+    from mlform.providers.kit import bandit
+
+    state = Path(experiment["state_path"])
+    state.unlink(missing_ok=True)
+    _, prefix = parse_s3(prefix_uri)
+    _, own = parse_s3(own_uri)
+    store = _store(prefix_uri)
+    try:
+        lines = [line for item in store.list(prefix) if item["Key"] != own
+                 for line in (store.get_bytes(item["Key"]) or b"").splitlines()]
+    except (ProviderError, Missing, OSError) as exc:
+        print(f"mlform: reading the bandit's rewards under {prefix_uri} failed: {exc}; its "
+              "policy starts from this pod's own", file=sys.stderr, flush=True)
+        return
+    if not variants:
+        return
+    policy = bandit.Policy(variants, experiment["reward"], experiment["floor_percent"], None)
+    if not policy.replay(lines):
+        return
+    # the snapshot's layout (`bandit.Policy.state`), saying it holds none of this pod's
+    # log's lines: the server replays that log whole over it
+    state.write_text(json.dumps({**policy.state(), "feedback_lines": 0}))
+    print(f"mlform: the bandit starts from {len(lines)} rewards of the endpoint's other pods",
+          flush=True)
 
 
 def _upload_capture(path: Path, uri: str) -> None:
