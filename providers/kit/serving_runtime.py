@@ -447,6 +447,21 @@ class WorkerPool:
                 executor.shutdown(wait=False, cancel_futures=True)
             raise
 
+    def call(self, predictor: Predictor, x: Any) -> numpy.ndarray:
+        """`predictor.predict(x)` in a worker, waited for by the calling thread (not the
+        event loop's: the shadow's mirror thread uses it)."""
+        executor = self._executor
+        if not self.processes:
+            return executor.submit(predictor.predict, x).result()
+        try:
+            return executor.submit(_remote_predict, predictor.path, predictor.framework,
+                                   predictor.version, as_rows(x)).result()
+        except BrokenProcessPool:
+            if self._executor is executor:
+                self._executor = self._make()
+                executor.shutdown(wait=False, cancel_futures=True)
+            raise
+
     def close(self, wait: bool = True) -> None:
         self._executor.shutdown(wait=wait, cancel_futures=not wait)
 

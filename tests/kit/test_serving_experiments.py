@@ -304,8 +304,9 @@ def test_shadow_answers_are_captured_beside_the_live_ones(serve, tmp_path):
                     "capture": {**capture_of(tmp_path), "sample_percent": 0},
                     "experiment": {"type": "shadow", "shadow_percent": 25}})
     ids = [served.infer(body(float(n))).json()["id"] for n in range(40)]
-    wait_until(lambda: value(served.metrics(), "mlform_shadow_requests_total",
-                             variant="b", outcome="ok") == 10, 30, "10 shadow calls")
+    done = ("mlform_shadow_requests_total", frozenset({"variant": "b", "outcome": "ok"}.items()))
+    # the shadow runs in a process of its own, which may still be starting: no sample yet
+    wait_until(lambda: samples(served.metrics()).get(done, 0) == 10, 60, "10 shadow calls")
     served.stop()
     lines = records(tmp_path / "capture.jsonl")
     # capture samples 0 %, yet a mirrored request is captured whole: live and shadow
