@@ -568,7 +568,7 @@ class Server:
                 if old is not None:
                     old.close()
         if serving.shadow is not None and self.mirror is None:
-            self.mirror = Mirror()
+            self.mirror = Mirror(self._shadow_calls)
             # The shadow's forward passes run in a process of their own: in this one they
             # would take the GIL and the cores from the live model's answers (measured:
             # p99 x3 at concurrency 1 with a one-row MLP), and a caller must not pay for it.
@@ -740,34 +740,61 @@ class Server:
     def mirror_request(self, serving: Serving, name: str, request_id: str, doc: Any) -> bool:
         """Hand `doc` to the shadow variant on the mirror thread; False (counted) when its
         queue is full. The shadow's answer goes to the capture and metrics only."""
-        shadow = serving.shadow
         capture = self.capture if serving.capture_percent is not None else None
-        telemetry = self.telemetry
-        pool = self.shadow_pool
+        if self.mirror.submit((serving.shadow, name, request_id, doc, capture)):
+            return True
+        self.telemetry.shadow(serving.shadow.variant, "dropped")
+        return False
 
-        def call() -> None:
-            t0 = time.perf_counter()
-            x = y = None
-            status, problem = 200, None
+    def _shadow_calls(self, jobs: list) -> None:
+        """The mirror thread: the waiting mirrored requests through the shadow, one forward
+        pass for all those of one model (in the shadow's own process), each answer or error
+        to the capture and metrics. If the batch fails, each request runs alone, so an
+        error is the request's own."""
+        t0 = time.perf_counter()
+        parsed = []
+        for job in jobs:
+            shadow, name, request_id, doc, capture = job
             try:
                 x, _ = parse_inputs(doc, shadow.model)
-                y = pool.call(shadow.model, x.numpy()) if pool is not None \
-                    else shadow.model.predict(x.numpy())
-            except (BadRequest, runtime.PredictError) as exc:
-                status, problem = 400, str(exc)
-            except Exception as exc:    # whatever the shadow does, it stays here
-                status, problem = 500, f"{type(exc).__name__}: {exc}"
-            telemetry.shadow(shadow.variant, "ok" if status == 200 else "error")
-            if capture is not None:
-                capture.submit(_capture_record(
-                    time.time(), name, request_id, shadow,
-                    round((time.perf_counter() - t0) * 1000, 3), status,
-                    x if y is not None else None, y, problem))
+                parsed.append((job, x.numpy()))
+            except BadRequest as exc:
+                self._shadow_done(job, t0, 400, None, None, str(exc))
+        by_model: dict[int, list] = {}
+        for item in parsed:
+            by_model.setdefault(id(item[0][0].model), []).append(item)
+        for items in by_model.values():
+            model = items[0][0][0].model
+            try:
+                y = self._shadow_predict(model, numpy.concatenate([x for _, x in items]))
+            except Exception:
+                y = None
+            if y is not None and len(y) == sum(len(x) for _, x in items):
+                start = 0
+                for job, x in items:
+                    self._shadow_done(job, t0, 200, x, y[start:start + len(x)], None)
+                    start += len(x)
+                continue
+            for job, x in items:        # one at a time: each error is its own request's
+                try:
+                    self._shadow_done(job, t0, 200, x, self._shadow_predict(model, x), None)
+                except runtime.PredictError as exc:
+                    self._shadow_done(job, t0, 400, x, None, str(exc))
+                except Exception as exc:    # whatever the shadow does, it stays here
+                    self._shadow_done(job, t0, 500, x, None, f"{type(exc).__name__}: {exc}")
 
-        if self.mirror.submit(call):
-            return True
-        telemetry.shadow(shadow.variant, "dropped")
-        return False
+    def _shadow_predict(self, model: Any, x: Any) -> Any:
+        pool = self.shadow_pool
+        return pool.call(model, x) if pool is not None else model.predict(x)
+
+    def _shadow_done(self, job: tuple, t0: float, status: int, x: Any, y: Any,
+                     problem: str | None) -> None:
+        shadow, name, request_id, _, capture = job
+        self.telemetry.shadow(shadow.variant, "ok" if status == 200 else "error")
+        if capture is not None:
+            capture.submit(_capture_record(
+                time.time(), name, request_id, shadow, round((time.perf_counter() - t0) * 1000, 3),
+                status, x if y is not None else None, y, problem))
 
 
 def _warm(pool: Any, model: Any) -> None:

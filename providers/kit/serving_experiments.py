@@ -215,10 +215,13 @@ SHADOW_QUEUE = 1_000
 
 class Mirror:
     """Shadow calls, off the request path: the request hands a job to `submit`, which
-    returns at once; one thread runs the jobs. A full queue drops the job and counts it."""
+    returns at once; one thread takes the jobs waiting (up to `MIRROR_BATCH`) and hands
+    them to `handle` together, so the shadow runs one forward pass for all of them. A
+    full queue drops the job and counts it."""
 
-    def __init__(self, size: int | None = None) -> None:
+    def __init__(self, handle: Any, size: int | None = None) -> None:
         self.sampler = Sampler()
+        self._handle = handle
         self._queue: queue.Queue = queue.Queue(maxsize=size or SHADOW_QUEUE)
         self.dropped = 0
         threading.Thread(target=self._run, name="shadow-mirror", daemon=True).start()
@@ -237,11 +240,20 @@ class Mirror:
 
     def _run(self) -> None:
         while True:
-            job = self._queue.get()
+            jobs = [self._queue.get()]
+            while len(jobs) < MIRROR_BATCH:
+                try:
+                    jobs.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                job()
-            except Exception as exc:    # a job reports its own errors; this is a last resort
-                print(f"shadow: a mirrored call failed: {type(exc).__name__}: {exc}", flush=True)
+                self._handle(jobs)
+            except Exception as exc:    # the handler reports its own errors; a last resort
+                print(f"shadow: mirrored calls failed: {type(exc).__name__}: {exc}", flush=True)
+
+
+#: mirrored requests the shadow answers in one forward pass, at most
+MIRROR_BATCH = 64
 
 
 # ----------------------------------------------------------------- feedback
