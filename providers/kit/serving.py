@@ -737,11 +737,14 @@ class Server:
             return routes[0]
         return routes[schedule[next(self.requests) % len(schedule)]]
 
-    def mirror_request(self, serving: Serving, name: str, request_id: str, doc: Any) -> bool:
+    def mirror_request(self, serving: Serving, name: str, request_id: str, doc: Any,
+                       x: Any = None) -> bool:
         """Hand `doc` to the shadow variant on the mirror thread; False (counted) when its
-        queue is full. The shadow's answer goes to the capture and metrics only."""
+        queue is full. `x` is the live model's parsed input when the shadow takes the same
+        features (not parsed again). The shadow's answer goes to the capture and metrics
+        only."""
         capture = self.capture if serving.capture_percent is not None else None
-        if self.mirror.submit((serving.shadow, name, request_id, doc, capture)):
+        if self.mirror.submit((serving.shadow, name, request_id, doc, capture, x)):
             return True
         self.telemetry.shadow(serving.shadow.variant, "dropped")
         return False
@@ -754,7 +757,10 @@ class Server:
         t0 = time.perf_counter()
         parsed = []
         for job in jobs:
-            shadow, name, request_id, doc, capture = job
+            shadow, doc, x = job[0], job[3], job[5]
+            if x is not None:
+                parsed.append((job, x.numpy()))
+                continue
             try:
                 x, _ = parse_inputs(doc, shadow.model)
                 parsed.append((job, x.numpy()))
@@ -789,12 +795,13 @@ class Server:
 
     def _shadow_done(self, job: tuple, t0: float, status: int, x: Any, y: Any,
                      problem: str | None) -> None:
-        shadow, name, request_id, _, capture = job
+        shadow, name, request_id, _, capture, _ = job
         self.telemetry.shadow(shadow.variant, "ok" if status == 200 else "error")
         if capture is not None:
+            # no inputs: they are the live line's, under the same request_id
             capture.submit(_capture_record(
                 time.time(), name, request_id, shadow, round((time.perf_counter() - t0) * 1000, 3),
-                status, x if y is not None else None, y, problem))
+                status, None, y, problem))
 
 
 def _warm(pool: Any, model: Any) -> None:
@@ -1016,7 +1023,9 @@ def build_app(server: Server) -> Any:
             if serving.shadow is not None and version is None and isinstance(doc, dict) \
                     and server.mirror is not None \
                     and server.mirror.sampler.take(experiment.shadow_percent):
-                mirrored = server.mirror_request(serving, name, request_id, doc)
+                mirrored = server.mirror_request(serving, name, request_id, doc,
+                                                 x if model.inputs == serving.shadow.model.inputs
+                                                 else None)
         capture = server.capture
         if serving.capture_percent is not None and capture is not None \
                 and (capture.sampled(serving.capture_percent) or mirrored):
