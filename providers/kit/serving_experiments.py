@@ -241,6 +241,10 @@ class Mirror:
     def _run(self) -> None:
         while True:
             jobs = [self._queue.get()]
+            # Let the next mirrored requests queue up rather than waking for each: every
+            # wake-up of this thread (and of the process pool's threads) takes the GIL from
+            # the event loop answering callers; a shadow answer may well be late.
+            time.sleep(MIRROR_GATHER_S)
             while len(jobs) < MIRROR_BATCH:
                 try:
                     jobs.append(self._queue.get_nowait())
@@ -253,7 +257,9 @@ class Mirror:
 
 
 #: mirrored requests the shadow answers in one forward pass, at most
-MIRROR_BATCH = 64
+MIRROR_BATCH = 256
+#: how long the mirror lets requests gather before a forward pass (seconds)
+MIRROR_GATHER_S = 0.005
 
 
 # ----------------------------------------------------------------- feedback
