@@ -33,6 +33,7 @@ lives here, written once:
 | `serving_runtime` | the server's models and inference: predictors by framework (torch, sklearn, onnx), the worker pool, dynamic batching, pre/post hooks (imports nothing of mlform) |
 | `bandit` | the Thompson-sampling `Policy` (Beta or Gaussian posteriors, floor share, durable snapshot + feedback log replay): the server runs it, SageMaker's `experiment step` too |
 | `variants` | an endpoint's variants in one shape (`endpoint_variants`: `model` is the one variant `primary`), the experiment with defaults, plan reasons for variant changes |
+| `experiment_records` | the fields of captured requests and rewards the report reads, and the one JSON-lines reader every provider's `experiment_records` action uses |
 | `experiment_stats` | the experiment report's numbers: per-variant traffic, errors, latency, reward intervals, P(best), the A/B tests (scipy) |
 | `canary` | canary analysis: two scrapes of a server's /metrics -> the canary version's error rate, p99 and custom metrics -> checks and the rollback verdict |
 

@@ -23,23 +23,21 @@ line that is not a JSON object (a torn last line) is skipped.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mlform.providers.base import LiveObject, ProviderError
+from mlform.providers.kit.experiment_records import (
+    CAPTURE_FIELDS, FEEDBACK_FIELDS, json_objects, pick,
+)
 from mlform.providers.kit.variants import endpoint_variants, experiment_of
 
 if TYPE_CHECKING:
     from .endpoints import EndpointHandler
 
-__all__ = ["action", "records", "step", "CAPTURE_FIELDS"]
+__all__ = ["action", "records", "step"]
 
 #: Capture fields the report uses (the same as `local`'s); the rest of a line is dropped.
-CAPTURE_FIELDS = ("time", "request_id", "variant", "role", "version", "latency_ms", "status",
-                  "error")
-FEEDBACK_FIELDS = ("time", "request_id", "variant", "reward")
-
 
 def action(handler: "EndpointHandler", live: LiveObject, name: str, args: dict) -> dict:
     if name == "experiment_records":
@@ -56,13 +54,7 @@ def _lines(handler: "EndpointHandler", prefix: str, address: str,
     found = []
     for item in store.list(prefix, address=address):
         body = store.get_bytes(item["Key"], address=address) or b""
-        for line in body.splitlines():
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(doc, dict):
-                found.append({k: doc[k] for k in fields if k in doc})
+        found += [pick(doc, fields) for doc in json_objects(body)]
     found.sort(key=lambda d: d["time"] if isinstance(d.get("time"), (int, float)) else 0.0)
     return found
 

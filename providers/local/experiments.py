@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from mlform.providers.base import LiveObject, ProviderError
+from mlform.providers.kit.experiment_records import (
+    CAPTURE_FIELDS, json_objects, pick,
+)
 from mlform.providers.kit.monitor_check import capture_files, read_json
 from mlform.providers.kit.variants import PRIMARY
 
@@ -34,10 +37,6 @@ from .endpoints import endpoint_dir
 from .env import LocalEnv
 
 __all__ = ["action", "records", "read_lines"]
-
-#: Capture fields the report uses; the rest of a line (inputs, outputs) is dropped on read.
-CAPTURE_FIELDS = ("time", "request_id", "variant", "role", "version", "latency_ms", "status",
-                  "error")
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # loopback: no proxies
 
@@ -59,15 +58,7 @@ def read_lines(path: Path, fields: tuple[str, ...] | None = None) -> list[dict]:
         return []
     except OSError as exc:
         raise ProviderError(f"cannot read {path}: {exc.strerror}", retryable=True) from None
-    found = []
-    for line in data[:data.rfind(b"\n") + 1].splitlines():
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(doc, dict):
-            found.append({k: doc[k] for k in fields if k in doc} if fields else doc)
-    return found
+    return [pick(doc, fields) for doc in json_objects(data)]
 
 
 def _spec(env: LocalEnv, live: LiveObject) -> tuple[Path, dict]:

@@ -24,12 +24,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from mlform.providers.base import LiveObject, ProviderError
+from mlform.providers.kit.experiment_records import json_objects
 from mlform.providers.kit.variants import endpoint_variants, experiment_of
 
 if TYPE_CHECKING:
@@ -66,13 +66,8 @@ def _lines(handler: "EndpointHandler", prefix: str, address: str,
         if skip and key.startswith(skip):
             continue
         body = store.get_bytes(key, address=address) or b""
-        for line in body.splitlines():
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(doc, dict):
-                yield key, doc
+        for doc in json_objects(body if body.endswith(b"\n") else body + b"\n"):
+            yield key, doc
 
 
 def _time(text: Any) -> float | None:
