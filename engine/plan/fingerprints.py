@@ -40,9 +40,21 @@ def fingerprint(attributes: Mapping[str, Any], entrypoint_sha256: Any) -> Any:
         "hyperparameters": attributes.get("hyperparameters") or {},
         "cluster": cluster_part,
     }
+    processes = _processes(attributes)
+    if processes is not None:
+        # how many processes train it changes the result (batches per step, the seed
+        # each rank draws); only when set, so every other fingerprint stays as it was
+        doc["processes_per_node"] = processes
     if contains_unknown(doc):
         return UNKNOWN
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _processes(attributes: Mapping[str, Any]) -> Any:
+    """`settings.processes_per_node` when it asks for more than one process, else None."""
+    settings = attributes.get("settings")
+    value = settings.get("processes_per_node") if isinstance(settings, Mapping) else None
+    return None if value in (None, 1) else value
 
 
 def _short(digest: Any) -> str:
@@ -78,6 +90,8 @@ def rerun_reasons(prior: Mapping[str, Any], planned: Mapping[str, Any]) -> list[
         moved = [f"{k} {json.dumps(old_hp.get(k))} → {json.dumps(new_hp.get(k), default=str)}"
                  for k in sorted(old_hp.keys() | new_hp.keys()) if old_hp.get(k) != new_hp.get(k)]
         reasons.append("hyperparameters changed: " + ", ".join(moved))
+    if _processes(prior) != _processes(planned):
+        reasons.append(f"processes_per_node {_processes(prior) or 1} → {_processes(planned) or 1}")
     old_c, new_c = prior.get("cluster"), planned.get("cluster")
     if isinstance(old_c, dict) and isinstance(new_c, dict):
         if any(old_c.get(k) != new_c.get(k) for k in CLUSTER_RESULT_FIELDS):

@@ -14,7 +14,30 @@ pipeline's `environment`); a script written for one provider runs on the others:
                            ``metrics.json`` (a JSON object of numbers)
 ``MLFORM_DEVICE``          ``cuda`` when the run has GPUs, else ``cpu``
 ``MLFORM_RUN_ID``          the run's id
+``MLFORM_WORLD_SIZE``      how many processes run the script (1 unless the run is
+                           distributed)
+``MLFORM_DIST_BACKEND``    the torch.distributed backend a distributed script
+                           passes to ``init_process_group``: ``nccl`` when the
+                           run has GPUs, else ``gloo``
 =========================  ================================================
+
+Distributed runs (more than one process: several GPUs, or a provider setting such
+as the local provider's ``processes_per_node``) start the entrypoint through torchrun,
+which also sets, in each process, the standard variables of ``torch.distributed``:
+
+=========================  ================================================
+``RANK``                   this process's rank, 0 .. WORLD_SIZE-1
+``LOCAL_RANK``             its rank on this node (the GPU it takes, among
+                           ``CUDA_VISIBLE_DEVICES``)
+``WORLD_SIZE``             how many processes there are (= MLFORM_WORLD_SIZE)
+``MASTER_ADDR``            where rank 0's rendezvous store listens
+``MASTER_PORT``            ...and on which port
+=========================  ================================================
+
+Every rank gets the same ``MLFORM_OUTPUT_DIR``: only rank 0 writes ``model.pt``,
+``signature.json`` and ``metrics.json`` there (the run's metrics and model are rank
+0's); other ranks must write nothing there.  A run fails when any rank fails, with
+that rank's message.
 
 Providers that read metrics from the log instead (SageMaker) ask the script to print
 them as one JSON line as well.  `entrypoint_file` finds the entrypoint a provider runs
@@ -47,8 +70,10 @@ def input_variable(key: str) -> str:
 
 
 def contract_environment(*, inputs: Mapping[str, str], hyperparameters: Mapping[str, Any],
-                         output_dir: str, device: str, run_id: str) -> dict[str, str]:
-    """The contract's variables of one run (see the module docstring)."""
+                         output_dir: str, device: str, run_id: str, world_size: int = 1,
+                         backend: str | None = None) -> dict[str, str]:
+    """The contract's variables of one run (see the module docstring); `backend` defaults
+    to ``nccl`` on ``cuda`` and ``gloo`` otherwise."""
     env = {input_variable(key): path for key, path in inputs.items()}
     env.update({
         "MLFORM_INPUTS": json.dumps(dict(inputs), sort_keys=True),
@@ -56,6 +81,8 @@ def contract_environment(*, inputs: Mapping[str, str], hyperparameters: Mapping[
         "MLFORM_OUTPUT_DIR": output_dir,
         "MLFORM_DEVICE": device,
         "MLFORM_RUN_ID": run_id,
+        "MLFORM_WORLD_SIZE": str(world_size),
+        "MLFORM_DIST_BACKEND": backend or ("nccl" if device == "cuda" else "gloo"),
     })
     return env
 

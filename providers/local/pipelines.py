@@ -12,6 +12,14 @@ store, or an upstream pipeline's output directory), ``MLFORM_INPUTS``,
 (``cuda`` when the cluster hands out GPUs) and ``MLFORM_RUN_ID``; plus
 ``CUDA_VISIBLE_DEVICES`` (the cluster's GPU indices, empty for CPU).
 
+Distributed runs (`torchrun`): a cluster handing out more than one GPU runs one
+process per GPU (backend ``nccl``), ``settings { processes_per_node = N }`` runs N CPU
+processes (backend ``gloo``); the entrypoint is launched through torchrun on this one
+machine (a cluster with ``nodes > 1`` is refused at plan), ``MLFORM_WORLD_SIZE`` and
+``MLFORM_DIST_BACKEND`` tell the script, and only rank 0 writes to MLFORM_OUTPUT_DIR.
+A failing rank fails the run with that rank's last log lines (``ranks/`` in the run
+directory keeps every rank's output).
+
 Exit status 0 means success; anything else fails the apply with the last
 lines of the log.  Output is unbuffered (``PYTHONUNBUFFERED=1``) and every line
 is kept in the run's ``logs.txt`` and shown as progress.
@@ -59,9 +67,11 @@ from pathlib import Path
 from typing import Any, Mapping, NoReturn
 from urllib.parse import unquote, urlsplit
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from mlform.providers.base import (
     UNKNOWN, Desired, Diagnostic, FactKey, Facts, KindSchema, LiveObject, Planned,
-    ProgressEvent, ProviderError, Timeouts,
+    ProgressEvent, ProviderError, Timeouts, contains_unknown, error,
 )
 from mlform.providers.kit.champions import (
     challenge_problems, champion_key, no_champion_warning, run_lineage,
@@ -75,13 +85,13 @@ from mlform.providers.kit.runs import (
     METRICS_FILE, MODEL_FILE, contract_environment, entrypoint_file,
 )
 
-from . import processes
+from . import processes, torchrun
 from .clusters import devices_for
 from .models import champions
 from .env import LocalEnv, LocalHandler, read_json, write_json_atomic
 
-__all__ = ["PipelineHandler", "run_environment", "stale_marker_path", "mark_stale",
-           "RUNNING", "SUCCEEDED", "FAILED"]
+__all__ = ["PipelineHandler", "PipelineSettings", "distribution_problems", "run_environment",
+           "stale_marker_path", "mark_stale", "RUNNING", "SUCCEEDED", "FAILED"]
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 _LOG_TAIL_LINES = 20
@@ -105,6 +115,57 @@ def mark_stale(env: LocalEnv, address: str, run_id: str, reason: str, *, monitor
                        run_id=run_id)
     write_json_atomic(stale_marker_path(env, address), doc)
     return doc
+
+
+class PipelineSettings(BaseModel):
+    """`settings { }` of a local pipeline."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    processes_per_node: int | None = Field(
+        None, ge=1, le=256,
+        description="Run the entrypoint as this many CPU processes through torchrun (backend "
+                    "gloo; the script sees RANK, WORLD_SIZE, ... and only rank 0 writes to "
+                    "MLFORM_OUTPUT_DIR).  For CPU runs: a GPU cluster runs one process per GPU.")
+
+    @classmethod
+    def of(cls, attrs: Mapping) -> "PipelineSettings":
+        """The settings of `attrs`, defaults where unset (the engine checked them already)."""
+        raw = attrs.get("settings")
+        return cls.model_validate({k: v for k, v in raw.items() if k in cls.model_fields}
+                                  if isinstance(raw, Mapping) else {})
+
+
+def _int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def distribution_problems(address: str, attrs: Mapping[str, Any]) -> list[Diagnostic]:
+    """What a local machine cannot do of the run's shape: several nodes, or CPU processes
+    asked of a GPU cluster."""
+    cluster = attrs.get("cluster")
+    if not isinstance(cluster, Mapping) or contains_unknown(
+            [cluster.get(k) for k in ("nodes", "gpus_per_node", "accelerator")]):
+        return []
+    problems = []
+    nodes = _int(cluster.get("nodes"), 1)
+    if nodes > 1:
+        problems.append(error(
+            f"{address} runs on {cluster.get('address') or 'a cluster'} with nodes = {nodes}, "
+            f"but the local provider trains on this one machine", address=address,
+            hint="Set nodes = 1 (use gpus_per_node, or settings { processes_per_node = N } on "
+                 "the pipeline, for several processes), or use a provider with multi-node "
+                 "training."))
+    gpus = _int(cluster.get("gpus_per_node"), 0)
+    wanted = PipelineSettings.of(attrs).processes_per_node if not contains_unknown(
+        attrs.get("settings")) else None
+    on_gpus = gpus > 0 and str(cluster.get("accelerator") or "cpu").lower() != "cpu"
+    if wanted is not None and on_gpus:
+        problems.append(error(
+            f"{address} sets processes_per_node = {wanted}, but its cluster hands out "
+            f"{gpus} GPU(s): a GPU run has one process per GPU", address=address,
+            hint="Remove processes_per_node (it is for CPU runs), or set gpus_per_node."))
+    return problems
 
 
 # -- one run directory -------------------------------------------------------
@@ -132,6 +193,11 @@ class RunDir:
         return self.path / "output"
 
     @property
+    def ranks(self) -> Path:
+        """torchrun's log directory of a distributed run: every rank's own output."""
+        return self.path / "ranks"
+
+    @property
     def marker(self) -> str:
         """On the run's command line (``-X mlform_run_dir=...``), so `processes.is_ours` knows it."""
         return f"mlform_run_dir={self.path}{os.sep}"
@@ -152,6 +218,7 @@ class RunDir:
         """Stop a leftover process of ours, then remove the directory: the run starts clean."""
         record = self.record() or {}
         processes.stop(record.get("pid"), self.marker)
+        torchrun.stop_marked(self.marker)   # ranks outliving their torchrun
         shutil.rmtree(self.path, ignore_errors=True)
 
     def tail(self, lines: int = _LOG_TAIL_LINES) -> str:
@@ -178,14 +245,15 @@ def _input_path(env: LocalEnv, value: Any) -> str:
 
 
 def run_environment(env: LocalEnv, attrs: Mapping[str, Any], run: RunDir,
-                    devices: list[int]) -> dict[str, str]:
+                    devices: list[int], launch: torchrun.Launch | None = None) -> dict[str, str]:
     """The process environment of a run: this process's, the pipeline's `environment`, the
     run contract's variables (`kit.runs`), and the GPUs it may use."""
     inputs = {key: _input_path(env, value) for key, value in (attrs.get("inputs") or {}).items()}
     result = {**os.environ, **{str(k): str(v) for k, v in (attrs.get("environment") or {}).items()}}
     result.update(contract_environment(
         inputs=inputs, hyperparameters=attrs.get("hyperparameters") or {},
-        output_dir=str(run.output), device="cuda" if devices else "cpu", run_id=run.run_id))
+        output_dir=str(run.output), device="cuda" if devices else "cpu", run_id=run.run_id,
+        world_size=launch.processes if launch else 1, backend=launch.backend if launch else None))
     result.update({"CUDA_VISIBLE_DEVICES": ",".join(str(d) for d in devices),
                    "PYTHONUNBUFFERED": "1"})
     return result
@@ -228,13 +296,15 @@ class _LogFollower:
             self._held, self._last_sent = None, now
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    """The script and whatever it started (data loader workers) share its session."""
+def _kill_group(proc: subprocess.Popen, marker: str) -> None:
+    """The script and whatever it started (data loader workers) share its session; the
+    ranks of a distributed run each lead their own, and carry the run's marker."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
     proc.wait()
+    torchrun.stop_marked(marker)
 
 
 def _exit_text(code: int) -> str:
@@ -251,7 +321,7 @@ def _exit_text(code: int) -> str:
 class PipelineHandler(LocalHandler):
     """`pipeline`: one subprocess run per fingerprint, gated on its metrics."""
 
-    schema = KindSchema(computed=(*RUN_OUTPUTS, "stale"),
+    schema = KindSchema(settings_model=PipelineSettings, computed=(*RUN_OUTPUTS, "stale"),
                         timeouts=Timeouts(create=24 * 3600.0, update=24 * 3600.0, delete=300.0))
 
     # -- where things are ----------------------------------------------------
@@ -282,7 +352,8 @@ class PipelineHandler(LocalHandler):
 
     def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
         gate = desired.attributes.get("gate")
-        problems = challenge_problems(desired.address, gate)
+        problems = distribution_problems(desired.address, desired.attributes)
+        problems += challenge_problems(desired.address, gate)
         key = champion_key(desired)
         if not problems and key is not None:
             problems += no_champion_warning(desired.address, gate, facts.get(key))
@@ -366,19 +437,30 @@ class PipelineHandler(LocalHandler):
         run.write(run_id=run.run_id, address=address, status=RUNNING, pid=None,
                   fingerprint=attrs.get("fingerprint"), started=_now(), finished=None,
                   devices=devices)
-        argv = [self.env.python, "-X", run.marker,
-                str(attrs.get("entrypoint_path") or attrs.get("entrypoint"))]
+        problems = distribution_problems(address, attrs)   # a plan made elsewhere
+        if problems:
+            raise ProviderError(problems[0].summary, address=address)
+        launch = torchrun.launch_of(devices, PipelineSettings.of(attrs).processes_per_node)
+        script = str(attrs.get("entrypoint_path") or attrs.get("entrypoint"))
+        argv = [self.env.python, "-X", run.marker, script]
+        if launch.distributed:
+            argv = torchrun.torchrun_argv(self.env.python, run.marker, script, launch,
+                                          port=processes.free_port(), log_dir=run.ranks,
+                                          run_id=run.run_id)
+        run.write(processes=launch.processes)
         timeout = attrs.get("timeout_seconds") or self.schema.timeouts.create
         with open(run.logs, "ab") as log:
             proc = subprocess.Popen(argv, cwd=self.env.stack_dir, stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=subprocess.STDOUT, close_fds=True,
-                                    env=run_environment(self.env, attrs, run, devices),
+                                    env=run_environment(self.env, attrs, run, devices, launch),
                                     start_new_session=True)
         run.write(pid=proc.pid)
-        self._progress(address, f"{run.run_id} started: {entrypoint.name} on "
-                                f"{'GPU ' + ','.join(map(str, devices)) if devices else 'CPU'}", run)
+        where = "GPU " + ",".join(map(str, devices)) if devices else "CPU"
+        if launch.distributed:
+            where += f", {launch.processes} processes ({launch.backend})"
+        self._progress(address, f"{run.run_id} started: {entrypoint.name} on {where}", run)
         code = self._wait(address, proc, run, float(timeout))
-        self._finish(address, attrs, run, code, float(timeout))
+        self._finish(address, attrs, run, code, float(timeout), launch)
 
     def _progress(self, address: str, message: str, run: RunDir) -> None:
         self.env.context.progress(ProgressEvent(address, message, f"run {run.run_id}"))
@@ -394,19 +476,21 @@ class PipelineHandler(LocalHandler):
                 except subprocess.TimeoutExpired:
                     follower.poll()
                 if time.monotonic() > deadline:
-                    _kill_group(proc)
+                    _kill_group(proc, run.marker)
                     return None
         finally:
             if proc.poll() is None:   # interrupted (Ctrl-C): leave no orphan behind
-                _kill_group(proc)
+                _kill_group(proc, run.marker)
             follower.poll(final=True)
 
     def _finish(self, address: str, attrs: Mapping[str, Any], run: RunDir, code: int | None,
-                timeout: float) -> None:
+                timeout: float, launch: torchrun.Launch) -> None:
         """Judge a finished process: exit status, metrics, gate, model.  Raises on failure."""
         if code is None:
             self._fail(run, address, f"{address}: the run {run.run_id} took longer than "
                                      f"timeout_seconds = {timeout:g} and was stopped")
+        if code != 0 and launch.distributed:
+            self._rank_failed(address, attrs, run, code, launch)
         if code != 0:
             self._fail(run, address, f"{address}: {attrs.get('entrypoint')} {_exit_text(code)} "
                                      f"(run {run.run_id}, log {run.logs})", tail=True)
@@ -432,6 +516,22 @@ class PipelineHandler(LocalHandler):
                   lineage=run_lineage(address, attrs, run.run_id, metrics),
                   **({"champion": note} if note else {}))
 
+    def _rank_failed(self, address: str, attrs: Mapping[str, Any], run: RunDir, code: int,
+                     launch: torchrun.Launch) -> None:
+        """Fail a distributed run with the failing rank's own message, when torchrun names it."""
+        try:
+            console = run.logs.read_text(errors="replace")
+        except OSError:
+            return
+        failure = torchrun.failed_rank(console, run.ranks, _LOG_TAIL_LINES)
+        if failure is None:
+            return   # torchrun failed before the ranks ran: its own log says why
+        message = (f"{address}: {attrs.get('entrypoint')} {_exit_text(failure.exit_code)} in "
+                   f"rank {failure.rank} of {launch.processes} (run {run.run_id}, logs "
+                   f"{run.ranks})")
+        self._fail(run, address, message, log=failure.tail,
+                   heading=f"last lines of rank {failure.rank}")
+
     def _challenge(self, address: str, gate: Any, metrics: Mapping[str, Any],
                    run_id: str) -> tuple[str | None, str | None]:
         """(why the run does not beat the champion or None, the note for its record)."""
@@ -443,10 +543,11 @@ class PipelineHandler(LocalHandler):
                 champion_note(gate, metrics, found, run_id=run_id))
 
     def _fail(self, run: RunDir, address: str, message: str, *, tail: bool = False,
-              metrics: Any = None) -> NoReturn:
+              metrics: Any = None, log: str = "",
+              heading: str = "last lines of the log") -> NoReturn:
         run.write(status=FAILED, finished=_now(), error=message, metrics=metrics)
-        log = run.tail() if tail else ""
-        raise ProviderError(message + (f"\nlast lines of the log:\n{log}" if log else ""),
+        log = log or (run.tail() if tail else "")
+        raise ProviderError(message + (f"\n{heading}:\n{log}" if log else ""),
                             address=address, service_message=log)
 
     # -- read / delete -------------------------------------------------------
