@@ -103,10 +103,13 @@ def train(work: Mapping[str, Any], root: Path) -> int:
                  **contract_environment(inputs=inputs,
                                         hyperparameters=work.get("hyperparameters") or {},
                                         output_dir=str(output), device=work.get("device", "cpu"),
-                                        run_id=work.get("run_id", ""))}
+                                        run_id=work.get("run_id", ""),
+                                        world_size=int(os.environ.get("WORLD_SIZE") or 1))}
     rank = os.environ.get("JOB_COMPLETION_INDEX")
     if rank is not None:
-        variables["NODE_RANK"] = rank
+        # one process per node: its rank is the node's (the run contract's RANK and
+        # LOCAL_RANK, as torchrun would set them on one process per node)
+        variables.update({"NODE_RANK": rank, "RANK": rank, "LOCAL_RANK": "0"})
     print(f"mlform: running {work['program']} ({work.get('run_id')})", flush=True)
     done = subprocess.run([sys.executable, str(code)], env=variables, cwd=code.parent)
     if done.returncode != 0:

@@ -427,7 +427,7 @@ class PodHarness:
             cwd.mkdir(parents=True)
             with open(directory / LOG_NAME, "wb") as log:
                 try:
-                    env, argv = _process(container, self.base_env)
+                    env, argv = _process(container, self.base_env, meta)
                     env.update(extra_env)
                     if TERMINATION_LOG_ENV in env:
                         env[TERMINATION_LOG_ENV] = str(directory / TERMINATION_LOG_NAME)
@@ -546,13 +546,21 @@ class _NotStarted:
         return self.returncode
 
 
-def _process(container: dict, base_env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+def _process(container: dict, base_env: Mapping[str, str],
+             meta: Mapping | None = None) -> tuple[dict[str, str], list[str]]:
     """The environment and argv of a container's process, as a kubelet would make them:
-    `$(VAR)` in env values, command and args refers to the container's env."""
+    `$(VAR)` in env values, command and args refers to the container's env; a
+    `valueFrom.fieldRef` to the pod's metadata is resolved (the Job controller gives an
+    Indexed Job's pods `JOB_COMPLETION_INDEX` that way); secrets have no value here."""
     declared: dict[str, str] = {}
     for var in container.get("env") or []:
-        if "value" in var:  # valueFrom (secrets, fields) has no value here
+        if "value" in var:
             declared[var["name"]] = _expand(var["value"], declared)
+        elif meta is not None:
+            field = ((var.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+            found = _field(meta, field) if isinstance(field, str) else None
+            if found is not None:
+                declared[var["name"]] = found
     argv = [_expand(a, declared)
             for a in (container.get("command") or []) + (container.get("args") or [])]
     if not argv:
@@ -562,6 +570,20 @@ def _process(container: dict, base_env: Mapping[str, str]) -> tuple[dict[str, st
     if argv[0] in ("python", "python3"):
         argv[0] = sys.executable
     return {**base_env, **declared}, argv
+
+
+_FIELD = re.compile(r"metadata\.(annotations|labels)\['([^']+)'\]")
+
+
+def _field(meta: Mapping, path: str) -> str | None:
+    """A `fieldRef` path into the pod's metadata (name, namespace, uid, an annotation or
+    a label), or None for what this harness does not know."""
+    if path in ("metadata.name", "metadata.namespace", "metadata.uid"):
+        return meta.get(path.split(".", 1)[1])
+    match = _FIELD.fullmatch(path)
+    if match:
+        return (meta.get(match.group(1)) or {}).get(match.group(2))
+    return None
 
 
 _REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")

@@ -21,7 +21,9 @@ out = pathlib.Path(os.environ["MLFORM_OUTPUT_DIR"])
 (out / "model.pt").write_bytes(b"model")
 (out / "metrics.json").write_text(json.dumps({
     "accuracy": 0.9, "world_size": int(os.environ["WORLD_SIZE"]),
-    "master": os.environ["MASTER_ADDR"]}))
+    "master": os.environ["MASTER_ADDR"],
+    "contract": [os.environ["MLFORM_WORLD_SIZE"], os.environ["MLFORM_DIST_BACKEND"],
+                 os.environ["LOCAL_RANK"], os.environ["RANK"] == os.environ["NODE_RANK"]]}))
 """
 
 CLUSTER = {"address": "training_cluster.c", "namespace": "default", "accelerator": "cpu",
@@ -36,6 +38,8 @@ def test_two_nodes_are_an_indexed_job_with_a_headless_service(k8s, pod_harness,
     run = live.attributes["run_id"]
     assert live.attributes["metrics"]["world_size"] == 2
     assert live.attributes["metrics"]["master"] == f"{run}-0.{run}.default.svc"
+    # the run contract's distributed variables, one process per node
+    assert live.attributes["metrics"]["contract"] == ["2", "gloo", "0", True]
     with control_plane.api() as api:
         job = api.get(f"/apis/batch/v1/namespaces/default/jobs/{run}").json()
         service = api.get(f"/api/v1/namespaces/default/services/{run}").json()
