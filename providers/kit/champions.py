@@ -14,13 +14,13 @@ immutable ConfigMap; memory: the model's store object), and hands champions back
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from mlform.providers.base import Desired, Diagnostic, FactKey, contains_unknown, error, warning
 
-from .gate import challenge
+from .gate import challenge, champion_note, check_challenger
 
-__all__ = ["champion_key", "run_lineage", "champion", "MODEL_ADDRESS", "challenge_problems",
+__all__ = ["champion_key", "gate_diagnostics", "judge_challenger", "run_lineage", "champion", "MODEL_ADDRESS", "challenge_problems",
            "no_champion_warning", "LINEAGE_KEYS"]
 
 #: a model's address as `gate.model` names it (optionally inside a module, or indexed)
@@ -106,3 +106,28 @@ def no_champion_warning(address: str, gate: Any, champions: Any) -> list[Diagnos
                f"sets stage = {wanted['must_beat']!r}.",
         address=address,
         hint="Check the stage's name against the `stage` of your model resources.")]
+
+
+def gate_diagnostics(desired: Desired, facts: Any, earlier: list) -> list[Diagnostic]:
+    """A pipeline's gate at validate, the same on every provider: its champion/challenger
+    errors, and the no-champion warning only when nothing else (`earlier`, this gate's
+    own) is wrong, so a first run's warning never buries a real error."""
+    gate = desired.attributes.get("gate")
+    found = challenge_problems(desired.address, gate)
+    key = champion_key(desired)
+    if key is not None and not earlier and not found:
+        found += no_champion_warning(desired.address, gate, facts.get(key))
+    return found
+
+
+def judge_challenger(gate: Any, metrics: Mapping[str, Any],
+                     champions_of: Callable[[str, str | None], list],
+                     run_id: str | None = None) -> tuple[str | None, str | None]:
+    """(why a run that passed its bounds does not beat the champion, or None; the note for
+    its record), asking `champions_of(stage, model)` only when the gate has `must_beat`."""
+    wanted = challenge(gate)
+    if wanted is None:
+        return None, None
+    found = champions_of(wanted["must_beat"], wanted["model"])
+    return (check_challenger(gate, metrics, found, run_id=run_id),
+            champion_note(gate, metrics, found, run_id=run_id))

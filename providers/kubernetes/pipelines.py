@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
@@ -52,11 +53,9 @@ from mlform.providers.base import (
 )
 from mlform.providers.kit.artifacts import input_uri
 from mlform.providers.kit.champions import (
-    challenge_problems, champion_key, no_champion_warning, run_lineage,
+    champion_key, gate_diagnostics, judge_challenger, run_lineage,
 )
-from mlform.providers.kit.gate import (
-    challenge, champion_note, champion_reason, check_challenger, check_gate,
-)
+from mlform.providers.kit.gate import champion_reason, check_gate
 from mlform.providers.kit.reruns import (
     RUN_OUTPUTS, StaleMarker, fingerprint_hex, plan_run, run_fingerprint,
 )
@@ -187,12 +186,7 @@ class PipelineHandler(KubeHandler):
                        hint="Install its controller and CRD, or use distributed = \"job\".")
                  for key in self._served_keys(desired)
                  if isinstance(fact := facts.get(key), FactError)]
-        gate = desired.attributes.get("gate")
-        found += challenge_problems(desired.address, gate)
-        key = champion_key(desired)
-        if key is not None and not found:
-            found += no_champion_warning(desired.address, gate, facts.get(key))
-        return found
+        return found + gate_diagnostics(desired, facts, found)
 
     def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
         planned = plan_run(desired, prior)
@@ -377,11 +371,9 @@ class PipelineHandler(KubeHandler):
         metrics = metrics if isinstance(metrics, dict) else {}
         gate = attrs.get("gate")
         missed, note = check_gate(gate, metrics), None
-        wanted = challenge(gate) if missed is None else None
-        if wanted is not None:
-            found = champions(self, address, wanted["must_beat"], wanted["model"])
-            missed = check_challenger(gate, metrics, found, run_id=name)
-            note = champion_note(gate, metrics, found, run_id=name)
+        if missed is None:
+            missed, note = judge_challenger(gate, metrics, partial(champions, self, address),
+                                            run_id=name)
         if missed is not None:
             raise ProviderError(f"{address}: {missed}", address=address)
         # what the registry records for a version made from this run, next to its output

@@ -62,6 +62,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, NoReturn
@@ -74,11 +75,9 @@ from mlform.providers.base import (
     ProgressEvent, ProviderError, Timeouts, contains_unknown, error,
 )
 from mlform.providers.kit.champions import (
-    challenge_problems, champion_key, no_champion_warning, run_lineage,
+    champion_key, gate_diagnostics, judge_challenger, run_lineage,
 )
-from mlform.providers.kit.gate import (
-    challenge, champion_note, champion_reason, check_challenger, check_gate,
-)
+from mlform.providers.kit.gate import champion_reason, check_gate
 from mlform.providers.kit.monitoring import stale_marker
 from mlform.providers.kit.reruns import RUN_OUTPUTS, StaleMarker, plan_run, run_fingerprint
 from mlform.providers.kit.runs import (
@@ -351,13 +350,8 @@ class PipelineHandler(LocalHandler):
         return {key: champions(self.env, *key.args) for key in keys}
 
     def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
-        gate = desired.attributes.get("gate")
         problems = distribution_problems(desired.address, desired.attributes)
-        problems += challenge_problems(desired.address, gate)
-        key = champion_key(desired)
-        if not problems and key is not None:
-            problems += no_champion_warning(desired.address, gate, facts.get(key))
-        return problems
+        return problems + gate_diagnostics(desired, facts, problems)
 
     def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
         planned = plan_run(desired, prior)
@@ -535,12 +529,7 @@ class PipelineHandler(LocalHandler):
     def _challenge(self, address: str, gate: Any, metrics: Mapping[str, Any],
                    run_id: str) -> tuple[str | None, str | None]:
         """(why the run does not beat the champion or None, the note for its record)."""
-        wanted = challenge(gate)
-        if wanted is None:
-            return None, None
-        found = champions(self.env, address, wanted["must_beat"], wanted["model"])
-        return (check_challenger(gate, metrics, found, run_id=run_id),
-                champion_note(gate, metrics, found, run_id=run_id))
+        return judge_challenger(gate, metrics, partial(champions, self.env, address), run_id)
 
     def _fail(self, run: RunDir, address: str, message: str, *, tail: bool = False,
               metrics: Any = None, log: str = "",

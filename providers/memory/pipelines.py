@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import partial
 from typing import Any, Callable, Mapping
 
 from dataclasses import replace
@@ -24,8 +25,8 @@ from mlform.providers.base import (
     UNKNOWN, Desired, Diagnostic, FactKey, Facts, KindSchema, LiveObject, Planned,
     ProviderError, contains_unknown,
 )
-from mlform.providers.kit.champions import champion_key, challenge_problems, no_champion_warning
-from mlform.providers.kit.gate import challenge, champion_reason, check_challenger, check_gate
+from mlform.providers.kit.champions import champion_key, gate_diagnostics, judge_challenger
+from mlform.providers.kit.gate import champion_reason, check_gate
 from mlform.providers.kit.reruns import RUN_OUTPUTS, plan_run
 
 from .env import MemoryHandler
@@ -48,12 +49,7 @@ class PipelineHandler(MemoryHandler):
 
     def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
         found = super().validate(desired, facts)
-        gate = desired.attributes.get("gate")
-        found += challenge_problems(desired.address, gate)
-        key = champion_key(desired)
-        if key is not None and not found:
-            found += no_champion_warning(desired.address, gate, facts.get(key))
-        return found
+        return found + gate_diagnostics(desired, facts, found)
 
     def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
         self.env.failures.raise_for("plan", desired.address)
@@ -75,10 +71,8 @@ class PipelineHandler(MemoryHandler):
         metrics = to_plain(metrics)
         gate = attrs.get("gate")
         missed = check_gate(gate, metrics)   # before anything is counted or stored
-        wanted = challenge(gate) if missed is None else None
-        if wanted is not None:
-            missed = check_challenger(gate, metrics, champions(
-                self.env, address, wanted["must_beat"], wanted["model"]))
+        if missed is None:
+            missed, _ = judge_challenger(gate, metrics, partial(champions, self.env, address))
         if missed is not None:
             raise ProviderError(missed, address=address)
         fingerprint = attrs.get("fingerprint")

@@ -92,6 +92,7 @@ import hashlib
 import json
 import re
 from dataclasses import replace
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Sequence
@@ -104,11 +105,9 @@ from mlform.providers.base import (
 )
 from mlform.providers.kit import reruns
 from mlform.providers.kit.champions import (
-    challenge_problems, champion_key, no_champion_warning, run_lineage,
+    champion_key, gate_diagnostics, judge_challenger, run_lineage,
 )
-from mlform.providers.kit.gate import (
-    challenge, champion_note, champion_reason, check_challenger, check_gate,
-)
+from mlform.providers.kit.gate import champion_reason, check_gate
 from mlform.providers.kit.monitoring import stale_marker
 from mlform.providers.kit.names import short_hash
 from mlform.providers.kit.artifacts import input_uri
@@ -329,11 +328,7 @@ class PipelineHandler(SageMakerHandler):
         if not found and not contains_unknown({k: attrs.get(k) for k in (
                 "hyperparameters", "environment", "settings", "gate")}):
             found += self._limits(address, attrs)
-        found += challenge_problems(address, attrs.get("gate"))
-        key = champion_key(desired)
-        if key is not None and not found:
-            found += no_champion_warning(address, attrs.get("gate"), facts.get(key))
-        return found
+        return found + gate_diagnostics(desired, facts, found)
 
     def _limits(self, address: str, attrs: Mapping[str, Any]) -> list[Diagnostic]:
         found = []
@@ -550,11 +545,9 @@ class PipelineHandler(SageMakerHandler):
         metrics = _metrics_of(desc)
         gate = attrs.get("gate")
         missed, note = check_gate(gate, metrics), None
-        wanted = challenge(gate) if missed is None else None
-        if wanted is not None:
-            found = champions(self, address, wanted["must_beat"], wanted["model"])
-            missed = check_challenger(gate, metrics, found, run_id=name)
-            note = champion_note(gate, metrics, found, run_id=name)
+        if missed is None:
+            missed, note = judge_challenger(gate, metrics, partial(champions, self, address),
+                                            run_id=name)
         if missed is not None:
             raise ProviderError(f"{missed} (training job {name})", address=address,
                                 service_message="SageMaker reads metrics from the job's log: "
