@@ -97,7 +97,32 @@ class Sampler:
         return (n * percent) // 100 > ((n - 1) * percent) // 100
 
 
-class CaptureLog:
+class Handoff:
+    """A bounded queue its producers never wait on: `submit` returns at once, and when
+    the queue is full the item is dropped and counted (`dropped`). The request path hands
+    work to a background thread this way (the capture writer, the shadow's mirror)."""
+
+    def __init__(self, size: int) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=size)
+        self._drops = threading.Lock()
+        self.dropped = 0
+
+    def submit(self, item: Any) -> bool:
+        """Queue `item`; False, and counted as dropped, when the queue is full."""
+        try:
+            self._queue.put_nowait(item)
+            return True
+        except queue.Full:
+            with self._drops:
+                self.dropped += 1
+            return False
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+
+class CaptureLog(Handoff):
     """Captured requests, written off the request path.
 
     A request hands its record to `submit`, which puts it on a bounded queue and
@@ -111,7 +136,8 @@ class CaptureLog:
     so a reader sees whole lines except at most a torn last one after a crash.
 
     Sampling is exact (`Sampler`). The feedback log is one of these too: it is a
-    generic JSON-lines writer.
+    generic JSON-lines writer. `submit` (from `Handoff`) takes a record: a dict, or a
+    callable that makes one in the writer thread.
     """
 
     def __init__(self, path: str, limits: CaptureLimits = CaptureLimits()) -> None:
@@ -127,10 +153,8 @@ class CaptureLog:
             self._size += 1
         self._opened = self._birth(path)
         self._sampler = Sampler()
-        self._lock = threading.Lock()
-        self._queue: queue.Queue = queue.Queue(maxsize=limits.queue)
+        super().__init__(limits.queue)
         self.written = 0
-        self.dropped = 0
         self.rotations = 0
         self.failed = 0
         self._writer = threading.Thread(target=self._run, name="capture-writer", daemon=True)
@@ -147,21 +171,6 @@ class CaptureLog:
 
     def sampled(self, percent: int) -> bool:
         return self._sampler.take(percent)
-
-    def submit(self, record: Any) -> bool:
-        """Queue `record` (a dict, or a callable that makes one in the writer thread);
-        False, and counted as dropped, when the queue is full. Never blocks."""
-        try:
-            self._queue.put_nowait(record)
-            return True
-        except queue.Full:
-            with self._lock:
-                self.dropped += 1
-            return False
-
-    @property
-    def pending(self) -> int:
-        return self._queue.qsize()
 
     # -- the writer thread ------------------------------------------------------
 

@@ -36,10 +36,10 @@ from typing import Any
 
 try:
     from . import bandit
-    from .serving_capture import Sampler, loads, rotated_name
+    from .serving_capture import Handoff, Sampler, loads, rotated_name
 except ImportError:
     import bandit
-    from serving_capture import Sampler, loads, rotated_name
+    from serving_capture import Handoff, Sampler, loads, rotated_name
 
 EXPERIMENT_TYPES = ("ab", "shadow", "bandit")
 REWARDS = ("binary", "continuous")
@@ -213,30 +213,17 @@ class IssuedIds:
 SHADOW_QUEUE = 1_000
 
 
-class Mirror:
+class Mirror(Handoff):
     """Shadow calls, off the request path: the request hands a job to `submit`, which
     returns at once; one thread takes the jobs waiting (up to `MIRROR_BATCH`) and hands
     them to `handle` together, so the shadow runs one forward pass for all of them. A
     full queue drops the job and counts it."""
 
     def __init__(self, handle: Any, size: int | None = None) -> None:
+        super().__init__(size or SHADOW_QUEUE)
         self.sampler = Sampler()
         self._handle = handle
-        self._queue: queue.Queue = queue.Queue(maxsize=size or SHADOW_QUEUE)
-        self.dropped = 0
         threading.Thread(target=self._run, name="shadow-mirror", daemon=True).start()
-
-    def submit(self, job: Any) -> bool:
-        try:
-            self._queue.put_nowait(job)
-            return True
-        except queue.Full:
-            self.dropped += 1
-            return False
-
-    @property
-    def pending(self) -> int:
-        return self._queue.qsize()
 
     def _run(self) -> None:
         while True:
