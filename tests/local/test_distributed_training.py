@@ -32,9 +32,8 @@ seen = Path(os.environ["MLFORM_INPUT_TRAIN"]).parent
 mark = Path(os.environ["MARK_DIR"]) / f"rank-{rank}.json"
 mark.write_text(json.dumps({"pid": os.getpid()}))
 if os.environ.get("HANG"):          # the timeout test: every rank stays until it is killed
-    import time
-    while True:
-        time.sleep(1)
+    import threading
+    threading.Event().wait()
 
 import torch
 import torch.distributed as dist
