@@ -1,11 +1,19 @@
 """What the kubernetes provider's tests share: a provider on the session's cluster with
 moto's S3 as storage, one stack name per test, and helpers to create resources the way
-the engine does (validate, plan, create)."""
+the engine does (validate, plan, create), and a serving pod's program run here."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
+from typing import Iterator, Mapping
 
 from mlform.providers.base import Desired, LiveObject, ProviderContext
 from mlform.providers.kit import calls
@@ -105,3 +113,42 @@ def kubectl_changes(plane, name: str, label: tuple[str, str], namespace: str = "
         api.patch(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
                   json={"metadata": {"labels": {label[0]: label[1]}}},
                   headers=merge).raise_for_status()
+
+
+@contextlib.contextmanager
+def pod_serve(work: dict, workdir: Path, what: str,
+              env: Mapping[str, str] | None = None) -> Iterator:
+    """`python -m mlform.providers.kubernetes.pod serve` run here as pod `pod-a` would run
+    it, with `work` as its MLFORM_POD on a free port and no upload round before the stop
+    (`env` adds to or replaces its variables); yields an httpx client once its server is
+    ready (`what` names the wait), then stops it with SIGTERM: it must exit 0, its last
+    upload made."""
+    import httpx
+    from _waiting import wait_until
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    variables = {**os.environ, "MLFORM_POD": json.dumps(work), "MLFORM_PORT": str(port),
+                 "MLFORM_WORKDIR": str(workdir), "HOSTNAME": "pod-a",
+                 "MLFORM_CAPTURE_SECONDS": "3600", **(env or {})}
+    proc = subprocess.Popen([sys.executable, "-m", "mlform.providers.kubernetes.pod", "serve"],
+                            env=variables, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                          trust_env=False) as client:
+            def ready() -> bool:
+                try:
+                    return client.get("/v2/health/ready").status_code == 200
+                except httpx.TransportError:
+                    return False
+            wait_until(ready, 120, what)
+            yield client
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -21,7 +21,7 @@ from _waiting import wait_until
 from mlform.providers.base import Desired
 from mlform.providers.kit import calls
 
-from _kube import BUCKET, create
+from _kube import BUCKET, create, pod_serve
 
 pytestmark = [pytest.mark.timeout(300),
               pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")]
@@ -228,12 +228,6 @@ def test_a_restarted_bandit_pod_resumes_from_every_reward_uploaded(aws, tmp_path
     """`pod serve` run here as the harness would run it: its own object and a replaced
     pod's are in storage; the policy counts each reward once, and the next upload keeps
     the old lines with the new."""
-    import os
-    import signal
-    import socket
-    import subprocess
-    import sys
-
     pytest.importorskip("torch")
     aws.client("s3").create_bucket(Bucket=BUCKET) if not any(
         b["Name"] == BUCKET for b in aws.client("s3").list_buckets()["Buckets"]) else None
@@ -249,9 +243,6 @@ def test_a_restarted_bandit_pod_resumes_from_every_reward_uploaded(aws, tmp_path
     s3.put_object(Bucket=BUCKET, Key=rewards + "pod-old.jsonl",
                   Body=lines("b", 1, 30, 0) + lines("a", 0, 10, 30))
     s3.put_object(Bucket=BUCKET, Key=rewards + "pod-a.jsonl", Body=lines("b", 0, 5, 40))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     work = {"name": "e", "address": "endpoint.e",
             "models": [{"variant": v, "role": "live", "weight": 50, "version": 1,
                         "framework": "torch", "uri": f"s3://{BUCKET}/seed/{v}/"} for v in "ab"],
@@ -259,36 +250,17 @@ def test_a_restarted_bandit_pod_resumes_from_every_reward_uploaded(aws, tmp_path
                            "floor_percent": 5.0, "shadow": None, "shadow_percent": 100},
             "feedback": {"uri": f"s3://{BUCKET}/{rewards}"},
             "capture": {"uri": f"s3://{BUCKET}/seed/capture/endpoint-e/", "sample_percent": 100}}
-    env = {**os.environ, "MLFORM_POD": json.dumps(work), "MLFORM_PORT": str(port),
-           "MLFORM_WORKDIR": str(tmp_path / "work"), "HOSTNAME": "pod-a",
-           "MLFORM_CAPTURE_SECONDS": "3600", "AWS_ENDPOINT_URL_S3": aws.url}
-    proc = subprocess.Popen([sys.executable, "-m", "mlform.providers.kubernetes.pod", "serve"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
-                          trust_env=False) as client:
-            def ready() -> bool:
-                try:
-                    return client.get("/v2/health/ready").status_code == 200
-                except httpx.TransportError:
-                    return False
-            wait_until(ready, 120, "the pod's server to load both variants")
-            status = client.get("/v2/admin/status").json()
-            stats = status["experiment"]["stats"]
-            # the replaced pod's 40 rewards from the state file, this pod's 5 from its log
-            assert (stats["a"]["n"], stats["b"]["n"], stats["b"]["successes"]) == (10, 35, 30)
-            answer = client.post("/v2/models/e/infer", json={"inputs": [
-                {"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1.0, 1.0]}]})
-            assert answer.status_code == 200, answer.text
-            client.post("/v2/models/e/feedback", json={"request_id": answer.json()["id"],
-                                                       "reward": 1}).raise_for_status()
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0, out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with pod_serve(work, tmp_path / "work", "the pod's server to load both variants",
+                   env={"AWS_ENDPOINT_URL_S3": aws.url}) as client:
+        status = client.get("/v2/admin/status").json()
+        stats = status["experiment"]["stats"]
+        # the replaced pod's 40 rewards from the state file, this pod's 5 from its log
+        assert (stats["a"]["n"], stats["b"]["n"], stats["b"]["successes"]) == (10, 35, 30)
+        answer = client.post("/v2/models/e/infer", json={"inputs": [
+            {"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1.0, 1.0]}]})
+        assert answer.status_code == 200, answer.text
+        client.post("/v2/models/e/feedback", json={"request_id": answer.json()["id"],
+                                                   "reward": 1}).raise_for_status()
     own = s3.get_object(Bucket=BUCKET, Key=rewards + "pod-a.jsonl")["Body"].read().splitlines()
     assert [json.loads(line)["request_id"] for line in own] == \
         [f"b{i}" for i in range(40, 45)] + [answer.json()["id"]]

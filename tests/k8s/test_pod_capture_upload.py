@@ -24,15 +24,10 @@ runs here as the pod harness would run it.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from _waiting import wait_until
+from _kube import pod_serve
 
 pytest.importorskip("torch")
 pytest.importorskip("fastapi")
@@ -170,14 +165,7 @@ def test_a_rotation_while_copying_loses_nothing(s3, tmp_path, monkeypatch):
 
 # -- the pod process ---------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_a_stopped_serving_pod_uploads_its_last_records_and_exits_0(s3, aws, tmp_path):
-    import httpx
     import torch
 
     torch.manual_seed(0)
@@ -186,36 +174,15 @@ def test_a_stopped_serving_pod_uploads_its_last_records_and_exits_0(s3, aws, tmp
     model.mkdir()
     torch.jit.save(torch.jit.script(net), str(model / "model.pt"))
     s3.upload_file(str(model / "model.pt"), BUCKET, "models/m/1/model.pt")
-    port = _free_port()
     work = {"name": "e", "address": "endpoint.e",
             "models": [{"version": 1, "uri": f"s3://{BUCKET}/models/m/1/", "weight": 100}],
             "capture": {"uri": f"s3://{BUCKET}/capture/endpoint-e/", "sample_percent": 100}}
-    env = {**os.environ, "MLFORM_POD": json.dumps(work), "MLFORM_PORT": str(port),
-           "MLFORM_WORKDIR": str(tmp_path / "work"), "HOSTNAME": "pod-a",
-           # no upload round before the stop: the records reach storage only by the last one
-           "MLFORM_CAPTURE_SECONDS": "3600"}
-    proc = subprocess.Popen([sys.executable, "-m", "mlform.providers.kubernetes.pod", "serve"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
-                          trust_env=False) as client:
-            def ready() -> bool:
-                try:
-                    return client.get("/v2/health/ready").status_code == 200
-                except httpx.TransportError:
-                    return False
-            wait_until(ready, 120, "the pod's server to load its model")
-            for n in range(20):
-                client.post("/v2/models/e/infer", json={"inputs": [
-                    {"name": "input", "shape": [1, 2], "datatype": "FP32",
-                     "data": [float(n), 1.0]}]}).raise_for_status()
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0, out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    # no upload round before the stop: the records reach storage only by the last one
+    with pod_serve(work, tmp_path / "work", "the pod's server to load its model") as client:
+        for n in range(20):
+            client.post("/v2/models/e/infer", json={"inputs": [
+                {"name": "input", "shape": [1, 2], "datatype": "FP32",
+                 "data": [float(n), 1.0]}]}).raise_for_status()
     body = s3.get_object(Bucket=BUCKET, Key="capture/endpoint-e/pod-a.jsonl")["Body"].read()
     records = [json.loads(line) for line in body.splitlines()]
     assert [r["inputs"][0]["x0"] for r in records] == [float(n) for n in range(20)]
