@@ -16,11 +16,15 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Mapping
 
-from mlform.providers.base import Desired, Diagnostic, FactKey, contains_unknown, error, warning
+from dataclasses import replace
 
-from .gate import challenge, champion_note, check_challenger
+from mlform.providers.base import (
+    Desired, Diagnostic, FactKey, Planned, contains_unknown, error, warning,
+)
 
-__all__ = ["champion_key", "gate_diagnostics", "judge_challenger", "run_lineage", "champion", "MODEL_ADDRESS", "challenge_problems",
+from .gate import challenge, champion_note, champion_reason, check_challenger
+
+__all__ = ["champion_key", "gate_diagnostics", "judge_challenger", "with_champion_reason", "run_lineage", "champion", "MODEL_ADDRESS", "challenge_problems",
            "no_champion_warning", "LINEAGE_KEYS"]
 
 #: a model's address as `gate.model` names it (optionally inside a module, or indexed)
@@ -131,3 +135,13 @@ def judge_challenger(gate: Any, metrics: Mapping[str, Any],
     found = champions_of(wanted["must_beat"], wanted["model"])
     return (check_challenger(gate, metrics, found, run_id=run_id),
             champion_note(gate, metrics, found, run_id=run_id))
+
+
+def with_champion_reason(planned: Planned, desired: Desired, facts: Any, runs: bool) -> Planned:
+    """`planned`, with the bar a new run must clear among its reasons when one will be
+    made (`runs`) and its gate has `must_beat` (the champions read as a fact)."""
+    key = champion_key(desired)
+    if not runs or key is None or key not in facts:
+        return planned
+    reason = champion_reason(desired.attributes.get("gate"), facts[key])
+    return replace(planned, reasons=(*planned.reasons, reason)) if reason else planned

@@ -40,7 +40,6 @@ storage, when it marks the current run (kit `StaleMarker`).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -53,9 +52,9 @@ from mlform.providers.base import (
 )
 from mlform.providers.kit.artifacts import input_uri
 from mlform.providers.kit.champions import (
-    champion_key, gate_diagnostics, judge_challenger, run_lineage,
+    champion_key, gate_diagnostics, judge_challenger, run_lineage, with_champion_reason,
 )
-from mlform.providers.kit.gate import champion_reason, check_gate
+from mlform.providers.kit.gate import check_gate
 from mlform.providers.kit.reruns import (
     RUN_OUTPUTS, StaleMarker, fingerprint_hex, plan_run, run_fingerprint,
 )
@@ -190,11 +189,8 @@ class PipelineHandler(KubeHandler):
 
     def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
         planned = plan_run(desired, prior)
-        key = champion_key(desired)
-        if key is None or key not in facts or planned.attributes.get("model_uri") is not UNKNOWN:
-            return planned
-        reason = champion_reason(desired.attributes.get("gate"), facts[key])
-        return replace(planned, reasons=(*planned.reasons, reason)) if reason else planned
+        return with_champion_reason(planned, desired, facts,
+                                    runs=planned.attributes.get("model_uri") is UNKNOWN)
 
     # -- apply -----------------------------------------------------------------------------
 

@@ -61,7 +61,7 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
@@ -75,9 +75,9 @@ from mlform.providers.base import (
     ProgressEvent, ProviderError, Timeouts, contains_unknown, error,
 )
 from mlform.providers.kit.champions import (
-    champion_key, gate_diagnostics, judge_challenger, run_lineage,
+    champion_key, gate_diagnostics, judge_challenger, run_lineage, with_champion_reason,
 )
-from mlform.providers.kit.gate import champion_reason, check_gate
+from mlform.providers.kit.gate import check_gate
 from mlform.providers.kit.monitoring import stale_marker
 from mlform.providers.kit.reruns import RUN_OUTPUTS, StaleMarker, plan_run, run_fingerprint
 from mlform.providers.kit.runs import (
@@ -355,12 +355,8 @@ class PipelineHandler(LocalHandler):
 
     def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
         planned = plan_run(desired, prior)
-        key = champion_key(desired)
-        if key is None or key not in facts or planned.attributes.get("run_id") is not UNKNOWN:
-            return planned
-        # a run will be made: say what it must beat
-        reason = champion_reason(desired.attributes.get("gate"), facts[key])
-        return replace(planned, reasons=(*planned.reasons, reason)) if reason else planned
+        return with_champion_reason(planned, desired, facts,
+                                    runs=planned.attributes.get("run_id") is UNKNOWN)
 
     # -- create / update -----------------------------------------------------
 

@@ -19,14 +19,14 @@ import json
 from functools import partial
 from typing import Any, Callable, Mapping
 
-from dataclasses import replace
-
 from mlform.providers.base import (
     UNKNOWN, Desired, Diagnostic, FactKey, Facts, KindSchema, LiveObject, Planned,
     ProviderError, contains_unknown,
 )
-from mlform.providers.kit.champions import champion_key, gate_diagnostics, judge_challenger
-from mlform.providers.kit.gate import champion_reason, check_gate
+from mlform.providers.kit.champions import (
+    champion_key, gate_diagnostics, judge_challenger, with_champion_reason,
+)
+from mlform.providers.kit.gate import check_gate
 from mlform.providers.kit.reruns import RUN_OUTPUTS, plan_run
 
 from .env import MemoryHandler
@@ -54,11 +54,8 @@ class PipelineHandler(MemoryHandler):
     def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
         self.env.failures.raise_for("plan", desired.address)
         planned = plan_run(desired, prior)
-        key = champion_key(desired)
-        if key is None or key not in facts or planned.attributes.get("run_id") is not UNKNOWN:
-            return planned
-        reason = champion_reason(desired.attributes.get("gate"), facts[key])
-        return replace(planned, reasons=(*planned.reasons, reason)) if reason else planned
+        return with_champion_reason(planned, desired, facts,
+                                    runs=planned.attributes.get("run_id") is UNKNOWN)
 
     def realize(self, address: str, attrs: Mapping[str, Any], existing: Mapping[str, Any] | None,
                 next_counter: Callable[[str, int], int], id: str) -> dict[str, Any]:

@@ -91,7 +91,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import replace
 from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -105,9 +104,9 @@ from mlform.providers.base import (
 )
 from mlform.providers.kit import reruns
 from mlform.providers.kit.champions import (
-    champion_key, gate_diagnostics, judge_challenger, run_lineage,
+    champion_key, gate_diagnostics, judge_challenger, run_lineage, with_champion_reason,
 )
-from mlform.providers.kit.gate import champion_reason, check_gate
+from mlform.providers.kit.gate import check_gate
 from mlform.providers.kit.monitoring import stale_marker
 from mlform.providers.kit.names import short_hash
 from mlform.providers.kit.artifacts import input_uri
@@ -363,12 +362,8 @@ class PipelineHandler(SageMakerHandler):
             found = facts[FactKey("pipeline", "jobs", (address,))]
             known["run_id"] = self.pick(address, fingerprint, found["jobs"], found["marker"])[0]
         planned = plan_run(desired, prior, outputs=RUN_OUTPUTS, known=known)
-        key = champion_key(desired)
-        if key is None or key not in facts or planned.attributes.get("model_uri") is not UNKNOWN:
-            return planned
-        # a run will be made (or adopted): say what it must beat
-        reason = champion_reason(desired.attributes.get("gate"), facts[key])
-        return replace(planned, reasons=(*planned.reasons, reason)) if reason else planned
+        return with_champion_reason(planned, desired, facts,
+                                    runs=planned.attributes.get("model_uri") is UNKNOWN)
 
     # -- the training job request ----------------------------------------------------
 
