@@ -443,6 +443,14 @@ class Provider(abc.ABC):
         raise ProviderError(f'provider "{self.name}" has no action {name!r} for {live.kind}',
                             address=live.address)
 
+    def run_records(self, pipeline: str | None = None) -> list[dict]:
+        """The records of the pipeline runs this provider made for this stack environment
+        (`pipeline`: that address only), oldest first: `kit.run_records.RunRecord` as JSON,
+        failed and running runs included.  `mlform runs`, `mlform lineage` and tracking
+        read them.  Optional: providers that run nothing keep this default.  No side effects.
+        """
+        return []
+
     def import_(self, kind: str, address: str, id: str) -> LiveObject | None:
         return self.read(LiveObject(address=address, kind=kind, id=id, attributes={}))
 

@@ -72,6 +72,10 @@ class KindHandler:
         """Kind-specific operations outside plan/apply (e.g. `mlform monitor run`)."""
         raise NotImplementedError(name)
 
+    def run_records(self, pipeline: str | None) -> list[dict]:
+        """The runs this kind made (the pipeline handler's): `Provider.run_records`."""
+        return []
+
     def close(self) -> None:
         pass
 
@@ -157,6 +161,10 @@ class HandlerProvider(Provider):
         except NotImplementedError:
             raise ProviderError(f"{live.kind} resources have no action {name!r}",
                                 address=live.address)
+
+    def run_records(self, pipeline: str | None = None) -> list[dict]:
+        return [record for kind in self.HANDLERS
+                for record in self.handler(kind).run_records(pipeline)]
 
     def close(self) -> None:
         for handler in self._handlers.values():

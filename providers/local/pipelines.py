@@ -32,12 +32,16 @@ failed, pid, fingerprint, started, finished, metrics, error), ``logs.txt`` and
 publishes, with its attributes.  A run id is ``run-`` + sha256(address +
 fingerprint)[:12], so an unchanged fingerprint never runs twice and a retried
 create adopts the finished run; a run re-done because it was marked stale gets
-``-2``, ``-3``, ... appended.  A run left ``running`` by a killed apply is
-found on the next one: its process is stopped if it is still ours (its command
-line carries the run directory), and the run starts again from an empty
-directory.  A run that misses its `gate` is marked failed and its output is
-moved to ``rejected/``, so no model is published and nothing downstream
-changes.
+``-2``, ``-3``, ... appended, and so does a run tried again after a failure: a
+failed run stays on record.  A run left ``running`` by a killed apply is found on
+the next one: its process is stopped if it is still ours (its command line carries
+the run directory), it is recorded failed, and the next number runs.  A run that
+misses its `gate` is marked failed and its output is moved to ``rejected/``, so no
+model is published and nothing downstream changes.
+
+``run.json`` also holds the run's ``record`` (`kit.run_records`: parameters, digests,
+cluster, times, final and step metrics, artifacts), written before the process
+starts and closed when it ends; `run_records` lists them for `mlform runs`.
 
 Champion/challenger: a gate with ``must_beat`` also compares the run with the version
 the stage alias points at in the registry (`gate.model`, else every registry holding a
@@ -80,6 +84,7 @@ from mlform.providers.kit.champions import (
 from mlform.providers.kit.gate import check_gate
 from mlform.providers.kit.monitoring import stale_marker
 from mlform.providers.kit.reruns import RUN_OUTPUTS, StaleMarker, plan_run, run_fingerprint
+from mlform.providers.kit.run_records import duration_seconds, run_record, step_metrics
 from mlform.providers.kit.runs import (
     METRICS_FILE, MODEL_FILE, contract_environment, entrypoint_file,
 )
@@ -219,6 +224,17 @@ class RunDir:
         processes.stop(record.get("pid"), self.marker)
         torchrun.stop_marked(self.marker)   # ranks outliving their torchrun
         shutil.rmtree(self.path, ignore_errors=True)
+
+    def interrupted(self) -> None:
+        """A run a killed apply left behind: stop what is left of it and record it failed."""
+        record = self.record() or {}
+        processes.stop(record.get("pid"), self.marker)
+        torchrun.stop_marked(self.marker)
+        failure = "the apply running it was stopped before the run finished"
+        closed = record.get("record")
+        self.write(status=FAILED, error=failure, finished=None,
+                   **({"record": {**closed, "status": FAILED, "failure": failure}}
+                      if isinstance(closed, dict) else {}))
 
     def tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         try:
@@ -410,9 +426,9 @@ class PipelineHandler(LocalHandler):
                     run.write(superseded=marker.reason)
                     continue
                 return run   # a retried or crashed create: adopt the finished run
-            # failed, or left running by a killed apply: start again from nothing
-            run.discard()
-            return run
+            if record.get("status") == RUNNING:
+                run.interrupted()   # left running by a killed apply
+            # a failed run stays on record (`mlform runs`); the next number runs again
         raise AssertionError("unreachable")
 
     def _outputs(self, run: RunDir) -> dict[str, Any]:
@@ -424,13 +440,20 @@ class PipelineHandler(LocalHandler):
         entrypoint = entrypoint_file(self.env.stack_dir, address, attrs)
         devices = devices_for(self.env, attrs.get("cluster"))
         run.output.mkdir(parents=True, exist_ok=True)
+        started = _now()
+        launch = torchrun.launch_of(devices, PipelineSettings.of(attrs).processes_per_node)
+        # the run's record (`kit.run_records`) is written before the process starts, so a
+        # killed apply leaves a record of the run it was making
         run.write(run_id=run.run_id, address=address, status=RUNNING, pid=None,
-                  fingerprint=attrs.get("fingerprint"), started=_now(), finished=None,
-                  devices=devices)
+                  fingerprint=attrs.get("fingerprint"), started=started, finished=None,
+                  devices=devices, record=run_record(
+                      provider=self.env.context.name, address=address, attrs=attrs,
+                      run_id=run.run_id, status=RUNNING, started=started,
+                      processes=launch.processes,
+                      artifacts={"logs": run.logs.as_uri(), "output": run.output.as_uri()}))
         problems = distribution_problems(address, attrs)   # a plan made elsewhere
         if problems:
-            raise ProviderError(problems[0].summary, address=address)
-        launch = torchrun.launch_of(devices, PipelineSettings.of(attrs).processes_per_node)
+            self._fail(run, address, problems[0].summary)
         script = str(attrs.get("entrypoint_path") or attrs.get("entrypoint"))
         argv = [self.env.python, "-X", run.marker, script]
         if launch.distributed:
@@ -502,8 +525,11 @@ class PipelineHandler(LocalHandler):
             self._fail(run, address, f"{address}: {attrs.get('entrypoint')} wrote no {MODEL_FILE} "
                                      f"in MLFORM_OUTPUT_DIR", tail=True, metrics=metrics)
         # the lineage is what the registry records for a version made from this run
-        run.write(status=SUCCEEDED, finished=_now(), exit_code=0, metrics=metrics,
+        finished = _now()
+        run.write(status=SUCCEEDED, finished=finished, exit_code=0, metrics=metrics,
                   lineage=run_lineage(address, attrs, run.run_id, metrics),
+                  record=self._closed(run, SUCCEEDED, finished, metrics=metrics,
+                                      model_uri=run.output.as_uri()),
                   **({"champion": note} if note else {}))
 
     def _rank_failed(self, address: str, attrs: Mapping[str, Any], run: RunDir, code: int,
@@ -530,10 +556,50 @@ class PipelineHandler(LocalHandler):
     def _fail(self, run: RunDir, address: str, message: str, *, tail: bool = False,
               metrics: Any = None, log: str = "",
               heading: str = "last lines of the log") -> NoReturn:
-        run.write(status=FAILED, finished=_now(), error=message, metrics=metrics)
+        finished = _now()
+        run.write(status=FAILED, finished=finished, error=message, metrics=metrics,
+                  record=self._closed(run, FAILED, finished, metrics=metrics, failure=message))
         log = log or (run.tail() if tail else "")
         raise ProviderError(message + (f"\n{heading}:\n{log}" if log else ""),
                             address=address, service_message=log)
+
+    def _closed(self, run: RunDir, status: str, finished: str, *, metrics: Any = None,
+                failure: str | None = None, model_uri: str | None = None) -> dict | None:
+        """The run's record, finished: status, end, metrics, the steps its log reported."""
+        record = (run.record() or {}).get("record")
+        if not isinstance(record, dict):
+            return None
+        try:
+            with open(run.logs, errors="replace") as log:
+                steps = [s.model_dump() for s in step_metrics(log)]
+        except OSError:
+            steps = []
+        artifacts = dict(record.get("artifacts") or {})
+        if status != SUCCEEDED and (run.path / "rejected").is_dir():
+            artifacts["output"] = (run.path / "rejected").as_uri()   # set aside by the gate
+        return {**record, "status": status, "finished": finished, "failure": failure,
+                "duration_seconds": duration_seconds(record.get("started"), finished),
+                "metrics": metrics if isinstance(metrics, dict) else {}, "steps": steps,
+                "artifacts": artifacts, "model_uri": model_uri}
+
+    def run_records(self, pipeline: str | None) -> list[dict]:
+        """Every run's record under ``root/runs`` (the pipeline's only, when named): a run
+        still marked running whose process is gone is reported failed."""
+        roots = ([self.runs_dir(pipeline)] if pipeline else
+                 sorted(p for p in (self.env.root / "runs").glob("*") if p.is_dir()))
+        records = []
+        for root in roots:
+            for path in (p for p in root.glob("*") if p.is_dir()):
+                run = RunDir(path)
+                doc = run.record() or {}
+                record = doc.get("record")
+                if not isinstance(record, dict):
+                    continue
+                if record.get("status") == RUNNING and not run.alive(doc):
+                    record = {**record, "status": FAILED,
+                              "failure": "the apply running it stopped before it finished"}
+                records.append(record)
+        return sorted(records, key=lambda r: (str(r.get("started") or ""), r["run_id"]))
 
     # -- read / delete -------------------------------------------------------
 

@@ -281,9 +281,15 @@ def test_a_killed_run_is_detected_and_rerun_cleanly(stack):
     stack["hold"].unlink()
     live = handler.create(contract.plan(handler, d, None))
     run = RunDir(path_of(live.attributes["model_uri"]).parent)
-    assert starts(stack) == [live.attributes["run_id"]] * 2      # the same run id, started again
-    assert run.logs.read_text().count("starting") == 1            # from a clean directory
+    first = handler.base_run_id("pipeline.train", d.attributes["fingerprint"])
+    # the killed run stays on record, failed; the next number runs from a clean directory
+    assert starts(stack) == [first, first + "-2"] and live.attributes["run_id"] == first + "-2"
+    assert run.logs.read_text().count("starting") == 1
     assert run.record()["status"] == "succeeded"
+    records = {r["run_id"]: r for r in handler.run_records("pipeline.train")}
+    assert records[first]["status"] == "failed"
+    assert "killed by SIGKILL" in records[first]["failure"]
+    assert records[first + "-2"]["status"] == "succeeded"
 
 
 def test_a_run_left_running_by_a_killed_apply_is_stopped_and_rerun(stack):
@@ -304,8 +310,10 @@ def test_a_run_left_running_by_a_killed_apply_is_stopped_and_rerun(stack):
         if orphan.poll() is None:
             orphan.kill()
             orphan.wait()
-    assert live.attributes["run_id"] == run_id and starts(stack) == [run_id]
-    assert not (run.output / "half-written").exists()
+    # the interrupted run is recorded failed; the next number runs from nothing
+    assert live.attributes["run_id"] == run_id + "-2" and starts(stack) == [run_id + "-2"]
+    assert run.record()["status"] == "failed"
+    assert "stopped before the run finished" in run.record()["error"]
 
 
 def test_a_live_process_that_is_not_ours_is_never_signalled(stack):
@@ -319,7 +327,7 @@ def test_a_live_process_that_is_not_ours_is_never_signalled(stack):
         run.write(status="running", pid=stranger.pid)   # a recycled pid, say
         live = handler.create(contract.plan(handler, d, None))
         assert stranger.poll() is None, "a process without our marker must not be touched"
-        assert live.attributes["run_id"] == run.run_id
+        assert live.attributes["run_id"] == run.run_id + "-2"
         handler.delete(live)
         assert stranger.poll() is None
     finally:
