@@ -341,3 +341,6 @@ reconcile_commands.register(app)
 
 def main() -> None:
     app(prog_name="mlform")
+
+from mlform.cli import run_commands  # noqa: E402  (runs and lineage)
+run_commands.register(app)

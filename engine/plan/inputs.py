@@ -90,6 +90,11 @@ class ProviderSet:
     def items(self) -> Iterable[tuple[str, Provider]]:
         return self._providers.items()
 
+    @property
+    def failures(self) -> Mapping[str, DiagnosticError]:
+        """The providers that failed to configure, with why."""
+        return dict(self._failures)
+
 
 class FactTable:
     """Facts read so far, by provider key (a plain value the planner only reads)."""

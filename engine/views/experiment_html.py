@@ -15,7 +15,7 @@ from typing import Any
 
 from mlform.views.experiment import TEXT_COLUMNS, columns, footnote, headline, rows, verdict
 
-__all__ = ["render_html", "chart"]
+__all__ = ["render_html", "chart", "sandboxed_environment"]
 
 #: Colour per variant, in order (colour-blind safe: Okabe-Ito).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
@@ -71,7 +71,8 @@ svg text { font: 11px system-ui, sans-serif; fill: #444; }
 """
 
 
-def _environment():
+def sandboxed_environment():
+    """Jinja2 for self-contained pages: sandboxed, autoescaping, undefined names fail."""
     from jinja2 import StrictUndefined
     from jinja2.sandbox import SandboxedEnvironment
     return SandboxedEnvironment(autoescape=True, undefined=StrictUndefined,
@@ -89,9 +90,10 @@ def _time_label(seconds: float, span: float) -> str:
 
 
 def chart(title: str, times: list[float], series: Mapping[str, list], colours: Mapping[str, str],
-          *, percent: bool, empty: str) -> dict:
+          *, percent: bool, empty: str, x_label=None) -> dict:
     """The drawing of one chart: a polyline per variant over `times` (None values are gaps,
-    skipped); y from 0 to 100% for shares, else from the data's range."""
+    skipped); y from 0 to 100% for shares, else from the data's range.  `x_label(x)`
+    labels the x ticks (default: `times` are epoch seconds, labelled as clock times)."""
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     values = [v for ys in series.values() for v in ys if _finite(v)]
     drawable = len(times) >= 1 and values
@@ -121,8 +123,8 @@ def chart(title: str, times: list[float], series: Mapping[str, list], colours: M
                         else f"{lo + (hi - lo) * i / 4:.3g}"} for i in range(5)]
     count = min(5, len(times))
     picks = sorted({round(i * (len(times) - 1) / max(count - 1, 1)) for i in range(count)})
-    base["x_ticks"] = [{"x": round(x(times[i]), 1), "label": _time_label(times[i], span)}
-                       for i in picks]
+    label = x_label or (lambda t: _time_label(t, span))
+    base["x_ticks"] = [{"x": round(x(times[i]), 1), "label": label(times[i])} for i in picks]
     return base
 
 
@@ -145,7 +147,7 @@ def render_html(address: str, records: Mapping, summary: Mapping) -> str:
         chart("Cumulative reward mean over time (UTC)", times, lines("reward_mean"), colours,
               percent=False, empty="No rewards posted yet."),
     ]
-    return _environment().from_string(_PAGE).render(
+    return sandboxed_environment().from_string(_PAGE).render(
         address=address, headline=headline(address, records, summary),
         columns=columns(summary), text_columns=TEXT_COLUMNS, rows=table,
         verdict=verdict(summary), legend=[(n, colours[n]) for n in live], charts=charts,

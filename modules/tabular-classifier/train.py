@@ -82,7 +82,8 @@ def main() -> None:
             loss = torch.nn.functional.nll_loss(torch.log(probs + 1e-9), yt[i:i + 128])
             loss.backward()
             opt.step()
-        print(f"epoch {epoch + 1}: loss {loss.item():.4f}", flush=True)
+        # a step line of the run contract: mlform keeps it in the run's record (and MLflow)
+        print(json.dumps({"step": epoch + 1, "loss": round(loss.item(), 6)}), flush=True)
     model.eval()
     with torch.no_grad():
         accuracy = (model(x[split:].to(device)).argmax(1).cpu() == y[split:]).float().mean().item()

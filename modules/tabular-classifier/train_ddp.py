@@ -111,7 +111,8 @@ def main() -> None:
             loss.backward()   # DDP all-reduces the gradients here
             opt.step()
         if rank == 0:
-            print(f"epoch {epoch + 1}: loss {loss.item():.4f}", flush=True)
+            # a step line of the run contract (rank 0's: the run's record keeps it)
+            print(json.dumps({"step": epoch + 1, "loss": round(loss.item(), 6)}), flush=True)
     if rank == 0:   # the run contract: only rank 0 writes to MLFORM_OUTPUT_DIR
         model.eval()
         with torch.no_grad():

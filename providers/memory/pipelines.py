@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime, timezone
 from functools import partial
 from typing import Any, Callable, Mapping
 
@@ -28,6 +29,7 @@ from mlform.providers.kit.champions import (
 )
 from mlform.providers.kit.gate import check_gate
 from mlform.providers.kit.reruns import RUN_OUTPUTS, plan_run
+from mlform.providers.kit.run_records import SUCCEEDED, run_record
 
 from .env import MemoryHandler
 from .models import champions
@@ -81,3 +83,25 @@ class PipelineHandler(MemoryHandler):
         run_id = "run-" + hashlib.sha256(seed.encode()).hexdigest()[:12]
         return {"run_id": run_id, "model_uri": self.env.uri("artifacts", address, run_id),
                 "metrics": metrics, "stale": None}
+
+    def kept(self, address: str, attrs: Mapping[str, Any], existing: Mapping[str, Any] | None
+             ) -> dict[str, Any]:
+        """The records of the runs this pipeline object made (a "run" is instantaneous
+        here: it succeeds or, missing its gate, leaves nothing, as `realize` says)."""
+        runs = list((existing or {}).get("runs") or [])
+        run_id = attrs.get("run_id")
+        if isinstance(run_id, str) and all(r.get("run_id") != run_id for r in runs):
+            now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+            runs.append(run_record(provider=self.env.context.name, address=address, attrs=attrs,
+                                   run_id=run_id, status=SUCCEEDED, started=now, finished=now,
+                                   metrics=attrs.get("metrics") or {},
+                                   model_uri=attrs.get("model_uri"),
+                                   artifacts={"model": str(attrs.get("model_uri"))}))
+        return {"runs": runs}
+
+    def run_records(self, pipeline: str | None) -> list[dict]:
+        store = self.env.store()
+        return [run for id in sorted(store.ids())
+                for obj in [store.get(id) or {}]
+                if obj.get("kind") == "pipeline" and pipeline in (None, obj.get("address"))
+                for run in obj.get("runs") or []]

@@ -161,9 +161,11 @@ class MemoryStore:
             raise ProviderError(f'memory store {self.path} has no "objects" mapping')
         clean: dict[str, dict[str, Any]] = {}
         for id, obj in objects.items():
-            # hand-edited files may drop fields; the attributes are what matters
+            # hand-edited files may drop fields; the attributes are what matters.  What a
+            # kind keeps besides them (a model's registry, a pipeline's run records, a
+            # replacement's generation) is kept too.
             if isinstance(obj, dict):
-                clean[id] = {"kind": obj.get("kind"), "address": obj.get("address"),
+                clean[id] = {**obj, "kind": obj.get("kind"), "address": obj.get("address"),
                              "attributes": obj.get("attributes") or {}}
         counters = document.get("counters")
         if not isinstance(counters, dict):

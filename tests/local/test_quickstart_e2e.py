@@ -112,6 +112,45 @@ def test_new_dataset_content_reruns_the_pipeline_and_rolls_out_version_2(stack):
     assert_noop(stack)
 
 
+def test_runs_and_lineage_show_both_runs_and_what_the_endpoint_serves(stack):
+    """After the dataset change above: two runs with different data digests, compared, and
+    the endpoint's lineage naming the digest and the run behind the model it serves."""
+    import jsonschema
+    from mlform.runs import json_schemas
+    schemas = json_schemas()
+    listed = mlform(stack, "runs", "list", "pipeline.train", "--json")
+    assert listed.code == 0, listed
+    jsonschema.validate(listed.json(), schemas["runs list"])
+    first, second = listed.json()["runs"]
+    assert first["status"] == second["status"] == "succeeded"
+    assert first["data_digests"]["train"] != second["data_digests"]["train"]
+    assert second["data_digests"]["train"] == resource(stack, "dataset.transactions")["digest"]
+    assert [s["step"] for s in second["steps"]] == [1, 2, 3, 4, 5], "train.py's step lines"
+    assert second["duration_seconds"] > 0 and second["parameters"]["epochs"] == 5
+
+    compared = mlform(stack, "runs", "compare", first["run_id"], second["run_id"], "--format", "json")
+    assert compared.code == 0, compared
+    jsonschema.validate(compared.json(), schemas["runs compare"])
+    rows = {row["field"]: row for row in compared.json()["rows"]}
+    assert rows["data.train"]["differs"] and rows["fingerprint"]["differs"]
+    assert not rows["code"]["differs"] and not rows["param.epochs"]["differs"]
+    human = mlform(stack, "runs", "compare", first["run_id"], second["run_id"]).stdout
+    assert "* data.train" in human
+
+    found = mlform(stack, "lineage", "endpoint.fraud", "--json")
+    assert found.code == 0, found
+    jsonschema.validate(found.json(), schemas["lineage"])
+    doc = found.json()
+    assert doc["run"]["run_id"] == second["run_id"] == resource(stack, "pipeline.train")["run_id"]
+    assert doc["run"]["data_digests"]["train"] == second["data_digests"]["train"]
+    up = {n["address"]: n for n in doc["upstream"]}
+    assert up["model.fraud"]["details"]["version"] == 2
+    assert up["dataset.transactions"]["details"]["digest"] == second["data_digests"]["train"]
+    assert "monitor.drift" in {n["address"] for n in doc["downstream"]}
+    text = mlform(stack, "lineage", "endpoint.fraud").stdout
+    assert f"run {second['run_id']}" in text and "data train <- dataset.transactions" in text
+
+
 def test_killed_endpoint_is_drift_and_apply_restarts_it(stack):
     pid, url = resource(stack, "endpoint.fraud")["pid"], endpoint_url(stack)
     os.kill(pid, signal.SIGKILL)

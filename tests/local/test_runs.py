@@ -395,3 +395,56 @@ def test_processes_marker_is_on_the_command_line(stack):
         stack["hold"].unlink()
         worker.join()
     assert result["live"].attributes["metrics"] == {"accuracy": 1.0}
+
+
+# -- run records (kit.run_records) --------------------------------------------------------
+
+STEPS = LIGHT.replace('print("epoch 0 loss 0.5")', '''for step in range(1, 4):
+    print(json.dumps({"step": step, "loss": 1.0 / step, "note": "text is not a metric"}))
+print("[default1]:" + json.dumps({"step": 9, "loss": 9.0}))   # another rank's: not the run's
+print(json.dumps({"accuracy": 1.0}))                            # a final line: not a step''')
+
+
+@pytest.mark.parametrize("stack", [STEPS], indirect=True, ids=["steps"])
+def test_a_run_leaves_a_record_with_its_lineage_and_step_metrics(stack):
+    handler = PipelineHandler(stack["env"])
+    d = pipeline(stack, hyperparameters={"epochs": 3, "lr": 0.5})
+    live = handler.create(contract.plan(handler, d, None))
+    [record] = handler.run_records("pipeline.train")
+    assert record == handler.run_records(None)[0]
+    assert record["run_id"] == live.attributes["run_id"] and record["status"] == "succeeded"
+    assert record["provider"] == "local" and record["pipeline"] == "pipeline.train"
+    assert record["parameters"] == {"epochs": 3, "lr": 0.5}
+    assert record["metrics"] == {"accuracy": 1.0}
+    assert record["inputs"] == {"train": "dataset.tx"}
+    assert record["data_digests"] == {"train": stack["dataset"].attributes["digest"]}
+    assert record["code_digest"] == d.attributes["entrypoint_sha256"]
+    assert record["fingerprint"] == d.attributes["fingerprint"]
+    assert [(s["step"], s["metrics"]) for s in record["steps"]] == [
+        (1, {"loss": 1.0}), (2, {"loss": 0.5}), (3, {"loss": 1.0 / 3})]
+    assert record["duration_seconds"] is not None and record["duration_seconds"] >= 0
+    assert record["model_uri"] == live.attributes["model_uri"]
+    assert path_of(record["artifacts"]["logs"]).is_file()
+
+
+def test_a_failed_run_keeps_its_record_with_the_reason(stack):
+    (stack["env"].stack_dir / "train.py").write_text("raise SystemExit('no data today')\n")
+    handler = PipelineHandler(stack["env"])
+    with pytest.raises(ProviderError):
+        handler.create(contract.plan(handler, pipeline(stack), None))
+    [record] = handler.run_records("pipeline.train")
+    assert record["status"] == "failed" and "exited with status 1" in record["failure"]
+    assert record["finished"] is not None and record["metrics"] == {}
+    assert handler.run_records("pipeline.other") == []
+
+
+def test_a_run_missing_its_gate_is_recorded_failed_with_its_metrics(stack):
+    handler = PipelineHandler(stack["env"])
+    d = pipeline(stack, hyperparameters={"force_accuracy": 0.5},
+                 gate={"metric": "accuracy", "min": 0.9})
+    with pytest.raises(ProviderError):
+        handler.create(contract.plan(handler, d, None))
+    [record] = handler.run_records(None)
+    assert record["status"] == "failed" and "accuracy" in record["failure"]
+    assert record["metrics"] == {"accuracy": 0.5} and record["model_uri"] is None
+    assert record["artifacts"]["output"].endswith("/rejected")
