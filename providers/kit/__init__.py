@@ -10,6 +10,7 @@ lives here, written once:
 | `calls` | one resource at a time, the way the engine calls a provider (facts, validate, plan): for tests and tools |
 | `plans` | the plan shape: desired attributes plus computed ones, known or `UNKNOWN` |
 | `runs` | the run contract: environment variables, entrypoint resolution, output files, the code archive shipped to remote runs |
+| `run_records` | `RunRecord`: the one shape of a run's record (`Provider.run_records`), `run_record` to build one from the planned attributes, step lines of the run contract parsed from a run's log |
 | `gate` | `check_gate`: a run's metric against the pipeline's gate; `check_challenger`: against the champion a stage points at; one wording |
 | `champions` | what a registry records about a version made from a run (`run_lineage`: metrics, data and code digests) and the champion `check_challenger` reads |
 | `reruns` | when a pipeline runs again (`rerun_reason`, `plan_run`), stale markers |
