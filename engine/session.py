@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from mlform import registry
 from mlform.config.inputs import VariableValues, resolve_root_variables
 from mlform.config.loader import load_stack
-from mlform.config.model import ProviderConfig, Resource, StackConfig
+from mlform.config.decode import literal_tracking_diagnostics, tracking_of
+from mlform.config.model import ProviderConfig, Resource, StackConfig, Tracking
 from mlform.diagnostics import DiagnosticError, SourceRange, error
 from mlform.expr import ExprError, Scope, strip_sensitive
 from mlform.graph import Graph, build_graph
@@ -27,6 +28,8 @@ from mlform.providers.kit.digests import DigestCache
 from mlform.state import LocalBackend, S3Backend, State, StateBackend
 
 DEFAULT_PROVIDER = "local"
+#: a provider block's argument the engine takes for itself (`mlform.tracking`)
+TRACKING = "tracking"
 
 
 @dataclass
@@ -156,16 +159,19 @@ class Session:
         sources: dict[str, SourceRange] = {}
         skipped: set[str] = set()
         block = SourceRange(str(self.stack_dir))
-        scope = None if static else Scope(
-            {"var": self.variables.values,
-             "path": {"root": str(self.stack_dir), "module": str(self.stack_dir),
-                      "cwd": str(Path.cwd())},
-             "env": {"name": self.env_name}}, self.stack_dir)
+        scope = None if static else self.config_scope()
+        diags: list = []
         for cfg in (self.config.root.providers.get(key), self.config.env.providers.get(key)):
             if cfg is None:
                 continue
             block = cfg.source or block
             for name, expr in cfg.attributes.items():
+                if name == TRACKING:
+                    # the engine's, not the provider's (`provider_tracking`): its model never
+                    # sees it; a literal one is checked now, as the provider's arguments are
+                    diags.extend(literal_tracking_diagnostics(
+                        self._tracking_of(key, cfg), self.stack_dir))
+                    continue
                 sources[name] = cfg.attribute_sources.get(name) or block
                 if static and expr.references:
                     skipped.add(name)
@@ -175,9 +181,9 @@ class Session:
                 except ExprError as exc:
                     raise DiagnosticError([exc.diagnostic()])
         fields = list(model.model_fields)
-        diags = [_unsupported_argument(key, type_, name, fields, sources[name])
-                 for name in sorted(skipped) if name not in fields
-                 and model.model_config.get("extra") == "forbid"]
+        diags += [_unsupported_argument(key, type_, name, fields, sources[name])
+                  for name in sorted(skipped) if name not in fields
+                  and model.model_config.get("extra") == "forbid"]
         try:
             config = model.model_validate(values).model_dump()
         except ValidationError as exc:
@@ -197,6 +203,34 @@ class Session:
         if diags:
             raise DiagnosticError(diags)
         return config
+
+    def config_scope(self) -> Scope:
+        """What a provider's arguments and the tracking settings may refer to."""
+        return Scope({"var": self.variables.values,
+                      "path": {"root": str(self.stack_dir), "module": str(self.stack_dir),
+                               "cwd": str(Path.cwd())},
+                      "env": {"name": self.env_name}}, self.stack_dir)
+
+    # ------------------------------------------------------------ tracking
+
+    @property
+    def stack_tracking(self) -> Tracking | None:
+        """The stack's `tracking` block (the root module's), if any."""
+        return self.config.root.tracking
+
+    def provider_tracking(self, key: str) -> Tracking | None:
+        """Provider `key`'s own `tracking` argument (the environment's over its block's),
+        which overrides the stack's for that provider's runs; None when it has none."""
+        for cfg in (self.config.env.providers.get(key), self.config.root.providers.get(key)):
+            if cfg is not None and TRACKING in cfg.attributes:
+                return self._tracking_of(key, cfg)
+        return None
+
+    @staticmethod
+    def _tracking_of(key: str, cfg: ProviderConfig) -> Tracking:
+        return tracking_of(cfg.attributes[TRACKING],
+                           cfg.attribute_sources.get(TRACKING) or cfg.source,
+                           f'provider "{key}"')
 
     def close(self) -> None:
         for provider in self._providers.values():

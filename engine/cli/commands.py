@@ -259,7 +259,8 @@ def apply(dir_or_plan: Path, *, auto_approve, env, vars, var_files, refresh_only
                 show_diagnostics(list(the_plan.diagnostics))
                 _render_plan(the_plan, "human")
                 if not the_plan.has_changes and the_plan.mode != "refresh-only":
-                    return 0
+                    # runs a failed tracking step missed are logged by the next apply
+                    return 0 if _track(session, state, the_plan) else 1
                 if not _confirm(the_plan, auto_approve):
                     out.echo("\nApply cancelled.")
                     history_commands.note_not_applied(session, the_plan, "cancelled",
@@ -293,13 +294,34 @@ def apply(dir_or_plan: Path, *, auto_approve, env, vars, var_files, refresh_only
     out.echo("")
     out.echo(render_apply_summary(summary, color=out.color()), err=not summary.ok)
     hold_commands.report(released)
+    # an interrupted apply logs nothing now: its finished runs stay on record for the next
+    tracked = result.cancelled or _track(session, result.state, the_plan)
     if result.cancelled:
         sys.stderr.write(f"Interrupted: {result.not_started} resource block(s) not started; "
                          "the state records everything that finished.\n")
         return 1
     out.log.info("apply: %s added, %s changed, %s destroyed, %s failed", result.added,
                  result.changed, result.destroyed, len(result.failures))
-    return 0 if result.ok else 1
+    return 0 if result.ok and tracked else 1
+
+
+def _track(session, state, the_plan) -> bool:
+    """The apply's tracking step (`mlform.tracking`), once its state is committed: runs
+    and model versions to MLflow when the stack sets tracking.  False when it failed.
+    A destroy or a refresh runs nothing to log (and must not fail for MLflow's sake)."""
+    from mlform import tracking
+    if the_plan.mode != "normal":
+        session.close()
+        return True
+    try:
+        outcome = tracking.sync_after_apply(session, state)
+    finally:
+        session.close()
+    for report in outcome.reports:
+        if report.changed:
+            out.echo(report.summary())
+    show_diagnostics(outcome.diagnostics)
+    return outcome.ok
 
 
 def drift(dir: Path, *, env, vars, var_files, format, parallelism) -> int:

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mlform.config.model import (
-    POLICY_ACTIONS, RESOURCE_KINDS, Lifecycle, Module, ModuleCall, Output, Policy, ProviderConfig,
-    Resource, Traversal, Validation, Variable,
+    MLFLOW_ARGUMENTS, POLICY_ACTIONS, RESOURCE_KINDS, TRACKING_SYSTEMS, Lifecycle, MlflowTarget,
+    Module, ModuleCall, Output, Policy, ProviderConfig, Resource, Tracking, Traversal, Validation,
+    Variable,
 )
+from mlform.diagnostics import SourceRange
 from mlform.config.syntax import Attribute, Block, BlockObjectExpr, Body
 from mlform.diagnostics import Diagnostic, error
 from mlform.expr import ExprError, Scope, parse_type
@@ -109,10 +111,13 @@ class Decoder:
 
     def file(self, body: Body) -> None:
         for name, attr in body.attributes.items():
+            if name == "tracking":   # YAML/JSON: `tracking: {mlflow: {...}}` is a value
+                self.set_tracking(tracking_of(attr.expr, attr.source, "tracking"), attr.source)
+                continue
             self.diags.append(error(f'Unexpected attribute "{name}" at the top level',
                                     source=attr.source,
                                     hint="Top-level entries are blocks: variable, locals, output, "
-                                         "provider, module, policy, or a resource kind."))
+                                         "provider, module, policy, tracking, or a resource kind."))
         for block in body.blocks:
             decoder = BLOCK_DECODERS.get(block.type)
             if decoder is None:
@@ -292,6 +297,25 @@ class Decoder:
         policy.actions = self._names(attrs.get("actions"), "actions", POLICY_ACTIONS)
         self.module.policies[name] = policy
 
+    def tracking(self, block: Block) -> None:
+        """`tracking { mlflow { uri = "..."  experiment = "..." } }`: where runs are logged."""
+        if block.labels:
+            self.diags.append(error('A "tracking" block takes no labels', source=block.source,
+                                    hint='Write: tracking { mlflow { uri = "http://..." } }'))
+            return
+        self.set_tracking(tracking_of(BlockObjectExpr(block.body, block.source), block.source,
+                                      "tracking"), block.source)
+
+    def set_tracking(self, tracking: Tracking, source: SourceRange) -> None:
+        if self.module.tracking is not None:
+            self.diags.append(error("Duplicate tracking block", source=source,
+                                    detail=f"It was already declared at {self.module.tracking.source}.",
+                                    hint="A stack has one tracking block; a provider's own "
+                                         "`tracking` argument overrides it for its runs."))
+            return
+        self.diags.extend(literal_tracking_diagnostics(tracking, self.module.dir))
+        self.module.tracking = tracking
+
     def _names(self, attr: Attribute | None, what: str, allowed: tuple) -> tuple[str, ...]:
         """A literal list of names from `allowed` (a policy's kinds or actions filter)."""
         if attr is None:
@@ -363,6 +387,81 @@ def provider_config(decoder: Decoder, block: Block) -> ProviderConfig | None:
     return config
 
 
+def tracking_of(expr: Any, source: SourceRange, where: str) -> Tracking:
+    """A `Tracking` from its expression; written as blocks, each part's place is kept."""
+    sources: dict[str, SourceRange] = {}
+    body = getattr(expr, "body", None)   # a BlockObjectExpr: `tracking { mlflow { ... } }`
+    if isinstance(body, Body):
+        for name, attr in body.attributes.items():
+            sources[name] = attr.source
+        for block in body.blocks:
+            sources[block.type] = block.source
+            for name, attr in block.body.attributes.items():
+                sources[f"{block.type}.{name}"] = attr.source
+            for inner in block.body.blocks:
+                sources[f"{block.type}.{inner.type}"] = inner.source
+    return Tracking(expr, source, where, sources)
+
+
+def literal_tracking_diagnostics(tracking: Tracking, base_dir: Path) -> list[Diagnostic]:
+    """What is wrong with a tracking setting that refers to nothing (checked when the
+    stack loads); one that refers to variables is checked when it is evaluated."""
+    if tracking.value.references:
+        return []
+    try:
+        value = tracking.value.evaluate(Scope({}, base_dir=base_dir))
+    except ExprError as exc:
+        return [exc.diagnostic()]
+    return tracking_target(value, tracking)[1]
+
+
+def tracking_target(value: Any, tracking: Tracking) -> tuple[MlflowTarget | None, list[Diagnostic]]:
+    """The MLflow target a tracking setting's value names, or the diagnostics saying why
+    it names none (each at the part it is about, when that part was written as a block)."""
+    where, src = tracking.where, tracking.sources
+    example = 'mlflow { uri = "http://127.0.0.1:5000"  experiment = "fraud" }'
+    if not isinstance(value, dict):
+        return None, [error(f"{where}: tracking must be an object", source=tracking.source,
+                            detail=f"Got {value!r}.", hint=f"Write: tracking {{ {example} }}")]
+    diags = [error(f'Unsupported tracking system "{name}" in {where}',
+                   source=src.get(str(name), tracking.source),
+                   hint=did_you_mean(str(name), TRACKING_SYSTEMS)
+                   or f"Supported: {', '.join(TRACKING_SYSTEMS)}.")
+             for name in value if name not in TRACKING_SYSTEMS]
+    mlflow = value.get("mlflow")
+    if mlflow is None:
+        if not diags:
+            diags.append(error(f"{where}: tracking names no tracking system",
+                               source=tracking.source, hint=f"Write: tracking {{ {example} }}"))
+        return None, diags
+    at = src.get("mlflow", tracking.source)
+    if not isinstance(mlflow, dict):
+        return None, diags + [error(f"{where}: mlflow must be an object", source=at,
+                                    detail=f"Got {mlflow!r}.", hint=f"Write: {example}")]
+    for name in mlflow:
+        if name not in MLFLOW_ARGUMENTS:
+            diags.append(error(f'Unsupported argument "{name}" in {where} mlflow',
+                               source=src.get(f"mlflow.{name}", at),
+                               hint=did_you_mean(str(name), MLFLOW_ARGUMENTS)
+                               or f"mlflow takes: {', '.join(MLFLOW_ARGUMENTS)}."))
+    uri, experiment = mlflow.get("uri"), mlflow.get("experiment")
+    if uri is None:
+        diags.append(error(f"{where}: mlflow needs a uri", source=at,
+                           hint='Add the tracking server\'s address: uri = "http://127.0.0.1:5000".'))
+    elif not isinstance(uri, str) or not uri.strip() or any(c.isspace() for c in uri):
+        diags.append(error(f"{where}: mlflow's uri must be a URI", source=src.get("mlflow.uri", at),
+                           detail=f"Got {uri!r}.",
+                           hint='Write the tracking server\'s address: uri = "http://127.0.0.1:5000".'))
+    if experiment is not None and (not isinstance(experiment, str) or not experiment.strip()):
+        diags.append(error(f"{where}: mlflow's experiment must be a name",
+                           source=src.get("mlflow.experiment", at), detail=f"Got {experiment!r}.",
+                           hint='Write experiment = "fraud", or leave it out: the experiment '
+                                'is then named after the stack.'))
+    if diags:
+        return None, diags
+    return MlflowTarget(uri=uri.rstrip("/"), experiment=experiment, source=at), []
+
+
 def _meta_provider(decoder: Decoder, res: Resource, attr: Attribute) -> None:
     trav = attr.expr.static_traversal()
     if trav is None and attr.expr.constant:
@@ -410,6 +509,7 @@ BLOCK_DECODERS: dict[str, Callable[[Decoder, Block], None]] = {
     "provider": Decoder.provider,
     "module": Decoder.module_call,
     "policy": Decoder.policy,
+    "tracking": Decoder.tracking,
     **{kind: Decoder.resource for kind in RESOURCE_KINDS},
 }
 
@@ -428,4 +528,5 @@ def relative(path: Path, base: Path) -> str:
         return str(path)
 
 
-__all__ = ["decode_module", "Decoder", "provider_config", "relative"]
+__all__ = ["decode_module", "Decoder", "provider_config", "relative", "tracking_of",
+           "tracking_target", "literal_tracking_diagnostics"]

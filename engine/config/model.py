@@ -17,6 +17,9 @@ META_ARGUMENTS = ("provider", "depends_on", "for_each", "count", "lifecycle")
 #: what a policy's `actions` filter names: "replace" is either order of delete and create
 POLICY_ACTIONS = ("create", "update", "replace", "delete", "no-op", "read")
 POLICY_LEVELS = ("advisory", "mandatory")
+#: what a `tracking` setting may name (`mlform.tracking`), and an MLflow target's arguments
+TRACKING_SYSTEMS = ("mlflow",)
+MLFLOW_ARGUMENTS = ("uri", "experiment")
 
 
 @dataclass
@@ -137,6 +140,30 @@ class Policy:
 
 
 @dataclass
+class Tracking:
+    """Where runs are logged: a stack's `tracking` block, or a provider's `tracking`
+    argument (which overrides the stack's for that provider's runs).
+
+    `value` stays unevaluated (it may refer to variables): it evaluates to
+    ``{"mlflow": {"uri": ..., "experiment": ...}}``, which `decode.tracking_target` checks.
+    `sources` locates the parts written as blocks ("mlflow", "mlflow.uri", ...)."""
+
+    value: Any                       # Expr (a block's body as an object)
+    source: SourceRange
+    where: str                       # "tracking", 'provider "local"': for messages
+    sources: dict[str, SourceRange] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MlflowTarget:
+    """A checked MLflow tracking target."""
+
+    uri: str
+    experiment: str | None           # None: named after the stack
+    source: SourceRange | None = None
+
+
+@dataclass
 class ModuleCall:
     name: str
     source_path: str
@@ -159,6 +186,7 @@ class Module:
     module_calls: dict[str, ModuleCall] = field(default_factory=dict)
     resources: dict[str, Resource] = field(default_factory=dict)   # "kind.name" -> Resource
     policies: dict[str, Policy] = field(default_factory=dict)      # name -> Policy
+    tracking: Tracking | None = None                                # a `tracking` block
     children: dict[str, "Module"] = field(default_factory=dict)    # call name -> loaded module
 
 
