@@ -10,7 +10,20 @@ work in ``MLFORM_POD`` (JSON, written by the provider; `pods.pod_spec`):
   ``output``.  The script's exit code is the pod's; on failure the last lines of its
   output are the termination message (``FallbackToLogsOnError``).  In an Indexed Job
   (several nodes) every pod runs the script with ``NODE_RANK`` from its completion
-  index; pod 0 uploads the output.
+  index; pod 0 uploads the output.  The script's output is also kept in a file, which
+  pod 0 uploads beside the output as ``logs.txt`` whether the run succeeded or not (the
+  provider reads the run's step metrics from it).
+
+  A node with several GPUs (``processes_per_node`` > 1) runs one process per GPU: the
+  entrypoint is launched through torchrun (`kit.torchrun`) with ``--nproc-per-node`` =
+  the GPUs and ``--nnodes`` = the nodes; on one node a c10d rendezvous on a free local
+  port, on several the static rendezvous at ``MASTER_ADDR:MASTER_PORT`` (pod 0, by the
+  headless Service's name) with ``--node-rank`` from the completion index (a
+  PyTorchJob's pods: the ``RANK`` its operator sets).  torchrun sets ``RANK``,
+  ``LOCAL_RANK``, ``WORLD_SIZE``; ``MLFORM_WORLD_SIZE`` is nodes × processes per node.
+  Only local rank 0's output reaches the pod's log (every rank's is kept under the
+  work directory's ``ranks/``); when a rank fails, its own last lines are printed last,
+  so they are in the termination message.
 * ``serve`` - fetch each model version (``models``: ``[{version, uri, weight}]``, with
   ``variant``, ``role`` and ``framework`` for an endpoint's variants) and run the kit's
   model server (`kit.serving`, the one the `local` provider runs) on
@@ -54,8 +67,11 @@ from mlform.providers.kit.monitor_check import capture_files
 from mlform.providers.kit.runs import contract_environment
 from mlform.providers.kit.sources import parse_s3
 from mlform.providers.kit.storage import Missing, ObjectStore
+from mlform.providers.kit.torchrun import (
+    CPU_BACKEND, GPU_BACKEND, Launch, failed_rank, torchrun_argv,
+)
 
-__all__ = ["main"]
+__all__ = ["main", "train_command"]
 
 _SERVER = Path(__file__).resolve().parent.parent / "kit" / "serving.py"
 
@@ -90,6 +106,50 @@ def upload(directory: Path, uri: str) -> None:
         store.upload(path, f"{prefix.rstrip('/')}/{path.relative_to(directory).as_posix()}")
 
 
+def train_command(work: Mapping[str, Any], code: Path, root: Path,
+                  environ: Mapping[str, str]) -> tuple[list[str], dict[str, str], int]:
+    """(argv, the variables it adds, the world size) of the run's process in this pod:
+    the script itself, or torchrun starting one process per GPU (module docstring)."""
+    nodes = int(work.get("nodes") or 1)
+    per_node = int(work.get("processes_per_node") or 1)
+    index = environ.get("JOB_COMPLETION_INDEX")
+    if per_node <= 1:
+        # one process per node: its rank is the node's (the run contract's RANK and
+        # LOCAL_RANK, as torchrun would set them on one process per node)
+        added = {"NODE_RANK": index, "RANK": index, "LOCAL_RANK": "0"} if index is not None else {}
+        return [sys.executable, str(code)], added, int(environ.get("WORLD_SIZE") or 1)
+    # the node's rank: an Indexed Job's completion index; a PyTorchJob's operator's RANK
+    node_rank = index if index is not None else environ.get("RANK") if nodes > 1 else None
+    launch = Launch(per_node, GPU_BACKEND if work.get("device") == "cuda" else CPU_BACKEND)
+    if nodes > 1:
+        master, port = environ.get("MASTER_ADDR", ""), int(environ.get("MASTER_PORT") or 29500)
+    else:
+        master, port = "127.0.0.1", _free_port()
+    argv = torchrun_argv(sys.executable, str(code), launch, master_addr=master,
+                         master_port=port, run_id=str(work.get("run_id") or "run"),
+                         nodes=nodes, node_rank=int(node_rank or 0), log_dir=root / "ranks")
+    return argv, {"NODE_RANK": str(node_rank or 0)}, nodes * per_node
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _run_logged(argv: list[str], variables: Mapping[str, str], cwd: Path, log: Path) -> int:
+    """Run `argv`, its output going to this process's (the pod's log) and to `log`."""
+    with open(log, "wb") as kept:
+        proc = subprocess.Popen(argv, env=dict(variables), cwd=cwd, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.buffer.write(line)
+            sys.stdout.buffer.flush()
+            kept.write(line)
+        return proc.wait()
+
+
 def train(work: Mapping[str, Any], root: Path) -> int:
     archive = fetch(work["code"], root / "download")
     with tarfile.open(archive) as tar:        # written by mlform (kit.runs.code_archive)
@@ -99,26 +159,43 @@ def train(work: Mapping[str, Any], root: Path) -> int:
               for name, uri in sorted((work.get("inputs") or {}).items())}
     output = root / "output"
     output.mkdir(parents=True, exist_ok=True)
-    variables = {**os.environ, **dict(work.get("environment") or {}),
+    argv, added, world = train_command(work, code, root, os.environ)
+    device = work.get("device", "cpu")
+    variables = {**os.environ, **dict(work.get("environment") or {}), **added,
                  **contract_environment(inputs=inputs,
                                         hyperparameters=work.get("hyperparameters") or {},
-                                        output_dir=str(output), device=work.get("device", "cpu"),
-                                        run_id=work.get("run_id", ""),
-                                        world_size=int(os.environ.get("WORLD_SIZE") or 1))}
-    rank = os.environ.get("JOB_COMPLETION_INDEX")
-    if rank is not None:
-        # one process per node: its rank is the node's (the run contract's RANK and
-        # LOCAL_RANK, as torchrun would set them on one process per node)
-        variables.update({"NODE_RANK": rank, "RANK": rank, "LOCAL_RANK": "0"})
-    print(f"mlform: running {work['program']} ({work.get('run_id')})", flush=True)
-    done = subprocess.run([sys.executable, str(code)], env=variables, cwd=code.parent)
-    if done.returncode != 0:
-        print(f"mlform: {work['program']} exited with code {done.returncode}", flush=True)
-        return done.returncode
-    if rank in (None, "0"):
+                                        output_dir=str(output), device=device,
+                                        run_id=work.get("run_id", ""), world_size=world)}
+    variables["PYTHONUNBUFFERED"] = "1"   # its lines reach the log as they are printed
+    first = added.get("NODE_RANK", "0") == "0"
+    print(f"mlform: running {work['program']} ({work.get('run_id')}"
+          + (f", {world} processes" if world > 1 else "") + ")", flush=True)
+    log = root / "logs.txt"
+    status = _run_logged(argv, variables, code.parent, log)
+    if status != 0:
+        failure = failed_rank(log.read_text(errors="replace"), root / "ranks") \
+            if argv[1:3] == ["-m", "torch.distributed.run"] else None
+        if failure is not None:
+            print(f"mlform: rank {failure.rank} of {world} exited with code "
+                  f"{failure.exit_code}; its last lines:\n{failure.tail}", flush=True)
+        print(f"mlform: {work['program']} exited with code {status}", flush=True)
+    if first and work.get("output"):
+        _upload_log(log, work["output"] + "logs.txt")
+    if status != 0:
+        return status
+    if first:
         upload(output, work["output"] + "output/")
         print(f"mlform: uploaded the output to {work['output']}output/", flush=True)
     return 0
+
+
+def _upload_log(log: Path, uri: str) -> None:
+    """The run's log for its record; failing to upload it fails nothing (it is reported)."""
+    _, key = parse_s3(uri)
+    try:
+        _store(uri).upload(log, key)
+    except (ProviderError, Missing, OSError) as exc:
+        print(f"mlform: uploading the log to {uri} failed: {exc}", file=sys.stderr, flush=True)
 
 
 def serve(work: Mapping[str, Any], root: Path) -> int:

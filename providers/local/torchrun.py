@@ -4,8 +4,9 @@ A run has more than one process when its cluster hands out more than one GPU (on
 process per GPU, backend ``nccl``) or the pipeline sets ``settings { processes_per_node
 = N }`` (N CPU processes, backend ``gloo``).  Such a run starts
 ``python -m torch.distributed.run`` on one node with a c10d rendezvous on a free local
-port and no restarts; torchrun sets the standard variables (``RANK``, ``LOCAL_RANK``,
-``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``) in each rank.
+port and no restarts: the command line and the failed-rank reading are the kit's
+(`mlform.providers.kit.torchrun`, shared with the kubernetes provider's pods); this
+module keeps what is the local provider's own, its run marker and stopping the ranks.
 
 The ranks are started with ``--no-python`` as ``python -X mlform_run_dir=... -u
 script``, so every rank carries the run's marker on its command line: torchrun puts each
@@ -13,94 +14,32 @@ rank in a session of its own, so killing torchrun's process group would leave th
 behind; `stop_marked` finds them by the marker instead.
 
 Logs: torchrun tees every rank's output into ``<run>/ranks/`` (one directory per local
-rank) and shows rank 0's on its console, which is the run's ``logs.txt``.  When a rank
-fails, torchrun names the first failure (rank and exit code) in its summary;
-`failed_rank` reads it and the failing rank's own last lines.
+rank) and shows rank 0's on its console, which is the run's ``logs.txt``.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import signal
-from dataclasses import dataclass
 from pathlib import Path
+
+from mlform.providers.kit.torchrun import (
+    CPU_BACKEND, GPU_BACKEND, Launch, RankFailure, failed_rank, launch_of,
+)
+from mlform.providers.kit.torchrun import torchrun_argv as _kit_argv
 
 from . import processes
 
-__all__ = ["Launch", "launch_of", "torchrun_argv", "RankFailure", "failed_rank", "stop_marked"]
-
-GPU_BACKEND, CPU_BACKEND = "nccl", "gloo"
-
-
-@dataclass(frozen=True)
-class Launch:
-    """How many processes a run has, and the backend they should use."""
-
-    processes: int
-    backend: str
-
-    @property
-    def distributed(self) -> bool:
-        return self.processes > 1
-
-
-def launch_of(devices: list[int], processes_per_node: int | None) -> Launch:
-    """One process per GPU on a GPU run; `processes_per_node` CPU processes otherwise."""
-    if devices:
-        return Launch(len(devices), GPU_BACKEND)
-    return Launch(processes_per_node or 1, CPU_BACKEND)
+__all__ = ["Launch", "launch_of", "torchrun_argv", "RankFailure", "failed_rank", "stop_marked",
+           "GPU_BACKEND", "CPU_BACKEND"]
 
 
 def torchrun_argv(python: str, marker: str, script: str, launch: Launch, *, port: int,
                   log_dir: Path, run_id: str) -> list[str]:
-    """The command line of a distributed run (see the module docstring)."""
-    return [python, "-X", marker, "-m", "torch.distributed.run",
-            "--nnodes", "1", "--nproc-per-node", str(launch.processes),
-            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
-            "--rdzv-id", run_id, "--max-restarts", "0",
-            # every rank's output kept in its own files; rank 0's also on the console
-            "--log-dir", str(log_dir), "--tee", "3", "--local-ranks-filter", "0",
-            "--no-python", python, "-X", marker, "-u", script]
-
-
-@dataclass(frozen=True)
-class RankFailure:
-    """The first rank torchrun saw fail, its exit code and its own last log lines."""
-
-    rank: int
-    exit_code: int
-    tail: str
-
-
-# torchrun's summary: "rank      : 1 (local_rank: 1)" then "exitcode  : 1 (pid: 123)"
-_ROOT_CAUSE = re.compile(r"rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)\)\s*\n\s*"
-                         r"exitcode\s*:\s*(-?\d+)")
-
-
-def _tail(path: Path, lines: int) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
-
-
-def failed_rank(console: str, log_dir: Path, lines: int = 20) -> RankFailure | None:
-    """The failing rank of a run whose torchrun console output is `console`, or None when
-    torchrun named none (it failed before starting the ranks)."""
-    start = console.rfind("Root Cause")
-    found = _ROOT_CAUSE.search(console, max(start, 0)) or _ROOT_CAUSE.search(console)
-    if found is None:
-        return None
-    rank, local_rank, code = (int(g) for g in found.groups())
-    tail = ""
-    # <log_dir>/<rdzv id>_<random>/attempt_<n>/<local rank>/{stderr,stdout}.log
-    for attempt in sorted(log_dir.glob(f"*/attempt_*/{local_rank}"), reverse=True):
-        tail = _tail(attempt / "stderr.log", lines) or _tail(attempt / "stdout.log", lines)
-        if tail:
-            break
-    return RankFailure(rank, code, tail)
+    """The command line of a distributed run on this machine, torchrun and every rank
+    carrying the run's `marker` (``mlform_run_dir=...``)."""
+    return _kit_argv(python, script, launch, master_addr="127.0.0.1", master_port=port,
+                     run_id=run_id, log_dir=log_dir, python_args=("-X", marker))
 
 
 def _marked(marker: str) -> list[int]:
