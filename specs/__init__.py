@@ -20,7 +20,7 @@ _EXPORTS = {
     "_kinds": ("COLUMN_TYPES", "COMPUTED", "KIND_MODELS", "META_ARGUMENTS", "REFERENCE_FIELDS",
                "Autoscaling", "Capture", "Dataset", "DatasetChecks", "Endpoint", "Gate",
                "Lifecycle", "Model", "Monitor", "MonitorCheck", "Pipeline", "Rollout",
-               "SpecModel", "TrainingCluster"),
+               "SpecModel", "Sweep", "SweepParameter", "TrainingCluster"),
     "_cron": ("Cron", "CronError", "parse_cron", "validate_cron"),
     "_refs": ("REF_KEY", "REF_PROJECTION", "Ref", "address_kind", "is_ref",
               "looks_like_address", "project_refs", "ref", "split_address"),

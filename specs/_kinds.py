@@ -13,13 +13,16 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator,
+)
 
 from ._cron import validate_cron
 from ._refs import ref
 
 __all__ = [
     "SpecModel", "Dataset", "DatasetChecks", "TrainingCluster", "Pipeline", "Gate",
+    "Sweep", "SweepParameter",
     "Model", "Endpoint", "Rollout", "Analysis", "Variant", "Experiment", "Capture",
     "Autoscaling", "Monitor", "MonitorCheck",
     "Lifecycle", "KIND_MODELS", "COMPUTED", "REFERENCE_FIELDS", "META_ARGUMENTS",
@@ -161,6 +164,90 @@ class Gate(SpecModel):
         return self
 
 
+SweepValue = bool | int | float | str
+
+
+class SweepParameter(SpecModel):
+    """One searched hyperparameter: a float or int range (optionally log-scaled, an int
+    range optionally stepped) or a list of categorical values."""
+
+    type: Literal["float", "int", "categorical"] = Field(
+        ..., description="float or int: a range from min to max; categorical: one of values.")
+    min: float | None = Field(None, description="Lowest value of a range (float, int).")
+    max: float | None = Field(None, description="Highest value of a range (float, int).")
+    log: bool = Field(False, description="Sample the range on a log scale (min must be > 0).")
+    step: float | None = Field(None, gt=0, description="Spacing of an int range (default 1).")
+    values: list[SweepValue] | None = Field(
+        None, description="The choices of a categorical parameter.")
+
+    @model_validator(mode="after")
+    def _shape(self) -> "SweepParameter":
+        if self.type == "categorical":
+            stray = [n for n in ("min", "max", "step") if getattr(self, n) is not None]
+            if stray or self.log:
+                raise ValueError(f'a categorical parameter takes "values", not '
+                                 f'{", ".join(stray or ["log"])}')
+            if not self.values:
+                raise ValueError('a categorical parameter needs "values": a list of at least '
+                                 "one choice")
+            return self
+        if self.values is not None:
+            raise ValueError(f'"values" is for categorical parameters; a {self.type} range '
+                             'takes "min" and "max"')
+        if self.min is None or self.max is None:
+            missing = " and ".join(n for n in ("min", "max") if getattr(self, n) is None)
+            article = "an" if self.type == "int" else "a"
+            raise ValueError(f'{article} {self.type} range needs "min" and "max" '
+                             f"({missing} missing)")
+        if self.min >= self.max:
+            what = "empty" if self.min == self.max else "inverted"
+            raise ValueError(f"the range is {what}: min ({self.min:g}) must be less than "
+                             f"max ({self.max:g})")
+        if self.log and self.min <= 0:
+            raise ValueError(f"a log-scale range must be above 0, but min is {self.min:g}: "
+                             "set min > 0, or log = false")
+        if self.type == "int":
+            for name in ("min", "max", "step"):
+                value = getattr(self, name)
+                if value is not None and not float(value).is_integer():
+                    raise ValueError(f"an int range needs whole numbers, but {name} is {value:g}")
+            if self.log and self.step not in (None, 1):
+                raise ValueError("a log-scale int range cannot have a step (Optuna samples it "
+                                 "with step 1)")
+        elif self.step is not None:
+            raise ValueError('"step" is for int ranges (a float range is continuous)')
+        return self
+
+
+class Sweep(SpecModel):
+    """A hyperparameter search: `trials` runs of the entrypoint, each with values drawn
+    from `parameters`; the best by `objective` becomes the pipeline's result."""
+
+    objective: str = Field(..., min_length=1,
+                           description="The metric to optimize: a key of the metrics.json the "
+                                       "script writes (its step lines feed pruning).")
+    direction: Literal["maximize", "minimize"] = Field(
+        ..., description="Whether a higher (maximize) or lower (minimize) objective is better.")
+    trials: int = Field(..., ge=1, description="How many trials (runs) the sweep makes.")
+    parallel: int = Field(1, ge=1, description="Trials run at once (at most `trials`; the "
+                                               "provider may run fewer, e.g. one per GPU).")
+    seed: int | None = Field(None, description="The sampler's seed (reproducible draws).")
+    pruning: Literal["none", "median"] = Field(
+        "none", description='"median": stop a trial whose objective at a step (its step '
+                            "lines) is worse than the median of earlier trials at that step.")
+    parameters: dict[str, SweepParameter] = Field(
+        ..., min_length=1, description="The search space: hyperparameter name -> its range "
+                                       "or values; each trial gets them on top of "
+                                       "`hyperparameters`.")
+
+    @model_validator(mode="after")
+    def _parallel(self) -> "Sweep":
+        if self.parallel > self.trials:
+            raise ValueError(f"parallel ({self.parallel}) is more than trials ({self.trials}): "
+                             f"set parallel to at most {self.trials}")
+        return self
+
+
 class Pipeline(_Common):
     """A training run; its identity is a fingerprint of inputs, code and settings."""
 
@@ -180,6 +267,21 @@ class Pipeline(_Common):
     environment: dict[str, str] = Field(
         default_factory=dict, description="Environment variables for the run.")
     timeout_seconds: int | None = Field(None, ge=1, description="Kill the run after this long.")
+    sweep: Sweep | None = Field(
+        None, description="Search hyperparameters: run trials and keep the best one's model, "
+                          "metrics and parameters (`best_parameters`).")
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep_not_fixed(cls, sweep: Sweep | None, info: ValidationInfo) -> Sweep | None:
+        fixed = info.data.get("hyperparameters") or {}
+        both = sorted(set(fixed) & set(sweep.parameters)) if sweep is not None else []
+        if both:
+            names = ", ".join(f'"{n}"' for n in both)
+            raise ValueError(f"{names} {'is' if len(both) == 1 else 'are'} both swept and set "
+                             f"in hyperparameters: remove {'it' if len(both) == 1 else 'them'} "
+                             "from hyperparameters (each trial sets the swept values)")
+        return sweep
 
 
 # ----------------------------------------------------------------------------- model
@@ -471,7 +573,7 @@ KIND_MODELS: dict[str, type[SpecModel]] = {
 COMPUTED: dict[str, tuple[str, ...]] = {
     "dataset": ("uri", "digest", "rows", "bytes"),
     "training_cluster": ("gpus_total",),
-    "pipeline": ("fingerprint", "run_id", "model_uri", "metrics", "stale"),
+    "pipeline": ("fingerprint", "run_id", "model_uri", "metrics", "stale", "best_parameters"),
     "model": ("version", "uri"),
     "endpoint": ("url", "model_version"),
     "monitor": ("last_report", "breached"),

@@ -1,8 +1,11 @@
 """Run fingerprints: what makes the plan ML-aware (DESIGN.md section 2, "Lineage").
 
 A pipeline's identity is its *run fingerprint*: the content digests of its
-input datasets, the content of its entrypoint, its hyperparameters and the
-cluster fields that change results.  When the fingerprint moves, the plan
+input datasets, the content of its entrypoint, its hyperparameters, the
+cluster fields that change results and, when it has one, its `sweep` (the
+search space, objective, direction, trials, seed and pruning: what the search
+finds; `parallel` is left out, it changes how fast trials run, not which
+trials a finished sweep made worth keeping).  When the fingerprint moves, the plan
 re-runs the pipeline and says why (`rerun_reasons`); the models and endpoints
 downstream show the update they get, each with its reason.
 
@@ -45,9 +48,61 @@ def fingerprint(attributes: Mapping[str, Any], entrypoint_sha256: Any) -> Any:
         # how many processes train it changes the result (batches per step, the seed
         # each rank draws); only when set, so every other fingerprint stays as it was
         doc["processes_per_node"] = processes
+    sweep = sweep_identity(attributes.get("sweep"))
+    if sweep is not None:
+        doc["sweep"] = sweep   # only when set: a pipeline without one keeps its fingerprint
     if contains_unknown(doc):
         return UNKNOWN
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+#: the sweep fields that change what a sweep finds (all but `parallel`)
+SWEEP_RESULT_FIELDS = ("objective", "direction", "trials", "seed", "pruning", "parameters")
+
+
+def sweep_identity(sweep: Any) -> Any:
+    """What of a `sweep` feeds the fingerprint, or None when there is none; defaults are
+    filled in, so writing `pruning = "none"` or leaving it out is the same sweep."""
+    if sweep is None or not isinstance(sweep, Mapping):
+        return sweep
+    doc = {k: sweep.get(k) for k in SWEEP_RESULT_FIELDS}
+    doc["pruning"] = doc["pruning"] or "none"
+    params = doc["parameters"]
+    if isinstance(params, Mapping):
+        doc["parameters"] = {name: ({"log": False, **p} if isinstance(p, Mapping)
+                                    and p.get("type") in ("float", "int") else p)
+                             for name, p in params.items()}
+    return doc
+
+
+def _sweep_changes(old: Any, new: Any) -> str | None:
+    """How the sweep moved, in words, or None when it did not."""
+    before, after = sweep_identity(old), sweep_identity(new)
+    if before == after:
+        return None
+    if before is None:
+        return "sweep added"
+    if after is None:
+        return "sweep removed"
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return "sweep changed"
+    moved = []
+    for key in SWEEP_RESULT_FIELDS:
+        if key == "parameters" or before.get(key) == after.get(key):
+            continue
+        moved.append(f"{key} {json.dumps(before.get(key))} → {json.dumps(after.get(key), default=str)}")
+    old_p, new_p = before.get("parameters"), after.get("parameters")
+    if old_p != new_p and isinstance(old_p, Mapping) and isinstance(new_p, Mapping):
+        for name in sorted(old_p.keys() | new_p.keys()):
+            if name not in old_p:
+                moved.append(f"parameter {name} added")
+            elif name not in new_p:
+                moved.append(f"parameter {name} removed")
+            elif old_p[name] != new_p[name]:
+                moved.append(f"parameter {name} changed")
+    elif old_p != new_p:
+        moved.append("parameters changed")
+    return "sweep changed: " + ", ".join(moved)
 
 
 def _processes(attributes: Mapping[str, Any]) -> Any:
@@ -90,6 +145,9 @@ def rerun_reasons(prior: Mapping[str, Any], planned: Mapping[str, Any]) -> list[
         moved = [f"{k} {json.dumps(old_hp.get(k))} → {json.dumps(new_hp.get(k), default=str)}"
                  for k in sorted(old_hp.keys() | new_hp.keys()) if old_hp.get(k) != new_hp.get(k)]
         reasons.append("hyperparameters changed: " + ", ".join(moved))
+    sweep = _sweep_changes(prior.get("sweep"), planned.get("sweep"))
+    if sweep is not None:
+        reasons.append(sweep)
     if _processes(prior) != _processes(planned):
         reasons.append(f"processes_per_node {_processes(prior) or 1} → {_processes(planned) or 1}")
     old_c, new_c = prior.get("cluster"), planned.get("cluster")
@@ -101,4 +159,5 @@ def rerun_reasons(prior: Mapping[str, Any], planned: Mapping[str, Any]) -> list[
     return reasons
 
 
-__all__ = ["fingerprint", "rerun_reasons", "CLUSTER_RESULT_FIELDS"]
+__all__ = ["fingerprint", "rerun_reasons", "sweep_identity", "CLUSTER_RESULT_FIELDS",
+           "SWEEP_RESULT_FIELDS"]

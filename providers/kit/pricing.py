@@ -9,7 +9,9 @@ file it ships, and these helpers turn a resource's attributes into a `CostBasis`
 * a **pipeline** is paid per run: its cluster's node price times its nodes times the
   expected run duration: the last run's measured duration when the state recorded one
   (`measured_seconds`), else its limit (the smaller of the pipeline's `timeout_seconds`
-  and the cluster's `max_runtime_seconds`), else unknown.
+  and the cluster's `max_runtime_seconds`), else unknown.  A pipeline with a `sweep`
+  pays for each trial: the duration is one trial's times `trials` (its node-time; how
+  many run at once does not change it).
 
 A type missing from the table is an *unknown* cost with the reason, never zero.
 """
@@ -26,7 +28,7 @@ from mlform.providers.base import UNKNOWN, CostBasis, contains_unknown
 
 __all__ = ["PriceTable", "node_type", "instance_range", "measured_seconds", "run_limit",
            "endpoint_basis", "pipeline_basis", "RUN_SECONDS_KEYS", "check_prices",
-           "config_table", "table_cost_basis"]
+           "config_table", "table_cost_basis", "sweep_trials"]
 
 #: where a provider or a run's metrics record how long the run took, in seconds
 #: (a provider attribute first, then a metric the training script reported)
@@ -121,10 +123,19 @@ def endpoint_basis(attrs: Mapping[str, Any], table: PriceTable,
     return table.basis(kind_of, instances_min=low, instances_max=high)
 
 
+def sweep_trials(attrs: Mapping[str, Any]) -> int | None:
+    """How many runs one apply of the pipeline makes when it has a `sweep` (its
+    `trials`), else None (one run)."""
+    sweep = attrs.get("sweep")
+    trials = _number(sweep.get("trials")) if isinstance(sweep, Mapping) else None
+    return int(trials) if trials is not None and trials >= 1 else None
+
+
 def pipeline_basis(attrs: Mapping[str, Any], prior: Mapping[str, Any] | None,
                    table: PriceTable, *, default_type: str | None = "cpu",
                    default_limit: float | None = None) -> CostBasis:
-    """A run: the cluster's node price × nodes × the expected duration."""
+    """A run: the cluster's node price × nodes × the expected duration (× the trials of
+    a sweep)."""
     cluster = attrs.get("cluster")
     cluster = cluster if isinstance(cluster, Mapping) else {}
     nodes = _number(cluster.get("nodes"))
@@ -133,6 +144,11 @@ def pipeline_basis(attrs: Mapping[str, Any], prior: Mapping[str, Any] | None,
     seconds, how = measured_seconds(prior), "measured"
     if seconds is None:
         seconds, how = run_limit(attrs, cluster, default_limit), "max_runtime"
+    trials = sweep_trials(attrs)
+    if trials is not None and seconds is not None:
+        # a measured duration is one trial's (the best one's metrics): the sweep's is not
+        # "the last run took", so it is shown as a plain duration; a limit stays a limit
+        seconds, how = seconds * trials, ("max_runtime" if how == "max_runtime" else "")
     fields = dict(instances_min=nodes_n, instances_max=nodes_n, per_run=True,
                   run_seconds=seconds, duration_source=how if seconds is not None else "")
     if kind_of is None or cluster.get("instance_type") is UNKNOWN:

@@ -113,8 +113,12 @@ def parse_step_line(line: str) -> StepMetrics | None:
 def _thin(steps: list[StepMetrics], limit: int) -> list[StepMetrics]:
     if len(steps) <= limit:
         return steps
-    stride = len(steps) / (limit - 1)
-    return [steps[min(len(steps) - 1, round(i * stride))] for i in range(limit - 1)] + [steps[-1]]
+    if limit <= 1:
+        return steps[-1:] if limit == 1 else []
+    # more than one step apart before rounding, so no step is taken twice; the first and
+    # the last are always kept
+    stride = (len(steps) - 1) / (limit - 1)
+    return [steps[round(i * stride)] for i in range(limit)]
 
 
 def step_metrics(lines: Iterable[str], limit: int = MAX_STEPS) -> list[StepMetrics]:

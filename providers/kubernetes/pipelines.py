@@ -27,6 +27,20 @@ makes a JobSet instead (one replicated Job of `nodes` indexed pods, DNS by JobSe
 ``"pytorchjob"`` a Kubeflow PyTorchJob (a Master and `nodes - 1` Workers, rendezvous by
 the training operator); plan checks that the API server serves the kind.
 
+A node with several GPUs (``gpus_per_node > 1``) runs one process per GPU: the pod
+launches the entrypoint through torchrun (``--nproc-per-node`` = the GPUs, ``--nnodes`` =
+the nodes, ``--node-rank`` from the completion index, the static rendezvous at the
+``MASTER_ADDR`` above; see pod.py), and ``MLFORM_WORLD_SIZE`` is nodes × GPUs.
+
+Run records: every run has a record (`kit.run_records`, kept by `kit.run_ledger`) at
+``records/<name>/<job>.json`` in storage, written (status running) before the Job is
+made and closed when it ends: status, end, the ``metrics.json`` metrics, the failure
+(the pod's termination message, or the gate's verdict), the model, and the step metrics
+of the run's log, which pod 0 uploads as ``runs/<name>/<job>/logs.txt`` (succeeded or
+not).  `run_records` lists the records prefix once; only a record still running costs a
+read of its Job (a run that ended while no apply watched is reported with its outcome,
+not written).  Records stay when the pipeline is deleted, as the outputs do.
+
 A gate with ``must_beat`` also compares the run's metrics with the champion: the
 newest version labelled with that stage in the registry of `gate.model`, or of every
 model registered from this pipeline, on the lineage its ConfigMap recorded
@@ -40,6 +54,7 @@ storage, when it marks the current run (kit `StaleMarker`).
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -50,6 +65,7 @@ from mlform.providers.base import (
     UNKNOWN, Desired, Diagnostic, FactError, FactKey, Facts, KindSchema, LiveObject, Planned,
     ProviderError, Timeouts, error,
 )
+from mlform.providers.kit import sweeps
 from mlform.providers.kit.artifacts import input_uri
 from mlform.providers.kit.champions import (
     champion_key, gate_diagnostics, judge_challenger, run_lineage, with_champion_reason,
@@ -58,6 +74,8 @@ from mlform.providers.kit.gate import check_gate
 from mlform.providers.kit.reruns import (
     RUN_OUTPUTS, StaleMarker, fingerprint_hex, plan_run, run_fingerprint,
 )
+from mlform.providers.kit.run_ledger import RunLedger, closed_record
+from mlform.providers.kit.run_records import FAILED, RUNNING, SUCCEEDED, run_record, step_metrics
 from mlform.providers.kit.runs import METRICS_FILE, code_archive
 
 from .clusters import KUEUE_LABEL, KUEUE_QUEUE, ClusterSettings, cluster_namespace
@@ -111,6 +129,21 @@ def stale_key(env: KubeEnv, pipeline_address: str) -> str:
 
 def run_prefix(env: KubeEnv, address: str, job: str) -> str:
     return env.store.key("runs", env.name(address), job)
+
+
+#: the run's log beside its output, uploaded by the pod (node 0's)
+LOG_FILE = "logs.txt"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _shape(attrs: Mapping[str, Any]) -> tuple[int, int]:
+    """(nodes, processes per node): one process per GPU when a node has several."""
+    cluster = attrs.get("cluster") if isinstance(attrs.get("cluster"), Mapping) else {}
+    gpus = int(cluster.get("gpus_per_node") or 0)
+    return int(cluster.get("nodes") or 1), max(gpus, 1)
 
 
 class PipelineHandler(KubeHandler):
@@ -185,6 +218,7 @@ class PipelineHandler(KubeHandler):
                        hint="Install its controller and CRD, or use distributed = \"job\".")
                  for key in self._served_keys(desired)
                  if isinstance(fact := facts.get(key), FactError)]
+        found += sweeps.unsupported(desired, "kubernetes")
         return found + gate_diagnostics(desired, facts, found)
 
     def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
@@ -220,6 +254,11 @@ class PipelineHandler(KubeHandler):
             attempt = 1 + max((int(j["metadata"]["labels"].get(ATTEMPT, "0")) for j in jobs),
                               default=0)
             chosen = self._start(address, attrs, namespace, fingerprint, attempt)
+        elif self.ledger.entry(self.env.name(address), chosen["metadata"]["name"],
+                               address=address) is None:
+            # a run started before run records were kept: on record from now on
+            self._open_record(address, attrs, namespace, chosen["metadata"]["name"],
+                              started=(chosen.get("metadata") or {}).get("creationTimestamp"))
         name = chosen["metadata"]["name"]
         self._wait(address, namespace, chosen, attrs)
         return self._publish(planned, attrs, namespace, name)
@@ -230,9 +269,75 @@ class PipelineHandler(KubeHandler):
         code_uri, program = self._upload_code(address, attrs)
         docs = self.job_manifests(address, attrs, namespace, name, fingerprint, attempt,
                                   code_uri, program)
+        # the record first: an apply cut off after starting the run still leaves it on record
+        self._open_record(address, attrs, namespace, name)
         for doc in docs[1:]:            # the headless Service of several nodes
             self.env.apply(doc, address)
         return self.env.apply(docs[0], address)
+
+    # -- run records (`kit.run_ledger`) --------------------------------------------------
+
+    @property
+    def ledger(self) -> RunLedger:
+        """``records/<name>/<job>.json`` in storage."""
+        return RunLedger(self.env.store, self.env.store.key("records"))
+
+    def _open_record(self, address: str, attrs: Mapping[str, Any], namespace: str, name: str,
+                     started: str | None = None) -> None:
+        prefix = f"s3://{self.env.store.bucket}/{run_prefix(self.env, address, name)}"
+        nodes, per_node = _shape(attrs)
+        api_version, kind = RUN_KINDS[self.run_kind(attrs)][:2]
+        self.ledger.open(self.env.name(address), run_record(
+            provider=self.env.context.name, address=address, attrs=attrs, run_id=name,
+            status=RUNNING, started=started or _now(), processes=nodes * per_node,
+            artifacts={"output": f"{prefix}/output/", "logs": f"{prefix}/{LOG_FILE}"}),
+            job={"api_version": api_version, "kind": kind, "name": name,
+                 "namespace": namespace}, address=address)
+
+    def _steps(self, address: str, name: str) -> list:
+        """The step metrics the run's log reports (`kit.run_records.step_metrics`)."""
+        body = self.env.store.get_bytes(f"{run_prefix(self.env, address, name)}/{LOG_FILE}",
+                                        address=address)
+        return step_metrics(body.decode(errors="replace").splitlines()) if body else []
+
+    def _close_record(self, address: str, name: str, status: str, *, metrics: Any = None,
+                      failure: str | None = None, model_uri: str | None = None) -> None:
+        self.ledger.close(self.env.name(address), name, status, address=address,
+                          finished=_now(), metrics=metrics, failure=failure,
+                          steps=self._steps(address, name), model_uri=model_uri)
+
+    def run_records(self, pipeline: str | None) -> list[dict]:
+        """Every run's record in storage (the pipeline's only, when named), from one
+        listing; a record still running is reported as its Job is now (one read each): a
+        run that ended while no apply watched it is reported with its outcome (a complete
+        one as succeeded: the next apply judges its gate and publishes it)."""
+        def refresh(record: dict, job: dict) -> dict | None:
+            address, name = str(record.get("pipeline") or ""), str(record["run_id"])
+            found = self.kube.get(job.get("api_version", "batch/v1"), job.get("kind", "Job"),
+                                  name, job.get("namespace"), address=address)
+            done_types, failed_type = next(
+                (v[2], v[3]) for v in RUN_KINDS.values() if v[1] == job.get("kind", "Job"))
+            prefix = run_prefix(self.env, address, name)
+            metrics = self.env.store.get_json(f"{prefix}/output/{METRICS_FILE}",
+                                              address=address)
+            if found is not None and _failed(found, failed_type):
+                status, failure = FAILED, _failed(found, failed_type)
+            elif (found is not None and any(_condition(found, c) for c in done_types)) or \
+                    (found is None and isinstance(metrics, dict)):   # a TTL took the Job
+                status, failure = SUCCEEDED, None
+            elif found is None:
+                status, failure = FAILED, f"its {job.get('kind', 'Job')} is gone"
+            else:
+                return None   # still running
+            ended = ((found or {}).get("status") or {}).get("completionTime")
+            return closed_record(record, status, finished=ended or record.get("finished"),
+                                 metrics=metrics if status == SUCCEEDED else None,
+                                 failure=failure, steps=self._steps(address, name),
+                                 model_uri=(f"s3://{self.env.store.bucket}/{prefix}/output/"
+                                            if status == SUCCEEDED else None))
+
+        return self.ledger.records(self.env.name(pipeline) if pipeline else None,
+                                   address=pipeline or "", refresh=refresh)
 
     def _upload_code(self, address: str, attrs: Mapping[str, Any]) -> tuple[str, str]:
         """Ship the entrypoint and its directory (or settings.source_dir) to storage, once
@@ -266,6 +371,8 @@ class PipelineHandler(KubeHandler):
                 "inputs": inputs, "hyperparameters": attrs.get("hyperparameters") or {},
                 "output": f"s3://{self.env.store.bucket}/{run_prefix(self.env, address, name)}/",
                 "device": "cuda" if gpus else "cpu", "run_id": name,
+                # torchrun in the pod: one process per GPU of the node (pod.py `train`)
+                "nodes": nodes, "processes_per_node": _shape(attrs)[1],
                 "environment": {str(k): str(v) for k, v in
                                 (attrs.get("environment") or {}).items()}}
         kind = self.run_kind(attrs)
@@ -346,6 +453,7 @@ class PipelineHandler(KubeHandler):
             failed = _failed(job, failed_type)
             problem = pod_failure(pods, settings.schedule_timeout_seconds)
             if failed or problem:
+                self._close_record(address, name, FAILED, failure=problem or failed)
                 raise ProviderError(
                     f"{address}: training {kind} {namespace}/{name} failed: "
                     f"{problem or failed}", address=address,
@@ -370,14 +478,16 @@ class PipelineHandler(KubeHandler):
         if missed is None:
             missed, note = judge_challenger(gate, metrics, partial(champions, self, address),
                                             run_id=name)
+        model_uri = f"s3://{self.env.store.bucket}/{prefix}/output/"
+        self._close_record(address, name, FAILED if missed else SUCCEEDED, metrics=metrics,
+                           failure=missed, model_uri=None if missed else model_uri)
         if missed is not None:
             raise ProviderError(f"{address}: {missed}", address=address)
         # what the registry records for a version made from this run, next to its output
         self.env.store.put_json(f"{prefix}/lineage.json",
                                 {**run_lineage(address, attrs, name, metrics),
                                  **({"champion": note} if note else {})}, address=address)
-        attrs.update(run_id=name, model_uri=f"s3://{self.env.store.bucket}/{prefix}/output/",
-                     metrics=metrics, stale=None)
+        attrs.update(run_id=name, model_uri=model_uri, metrics=metrics, stale=None)
         record = {"address": address, "namespace": namespace, "job": name,
                   "attributes": attrs}
         self.env.store.put_json(self.record_key(address), record, address=address)

@@ -51,6 +51,12 @@ registry copies into the version's meta.json) and ``champion`` (the comparison, 
 that there was no champion yet).  Plan reads the champions as a fact: it shows the
 number a new run must beat, and warns when no version is in the stage.
 
+Sweeps (`sweep = { }`, `kit.sweeps`; `local/sweeps.py`): the run is a sweep of trial
+runs, each its own run directory ``<run_id>-t<N>`` with its record; the sweep's directory
+holds ``output/`` (the best trial's files, hard-linked), and its ``run.json`` the best
+trial, its metrics and ``best_parameters``.  A sweep left running by a killed apply is
+resumed, not started over: its Optuna study is kept in ``root/sweeps/<slug>/<run_id>.journal``.
+
 Staleness (`kit.reruns`): a monitor writes ``root/stale/<slug>.json`` (the kit's
 stale marker, naming the run it judged); `read` reports its reason as `stale`
 while the named run is the current one, and the next plan re-runs it.
@@ -69,7 +75,7 @@ from dataclasses import dataclass
 from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, NoReturn
+from typing import Any, Callable, Mapping, NoReturn
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -85,6 +91,7 @@ from mlform.providers.kit.gate import check_gate
 from mlform.providers.kit.monitoring import stale_marker
 from mlform.providers.kit.reruns import RUN_OUTPUTS, StaleMarker, plan_run, run_fingerprint
 from mlform.providers.kit.run_records import duration_seconds, run_record, step_metrics
+from mlform.providers.kit.sweeps import BEST_PARAMETERS, plan_sweep
 from mlform.providers.kit.runs import (
     METRICS_FILE, MODEL_FILE, contract_environment, entrypoint_file,
 )
@@ -336,6 +343,8 @@ def _exit_text(code: int) -> str:
 class PipelineHandler(LocalHandler):
     """`pipeline`: one subprocess run per fingerprint, gated on its metrics."""
 
+    # `best_parameters` (a sweep's) is not among `computed`: only a pipeline with a sweep
+    # has it (`kit.sweeps.plan_sweep`), so no other plan moves
     schema = KindSchema(settings_model=PipelineSettings, computed=(*RUN_OUTPUTS, "stale"),
                         timeouts=Timeouts(create=24 * 3600.0, update=24 * 3600.0, delete=300.0))
 
@@ -370,7 +379,7 @@ class PipelineHandler(LocalHandler):
         return problems + gate_diagnostics(desired, facts, problems)
 
     def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
-        planned = plan_run(desired, prior)
+        planned = plan_sweep(plan_run(desired, prior), prior)
         return with_champion_reason(planned, desired, facts,
                                     runs=planned.attributes.get("run_id") is UNKNOWN)
 
@@ -382,8 +391,13 @@ class PipelineHandler(LocalHandler):
         if attrs.get("run_id") is not UNKNOWN:
             run = self._kept(address, str(attrs["run_id"]), attrs.get("gate"))
         else:
-            run = self._choose(address, fingerprint)
-            if run.record() is None:
+            run = self._choose(address, fingerprint, resume=bool(attrs.get("sweep")))
+            record = run.record()
+            if attrs.get("sweep"):
+                if record is None or record.get("status") == RUNNING:
+                    from .sweeps import run_sweep   # Optuna is loaded only for a sweep
+                    run_sweep(self, address, attrs, run)
+            elif record is None:
                 self._execute(address, attrs, run)
         attrs.update(self._outputs(run), stale=None)
         write_json_atomic(self.current_path(address), {"run_id": run.run_id, "attributes": attrs})
@@ -407,8 +421,9 @@ class PipelineHandler(LocalHandler):
             raise ProviderError(f"{missed} (run {run_id})", address=address)
         return run
 
-    def _choose(self, address: str, fingerprint: str) -> RunDir:
-        """The run for this fingerprint: a finished one to adopt, or a clean directory."""
+    def _choose(self, address: str, fingerprint: str, resume: bool = False) -> RunDir:
+        """The run for this fingerprint: a finished one to adopt, or a clean directory;
+        with `resume` (a sweep), also one a killed apply left running."""
         base = self.base_run_id(address, fingerprint)
         marker = self.stale_marker(address)
         for number in itertools.count(1):
@@ -427,18 +442,30 @@ class PipelineHandler(LocalHandler):
                     continue
                 return run   # a retried or crashed create: adopt the finished run
             if record.get("status") == RUNNING:
+                if resume and record.get("sweep"):
+                    return run   # its study goes on where the killed apply left it
                 run.interrupted()   # left running by a killed apply
             # a failed run stays on record (`mlform runs`); the next number runs again
         raise AssertionError("unreachable")
 
     def _outputs(self, run: RunDir) -> dict[str, Any]:
         record = run.record() or {}
+        best = {BEST_PARAMETERS: record[BEST_PARAMETERS]} if BEST_PARAMETERS in record else {}
         return {"run_id": run.run_id, "model_uri": run.output.as_uri(),
-                "metrics": record.get("metrics") or {}}
+                "metrics": record.get("metrics") or {}, **best}
 
-    def _execute(self, address: str, attrs: Mapping[str, Any], run: RunDir) -> None:
+    def _execute(self, address: str, attrs: Mapping[str, Any], run: RunDir, *,
+                 devices: list[int] | None = None, sweep: Mapping[str, Any] | None = None,
+                 judge: Callable[[Mapping[str, Any]], str | None] | None = None,
+                 stop: Callable[[], str | None] | None = None) -> None:
+        """Run the entrypoint once in `run`; raises ProviderError when the run fails.
+
+        A sweep's trial (`local/sweeps.py`) passes its share of the GPUs (`devices`),
+        its place in the sweep (`sweep`, for its record), `judge` (why its metrics
+        fail it: no objective) and `stop` (polled while it runs: a reason stops it)."""
         entrypoint = entrypoint_file(self.env.stack_dir, address, attrs)
-        devices = devices_for(self.env, attrs.get("cluster"))
+        if devices is None:
+            devices = devices_for(self.env, attrs.get("cluster"))
         run.output.mkdir(parents=True, exist_ok=True)
         started = _now()
         launch = torchrun.launch_of(devices, PipelineSettings.of(attrs).processes_per_node)
@@ -449,7 +476,7 @@ class PipelineHandler(LocalHandler):
                   devices=devices, record=run_record(
                       provider=self.env.context.name, address=address, attrs=attrs,
                       run_id=run.run_id, status=RUNNING, started=started,
-                      processes=launch.processes,
+                      processes=launch.processes, sweep=sweep,
                       artifacts={"logs": run.logs.as_uri(), "output": run.output.as_uri()}))
         problems = distribution_problems(address, attrs)   # a plan made elsewhere
         if problems:
@@ -472,32 +499,41 @@ class PipelineHandler(LocalHandler):
         if launch.distributed:
             where += f", {launch.processes} processes ({launch.backend})"
         self._progress(address, f"{run.run_id} started: {entrypoint.name} on {where}", run)
-        code = self._wait(address, proc, run, float(timeout))
-        self._finish(address, attrs, run, code, float(timeout), launch)
+        code, stopped = self._wait(address, proc, run, float(timeout), stop)
+        if stopped is not None:
+            self._fail(run, address, f"{address}: run {run.run_id} was stopped: {stopped}")
+        self._finish(address, attrs, run, code, float(timeout), launch, judge)
 
     def _progress(self, address: str, message: str, run: RunDir) -> None:
         self.env.context.progress(ProgressEvent(address, message, f"run {run.run_id}"))
 
-    def _wait(self, address: str, proc: subprocess.Popen, run: RunDir, timeout: float) -> int | None:
-        """The exit status, or None when the run outlived its timeout (it is killed then)."""
+    def _wait(self, address: str, proc: subprocess.Popen, run: RunDir, timeout: float,
+              stop: Callable[[], str | None] | None = None) -> tuple[int | None, str | None]:
+        """(the exit status, or None when the run outlived its timeout; why `stop` stopped
+        it, or None): a run stopped either way is killed."""
         follower = _LogFollower(run.logs, lambda line: self._progress(address, line, run))
         deadline = time.monotonic() + timeout
         try:
             while True:
                 try:
-                    return proc.wait(timeout=_POLL_S)
+                    return proc.wait(timeout=_POLL_S), None
                 except subprocess.TimeoutExpired:
                     follower.poll()
+                stopped = stop() if stop is not None else None
+                if stopped is not None:
+                    _kill_group(proc, run.marker)
+                    return proc.returncode, stopped
                 if time.monotonic() > deadline:
                     _kill_group(proc, run.marker)
-                    return None
+                    return None, None
         finally:
             if proc.poll() is None:   # interrupted (Ctrl-C): leave no orphan behind
                 _kill_group(proc, run.marker)
             follower.poll(final=True)
 
     def _finish(self, address: str, attrs: Mapping[str, Any], run: RunDir, code: int | None,
-                timeout: float, launch: torchrun.Launch) -> None:
+                timeout: float, launch: torchrun.Launch,
+                judge: Callable[[Mapping[str, Any]], str | None] | None = None) -> None:
         """Judge a finished process: exit status, metrics, gate, model.  Raises on failure."""
         if code is None:
             self._fail(run, address, f"{address}: the run {run.run_id} took longer than "
@@ -511,6 +547,9 @@ class PipelineHandler(LocalHandler):
         if not isinstance(metrics, dict):
             self._fail(run, address, f"{address}: {attrs.get('entrypoint')} wrote no {METRICS_FILE} "
                                      f"(a JSON object) in MLFORM_OUTPUT_DIR", tail=True)
+        judged = judge(metrics) if judge is not None else None
+        if judged is not None:
+            self._fail(run, address, f"{address}: {judged} (run {run.run_id})", metrics=metrics)
         gate = attrs.get("gate")
         missed = check_gate(gate, metrics)
         note = None
@@ -623,4 +662,5 @@ class PipelineHandler(LocalHandler):
             for path in sorted(p for p in root.iterdir() if p.is_dir()):
                 RunDir(path).discard()   # stops only processes whose command line is ours
             shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(self.env.root / "sweeps" / self.env.slug(prior.address), ignore_errors=True)
         stale_marker_path(self.env, prior.address).unlink(missing_ok=True)

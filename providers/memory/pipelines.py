@@ -10,6 +10,11 @@ of the same fingerprint (a stale pipeline) counts on, so it is a new run.
 A gate with ``must_beat`` also compares the run with the champion (`models.champions`:
 the stored model in that stage, with the lineage recorded for its version), in the
 kit's words; plan reads the champions as a fact and names the number to beat.
+
+A pipeline with a `sweep` is planned like on any provider (`kit.sweeps.plan_sweep`:
+`best_parameters` unknown until it runs, the sweep among the reasons); its "run" makes
+no trials: `best_parameters` is the kit's deterministic placeholder (each range's
+min, each categorical's first value), so stacks with sweeps plan and apply here.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from mlform.providers.kit.champions import (
 from mlform.providers.kit.gate import check_gate
 from mlform.providers.kit.reruns import RUN_OUTPUTS, plan_run
 from mlform.providers.kit.run_records import SUCCEEDED, run_record
+from mlform.providers.kit.sweeps import BEST_PARAMETERS, placeholder_parameters, plan_sweep, sweep_of
 
 from .env import MemoryHandler
 from .models import champions
@@ -40,7 +46,7 @@ __all__ = ["PipelineHandler"]
 
 class PipelineHandler(MemoryHandler):
     kind = "pipeline"
-    schema = KindSchema(computed=(*RUN_OUTPUTS, "stale"))
+    schema = KindSchema(computed=(*RUN_OUTPUTS, "stale"))   # and best_parameters with a sweep
 
     def fact_keys(self, desired: Desired, prior: LiveObject | None) -> list[FactKey]:
         key = champion_key(desired)
@@ -55,7 +61,7 @@ class PipelineHandler(MemoryHandler):
 
     def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
         self.env.failures.raise_for("plan", desired.address)
-        planned = plan_run(desired, prior)
+        planned = plan_sweep(plan_run(desired, prior), prior)
         return with_champion_reason(planned, desired, facts,
                                     runs=planned.attributes.get("run_id") is UNKNOWN)
 
@@ -81,8 +87,10 @@ class PipelineHandler(MemoryHandler):
         number = next_counter(f"{id}#run:{fingerprint}", 0)
         seed = address + fingerprint + ("" if number == 1 else f"#{number}")
         run_id = "run-" + hashlib.sha256(seed.encode()).hexdigest()[:12]
+        spec = sweep_of(attrs)
+        best = {BEST_PARAMETERS: placeholder_parameters(spec)} if spec is not None else {}
         return {"run_id": run_id, "model_uri": self.env.uri("artifacts", address, run_id),
-                "metrics": metrics, "stale": None}
+                "metrics": metrics, "stale": None, **best}
 
     def kept(self, address: str, attrs: Mapping[str, Any], existing: Mapping[str, Any] | None
              ) -> dict[str, Any]:

@@ -9,6 +9,7 @@ Everything lives under the provider's prefix (``mlform/{stack}/{env}`` by defaul
     code/<sha256>/sourcedir.tar.gz            a pipeline's code, once per content
     runs/<name>/<job name>/output/model.tar.gz  a training job's model (written by SageMaker)
     runs/<name>/<job name>.json               the attributes a job was started with
+    records/<name>/<job name>.json            a run's record (kit.run_ledger)
     stale/<name>.json                         a monitor's "re-run this pipeline" marker
                                               (`env.stale_key`)
     resources/<kind>/<name>.json              the attributes last applied to a model,

@@ -72,6 +72,29 @@ run that has since been redone is out of date by itself.  The next plan then re-
 the pipeline with the marker's reason: the stale job is passed over and the next
 attempt starts.
 
+Distributed training
+--------------------
+A run with more than one process (``nodes > 1``: ``InstanceCount``; or an instance with
+several GPUs: one process each) gets the PyTorch estimator's torch_distributed setting,
+the hyperparameter ``sagemaker_torch_distributed_enabled = true``: the AWS PyTorch
+framework container then starts the program through torchrun on every instance, which
+sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``.
+``MLFORM_WORLD_SIZE`` (instances × processes per instance) and ``MLFORM_DIST_BACKEND``
+(``nccl`` on GPU instances, ``gloo`` otherwise) are in the job's Environment.
+
+Run records
+-----------
+Every job the provider starts has a record (`kit.run_records`, kept by `kit.run_ledger`)
+at ``records/<name>/<job>.json`` in the bucket, with the ownership tags: written
+(status running, the planned parameters, digests and cluster) before CreateTrainingJob,
+and closed when the job ends: its status, TrainingStartTime and TrainingEndTime,
+``FinalMetricDataList``, FailureReason (or the gate's verdict on a Completed job that
+missed it) and the model artifact.  The provider does not read the job's log, so a
+SageMaker record has no step metrics.  `run_records` lists the records prefix once;
+only a record still running costs a DescribeTrainingJob (a job that ended while no apply
+watched is reported with its outcome, not written).  Records stay when the pipeline is
+deleted, as the jobs do.
+
 Planning reads one fact first: the address's jobs (with the tags of the ones that could
 be adopted) and its stale marker, from which plan names the job a run will use.
 
@@ -102,7 +125,7 @@ from mlform.providers.base import (
     UNKNOWN, Desired, Diagnostic, FactKey, Facts, KindSchema, LiveObject, Planned,
     ProviderError, Timeouts, contains_unknown, error,
 )
-from mlform.providers.kit import reruns
+from mlform.providers.kit import reruns, sweeps
 from mlform.providers.kit.champions import (
     champion_key, gate_diagnostics, judge_challenger, run_lineage, with_champion_reason,
 )
@@ -111,6 +134,8 @@ from mlform.providers.kit.monitoring import stale_marker
 from mlform.providers.kit.names import short_hash
 from mlform.providers.kit.artifacts import input_uri
 from mlform.providers.kit.reruns import StaleMarker, fingerprint_hex, plan_run, run_fingerprint
+from mlform.providers.kit.run_ledger import RunLedger, closed_record
+from mlform.providers.kit.run_records import FAILED, RUNNING, SUCCEEDED, run_record
 from mlform.providers.kit.runs import code_archive, contract_environment
 
 from . import bucket
@@ -129,8 +154,11 @@ ENDED = ("Failed", "Stopped")
 _NUMBER = r"(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)"
 # SageMaker's limits on a CreateTrainingJob request
 _ENV_VALUE_LIMIT, _ENV_ENTRIES, _HYPER_ENTRIES, _METRICS, _JOB_TAGS = 512, 100, 100, 40, 50
+#: what the SageMaker PyTorch estimator's distribution={"torch_distributed": {"enabled":
+#: True}} sets: the framework container then starts the program through torchrun
+TORCH_DISTRIBUTED = "sagemaker_torch_distributed_enabled"
 _SDK_HYPERPARAMETERS = ("sagemaker_program", "sagemaker_submit_directory", "sagemaker_region",
-                        "sagemaker_container_log_level")
+                        "sagemaker_container_log_level", TORCH_DISTRIBUTED)
 class PipelineSettings(BaseModel):
     """`settings { }` of a sagemaker pipeline."""
 
@@ -183,6 +211,20 @@ def _time(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
     return None
+
+
+def _iso(value: Any) -> str | None:
+    found = _time(value)
+    return found.isoformat(timespec="seconds") if found else None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def processes_of(profile: ComputeProfile) -> int:
+    """The run's processes: one per GPU (one per instance without GPUs) on every instance."""
+    return profile.instance_count * max(profile.gpus_per_instance, 1)
 
 
 class PipelineHandler(SageMakerHandler):
@@ -305,7 +347,7 @@ class PipelineHandler(SageMakerHandler):
 
     def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
         address, attrs = desired.address, desired.attributes
-        found: list[Diagnostic] = []
+        found: list[Diagnostic] = sweeps.unsupported(desired, "sagemaker")
         inputs = attrs.get("inputs") or {}
         for name, value in (inputs.items() if isinstance(inputs, Mapping) else ()):
             if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", str(name)):
@@ -346,7 +388,11 @@ class PipelineHandler(SageMakerHandler):
                 found.append(error(f"{address}: environment.{key} is longer than the "
                                    f"{_ENV_VALUE_LIMIT} characters SageMaker allows",
                                    address=address))
-        entries = len(attrs.get("environment") or {}) + len(attrs.get("inputs") or {}) + 5
+        # the run contract's variables count too (one per input, plus its fixed ones)
+        contract = contract_environment(inputs={str(k): "" for k in attrs.get("inputs") or {}},
+                                        hyperparameters={}, output_dir="", device="cpu",
+                                        run_id="")
+        entries = len(attrs.get("environment") or {}) + len(contract)
         if entries > _ENV_ENTRIES:
             found.append(error(f"{address}: {entries} environment variables (with mlform's), "
                                f"more than SageMaker's {_ENV_ENTRIES}", address=address))
@@ -405,11 +451,15 @@ class PipelineHandler(SageMakerHandler):
             "sagemaker_region": json.dumps(self.env.config.region),
             "sagemaker_container_log_level": "20",
         })
+        processes = processes_of(profile)
+        if processes > 1:   # torchrun on every instance, one process per GPU
+            hyperparameters[TORCH_DISTRIBUTED] = "true"
         paths = {name: _channel_path(name, uri) for name, uri in inputs.items()}
         environment = {str(k): str(v) for k, v in (attrs.get("environment") or {}).items()}
         environment.update(contract_environment(
             inputs=paths, hyperparameters=hyper, output_dir="/opt/ml/model",
-            device="cuda" if profile.gpus_per_instance else "cpu", run_id=job_name))
+            device="cuda" if profile.gpus_per_instance else "cpu", run_id=job_name,
+            world_size=processes))
         runtime_limits = [v for v in (attrs.get("timeout_seconds"),
                                       profile.get("max_runtime_seconds")) if isinstance(v, int)]
         runtime = min(runtime_limits) if runtime_limits else DEFAULT_MAX_RUNTIME
@@ -466,8 +516,19 @@ class PipelineHandler(SageMakerHandler):
         else:
             self.aws.progress(address, f"adopting training job {name} "
                                        f"({adopted.get('TrainingJobStatus')})")
+            if self.ledger.entry(self.env.name(address), name, address=address) is None:
+                # a job started before run records were kept: on record from now on
+                self._open_record(address, attrs, name, read_profile(
+                    self.env, attrs.get("cluster"), address=address),
+                    started=_iso(adopted.get("CreationTime")))
             request = None
-        desc = self._wait(address, name, self.schema.timeouts.create)
+        try:
+            desc = self._wait(address, name, self.schema.timeouts.create)
+        except ProviderError:
+            ended = self.describe(name, address)
+            if ended is not None and ended.get("TrainingJobStatus") in ENDED:
+                self._close_record(address, ended)
+            raise   # else still running (a timeout): its record stays open for the next apply
         return self._publish(planned, attrs, desc, request)
 
     def update(self, prior: LiveObject, planned: Planned) -> LiveObject:
@@ -485,7 +546,62 @@ class PipelineHandler(SageMakerHandler):
         tags = self.sagemaker_tags(desc["TrainingJobArn"], address)
         self.env.check_owner(tags, address, f"training job {kept}")
         self._sync_tags(address, desc["TrainingJobArn"], tags, attrs.get("tags") or {})
-        return self._publish(planned, attrs, desc, None)
+        return self._publish(planned, attrs, desc, None, record=False)
+
+    # -- run records (`kit.run_ledger`) --------------------------------------------------
+
+    @property
+    def ledger(self) -> RunLedger:
+        """``records/<name>/<job>.json`` in the provider's bucket, with the ownership tags."""
+        return RunLedger(self.env.store, self.env.key("records"), tags=self.env.tag_map)
+
+    def _open_record(self, address: str, attrs: Mapping[str, Any], name: str,
+                     profile: ComputeProfile, started: str | None = None) -> None:
+        output = f"s3://{self.env.config.bucket}/{bucket.runs_prefix(self.env, address)}{name}/"
+        self.ledger.open(self.env.name(address), run_record(
+            provider=self.env.context.name, address=address, attrs=attrs, run_id=name,
+            status=RUNNING, started=started or _now(), processes=processes_of(profile),
+            artifacts={"output": output + "output/"}), job={"name": name}, address=address)
+
+    @staticmethod
+    def _outcome(desc: Mapping[str, Any], missed: str | None = None) -> tuple[str, dict]:
+        """(status, `closed_record`'s fields) of an ended job, as DescribeTrainingJob has
+        it; `missed` is the gate's verdict on a Completed job."""
+        done = desc.get("TrainingJobStatus") == DONE and missed is None
+        model = (desc.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+        failure = None if done else (missed or desc.get("FailureReason") or
+                                     f"training job {desc.get('TrainingJobStatus')}")
+        return (SUCCEEDED if done else FAILED), {
+            "started": _iso(desc.get("TrainingStartTime") or desc.get("CreationTime")),
+            "finished": _iso(desc.get("TrainingEndTime") or desc.get("LastModifiedTime")),
+            "metrics": _metrics_of(desc), "failure": failure,
+            "model_uri": model if done else None,
+            "artifacts": {"model": model} if model and done else {}}
+
+    def _close_record(self, address: str, desc: Mapping[str, Any],
+                      missed: str | None = None) -> None:
+        status, outcome = self._outcome(desc, missed)
+        self.ledger.close(self.env.name(address), desc["TrainingJobName"], status,
+                          address=address, **outcome)
+
+    def run_records(self, pipeline: str | None) -> list[dict]:
+        """Every run's record in the bucket (the pipeline's only, when named), from one
+        listing; a record still running is reported as its job is now (one describe each):
+        a job that ended while no apply watched it is reported with its outcome (a
+        Completed one as succeeded: the next apply judges its gate and publishes it)."""
+        def refresh(record: dict, job: dict) -> dict | None:
+            address = str(record.get("pipeline") or "")
+            desc = self.describe(str(job.get("name") or record["run_id"]), address)
+            if desc is None:
+                return {**record, "status": FAILED,
+                        "failure": f"training job {record['run_id']} no longer exists"}
+            if desc.get("TrainingJobStatus") not in (DONE, *ENDED):
+                return None   # InProgress or Stopping: running it is
+            status, outcome = self._outcome(desc)
+            return closed_record(record, status, **outcome)
+
+        return self.ledger.records(self.env.name(pipeline) if pipeline else None,
+                                   address=pipeline or "", refresh=refresh)
 
     def _start(self, address: str, attrs: Mapping[str, Any], name: str) -> dict:
         archive, program = self.code(address, attrs)
@@ -496,14 +612,20 @@ class PipelineHandler(SageMakerHandler):
         bucket.put_json(self.env, bucket.run_record(self.env, address, name),
                         {"address": address, "job": name, "attributes": self._recorded(attrs)},
                         address=address, user_tags=None)
+        self._open_record(address, attrs, name, profile)
+        processes = processes_of(profile)
         self.aws.progress(address, f"starting training job {name} on "
                                    f"{profile.instance_count} × {profile.instance_type}"
-                                   + (" (spot)" if profile.spot else ""))
+                                   + (" (spot)" if profile.spot else "")
+                                   + (f", {processes} processes (torchrun)"
+                                      if processes > 1 else ""))
         try:
             self.aws.call("sagemaker", "create_training_job", address=address, **request)
         except ProviderError as exc:
             # a concurrent or retried create got there first: adopt its job
             if "ResourceInUse" not in exc.message or self.describe(name, address) is None:
+                self.ledger.close(self.env.name(address), name, FAILED, address=address,
+                                  finished=_now(), failure=exc.message)
                 raise
         return request
 
@@ -534,8 +656,10 @@ class PipelineHandler(SageMakerHandler):
         return desc
 
     def _publish(self, planned: Planned, attrs: dict, desc: Mapping[str, Any],
-                 request: dict | None) -> LiveObject:
-        """Judge a Completed job by the gate; on a pass, the pipeline's attributes."""
+                 request: dict | None, *, record: bool = True) -> LiveObject:
+        """Judge a Completed job by the gate; on a pass, the pipeline's attributes.  The
+        run's record is closed with the verdict (`record`: not when re-judging a kept run,
+        whose record says how it ended)."""
         address, name = planned.address, desc["TrainingJobName"]
         metrics = _metrics_of(desc)
         gate = attrs.get("gate")
@@ -543,6 +667,8 @@ class PipelineHandler(SageMakerHandler):
         if missed is None:
             missed, note = judge_challenger(gate, metrics, partial(champions, self, address),
                                             run_id=name)
+        if record:
+            self._close_record(address, desc, missed)
         if missed is not None:
             raise ProviderError(f"{missed} (training job {name})", address=address,
                                 service_message="SageMaker reads metrics from the job's log: "

@@ -507,7 +507,7 @@ def test_json_schema_one_kind():
     schema = json_schema("pipeline")
     assert schema["$schema"].endswith("2020-12/schema")
     assert "entrypoint" in schema["required"]
-    assert set(schema["$defs"]) == {"Gate", "Expression"}
+    assert set(schema["$defs"]) == {"Gate", "Sweep", "SweepParameter", "Expression"}
     with pytest.raises(KeyError):
         json_schema("nope")
 
