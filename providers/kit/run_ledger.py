@@ -20,27 +20,12 @@ is now.  A refreshed record is reported, not written: listing runs changes nothi
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
-from .run_records import RUNNING, StepMetrics, duration_seconds
+from .run_records import RUNNING, closed_record
 from .storage import ObjectStore
 
-__all__ = ["RunLedger", "closed_record"]
-
-
-def closed_record(record: Mapping[str, Any], status: str, *, finished: str | None,
-                  started: str | None = None, metrics: Any = None,
-                  failure: str | None = None, steps: Iterable[StepMetrics | dict] = (),
-                  model_uri: str | None = None,
-                  artifacts: Mapping[str, str] | None = None) -> dict:
-    """`record` finished: its status, times, final and step metrics, failure and model."""
-    started = started or record.get("started")
-    return {**record, "status": status, "started": started, "finished": finished,
-            "failure": failure, "duration_seconds": duration_seconds(started, finished),
-            "metrics": dict(metrics) if isinstance(metrics, Mapping) else {},
-            "steps": [s.model_dump() if isinstance(s, StepMetrics) else dict(s) for s in steps],
-            "artifacts": {**dict(record.get("artifacts") or {}), **dict(artifacts or {})},
-            "model_uri": model_uri}
+__all__ = ["RunLedger", "closed_record"]   # closed_record: kit.run_records's, for callers
 
 
 class RunLedger:

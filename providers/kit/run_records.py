@@ -28,7 +28,7 @@ from mlform.providers.base import contains_unknown
 from .champions import run_lineage
 
 __all__ = ["RunRecord", "StepMetrics", "RUNNING", "SUCCEEDED", "FAILED", "STATUSES",
-           "step_metrics", "parse_step_line", "run_record", "duration_seconds",
+           "step_metrics", "parse_step_line", "run_record", "closed_record", "duration_seconds",
            "MAX_STEPS"]
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
@@ -172,3 +172,18 @@ def run_record(*, provider: str, address: str, attrs: Mapping[str, Any], run_id:
         artifacts=dict(artifacts or {}), model_uri=model_uri,
         sweep=dict(sweep) if sweep else None)
     return record.model_dump(mode="json")
+
+
+def closed_record(record: Mapping[str, Any], status: str, *, finished: str | None,
+                  started: str | None = None, metrics: Any = None,
+                  failure: str | None = None, steps: Iterable[StepMetrics | dict] = (),
+                  model_uri: str | None = None,
+                  artifacts: Mapping[str, str] | None = None) -> dict:
+    """`record` finished: its status, times, final and step metrics, failure and model."""
+    started = started or record.get("started")
+    return {**record, "status": status, "started": started, "finished": finished,
+            "failure": failure, "duration_seconds": duration_seconds(started, finished),
+            "metrics": dict(metrics) if isinstance(metrics, Mapping) else {},
+            "steps": [s.model_dump() if isinstance(s, StepMetrics) else dict(s) for s in steps],
+            "artifacts": {**dict(record.get("artifacts") or {}), **dict(artifacts or {})},
+            "model_uri": model_uri}

@@ -90,7 +90,7 @@ from mlform.providers.kit.champions import (
 from mlform.providers.kit.gate import check_gate
 from mlform.providers.kit.monitoring import stale_marker
 from mlform.providers.kit.reruns import RUN_OUTPUTS, StaleMarker, plan_run, run_fingerprint
-from mlform.providers.kit.run_records import duration_seconds, run_record, step_metrics
+from mlform.providers.kit.run_records import closed_record, run_record, step_metrics
 from mlform.providers.kit.sweeps import BEST_PARAMETERS, plan_sweep
 from mlform.providers.kit.runs import (
     METRICS_FILE, MODEL_FILE, contract_environment, entrypoint_file,
@@ -610,16 +610,15 @@ class PipelineHandler(LocalHandler):
             return None
         try:
             with open(run.logs, errors="replace") as log:
-                steps = [s.model_dump() for s in step_metrics(log)]
+                steps = step_metrics(log)
         except OSError:
             steps = []
-        artifacts = dict(record.get("artifacts") or {})
+        artifacts = {}
         if status != SUCCEEDED and (run.path / "rejected").is_dir():
             artifacts["output"] = (run.path / "rejected").as_uri()   # set aside by the gate
-        return {**record, "status": status, "finished": finished, "failure": failure,
-                "duration_seconds": duration_seconds(record.get("started"), finished),
-                "metrics": metrics if isinstance(metrics, dict) else {}, "steps": steps,
-                "artifacts": artifacts, "model_uri": model_uri}
+        return closed_record(record, status, finished=finished, metrics=metrics,
+                             failure=failure, steps=steps, model_uri=model_uri,
+                             artifacts=artifacts)
 
     def run_records(self, pipeline: str | None) -> list[dict]:
         """Every run's record under ``root/runs`` (the pipeline's only, when named): a run
