@@ -67,15 +67,7 @@ def report(address: str, env: str | None, vars: list[str], var_files: list[Path]
     else:
         text = view.render_human(address, records, summary,
                                  color=out.color() and out_file is None)
-    if out_file is not None:
-        try:
-            out_file.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-        except OSError as exc:
-            raise DiagnosticError.single(f"Cannot write the report to {out_file}: {exc.strerror}",
-                                         hint="Choose a writable path for --out.")
-        out.echo(f"Wrote the {format} report of {address} to {out_file}.", err=True)
-    else:
-        out.raw(text)
+    out.write_or_print(text, out_file, f"the {format} report of {address}")
     return 0
 
 

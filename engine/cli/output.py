@@ -45,6 +45,22 @@ def raw(text: str) -> None:
     sys.stdout.flush()
 
 
+def write_or_print(text: str, out_file, what: str) -> None:
+    """A report to `out_file` (saying so on stderr), or to stdout when it is None; a file
+    that cannot be written is a diagnostic."""
+    text = text if text.endswith("\n") else text + "\n"
+    if out_file is None:
+        raw(text)
+        return
+    from mlform.diagnostics import DiagnosticError
+    try:
+        out_file.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise DiagnosticError.single(f"Cannot write {what} to {out_file}: {exc.strerror}",
+                                     hint="Choose a writable path for --out.")
+    echo(f"Wrote {what} to {out_file}.", err=True)
+
+
 def _strip_markup(text: str) -> str:
     if "[" not in text:
         return text

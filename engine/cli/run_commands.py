@@ -51,24 +51,13 @@ def _dump(model) -> str:
     return json.dumps(model.model_dump(mode="json"), indent=2, sort_keys=True)
 
 
-def _write(text: str, out_file: Path | None, what: str) -> None:
-    if out_file is None:
-        out.raw(text if text.endswith("\n") else text + "\n")
-        return
-    try:
-        out_file.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise DiagnosticError.single(f"Cannot write {what} to {out_file}: {exc.strerror}",
-                                     hint="Choose a writable path for --out.")
-    out.echo(f"Wrote {what} to {out_file}.", err=True)
-
-
 def list_runs(pipeline: str | None, env, vars, var_files, as_json: bool) -> int:
     from mlform.runs import RunList
     from mlform.views.runs import render_list
     _, found = _gather(env, vars, var_files, pipeline)
     records = found.of(pipeline)
-    _write(_dump(RunList(runs=records)) if as_json else render_list(records), None, "")
+    out.write_or_print(_dump(RunList(runs=records)) if as_json else render_list(records),
+                       None, "")
     return 0
 
 
@@ -77,7 +66,7 @@ def show_run(run_id: str, env, vars, var_files, as_json: bool) -> int:
     from mlform.views.runs import render_show
     _, found = _gather(env, vars, var_files)
     record = find(found, run_id)
-    _write(_dump(record) if as_json else render_show(record), None, "")
+    out.write_or_print(_dump(record) if as_json else render_show(record), None, "")
     return 0
 
 
@@ -106,7 +95,7 @@ def compare_runs(run_ids: list[str], metric: str | None, env, vars, var_files, f
     else:
         from mlform.views.runs import render_compare
         text = render_compare(comparison)
-    _write(text, out_file, f"the {format} comparison")
+    out.write_or_print(text, out_file, f"the {format} comparison")
     return 0
 
 
@@ -115,7 +104,7 @@ def lineage(ref: str, env, vars, var_files, as_json: bool) -> int:
     from mlform.views.runs import render_lineage
     state, found = _gather(env, vars, var_files)
     result = lineage_of(ref, state, found.records)
-    _write(_dump(result) if as_json else render_lineage(result), None, "")
+    out.write_or_print(_dump(result) if as_json else render_lineage(result), None, "")
     return 0
 
 

@@ -15,12 +15,36 @@ from typing import Any
 
 from mlform.views.experiment import TEXT_COLUMNS, columns, footnote, headline, rows, verdict
 
-__all__ = ["render_html", "chart", "sandboxed_environment"]
+__all__ = ["render_html", "chart", "sandboxed_environment", "CHART_CSS", "CHARTS"]
 
 #: Colour per variant, in order (colour-blind safe: Okabe-Ito).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 WIDTH, HEIGHT = 640, 240
 LEFT, RIGHT, TOP, BOTTOM = 56, 16, 12, 36
+
+#: the charts' styles, shared by every page that draws them (`chart`)
+CHART_CSS = """figure { margin: 1.5em 0; }
+figcaption { font-weight: 600; margin-bottom: .3em; }
+svg text { font: 11px system-ui, sans-serif; fill: #444; }
+.legend span { display: inline-block; margin-right: 1.2em; }
+.legend i { display: inline-block; width: .9em; height: .9em; margin-right: .3em;
+            vertical-align: -.1em; }
+.note { color: #666; }"""
+
+#: the charts of `charts` (each from `chart`) as inline SVG; a line with ``dots`` also
+#: marks its points
+CHARTS = """{% for c in charts %}<figure>
+<figcaption>{{ c.title }}</figcaption>
+{% if c.lines %}<svg xmlns="http://www.w3.org/2000/svg" width="{{ c.width }}" height="{{ c.height }}" viewBox="0 0 {{ c.width }} {{ c.height }}" role="img" aria-label="{{ c.title }}">
+<rect x="{{ c.left }}" y="{{ c.top }}" width="{{ c.plot_width }}" height="{{ c.plot_height }}" fill="none" stroke="#ccc"/>
+{% for tick in c.y_ticks %}<line x1="{{ c.left }}" x2="{{ c.left + c.plot_width }}" y1="{{ tick.y }}" y2="{{ tick.y }}" stroke="#eee"/>
+<text x="{{ c.left - 6 }}" y="{{ tick.y + 4 }}" text-anchor="end">{{ tick.label }}</text>
+{% endfor %}{% for tick in c.x_ticks %}<text x="{{ tick.x }}" y="{{ c.height - 12 }}" text-anchor="middle">{{ tick.label }}</text>
+{% endfor %}{% for line in c.lines %}<polyline fill="none" stroke="{{ line.colour }}" stroke-width="2" points="{{ line.points }}"><title>{{ line.name }}</title></polyline>
+{% if line.dots is defined %}{% for p in line.dots %}<circle cx="{{ p[0] }}" cy="{{ p[1] }}" r="3" fill="{{ line.colour }}"/>{% endfor %}{% endif %}
+{% endfor %}</svg>{% else %}<p class="note">{{ c.empty }}</p>{% endif %}
+</figure>
+{% endfor %}"""
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en">
@@ -35,13 +59,7 @@ table { border-collapse: collapse; margin: 1em 0; }
 th, td { padding: .3em .7em; border-bottom: 1px solid #ddd; }
 th { text-align: left; background: #f5f5f5; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-figure { margin: 1.5em 0; }
-figcaption { font-weight: 600; margin-bottom: .3em; }
-svg text { font: 11px system-ui, sans-serif; fill: #444; }
-.legend span { display: inline-block; margin-right: 1.2em; }
-.legend i { display: inline-block; width: .9em; height: .9em; margin-right: .3em;
-            vertical-align: -.1em; }
-.note { color: #666; }
+""" + CHART_CSS + """
 </style>
 </head>
 <body>
@@ -55,17 +73,7 @@ svg text { font: 11px system-ui, sans-serif; fill: #444; }
 </table>
 <p><strong>Test:</strong> {{ verdict }}</p>
 <p class="legend">{% for name, colour in legend %}<span><i style="background: {{ colour }}"></i>{{ name }}</span>{% endfor %}</p>
-{% for c in charts %}<figure>
-<figcaption>{{ c.title }}</figcaption>
-{% if c.lines %}<svg xmlns="http://www.w3.org/2000/svg" width="{{ c.width }}" height="{{ c.height }}" viewBox="0 0 {{ c.width }} {{ c.height }}" role="img" aria-label="{{ c.title }}">
-<rect x="{{ c.left }}" y="{{ c.top }}" width="{{ c.plot_width }}" height="{{ c.plot_height }}" fill="none" stroke="#ccc"/>
-{% for tick in c.y_ticks %}<line x1="{{ c.left }}" x2="{{ c.left + c.plot_width }}" y1="{{ tick.y }}" y2="{{ tick.y }}" stroke="#eee"/>
-<text x="{{ c.left - 6 }}" y="{{ tick.y + 4 }}" text-anchor="end">{{ tick.label }}</text>
-{% endfor %}{% for tick in c.x_ticks %}<text x="{{ tick.x }}" y="{{ c.height - 12 }}" text-anchor="middle">{{ tick.label }}</text>
-{% endfor %}{% for line in c.lines %}<polyline fill="none" stroke="{{ line.colour }}" stroke-width="2" points="{{ line.points }}"><title>{{ line.name }}</title></polyline>
-{% endfor %}</svg>{% else %}<p class="note">{{ c.empty }}</p>{% endif %}
-</figure>
-{% endfor %}<p class="note">{{ footer }}</p>
+""" + CHARTS + """<p class="note">{{ footer }}</p>
 </body>
 </html>
 """

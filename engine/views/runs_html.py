@@ -10,7 +10,9 @@ autoescaping, so a run id or a parameter value cannot inject markup).
 from __future__ import annotations
 
 from mlform.runs import RunComparison
-from mlform.views.experiment_html import PALETTE, chart, sandboxed_environment
+from mlform.views.experiment_html import (
+    CHART_CSS, CHARTS, PALETTE, chart, sandboxed_environment,
+)
 from mlform.views.runs import value_text
 
 __all__ = ["render_compare_html"]
@@ -28,13 +30,7 @@ table { border-collapse: collapse; margin: 1em 0; }
 th, td { padding: .3em .7em; border-bottom: 1px solid #ddd; text-align: left; }
 th { background: #f5f5f5; }
 tr.differs td { background: #fff4d6; font-weight: 600; }
-figure { margin: 1.5em 0; }
-figcaption { font-weight: 600; margin-bottom: .3em; }
-svg text { font: 11px system-ui, sans-serif; fill: #444; }
-.legend span { display: inline-block; margin-right: 1.2em; }
-.legend i { display: inline-block; width: .9em; height: .9em; margin-right: .3em;
-            vertical-align: -.1em; }
-.note { color: #666; }
+""" + CHART_CSS + """
 </style>
 </head>
 <body>
@@ -47,18 +43,7 @@ svg text { font: 11px system-ui, sans-serif; fill: #444; }
 </table>
 <p class="note">Highlighted rows differ between the runs.</p>
 <p class="legend">{% for name, colour in legend %}<span><i style="background: {{ colour }}"></i>{{ name }}</span>{% endfor %}</p>
-{% for c in charts %}<figure>
-<figcaption>{{ c.title }}</figcaption>
-{% if c.lines %}<svg xmlns="http://www.w3.org/2000/svg" width="{{ c.width }}" height="{{ c.height }}" viewBox="0 0 {{ c.width }} {{ c.height }}" role="img" aria-label="{{ c.title }}">
-<rect x="{{ c.left }}" y="{{ c.top }}" width="{{ c.plot_width }}" height="{{ c.plot_height }}" fill="none" stroke="#ccc"/>
-{% for tick in c.y_ticks %}<line x1="{{ c.left }}" x2="{{ c.left + c.plot_width }}" y1="{{ tick.y }}" y2="{{ tick.y }}" stroke="#eee"/>
-<text x="{{ c.left - 6 }}" y="{{ tick.y + 4 }}" text-anchor="end">{{ tick.label }}</text>
-{% endfor %}{% for tick in c.x_ticks %}<text x="{{ tick.x }}" y="{{ c.height - 12 }}" text-anchor="middle">{{ tick.label }}</text>
-{% endfor %}{% for line in c.lines %}<polyline fill="none" stroke="{{ line.colour }}" stroke-width="2" points="{{ line.points }}"><title>{{ line.name }}</title></polyline>
-{% for p in line.dots %}<circle cx="{{ p[0] }}" cy="{{ p[1] }}" r="3" fill="{{ line.colour }}"/>{% endfor %}
-{% endfor %}</svg>{% else %}<p class="note">{{ c.empty }}</p>{% endif %}
-</figure>
-{% endfor %}
+""" + CHARTS + """
 </body>
 </html>
 """

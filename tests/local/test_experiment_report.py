@@ -283,7 +283,7 @@ def test_out_to_an_unwritable_place_is_a_diagnostic(stack, tmp_path):
     write_endpoint(stack, experiment={"type": "ab", "reward": "binary"}, models=AB_MODELS,
                    captures=captures, feedback=feedback)
     code, output = report(ADDRESS, "--out", str(tmp_path / "missing" / "r.txt"))
-    assert code == 1 and "Cannot write the report" in output
+    assert code == 1 and "Cannot write the human report of" in output
 
 
 def test_step_needs_a_running_server(stack):
