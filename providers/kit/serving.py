@@ -17,7 +17,8 @@ The spec (written by `endpoints.py`, mode 0600 because it holds the admin token)
      "experiment": {"type": "ab"|"shadow"|"bandit", "sticky_key", "shadow_percent",
                     "reward", "floor_percent", "state_path", "feedback_path"} | null,
      "workers": 1, "worker_processes": 0, "max_batch_size": 1, "max_delay_ms": 5,
-     "hooks": "/abs/hooks.py" | null, "auth_token": "..." | null}
+     "hooks": "/abs/hooks.py" | null, "auth_token": "..." | null,
+     "device": "cpu" | "cuda"}   (cuda: torch models on the one GPU the process sees)
 
 (everything after ``models`` is optional: an older spec serves as before, its models
 one variant "primary"; the capture limits default as in
@@ -163,6 +164,11 @@ DATATYPES: dict[str, torch.dtype] = {
     "UINT8": torch.int64, "UINT16": torch.int64, "UINT32": torch.int64, "BOOL": torch.bool,
 }
 
+
+
+def _device(spec: dict) -> str:
+    """Where torch models run: ``cuda`` (the process's one visible GPU) or ``cpu``."""
+    return "cuda" if spec.get("device") == "cuda" else "cpu"
 
 class BadRequest(Exception):
     """The request does not fit the model: answered 400 with an OIP error body."""
@@ -483,7 +489,7 @@ class Server:
                     loaded = self._cache.get(key) or cache.get(key)
                     if loaded is None:
                         loaded = runtime.load_predictor(entry["version"], entry["path"],
-                                                        framework, threads)
+                                                        framework, threads, _device(spec))
                     cache[key] = loaded
                     role = entry.get("role") or "live"
                     if role not in ("live", "shadow"):
@@ -573,7 +579,8 @@ class Server:
             # would take the GIL and the cores from the live model's answers (measured:
             # p99 x3 at concurrency 1 with a one-row MLP), and a caller must not pay for it.
             self.shadow_pool = runtime.WorkerPool(
-                processes=1, threads=max(1, int(self.spec.get("torch_threads") or 1)))
+                processes=1, threads=max(1, int(self.spec.get("torch_threads") or 1)),
+                device=_device(self.spec))
             # start the process and load the shadow there now, so the first mirrored
             # requests do not wait for an interpreter to start (not a mirror job: the
             # mirror's queue is the callers')
@@ -584,12 +591,12 @@ class Server:
         """The worker pool and the batcher, made again only when their settings change."""
         settings = (max(1, int(spec.get("workers") or 1)),
                     max(0, int(spec.get("worker_processes") or 0)),
-                    int(spec.get("torch_threads", 1)))
+                    int(spec.get("torch_threads", 1)), _device(spec))
         batching = (max(1, int(spec.get("max_batch_size") or 1)),
                     float(spec["max_delay_ms"]) if spec.get("max_delay_ms") is not None else 5.0)
         if self._pool_settings != settings + batching:
             old = self.pool
-            if self._pool_settings is None or self._pool_settings[:3] != settings:
+            if self._pool_settings is None or self._pool_settings[:4] != settings:
                 self.pool = runtime.WorkerPool(*settings)
             self.batcher = runtime.Batcher(self.pool, *batching, on_batch=self._batched)
             self._pool_settings = settings + batching

@@ -145,11 +145,13 @@ def _first_line(exc: BaseException) -> str:
 
 
 def load_predictor(version: Any, path: str, framework: str = "torch",
-                   threads: int = 1) -> Predictor:
+                   threads: int = 1, device: str = "cpu") -> Predictor:
     """Load one version's artifact from `path` (its directory) and `signature.json`.
 
     `threads` is onnxruntime's intra-op thread count (torch's is process-wide: the
-    server sets it).  Raises `LoadError` naming the file when anything is wrong.
+    server sets it).  `device` is where a torch model runs (``cpu`` or ``cuda``: the
+    server's one visible GPU); sklearn and onnx models run on the CPU.  Raises
+    `LoadError` naming the file when anything is wrong.
     """
     loader = _LOADERS.get(framework)
     if loader is None:
@@ -161,6 +163,8 @@ def load_predictor(version: Any, path: str, framework: str = "torch",
     signature = _signature(directory)
     inputs = tuple(str(x) for x in signature.get("inputs") or ())
     outputs = tuple(str(x) for x in signature.get("outputs") or ())
+    if framework == "torch":
+        return _load_torch(version, directory, inputs, outputs, threads, device)
     return loader(version, directory, inputs, outputs, threads)
 
 
@@ -200,7 +204,7 @@ def _artifact(directory: Path, names: tuple[str, ...], what: str) -> Path:
 # -- torch ----------------------------------------------------------------------
 
 def _load_torch(version: Any, directory: Path, inputs: tuple, outputs: tuple,
-                threads: int) -> Predictor:
+                threads: int, device: str = "cpu") -> Predictor:
     file = _artifact(directory, ("model.pt",), "a torch model (TorchScript)")
     import warnings
 
@@ -209,7 +213,7 @@ def _load_torch(version: Any, directory: Path, inputs: tuple, outputs: tuple,
     # would only fill every server log.
     warnings.filterwarnings("ignore", message=r"`torch\.jit", category=DeprecationWarning)
     try:
-        module = torch.jit.load(str(file), map_location="cpu")
+        module = torch.jit.load(str(file), map_location=device)
     except Exception as exc:     # torch raises RuntimeError, ValueError, pickle errors...
         raise LoadError(f"cannot load {file}: {_first_line(exc)}") from None
     module.eval()
@@ -217,7 +221,9 @@ def _load_torch(version: Any, directory: Path, inputs: tuple, outputs: tuple,
     def call(x: numpy.ndarray) -> Any:
         with torch.inference_mode():
             try:
-                out = _first_tensor(module(torch.from_numpy(x)))
+                # rows go to the model's device and the answer comes back to the CPU
+                # (both no-ops on the CPU)
+                out = _first_tensor(module(torch.from_numpy(x).to(device))).cpu()
             except (RuntimeError, torch.jit.Error) as exc:
                 # RuntimeError: torch refused the input (a shape mismatch); torch.jit.Error
                 # (not a RuntimeError): the model's own `raise`, its author's check on the
@@ -415,9 +421,11 @@ class WorkerPool:
     is each child's intra-op thread count (torch, BLAS, onnxruntime).
     """
 
-    def __init__(self, workers: int = 1, processes: int = 0, threads: int = 1) -> None:
+    def __init__(self, workers: int = 1, processes: int = 0, threads: int = 1,
+                 device: str = "cpu") -> None:
         self.processes = max(0, int(processes))
         self.threads = max(1, int(threads))
+        self.device = device
         self.concurrency = self.processes or max(1, int(workers))
         self._executor = self._make()
 
@@ -427,7 +435,8 @@ class WorkerPool:
             # pools) whose locks a forked child would inherit held
             spawn = multiprocessing.get_context("spawn")
             return ProcessPoolExecutor(self.processes, mp_context=spawn,
-                                       initializer=_init_worker, initargs=(self.threads,))
+                                       initializer=_init_worker,
+                                       initargs=(self.threads, self.device))
         return ThreadPoolExecutor(self.concurrency, thread_name_prefix="inference")
 
     async def run(self, predictor: Predictor, x: Any) -> numpy.ndarray:
@@ -470,11 +479,12 @@ class WorkerPool:
 PROCESS_CACHE = 8
 _cache: collections.OrderedDict = collections.OrderedDict()
 _threads = 1
+_device = "cpu"
 
 
-def _init_worker(threads: int) -> None:
-    global _threads
-    _threads = threads
+def _init_worker(threads: int, device: str = "cpu") -> None:
+    global _threads, _device
+    _threads, _device = threads, device
     try:     # BLAS pools (numpy, scikit-learn) are sized at import: limit them now
         from threadpoolctl import threadpool_limits
         threadpool_limits(threads)
@@ -489,7 +499,7 @@ def _remote_predict(path: str, framework: str, version: Any, x: numpy.ndarray) -
         if framework == "torch":
             import torch
             torch.set_num_threads(_threads)
-        predictor = _cache[key] = load_predictor(version, path, framework, _threads)
+        predictor = _cache[key] = load_predictor(version, path, framework, _threads, _device)
         while len(_cache) > PROCESS_CACHE:
             _cache.popitem(last=False)
     else:

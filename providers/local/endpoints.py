@@ -60,7 +60,8 @@ from mlform.providers.kit.variants import (
 )
 from mlform.specs import looks_like_address, split_address
 
-from . import processes
+from . import gpus, processes
+from .clusters import MACHINE
 from .env import LocalEnv, LocalHandler, read_json, write_json_atomic
 from .models import aliases, artifact_digest, read_meta, registry_dir, version_dir
 
@@ -118,6 +119,10 @@ class EndpointSettings(BaseModel):
                               description="A Python file (relative to the stack) defining "
                                           "preprocess(doc) and/or postprocess(doc, result), run "
                                           "around each inference request.")
+    gpu: int | None = Field(None, ge=0, le=1023,
+                            description="Serve torch models on this GPU (its NVML index; the "
+                                        "server sees only it, as CUDA_VISIBLE_DEVICES); unset: "
+                                        "the CPU.  Changing it starts a new process.")
     auth_token: str | None = Field(None, min_length=1,
                                    description="Bearer token the inference and feedback routes "
                                                "require (pass a sensitive variable; never "
@@ -251,16 +256,40 @@ def _host_of(url: Any) -> str | None:
     return urlsplit(url).hostname if isinstance(url, str) else None
 
 
-def _threads(attrs: Mapping) -> tuple[int, int, int]:
+def _threads(attrs: Mapping) -> tuple[int, int, int, int | None]:
     """What the server process is started with and a reload cannot change: torch threads,
-    inference worker threads and worker processes."""
+    inference worker threads, worker processes and the GPU."""
     settings = attrs.get("settings")
     settings = settings if isinstance(settings, Mapping) else {}
 
     def number(key: str, default: int) -> int:
         value = settings.get(key)
         return value if isinstance(value, int) and not isinstance(value, bool) else default
-    return number("torch_threads", 1), number("workers", 1), number("worker_processes", 0)
+    gpu = settings.get("gpu")
+    return (number("torch_threads", 1), number("workers", 1), number("worker_processes", 0),
+            gpu if isinstance(gpu, int) and not isinstance(gpu, bool) else None)
+
+
+def _gpu_of(attrs: Mapping) -> int | None:
+    """`settings.gpu` when it is known."""
+    settings = attrs.get("settings")
+    gpu = settings.get("gpu") if isinstance(settings, Mapping) else None
+    return gpu if isinstance(gpu, int) and not isinstance(gpu, bool) else None
+
+
+def _gpu_problems(address: str, attrs: Mapping, facts: Facts) -> list[Diagnostic]:
+    """A `settings.gpu` this machine does not have (NVML's answer is a fact of the plan)."""
+    gpu = _gpu_of(attrs)
+    machine = facts.get(MACHINE) if gpu is not None else None
+    if machine is None or any(g.index == gpu for g in machine.gpus):
+        return []
+    have = (f"its GPUs are {', '.join(str(g.index) for g in machine.gpus)} "
+            f"({gpus.describe(machine.gpus)})" if machine.gpus
+            else f"it has none ({machine.reason})")
+    return [error(f"{address} is to be served on GPU {gpu}, but this machine has no GPU {gpu}: "
+                  f"{have}", address=address,
+                  hint="Set settings.gpu to the index of one of this machine's GPUs "
+                       "(nvidia-smi lists them), or leave it unset to serve on the CPU.")]
 
 
 def _capture(attrs: Mapping, files: _Files) -> dict | None:
@@ -380,12 +409,16 @@ class EndpointHandler(LocalHandler):
                 else self._version_key(model)
             if key is not None and key not in keys:
                 keys.append(key)
+        if _gpu_of(desired.attributes) is not None:
+            keys.append(MACHINE)   # the GPU it serves on must be there
         return tuple(keys)
 
     def read_facts(self, keys: Sequence[FactKey]) -> dict[FactKey, Any]:
         found: dict[FactKey, Any] = {}
         for key in keys:
-            if key.name == "alias":
+            if key == MACHINE:
+                found[key] = gpus.discover()
+            elif key.name == "alias":
                 found[key] = self._alias_version(*key.args)
             else:
                 path = uri_to_path(key.args[0], self.env.stack_dir)
@@ -429,6 +462,7 @@ class EndpointHandler(LocalHandler):
                 found.append(error(f"The local provider cannot serve the model of {what}",
                                    detail=f'"{model}" is not a file:// URI or a path on this machine.',
                                    address=address))
+        found += _gpu_problems(address, attrs, facts)
         rollout = attrs.get("rollout") if isinstance(attrs.get("rollout"), Mapping) else {}
         analysis = rollout.get("analysis") if isinstance(rollout.get("analysis"), Mapping) else {}
         for key in analysis.get("metrics") or {}:
@@ -495,7 +529,8 @@ class EndpointHandler(LocalHandler):
                    if strategy == "canary" and rollout.get("bake_seconds") else strategy)
             reasons.append(f"serves model version {version} instead of {old} ({how})")
         if new_process:
-            reasons.append("needs a new server process (host, port or torch settings changed)")
+            reasons.append("needs a new server process (host, port, GPU or torch settings "
+                           "changed)")
         return tuple(reasons)
 
     def _planned_version(self, model: Any, facts: Facts) -> Any:
@@ -564,7 +599,7 @@ class EndpointHandler(LocalHandler):
         if (current is not None and current.healthy and current.host == host
                 and want_port in (None, current.port)
                 and (current.status.get("torch_threads", 1), started.get("workers", 1),
-                     started.get("worker_processes", 0)) == threads):
+                     started.get("worker_processes", 0), started.get("gpu")) == threads):
             if len(targets) == 1 and targets[0]["variant"] == PRIMARY:
                 self._roll_out(address, files, current, targets[0], attrs)
             settings = self._server_settings(attrs, files)
@@ -616,7 +651,8 @@ class EndpointHandler(LocalHandler):
         hooks = self.env.resolve(settings.hooks) if settings.hooks else None
         return {"capture": _capture(attrs, files), "experiment": experiment,
                 "torch_threads": settings.torch_threads, "workers": settings.workers,
-                "worker_processes": settings.worker_processes,
+                "worker_processes": settings.worker_processes, "gpu": settings.gpu,
+                "device": "cpu" if settings.gpu is None else "cuda",
                 "max_batch_size": settings.max_batch_size, "max_delay_ms": settings.max_delay_ms,
                 "hooks": str(hooks) if hooks else None,
                 "hooks_digest": _file_digest(hooks) if hooks else None,
@@ -769,8 +805,13 @@ class EndpointHandler(LocalHandler):
         for port in candidates:
             spec = self._write_spec(files, address, host, port, models,
                                     self._server_settings(attrs, files))
+            gpu = spec.get("gpu")
+            # the server sees its own GPU only (as "cuda"), or none: a CPU server must not
+            # take memory on a GPU a training run was handed
             pid = processes.spawn([self.env.python, str(SERVER_PROGRAM), files.marker], files.log,
-                                  env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=files.dir)
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                       "CUDA_VISIBLE_DEVICES": "" if gpu is None else str(gpu)},
+                                  cwd=files.dir)
             # Recorded before the wait: a crash from here on still knows what to stop.
             retired = [p for p in {record.get("pid"), *record.get("retired", ())} if p]
             write_json_atomic(files.process, {"pid": pid, "host": host, "port": port,
