@@ -47,6 +47,11 @@ model registered from this pipeline, on the lineage its ConfigMap recorded
 (`models.champions`).  A published run leaves ``lineage.json`` next to its
 ``output/`` (what the registry records).  Plan reads the champions as a fact.
 
+A pipeline with a `sweep` runs it instead of one run (`sweeps.py`): Optuna in the
+apply, each trial one of these Jobs, named ``<sweep run>-t<N>`` and labelled `SWEEP` and
+`TRIAL` (so `_wait` watches that trial's pods only); ``pruning = "median"`` is refused at
+validate (`sweep_diagnostics`).  Deleting the pipeline deletes its studies too.
+
 `stale` is the reason of the marker a monitor wrote to ``stale/<name>.json`` in
 storage, when it marks the current run (kit `StaleMarker`).
 """
@@ -54,6 +59,7 @@ storage, when it marks the current run (kit `StaleMarker`).
 from __future__ import annotations
 
 import hashlib
+import threading
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -65,7 +71,6 @@ from mlform.providers.base import (
     UNKNOWN, Desired, Diagnostic, FactError, FactKey, Facts, KindSchema, LiveObject, Planned,
     ProviderError, Timeouts, error,
 )
-from mlform.providers.kit import sweeps
 from mlform.providers.kit.artifacts import input_uri
 from mlform.providers.kit.champions import (
     champion_key, gate_diagnostics, judge_challenger, run_lineage, with_champion_reason,
@@ -77,6 +82,7 @@ from mlform.providers.kit.reruns import (
 from mlform.providers.kit.run_ledger import RunLedger, closed_record
 from mlform.providers.kit.run_records import FAILED, RUNNING, SUCCEEDED, run_record, step_metrics
 from mlform.providers.kit.runs import METRICS_FILE, code_archive
+from mlform.providers.kit.sweeps import plan_sweep
 
 from .clusters import KUEUE_LABEL, KUEUE_QUEUE, ClusterSettings, cluster_namespace
 from .env import KubeEnv, KubeHandler
@@ -89,6 +95,8 @@ JOB_LABEL = "batch.kubernetes.io/job-name"
 ROLE = "mlform.dev/role"
 FINGERPRINT = "mlform.dev/fingerprint"
 ATTEMPT = "mlform.dev/attempt"
+#: a sweep's trial Job (`kubernetes/sweeps.py`): the sweep run and the trial number
+SWEEP, TRIAL = "mlform.dev/sweep", "mlform.dev/trial"
 MASTER_PORT = 29500
 #: settings.distributed -> (apiVersion, kind, its success and failure condition types)
 RUN_KINDS = {
@@ -218,11 +226,11 @@ class PipelineHandler(KubeHandler):
                        hint="Install its controller and CRD, or use distributed = \"job\".")
                  for key in self._served_keys(desired)
                  if isinstance(fact := facts.get(key), FactError)]
-        found += sweeps.unsupported(desired, "kubernetes")
+        found += sweep_diagnostics(desired)
         return found + gate_diagnostics(desired, facts, found)
 
     def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
-        planned = plan_run(desired, prior)
+        planned = plan_sweep(plan_run(desired, prior), prior)
         return with_champion_reason(planned, desired, facts,
                                     runs=planned.attributes.get("model_uri") is UNKNOWN)
 
@@ -239,6 +247,9 @@ class PipelineHandler(KubeHandler):
         return self._run(planned)
 
     def _run(self, planned: Planned) -> LiveObject:
+        if planned.attributes.get("sweep") is not None:
+            from .sweeps import run_sweep   # Optuna is loaded only for a sweep
+            return run_sweep(self, planned)
         address, attrs = planned.address, dict(planned.attributes)
         fingerprint = run_fingerprint(planned)
         namespace = self.namespace(attrs)
@@ -264,13 +275,17 @@ class PipelineHandler(KubeHandler):
         return self._publish(planned, attrs, namespace, name)
 
     def _start(self, address: str, attrs: Mapping[str, Any], namespace: str,
-               fingerprint: str, attempt: int) -> dict:
-        name = self.job_name(address, fingerprint, attempt)
+               fingerprint: str, attempt: int, *, name: str | None = None,
+               labels: Mapping[str, str] | None = None,
+               sweep: Mapping[str, Any] | None = None) -> dict:
+        """Start a run: its record, then its Job.  A sweep's trial (`sweeps.py`) names its
+        Job, labels it (`SWEEP`, `TRIAL`) and puts its place in the sweep on record."""
+        name = name or self.job_name(address, fingerprint, attempt)
         code_uri, program = self._upload_code(address, attrs)
         docs = self.job_manifests(address, attrs, namespace, name, fingerprint, attempt,
-                                  code_uri, program)
+                                  code_uri, program, labels=labels)
         # the record first: an apply cut off after starting the run still leaves it on record
-        self._open_record(address, attrs, namespace, name)
+        self._open_record(address, attrs, namespace, name, sweep=sweep)
         for doc in docs[1:]:            # the headless Service of several nodes
             self.env.apply(doc, address)
         return self.env.apply(docs[0], address)
@@ -283,14 +298,16 @@ class PipelineHandler(KubeHandler):
         return RunLedger(self.env.store, self.env.store.key("records"))
 
     def _open_record(self, address: str, attrs: Mapping[str, Any], namespace: str, name: str,
-                     started: str | None = None) -> None:
+                     started: str | None = None, sweep: Mapping[str, Any] | None = None
+                     ) -> None:
         prefix = f"s3://{self.env.store.bucket}/{run_prefix(self.env, address, name)}"
         nodes, per_node = _shape(attrs)
         api_version, kind = RUN_KINDS[self.run_kind(attrs)][:2]
         self.ledger.open(self.env.name(address), run_record(
             provider=self.env.context.name, address=address, attrs=attrs, run_id=name,
             status=RUNNING, started=started or _now(), processes=nodes * per_node,
-            artifacts={"output": f"{prefix}/output/", "logs": f"{prefix}/{LOG_FILE}"}),
+            artifacts={"output": f"{prefix}/output/", "logs": f"{prefix}/{LOG_FILE}"},
+            sweep=sweep),
             job={"api_version": api_version, "kind": kind, "name": name,
                  "namespace": namespace}, address=address)
 
@@ -312,6 +329,8 @@ class PipelineHandler(KubeHandler):
         run that ended while no apply watched it is reported with its outcome (a complete
         one as succeeded: the next apply judges its gate and publishes it)."""
         def refresh(record: dict, job: dict) -> dict | None:
+            if job.get("kind") == SWEEP_RUN:
+                return None   # a sweep has no Job: running until an apply ends it
             address, name = str(record.get("pipeline") or ""), str(record["run_id"])
             found = self.kube.get(job.get("api_version", "batch/v1"), job.get("kind", "Job"),
                                   name, job.get("namespace"), address=address)
@@ -354,7 +373,8 @@ class PipelineHandler(KubeHandler):
         return f"s3://{self.env.store.bucket}/{key}", program
 
     def job_manifests(self, address: str, attrs: Mapping[str, Any], namespace: str, name: str,
-                      fingerprint: str, attempt: int, code_uri: str, program: str) -> list[dict]:
+                      fingerprint: str, attempt: int, code_uri: str, program: str,
+                      labels: Mapping[str, str] | None = None) -> list[dict]:
         settings = PipelineSettings.model_validate(dict(attrs.get("settings") or {}))
         cluster = attrs.get("cluster") if isinstance(attrs.get("cluster"), Mapping) else {}
         gpus = int(cluster.get("gpus_per_node") or 0)
@@ -366,7 +386,7 @@ class PipelineHandler(KubeHandler):
                 raise ProviderError(f"{address}: inputs.{key} is {uri!r}; pods read inputs "
                                     "from storage (s3://)", address=address)
         labels = {ROLE: "train", FINGERPRINT: fingerprint_hex(fingerprint)[:40],
-                  ATTEMPT: str(attempt), **dict(attrs.get("tags") or {})}
+                  ATTEMPT: str(attempt), **dict(attrs.get("tags") or {}), **dict(labels or {})}
         work = {"storage": self.env.store.uri(), "code": code_uri, "program": program,
                 "inputs": inputs, "hyperparameters": attrs.get("hyperparameters") or {},
                 "output": f"s3://{self.env.store.bucket}/{run_prefix(self.env, address, name)}/",
@@ -433,16 +453,22 @@ class PipelineHandler(KubeHandler):
         return docs
 
     def _wait(self, address: str, namespace: str, run: Mapping[str, Any],
-              attrs: Mapping[str, Any]) -> None:
+              attrs: Mapping[str, Any], stop: threading.Event | None = None) -> None:
+        """Wait until the run's Job completes; a ProviderError when it fails, or (the run
+        going on) as soon as `stop` is set (a sweep stopping)."""
         settings = PipelineSettings.model_validate(dict(attrs.get("settings") or {}))
         api_version, kind, done, failed_type = RUN_KINDS[self.run_kind(attrs)]
         name = run["metadata"]["name"]
         labels = run["metadata"].get("labels") or {}
         # the run's pods, whichever controller made them: our template's labels
         pod_labels = {**self.env.selector(address), FINGERPRINT: labels.get(FINGERPRINT, ""),
-                      ATTEMPT: labels.get(ATTEMPT, "")}
+                      ATTEMPT: labels.get(ATTEMPT, ""),
+                      **{k: labels[k] for k in (SWEEP, TRIAL) if k in labels}}
 
         def check() -> tuple[bool, str]:
+            if stop is not None and stop.is_set():
+                raise ProviderError(f"{address}: stopped waiting for {kind} {namespace}/{name} "
+                                    "(it goes on, for the next apply)", address=address)
             job = self.kube.get(api_version, kind, name, namespace, address=address)
             if job is None:
                 raise ProviderError(f"{address}: {kind} {namespace}/{name} disappeared while "
@@ -516,8 +542,10 @@ class PipelineHandler(KubeHandler):
                   .ttl_seconds_after_finished is not None):
             return None                        # deleted outside mlform: run it again
         marker = self.stale_marker(prior.address)
+        # a sweep's run_id is the sweep's, its job the best trial's: a monitor marks the former
         attrs["stale"] = (marker.reason if marker is not None
-                          and marker.marks(record["job"], attrs.get("fingerprint")) else None)
+                          and marker.marks(str(attrs.get("run_id") or record["job"]),
+                                           attrs.get("fingerprint")) else None)
         return LiveObject(prior.address, prior.kind, f"{record['namespace']}/{record['job']}",
                           attrs)
 
@@ -541,6 +569,26 @@ class PipelineHandler(KubeHandler):
         self._delete_objects(found, address)
         self.env.store.delete([self.record_key(address), stale_key(self.env, address)],
                               address=address)
+        # a sweep's studies (`sweeps.py`); run records stay, as the outputs do
+        self.env.store.delete_prefix(self.env.store.key("sweeps", self.env.name(address)) + "/",
+                                     address=address)
+
+
+#: the `job` of a sweep's own run record (`sweeps.py`): it has no Job of its own
+SWEEP_RUN = "sweep"
+
+
+def sweep_diagnostics(desired: Desired) -> list[Diagnostic]:
+    """What a `sweep` asks that trials as Jobs cannot do: pruning, which would read each
+    trial's steps while it runs (a pod's log reaches storage when the run ends)."""
+    raw = desired.attributes.get("sweep")
+    if not isinstance(raw, Mapping) or raw.get("pruning") != "median":
+        return []
+    return [error(f'{desired.address}: sweep.pruning = "median": the kubernetes provider '
+                  "does not prune trials (a trial's step lines reach storage only when its "
+                  "Job ends)", address=desired.address,
+                  hint='Use pruning = "none" (each trial runs to its end), or run the sweep '
+                       "on the local provider.")]
 
 
 def _condition(job: Mapping[str, Any], kind: str) -> bool:

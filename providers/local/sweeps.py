@@ -25,26 +25,29 @@ pipeline's result: its output is hard-linked to the sweep's ``output/`` (so `mod
 the registry's lineage and a monitor's stale marker all name the sweep's run), its
 metrics are the pipeline's `metrics`, its values `best_parameters`, and the `gate`
 judges it as it would judge a single run.
+
+The ask/tell scheduling, the telling and the resuming are `kit.sweep_loop`'s (the
+Kubernetes provider shares them); what is local's is here: the slots (device sets), a
+trial's run (`_trial`), how a leftover trial is settled (`_settle`: never rejoined, its
+process is gone with the apply or stopped) and the result.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import queue
 import shutil
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, NoReturn
 
 from mlform.providers.base import ProviderError
 from mlform.providers.kit.champions import run_lineage
 from mlform.providers.kit.gate import check_gate
 from mlform.providers.kit.run_records import parse_step_line, run_record
+from mlform.providers.kit.sweep_loop import COMPLETE, CUT, FAIL, PRUNED, Outcome, SweepLoop
 from mlform.providers.kit.sweeps import (
-    BEST_PARAMETERS, OPEN, MissingObjective, SweepSpec, best_trial, counted, distributions,
-    objective_value, open_study, sweep_of, trial_hyperparameters,
+    BEST_PARAMETERS, MissingObjective, SweepSpec, best_trial, objective_value, open_study,
+    sweep_of, trial_hyperparameters,
 )
 
 from .clusters import devices_for
@@ -56,9 +59,6 @@ if TYPE_CHECKING:
     from .pipelines import PipelineHandler
 
 __all__ = ["run_sweep", "study_path", "slots"]
-
-COMPLETE, PRUNED, FAIL, CUT = "complete", "pruned", "fail", "cut"
-
 
 def study_path(handler: "PipelineHandler", address: str, run_id: str):
     """Where the study of the sweep run `run_id` is kept."""
@@ -75,13 +75,6 @@ def slots(spec: SweepSpec, devices: list[int], processes: int,
         return [devices[i * share:(i + 1) * share] for i in range(count)]
     cpus = cpus or os.cpu_count() or 1
     return [[] for _ in range(max(1, min(spec.parallel, cpus // max(1, processes))))]
-
-
-@dataclass
-class _Outcome:
-    state: str               # COMPLETE, PRUNED, FAIL, or CUT (the sweep was interrupted)
-    value: float | None = None
-    message: str = ""
 
 
 class _Pruning:
@@ -142,7 +135,7 @@ class _Sweep:
                  run: RunDir, spec: SweepSpec) -> None:
         self.handler, self.address, self.attrs, self.run, self.spec = (
             handler, address, attrs, run, spec)
-        self.stopping = threading.Event()
+        self.loop: SweepLoop   # made when the study is open
         self.script = str(attrs.get("entrypoint"))
 
     # -- the sweep's own record ----------------------------------------------------------
@@ -175,32 +168,23 @@ class _Sweep:
 
     # -- the trials ----------------------------------------------------------------------
 
-    def _recover(self, study: "optuna.study.Study") -> None:
-        """Trials a killed apply left running: one whose run finished is told its value;
-        of the others, what is left of the run is stopped and the trial told failed, still
-        *open* (it does not count: another takes its place)."""
-        from optuna.trial import TrialState
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            run_id = trial.user_attrs.get("run_id")
-            run = self.handler.run_dir(self.address, str(run_id))
-            record = (run.record() or {}) if isinstance(run_id, str) else {}
-            if record.get("status") == SUCCEEDED:
-                try:
-                    value = objective_value(self.spec, record.get("metrics") or {})
-                except MissingObjective:
-                    value = None
-                if value is not None:
-                    study.tell(trial.number, value)
-                    self._say(f"trial {trial.number}: its run {run_id} had finished, "
-                              f"{self.spec.objective} {value:g}")
-                    continue
-            if record.get("status") == RUNNING:
-                run.interrupted()
-            study.tell(trial.number, state=TrialState.FAIL)
-            self._say(f"trial {trial.number} was cut short by a stopped apply: another "
-                      "takes its place")
+    def _settle(self, trial: "optuna.trial.FrozenTrial") -> Outcome:
+        """A trial a killed apply left running: its run finished (told its value), or what
+        is left of the run is stopped and the trial is cut (another takes its place)."""
+        run_id = trial.user_attrs.get("run_id")
+        run = self.handler.run_dir(self.address, str(run_id))
+        record = (run.record() or {}) if isinstance(run_id, str) else {}
+        if record.get("status") == SUCCEEDED:
+            try:
+                return Outcome(COMPLETE, value=objective_value(
+                    self.spec, record.get("metrics") or {}))
+            except MissingObjective:
+                pass
+        if record.get("status") == RUNNING:
+            run.interrupted()
+        return Outcome(CUT)
 
-    def _trial(self, trial: "optuna.trial.Trial", devices: list[int]) -> _Outcome:
+    def _trial(self, trial: "optuna.trial.Trial", devices: list[int]) -> Outcome:
         """Run one trial to its end (in a worker thread)."""
         run = self.handler.run_dir(self.address, str(trial.user_attrs["run_id"]))
         if run.path.exists():
@@ -208,7 +192,7 @@ class _Sweep:
         values = dict(trial.params)
         attrs = {**self.attrs, "gate": None,   # the gate judges the sweep's best trial only
                  "hyperparameters": trial_hyperparameters(self.attrs, values)}
-        watch = _Pruning(trial, self.spec, run, self.stopping)
+        watch = _Pruning(trial, self.spec, run, self.loop.stopping)
 
         def judge(metrics: Mapping[str, Any]) -> str | None:
             try:
@@ -227,78 +211,19 @@ class _Sweep:
                 watch.drain()
         except ProviderError as exc:
             if watch.pruned is not None:
-                return _Outcome(PRUNED, message=watch.pruned)
-            if self.stopping.is_set():
-                return _Outcome(CUT, message="the sweep was interrupted")
-            return _Outcome(FAIL, message=exc.message.removeprefix(f"{self.address}: "))
+                return Outcome(PRUNED, message=watch.pruned)
+            if self.loop.stopping.is_set():
+                return Outcome(CUT, message="the sweep was interrupted")
+            return Outcome(FAIL, message=exc.message.removeprefix(f"{self.address}: "))
         metrics = (run.record() or {}).get("metrics") or {}
-        return _Outcome(COMPLETE, value=objective_value(self.spec, metrics, self.script))
-
-    def _tell(self, study: "optuna.study.Study", trial: "optuna.trial.Trial",
-              outcome: _Outcome) -> None:
-        from optuna.trial import TrialState
-        shown = ", ".join(f"{k}={v}" for k, v in trial.params.items())
-        if outcome.state == CUT:
-            study.tell(trial, state=TrialState.FAIL)   # still open: replaced on resume
-            return
-        trial.set_user_attr(OPEN, False)
-        if outcome.state == COMPLETE:
-            study.tell(trial, outcome.value)
-            self._say(f"trial {trial.number} ({shown}): {self.spec.objective} "
-                      f"{outcome.value:g}")
-            return
-        trial.set_user_attr("failure", outcome.message)
-        study.tell(trial, state=TrialState.PRUNED if outcome.state == PRUNED else
-                   TrialState.FAIL)
-        self._say(f"trial {trial.number} ({shown}) "
-                  + ("was " if outcome.state == PRUNED else "failed: ") + outcome.message)
-
-    def _search(self, study: "optuna.study.Study") -> None:
-        """Ask, run and tell trials until `trials` of them count."""
-        settings = PipelineSettings.of(self.attrs)
-        free: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
-        sets = slots(self.spec, devices_for(self.handler.env, self.attrs.get("cluster")),
-                     settings.processes_per_node or 1)
-        for devices in sets:
-            free.put(devices)
-        space = distributions(self.spec)
-        remaining = self.spec.trials - counted(study.get_trials(deepcopy=False))
-        running: dict[Future, tuple["optuna.trial.Trial", list[int]]] = {}
-
-        def start(trial: "optuna.trial.Trial", devices: list[int]) -> _Outcome:
-            try:
-                return self._trial(trial, devices)
-            finally:
-                free.put(devices)
-
-        with ThreadPoolExecutor(max_workers=len(sets), thread_name_prefix="trial") as pool:
-            try:
-                while remaining > 0 or running:
-                    while remaining > 0 and len(running) < len(sets):
-                        trial = study.ask(space)
-                        trial.set_user_attr(OPEN, True)   # until its run ends (see _recover)
-                        trial.set_user_attr("run_id", f"{self.run.run_id}-t{trial.number}")
-                        devices = free.get()
-                        running[pool.submit(start, trial, devices)] = (trial, devices)
-                        remaining -= 1
-                    done, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        trial, _ = running.pop(future)
-                        self._tell(study, trial, future.result())
-            except BaseException:
-                # Ctrl-C or a failure here: every running trial's process is stopped
-                # (their `stop` sees the event); their trials stay open, to be replaced
-                self.stopping.set()
-                raise
+        return Outcome(COMPLETE, value=objective_value(self.spec, metrics, self.script))
 
     # -- the result ----------------------------------------------------------------------
 
     def _result(self, study: "optuna.study.Study") -> None:
         best = best_trial(study)
         if best is None:
-            failures = [f"trial {t.number}: {t.user_attrs.get('failure') or t.state.name.lower()}"
-                        for t in study.get_trials(deepcopy=False)
-                        if not (t.user_attrs.get(OPEN) and t.state.name == "FAIL")]
+            failures = self.loop.failures()
             self._fail(f"{self.address}: no trial of the sweep completed "
                        f"({len(failures)} tried)\n" + "\n".join(failures[-10:]))
         values = dict(best.params)
@@ -343,11 +268,14 @@ class _Sweep:
         path = study_path(self.handler, self.address, self.run.run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         study = open_study(self.spec, JournalStorage(JournalFileBackend(str(path))))
-        self._recover(study)
-        done = counted(study.get_trials(deepcopy=False))
+        self.loop = SweepLoop(self.spec, study, self.run.run_id, say=self._say)
+        self.loop.resume(self._settle)     # every leftover trial is settled: none rejoined
+        done = self.loop.done_before()
         self._say(f"sweep {self.run.run_id}: {self.spec.trials} trials"
                   + (f", {done} done before" if done else "") + f", storage {path}")
-        self._search(study)
+        settings = PipelineSettings.of(self.attrs)
+        self.loop.search(slots(self.spec, devices_for(self.handler.env, self.attrs.get("cluster")),
+                               settings.processes_per_node or 1), self._trial)
         self._result(study)
 
 
