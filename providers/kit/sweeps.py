@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from mlform.providers.base import (
-    UNKNOWN, Desired, Diagnostic, Planned, contains_unknown, error,
+    UNKNOWN, Desired, Diagnostic, Planned, ProviderError, contains_unknown, error,
 )
 
 if TYPE_CHECKING:   # only for the annotations: optuna is imported when a sweep runs
@@ -33,7 +33,7 @@ if TYPE_CHECKING:   # only for the annotations: optuna is imported when a sweep 
 __all__ = ["SweepSpec", "MissingObjective", "sweep_of", "distributions", "sampler",
            "pruner", "open_study", "objective_value", "trial_hyperparameters",
            "counted", "OPEN", "best_trial", "plan_sweep", "sweep_reason",
-           "placeholder_parameters", "unsupported", "BEST_PARAMETERS"]
+           "placeholder_parameters", "unsupported", "runnable", "BEST_PARAMETERS"]
 
 #: the computed attribute holding the best trial's values
 BEST_PARAMETERS = "best_parameters"
@@ -208,3 +208,17 @@ def unsupported(desired: Desired, provider: str) -> list[Diagnostic]:
     return [error(f"{desired.address}: the {provider} provider does not run hyperparameter "
                   "sweeps yet", address=desired.address,
                   hint="Remove `sweep`, or run the pipeline on the local provider.")]
+
+
+def runnable(address: str, attrs: Mapping[str, Any], install_hint: str) -> SweepSpec:
+    """The sweep an apply is about to run here (Optuna in this process), or the
+    ProviderError saying why it cannot: no known sweep, or Optuna not installed."""
+    import importlib.util
+    spec = sweep_of(attrs)
+    if spec is None:
+        raise ProviderError(f"{address}: the sweep is not known; run plan again",
+                            address=address)
+    if importlib.util.find_spec("optuna") is None:
+        raise ProviderError(f"{address}: a sweep needs Optuna, which is not installed",
+                            address=address, hint=install_hint)
+    return spec

@@ -41,7 +41,6 @@ The best trial is the pipeline's result: `model_uri` is its output in storage, w
 
 from __future__ import annotations
 
-import importlib.util
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -58,7 +57,7 @@ from mlform.providers.kit.runs import METRICS_FILE
 from mlform.providers.kit.sweep_loop import COMPLETE, CUT, FAIL, Outcome, SweepLoop
 from mlform.providers.kit.sweeps import (
     BEST_PARAMETERS, MissingObjective, SweepSpec, best_trial, objective_value, open_study,
-    sweep_of, trial_hyperparameters,
+    runnable, trial_hyperparameters,
 )
 
 from .models import champions
@@ -298,12 +297,7 @@ class _Sweep:
 def run_sweep(handler: "PipelineHandler", planned: Planned) -> LiveObject:
     """Run (or resume) the pipeline's sweep; raises ProviderError when it fails."""
     address = planned.address
-    spec = sweep_of(planned.attributes)
-    if spec is None:
-        raise ProviderError(f"{address}: the sweep is not known; run plan again",
-                            address=address)
-    if importlib.util.find_spec("optuna") is None:
-        raise ProviderError(f"{address}: a sweep needs Optuna, which is not installed",
-                            address=address,
-                            hint="Install it beside mlform: pip install optuna.")
+    spec = runnable(address, planned.attributes,
+                    "Install the kubernetes provider's extras: pip install "
+                    "'mlform[kubernetes]' (or pip install optuna).")
     return _Sweep(handler, planned, spec)()

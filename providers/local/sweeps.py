@@ -34,7 +34,6 @@ process is gone with the apply or stopped) and the result.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import threading
@@ -47,7 +46,7 @@ from mlform.providers.kit.run_records import parse_step_line, run_record
 from mlform.providers.kit.sweep_loop import COMPLETE, CUT, FAIL, PRUNED, Outcome, SweepLoop
 from mlform.providers.kit.sweeps import (
     BEST_PARAMETERS, MissingObjective, SweepSpec, best_trial, objective_value, open_study,
-    sweep_of, trial_hyperparameters,
+    runnable, trial_hyperparameters,
 )
 
 from .clusters import devices_for
@@ -290,14 +289,7 @@ def _link(source: str, target: str) -> None:
 def run_sweep(handler: "PipelineHandler", address: str, attrs: Mapping[str, Any],
               run: RunDir) -> None:
     """Run (or resume) the pipeline's sweep in `run`; raises ProviderError when it fails."""
-    spec = sweep_of(attrs)
-    if spec is None:
-        raise ProviderError(f"{address}: the sweep is not known; run plan again",
-                            address=address)
-    if importlib.util.find_spec("optuna") is None:
-        raise ProviderError(f"{address}: a sweep needs Optuna, which is not installed",
-                            address=address,
-                            hint="Install the local provider's extras: "
-                                 "pip install 'mlform[local]' (or pip install optuna).")
+    spec = runnable(address, attrs, "Install the local provider's extras: "
+                                    "pip install 'mlform[local]' (or pip install optuna).")
     _Sweep(handler, address, attrs, run, spec)()
 

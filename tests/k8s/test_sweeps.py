@@ -30,33 +30,7 @@ from mlform.providers.kit.run_records import RunRecord
 
 pytestmark = pytest.mark.timeout(600)
 
-SCRIPT = '''
-import json, os, time
-from pathlib import Path
-
-run_id = os.environ["MLFORM_RUN_ID"]
-counter = os.environ["RUN_COUNTER"]
-with open(counter, "a") as fh:
-    fh.write(run_id + "\\n")
-trial = int(run_id.rsplit("-t", 1)[1])
-hp = json.loads(os.environ["MLFORM_HYPERPARAMETERS"])
-meet = int(os.environ.get("MEET", "0"))
-if trial < meet:   # the first MEET trials wait until MEET trials started: they run at once
-    deadline = time.monotonic() + 120
-    while len(open(counter).read().split()) < meet:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"trial {trial} never ran beside {meet - 1} other(s)")
-        time.sleep(0.05)
-if str(trial) in os.environ.get("HOLD_TRIALS", "").split(","):
-    while os.path.exists(os.environ["HOLD_FILE"]):   # the test kills the apply meanwhile
-        time.sleep(0.05)
-accuracy = 0.9 if float(hp["lr"]) == 0.5 else 0.6
-for step in range(3):
-    print(json.dumps({"step": step, "accuracy": accuracy}), flush=True)
-out = Path(os.environ["MLFORM_OUTPUT_DIR"])
-(out / "model.pt").write_text(f"model of lr={hp['lr']} epochs={hp['epochs']}")
-(out / "metrics.json").write_text(json.dumps({os.environ.get("METRIC", "accuracy"): accuracy}))
-'''
+from _sweep_script import SCRIPT  # noqa: E402  (tests/ is on sys.path)
 
 # seed 2 draws lr 0.001, 0.001, 0.001, then 0.5: only the last trial finds the better one
 SWEEP = {"objective": "accuracy", "direction": "maximize", "trials": 4, "parallel": 2,
