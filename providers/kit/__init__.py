@@ -10,7 +10,7 @@ lives here, written once:
 | `calls` | one resource at a time, the way the engine calls a provider (facts, validate, plan): for tests and tools |
 | `plans` | the plan shape: desired attributes plus computed ones, known or `UNKNOWN` |
 | `runs` | the run contract: environment variables, entrypoint resolution, output files, the code archive shipped to remote runs |
-| `sweeps` | hyperparameter sweeps, provider-neutral: the `sweep` as Optuna distributions, the seeded TPE sampler and median pruner, the objective from a trial's metrics ("never reported metric X"), which trials count, `plan_sweep` (`best_parameters`, the plan reason), `unsupported` (a provider without sweeps refuses them) |
+| `sweeps` | hyperparameter sweeps, provider-neutral: the `sweep` as Optuna distributions, the seeded TPE sampler and median pruner, the objective from a trial's metrics ("never reported metric X"), which trials count, `plan_sweep` (`best_parameters`, the plan reason) |
 | `sweep_loop` | a sweep's ask/tell loop: trials at once in slots, told, resumed or rejoined after a killed apply (`SweepLoop`, `Outcome`) |
 | `run_ledger` | run records kept in an `ObjectStore` for providers that train elsewhere (SageMaker, Kubernetes): `RunLedger.open` before the job starts, `close` with the outcome, `records` in one listing |
 | `torchrun` | the provider-neutral torchrun launch: `Launch`, `launch_of`, `torchrun_argv` (one node: c10d; several: static rendezvous), `failed_rank` |

@@ -10,7 +10,7 @@ pruner (``pruning = "median"``: Optuna's MedianPruner on the objective's step va
 from the script's step lines), the objective read from a trial's metrics with the
 message when the script never reported it, which trials count toward `trials`, the
 plan (`plan_sweep`: `best_parameters` kept or unknown, the "sweep of N trials over ..."
-reason) and the refusal of a provider that has no sweeps (`unsupported`).
+reason).
 
 Optuna is imported inside the functions that need it: a plan, or an apply without a
 sweep, never loads it.  Where a provider keeps the study (a journal file, a database)
@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from mlform.providers.base import (
-    UNKNOWN, Desired, Diagnostic, Planned, ProviderError, contains_unknown, error,
+    UNKNOWN, Planned, ProviderError, contains_unknown,
 )
 
 if TYPE_CHECKING:   # only for the annotations: optuna is imported when a sweep runs
@@ -33,7 +33,7 @@ if TYPE_CHECKING:   # only for the annotations: optuna is imported when a sweep 
 __all__ = ["SweepSpec", "MissingObjective", "sweep_of", "distributions", "sampler",
            "pruner", "open_study", "objective_value", "trial_hyperparameters",
            "counted", "OPEN", "best_trial", "plan_sweep", "sweep_reason",
-           "placeholder_parameters", "unsupported", "runnable", "BEST_PARAMETERS"]
+           "placeholder_parameters", "runnable", "BEST_PARAMETERS"]
 
 #: the computed attribute holding the best trial's values
 BEST_PARAMETERS = "best_parameters"
@@ -199,15 +199,6 @@ def placeholder_parameters(spec: SweepSpec) -> dict[str, Any]:
         else:
             out[name] = int(p["min"]) if p["type"] == "int" else float(p["min"])
     return out
-
-
-def unsupported(desired: Desired, provider: str) -> list[Diagnostic]:
-    """The diagnostic of a provider that does not run sweeps, when the pipeline has one."""
-    if desired.attributes.get("sweep") is None:
-        return []
-    return [error(f"{desired.address}: the {provider} provider does not run hyperparameter "
-                  "sweeps yet", address=desired.address,
-                  hint="Remove `sweep`, or run the pipeline on the local provider.")]
 
 
 def runnable(address: str, attrs: Mapping[str, Any], install_hint: str) -> SweepSpec:

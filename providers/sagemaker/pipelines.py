@@ -104,6 +104,11 @@ request, so the run can be repeated from SageMaker Studio.  ``runs/<name>/<job>.
 records the attributes a job was made for, so `read` recovers a create that was cut
 off (no id) with what the spec asked.
 
+Sweeps
+------
+A pipeline with a ``sweep`` runs as a HyperParameterTuningJob whose training job
+definition is the request above (tuning.py): its best training job is the run.
+
 Delete stops a job still running (and waits for Stopped), tags every job of the
 address ``mlform:deleted=true`` (read treats such jobs as gone), deletes the Pipeline
 and the stale marker; model artifacts and records under ``runs/`` are kept.
@@ -125,7 +130,8 @@ from mlform.providers.base import (
     UNKNOWN, Desired, Diagnostic, FactKey, Facts, KindSchema, LiveObject, Planned,
     ProviderError, Timeouts, contains_unknown, error,
 )
-from mlform.providers.kit import reruns, sweeps
+from mlform.providers.kit import reruns
+from mlform.providers.kit.sweeps import SweepSpec, plan_sweep, sweep_of
 from mlform.providers.kit.champions import (
     champion_key, gate_diagnostics, judge_challenger, run_lineage, with_champion_reason,
 )
@@ -138,7 +144,7 @@ from mlform.providers.kit.run_ledger import RunLedger, closed_record
 from mlform.providers.kit.run_records import FAILED, RUNNING, SUCCEEDED, run_record
 from mlform.providers.kit.runs import code_archive, contract_environment
 
-from . import bucket
+from . import bucket, tuning
 from .clusters import DEFAULT_MAX_RUNTIME, ComputeProfile, read_profile
 from .env import OWNER_TAGS, SageMakerHandler, stale_key, user_tags
 from .models import champions
@@ -347,7 +353,7 @@ class PipelineHandler(SageMakerHandler):
 
     def validate(self, desired: Desired, facts: Facts) -> list[Diagnostic]:
         address, attrs = desired.address, desired.attributes
-        found: list[Diagnostic] = sweeps.unsupported(desired, "sagemaker")
+        found: list[Diagnostic] = tuning.diagnostics(desired)
         inputs = attrs.get("inputs") or {}
         for name, value in (inputs.items() if isinstance(inputs, Mapping) else ()):
             if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", str(name)):
@@ -404,10 +410,12 @@ class PipelineHandler(SageMakerHandler):
     def plan(self, desired: Desired, prior: LiveObject | None, facts: Facts) -> Planned:
         address, fingerprint = desired.address, desired.attributes.get("fingerprint")
         known = {}
-        if isinstance(fingerprint, str) and fingerprint:
+        # a sweep's run is its best training job: not known before the tuning job ends
+        sweep = desired.attributes.get("sweep")
+        if isinstance(fingerprint, str) and fingerprint and sweep is None:
             found = facts[FactKey("pipeline", "jobs", (address,))]
             known["run_id"] = self.pick(address, fingerprint, found["jobs"], found["marker"])[0]
-        planned = plan_run(desired, prior, outputs=RUN_OUTPUTS, known=known)
+        planned = plan_sweep(plan_run(desired, prior, outputs=RUN_OUTPUTS, known=known), prior)
         return with_champion_reason(planned, desired, facts,
                                     runs=planned.attributes.get("model_uri") is UNKNOWN)
 
@@ -416,7 +424,8 @@ class PipelineHandler(SageMakerHandler):
     def _metric_names(self, attrs: Mapping[str, Any]) -> list[str]:
         gate = attrs.get("gate")
         names = [gate["metric"]] if isinstance(gate, Mapping) and gate.get("metric") else []
-        for name in _settings(attrs).metrics:
+        spec = sweep_of(attrs)
+        for name in [*_settings(attrs).metrics, *([spec.objective] if spec else [])]:
             if name not in names:
                 names.append(name)
         return names
@@ -510,6 +519,8 @@ class PipelineHandler(SageMakerHandler):
 
     def create(self, planned: Planned) -> LiveObject:
         address, attrs = planned.address, dict(planned.attributes)
+        if attrs.get("sweep") is not None:
+            return tuning.run(self, planned, attrs)
         name, adopted = self.choose(address, run_fingerprint(planned))
         if adopted is None:
             request = self._start(address, attrs, name)
@@ -590,6 +601,8 @@ class PipelineHandler(SageMakerHandler):
         a job that ended while no apply watched it is reported with its outcome (a
         Completed one as succeeded: the next apply judges its gate and publishes it)."""
         def refresh(record: dict, job: dict) -> dict | None:
+            if job.get("kind") == tuning.KIND:
+                return tuning.refresh_record(self, record, job)
             address = str(record.get("pipeline") or "")
             desc = self.describe(str(job.get("name") or record["run_id"]), address)
             if desc is None:
@@ -603,11 +616,21 @@ class PipelineHandler(SageMakerHandler):
         return self.ledger.records(self.env.name(pipeline) if pipeline else None,
                                    address=pipeline or "", refresh=refresh)
 
-    def _start(self, address: str, attrs: Mapping[str, Any], name: str) -> dict:
+    def prepare(self, address: str, attrs: Mapping[str, Any], name: str,
+                sweep: SweepSpec | None = None) -> tuple[dict, ComputeProfile]:
+        """(the CreateTrainingJob request of a run named `name`, with its code uploaded,
+        and the cluster's profile): what a training job and a sweep's tuning job (its
+        training job definition, `tuning.tuning_request`) are made from.  A sweep's code
+        runs through `tuning.LAUNCHER`, which hands the entrypoint a trial's values."""
         archive, program = self.code(address, attrs)
+        if sweep is not None:
+            archive, program = tuning.with_launcher(archive, program, sweep.names)
         profile = read_profile(self.env, attrs.get("cluster"), address=address)
-        request = self.request(address, attrs, name, self._upload_code(address, archive),
-                               program, profile)
+        return self.request(address, attrs, name, self._upload_code(address, archive),
+                            program, profile), profile
+
+    def _start(self, address: str, attrs: Mapping[str, Any], name: str) -> dict:
+        request, profile = self.prepare(address, attrs, name)
         # the record first: a create cut off after CreateTrainingJob is still recoverable
         bucket.put_json(self.env, bucket.run_record(self.env, address, name),
                         {"address": address, "job": name, "attributes": self._recorded(attrs)},
@@ -814,6 +837,8 @@ class PipelineHandler(SageMakerHandler):
             # training jobs cannot be deleted: the tag makes read treat it as gone
             self.aws.call("sagemaker", "add_tags", address=address, ResourceArn=arn,
                           Tags=[{"Key": TAG_DELETED, "Value": "true"}])
+        if prior.attributes.get("sweep") is not None:
+            tuning.delete(self, address)
         current = self.aws.find("sagemaker", "describe_pipeline", address=address,
                                 PipelineName=self.pipeline_name(address))
         if current is not None:

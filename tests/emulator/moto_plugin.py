@@ -52,6 +52,11 @@ What moto lacks, and what this plugin adds:
   ``Environment`` (moto drops it) and ``AlgorithmSpecification.MetricDefinitions`` (moto
   replaces them with its own ``test:dcg``), and DescribeTrainingJob returns both as sent.
 
+* **Tuning jobs** (tuning.py): CreateHyperParameterTuningJob runs its trials as the
+  training jobs above (values drawn deterministically from the ranges; a metric can be
+  planted per hyperparameter value with ``planted_metrics``), Describe reports the best
+  one, plus ListTrainingJobsForHyperParameterTuningJob and StopHyperParameterTuningJob.
+
 * **Throttling / 5xx injection.**  ``throttle = {"<Action>": k}``: the next k calls of
   that action answer HTTP 400 ThrottlingException; ``server_error = {"<Action>": k}``:
   HTTP 500 InternalFailure.  The counts are decremented in the control file itself, so
@@ -91,6 +96,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import tuning   # tests/emulator/tuning.py: this directory is on sys.path wherever this loads
+
 _CALLS: Path | None = None
 _CONTROL: Path | None = None
 
@@ -99,13 +106,14 @@ _state_lock = threading.RLock()    # moto's server is threaded; scripts change p
 _request = threading.local()       # the call-log record of the request this thread serves
 
 # Parameters naming the main resource of a request, most specific first.
-NAME_KEYS = ("EndpointName", "EndpointConfigName", "TrainingJobName", "ModelName",
-             "ModelPackageName", "ModelPackageArn", "ModelPackageGroupName", "PipelineName",
-             "Key", "Bucket", "AlarmName", "AlarmNames", "Name", "PolicyName", "ResourceId",
-             "ResourceArn", "ResourceARN")
+NAME_KEYS = ("HyperParameterTuningJobName", "EndpointName", "EndpointConfigName",
+             "TrainingJobName", "ModelName", "ModelPackageName", "ModelPackageArn",
+             "ModelPackageGroupName", "PipelineName", "Key", "Bucket", "AlarmName", "AlarmNames",
+             "Name", "PolicyName", "ResourceId", "ResourceArn", "ResourceARN")
 # Keys of a Describe* answer that carry the resource's status, most specific first.
-STATUS_KEYS = ("EndpointStatus", "TrainingJobStatus", "ModelPackageStatus",
-               "ModelPackageGroupStatus", "PipelineStatus", "PipelineExecutionStatus")
+STATUS_KEYS = ("HyperParameterTuningJobStatus", "EndpointStatus", "TrainingJobStatus",
+               "ModelPackageStatus", "ModelPackageGroupStatus", "PipelineStatus",
+               "PipelineExecutionStatus")
 
 
 # --- control file -----------------------------------------------------------------------
@@ -461,6 +469,7 @@ def _reset_state() -> None:
     with _state_lock:
         _scripts.clear()
         _versions.clear()
+    tuning.reset()
 
 
 def _now():
@@ -688,6 +697,8 @@ def _install_training_jobs(backend_cls, response_cls) -> None:
         reason = _failure("fail_training", training_job_name)
         metrics = {k: float(v) for k, v in _setting("training_metrics").items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics.update(tuning.planted(kwargs.get("hyper_parameters"),
+                                      _setting("planted_metrics")))
 
         def completed(job) -> None:
             now = _now()
@@ -901,3 +912,4 @@ def install(calls: Path, control: Path) -> None:
     _install_training_jobs(SageMakerModelBackend, SageMakerResponse)
     _install_model_packages(SageMakerModelBackend, SageMakerResponse)
     _install_tags(SageMakerModelBackend)
+    tuning.install(SageMakerModelBackend, SageMakerResponse, now=_now)

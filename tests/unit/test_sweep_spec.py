@@ -166,16 +166,6 @@ def test_the_objective_from_a_trials_metrics():
         sweeps.objective_value(spec, {"accuracy": "high"})
 
 
-def test_a_provider_without_sweeps_refuses_them():
-    plain = Desired("pipeline.p", "pipeline", "p", {"entrypoint": "t.py"})
-    assert sweeps.unsupported(plain, "sagemaker") == []
-    swept = Desired("pipeline.p", "pipeline", "p", {"entrypoint": "t.py", "sweep": SWEEP})
-    [found] = sweeps.unsupported(swept, "sagemaker")
-    assert found.summary == ("pipeline.p: the sagemaker provider does not run hyperparameter "
-                             "sweeps yet")
-    assert found.address == "pipeline.p" and found.hint
-
-
 def test_a_sweep_costs_its_trials():
     table = PriceTable({"cpu": 2.0}, source="test")
     one = pipeline_basis({"timeout_seconds": 600}, None, table)
