@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: PyPI's 2.13.0 is a CUDA build (a few GB) that also runs on
 	# the CPU; pinning keeps every machine on the version the tests were run with.
 	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)"
-	$(BIN)/pip install --quiet -e ".[test,local,sagemaker,kubernetes,tracking]"
+	$(BIN)/pip install --quiet -e ".[test,local,sagemaker,kubernetes,tracking,pulumi]"
 	touch $(STAMP)
 
 venv: $(STAMP)

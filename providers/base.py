@@ -40,6 +40,8 @@ the provider when they disagree with the plan):
 | delete(prior) | absent already = success |
 | import_(kind, address, id) | no side effects; None when no such object |
 | cost_basis(kind, attributes, prior) | optional, pure: the price basis (`CostBasis`) or None |
+| pulumi_resources(obj) | optional, pure: the Pulumi resources declaring what `create` makes |
+| pulumi_claims(resources) | optional, pure: which resources of a Pulumi stack export it manages |
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ __all__ = [
     "FactKey", "FactError", "Facts",
     # cost
     "CostBasis",
+    # Pulumi interop
+    "PulumiInput", "PulumiRef", "PulumiAsset", "PulumiResource", "ExportObject", "PulumiClaim",
 ]
 
 
@@ -335,6 +339,87 @@ class FactError:
 Facts = Mapping[FactKey, Any]
 
 
+# -------------------------------------------------------------------- Pulumi interop
+
+@dataclass(frozen=True)
+class PulumiInput:
+    """A value the exported Pulumi program reads from its stack config
+    (``config.require(key)``, or ``config.require_secret(key)`` when `secret`): a
+    sensitive value, which is never written into the program, or one known only after
+    an apply.  The engine puts these in `ExportObject.attributes` in place of such
+    values; a provider passes them on, untouched, wherever the value goes."""
+
+    key: str
+    secret: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class PulumiRef:
+    """An output of another resource of the same program, as ``<its variable>.<attr>``:
+    how the program states that one object needs another (Pulumi orders them by it)."""
+
+    name: str                   # the logical name of the resource referred to
+    attr: str                   # its output as the Python SDK spells it ("name", "arn")
+
+
+@dataclass(frozen=True)
+class PulumiAsset:
+    """A local file the program uploads (``pulumi.FileAsset(path)``)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class ExportObject:
+    """One resource instance of a stack environment, as `mlform export pulumi` hands it
+    to its provider: the attributes it has after apply (the plan's; sensitive values and
+    values known only after an apply replaced by `PulumiInput`s) and, when the state
+    has it, its id and the attributes recorded there."""
+
+    address: str
+    kind: str
+    name: str
+    attributes: Mapping[str, Any]
+    id: str | None = None
+    recorded: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PulumiResource:
+    """One resource of an exported Pulumi program: ``<module>.<cls>(name, **args)``.
+
+    `args` are the keyword arguments (snake_case, as the Python SDK takes them): plain
+    JSON-like values, with `PulumiInput`, `PulumiRef` and `PulumiAsset` anywhere inside.
+    `token` is the Pulumi type token (``aws:sagemaker/endpoint:Endpoint``), `import_id`
+    the id ``pulumi import`` adopts the live object by (None: it does not exist yet),
+    `address` the mlform resource it declares or is part of.
+    """
+
+    module: str                 # "aws.sagemaker", "kubernetes.apps.v1"
+    cls: str                    # "Endpoint", "Deployment"
+    token: str
+    name: str
+    args: Mapping[str, Any]
+    address: str
+    import_id: str | None = None
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class PulumiClaim:
+    """A provider's answer about one resource of a ``pulumi stack export`` document:
+    the mlform resource it is (`import_id` set: ``mlform import address import_id``)
+    or is part of (`import_id` None: it comes along when that resource is imported).
+    Resources no provider claims have no mlform equivalent."""
+
+    urn: str
+    address: str
+    kind: str
+    import_id: str | None = None
+    note: str = ""
+
+
 # ----------------------------------------------------------------------------- cost
 
 @dataclass(frozen=True)
@@ -467,6 +552,20 @@ class Provider(abc.ABC):
         reason in `unknown`, never zero.
         """
         return None
+
+    def pulumi_resources(self, obj: ExportObject) -> list[PulumiResource]:
+        """The Pulumi resources that declare what this provider makes for `obj`
+        (`mlform export pulumi`): names, tags or labels and configuration as `create`
+        makes them.  Optional and pure; a kind with no long-lived objects answers [].
+        """
+        return []
+
+    def pulumi_claims(self, resources: Sequence[Mapping[str, Any]]) -> list[PulumiClaim]:
+        """Which resources of a ``pulumi stack export`` document (its
+        ``deployment.resources`` entries: ``urn``, ``type``, ``id``, ``inputs``,
+        ``outputs``) are objects this provider manages (`mlform import-state pulumi`).
+        Optional and pure; unclaimed resources are reported as having no equivalent."""
+        return []
 
     def close(self) -> None:
         """Release whatever the provider holds (files, clients, threads)."""

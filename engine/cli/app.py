@@ -344,3 +344,6 @@ def main() -> None:
 
 from mlform.cli import run_commands  # noqa: E402  (runs and lineage)
 run_commands.register(app)
+
+from mlform.cli import pulumi_commands  # noqa: E402  (export / import-state pulumi)
+pulumi_commands.register(app)
