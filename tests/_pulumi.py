@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
+try:
+    import pytest
+except ImportError:   # run as the subprocess, in an exported program's own venv
+    pytest = None
 
 __all__ = ["Registered", "run_program", "needs_pulumi"]
 
@@ -33,7 +36,7 @@ def _have_pulumi() -> bool:
 
 
 needs_pulumi = pytest.mark.skipif(not _have_pulumi(),
-                                  reason="the `pulumi` extra is not installed")
+                                  reason="the `pulumi` extra is not installed") if pytest else None
 
 
 @dataclass(frozen=True)
@@ -44,14 +47,15 @@ class Registered:
 
 
 def run_program(program_dir: Path, *, config: dict[str, str] | None = None,
-                secrets: dict[str, str] | None = None, timeout: float = 300
-                ) -> list[Registered]:
+                secrets: dict[str, str] | None = None, timeout: float = 300,
+                python: str = sys.executable) -> list[Registered]:
     """The resources `program_dir`'s program registers under mocks, in registration order.
-    `config` and `secrets` are the stack config (secrets set as Pulumi secrets)."""
+    `config` and `secrets` are the stack config (secrets set as Pulumi secrets); `python`
+    the interpreter (with pulumi and the SDKs) to run it with."""
     import yaml
     project = yaml.safe_load((program_dir / "Pulumi.yaml").read_text())["name"]
     spec = {"project": project, "config": dict(config or {}), "secrets": dict(secrets or {})}
-    done = subprocess.run([sys.executable, __file__, str(program_dir), json.dumps(spec)],
+    done = subprocess.run([python, __file__, str(program_dir), json.dumps(spec)],
                           capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"the program failed under mocks:\n{done.stderr[-4000:]}"
     last = done.stdout.strip().splitlines()[-1]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ast
 import json
 import py_compile
+import subprocess
+import sys
 
 import pytest
 
@@ -243,3 +245,21 @@ def test_a_file_that_is_not_a_stack_export_is_a_diagnostic(tmp_path, text, messa
     assert caught.value.diagnostics[0].hint.startswith("Give the output of `pulumi stack export")
     if "oops" in text:
         assert f"at {path}:3:3" in caught.value.diagnostics[0].detail
+
+
+@needs_pulumi
+def test_the_requirements_install_in_a_fresh_venv_and_run_the_program(tmp_path):
+    """The exported requirements.txt alone is enough: a new venv (no mlform, no pytest)
+    installs it from the package index and runs the program under the mocks (about 30 s
+    with pip's cache warm, which `make test`'s install of the `pulumi` extra makes it)."""
+    _, out = the_program(tmp_path)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    done = subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                           "-r", str(out / "requirements.txt")],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = run_program(out, config={"endpoint_fraud_replicas": "2"},
+                        secrets={"model_fraud_key": "s3cr3t"}, python=python)
+    assert len(found) == 4 and {r.type.split(":")[0] for r in found} == {"aws", "kubernetes"}
