@@ -4,7 +4,8 @@ FILE is a ``pulumi stack export`` document (checked against `StackExport`; a fil
 is not one is a diagnostic naming the file, and the line for broken JSON).  Each
 provider of the stack environment says which of its resources are objects it manages
 (`Provider.pulumi_claims`): the one resource per mlform address that ``mlform import``
-takes, and the resources that are parts of it.  The answer (`ImportProposal`) lists the
+takes, and the resources that are parts of it (or, for objects a provider recognises but
+can adopt only by making its own, none: they are to re-create).  The answer (`ImportProposal`) lists the
 ``mlform import ADDRESS ID`` commands, whether each address has a block in the spec yet
 (import needs one) or is already in the state, the parts that come along, and every
 resource with no mlform equivalent.  Pulumi's own resources (the stack, provider
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mlform.diagnostics import DiagnosticError
 from mlform.providers.base import PulumiClaim
 
-__all__ = ["StackExport", "ImportProposal", "Proposed", "Part", "Unmatched", "read_export",
+__all__ = ["StackExport", "ImportProposal", "Proposed", "Part", "Recreate", "Unmatched", "read_export",
            "propose", "propose_for"]
 
 
@@ -75,6 +76,17 @@ class Part(BaseModel):
     note: str = ""
 
 
+class Recreate(BaseModel):
+    """A resource a provider recognises as an mlform kind but cannot import (made outside
+    mlform, where the provider adopts only what it made): write the block and apply."""
+
+    urn: str
+    type: str
+    address: str
+    kind: str
+    note: str = ""
+
+
 class Unmatched(BaseModel):
     """A resource with no mlform equivalent."""
 
@@ -88,6 +100,9 @@ class ImportProposal(BaseModel):
     file: str
     imports: list[Proposed]
     parts: list[Part]
+    recreate: list[Recreate] = Field(
+        default_factory=list, description="recognised, but only a new object under mlform "
+                                          "can replace them")
     unmatched: list[Unmatched]
     pulumi_internal: int = Field(description="the stack and provider resources, skipped")
 
@@ -129,20 +144,26 @@ def propose(file: str, export: StackExport, providers: list[Any], *, in_spec: se
             claims.setdefault(claim.urn, claim)
     imports: list[Proposed] = []
     parts: list[Part] = []
+    recreate: list[Recreate] = []
     unmatched: list[Unmatched] = []
+    importable = {c.address for c in claims.values() if c.import_id is not None}
     for r in resources:
         claim = claims.get(r.urn)
         if claim is None:
             unmatched.append(Unmatched(urn=r.urn, type=r.type))
-        elif claim.import_id is None:
+        elif claim.import_id is None and claim.address in importable:
             parts.append(Part(urn=r.urn, type=r.type, address=claim.address, note=claim.note))
+        elif claim.import_id is None:
+            recreate.append(Recreate(urn=r.urn, type=r.type, address=claim.address,
+                                     kind=claim.kind, note=claim.note))
         else:
             imports.append(Proposed(
                 address=claim.address, kind=claim.kind, id=claim.import_id, urn=r.urn,
                 type=r.type, command=f"mlform import {claim.address} {_quoted(claim.import_id)}",
                 in_spec=claim.address in in_spec, managed=claim.address in managed,
                 note=claim.note))
-    return ImportProposal(file=file, imports=imports, parts=parts, unmatched=unmatched,
+    return ImportProposal(file=file, imports=imports, parts=parts, recreate=recreate,
+                          unmatched=unmatched,
                           pulumi_internal=len(export.deployment.resources) - len(resources))
 
 

@@ -31,10 +31,17 @@ def render_proposal(p: ImportProposal) -> str:
         lines += [f"  {part.urn.rsplit('::', 1)[-1]} ({part.type}) -> {part.address}"
                   + (f": {part.note}" if part.note else "") for part in p.parts]
         lines.append("")
+    if p.recreate:
+        lines.append("Recognised, but mlform cannot import them: write the block, apply, then "
+                     "retire these in Pulumi:")
+        lines += [f"  {r.urn.rsplit('::', 1)[-1]} ({r.type}) -> {r.address}"
+                  + (f": {r.note}" if r.note else "") for r in p.recreate]
+        lines.append("")
     if p.unmatched:
         lines.append("No mlform equivalent (stay with Pulumi):")
         lines += [f"  {u.urn.rsplit('::', 1)[-1]} ({u.type})" for u in p.unmatched]
         lines.append("")
-    lines.append(f"{len(p.imports)} to import, {len(p.parts)} parts, {len(p.unmatched)} "
-                 f"without an equivalent, {p.pulumi_internal} of Pulumi's own skipped.")
+    lines.append(f"{len(p.imports)} to import, {len(p.parts)} coming along, "
+                 f"{len(p.recreate)} to re-create, {len(p.unmatched)} without an equivalent, "
+                 f"{p.pulumi_internal} of Pulumi's own skipped.")
     return "\n".join(lines)

@@ -263,3 +263,25 @@ def test_the_requirements_install_in_a_fresh_venv_and_run_the_program(tmp_path):
     found = run_program(out, config={"endpoint_fraud_replicas": "2"},
                         secrets={"model_fraud_key": "s3cr3t"}, python=python)
     assert len(found) == 4 and {r.type.split(":")[0] for r in found} == {"aws", "kubernetes"}
+
+
+def test_a_recognised_object_without_an_import_id_is_to_recreate(tmp_path):
+    class Unmarked:
+        def pulumi_claims(self, resources):
+            return [PulumiClaim(urn=r["urn"], address="endpoint.scoring", kind="endpoint",
+                                note="made outside mlform") for r in resources
+                    if r["type"] == "aws:sagemaker/endpoint:Endpoint"]
+
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(STACK_EXPORT))
+    found = propose(str(path), read_export(path), [Unmarked()], in_spec=set(), managed=set())
+    assert found.imports == [] and found.parts == []
+    [again] = found.recreate
+    assert (again.address, again.kind, again.note) == ("endpoint.scoring", "endpoint",
+                                                       "made outside mlform")
+    from mlform.views.pulumi_import import render_proposal
+    text = render_proposal(found)
+    assert "fraud (aws:sagemaker/endpoint:Endpoint) -> endpoint.scoring: made outside mlform" \
+        in text
+    assert text.endswith("0 to import, 0 coming along, 1 to re-create, 2 without an "
+                         "equivalent, 2 of Pulumi's own skipped.")
