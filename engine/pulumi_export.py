@@ -120,10 +120,10 @@ def program_of(*, project: str, stack: str, env: str, objects: list[tuple[Any, E
                 f"{r.address})", hint="This is a bug in the provider's pulumi_resources.")
         names[r.name] = r.address
     for r in resources:
-        for ref in _refs_in(r.args):
-            if ref.name not in names:
+        for ref in [*(ref.name for ref in _refs_in(r.args)), *r.depends_on]:
+            if ref not in names:
                 raise DiagnosticError.single(
-                    f"{r.address}: its Pulumi resource {r.name!r} refers to {ref.name!r}, "
+                    f"{r.address}: its Pulumi resource {r.name!r} refers to {ref!r}, "
                     "which the export does not declare",
                     hint="This is a bug in the provider's pulumi_resources.")
     inputs: dict[str, PulumiInput] = {}

@@ -404,6 +404,9 @@ class PulumiResource:
     address: str
     import_id: str | None = None
     comment: str = ""
+    #: logical names of resources this one needs but does not refer to by an output
+    #: (``opts=pulumi.ResourceOptions(depends_on=[...])``)
+    depends_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,9 @@ def _call(r: PulumiResource, names: Mapping[str, str]) -> str:
     lines = [f"{names[r.name]} = {path}(", f"    {json.dumps(r.name)},"]
     for key, value in r.args.items():
         lines.append(f"    {key}={_expr(value, names, 4, len(key) + 1)},")
+    if r.depends_on:
+        needs = ", ".join(names[n] for n in r.depends_on)
+        lines.append(f"    opts=pulumi.ResourceOptions(depends_on=[{needs}]),")
     lines.append(")")
     return "\n".join(lines)
 
@@ -158,7 +161,7 @@ def _ordered(resources: list[PulumiResource]) -> list[PulumiResource]:
             return
         if r.name in seen:
             raise ValueError(f"Pulumi resources refer to each other in a cycle: {r.name}")
-        for ref in _refs(r.args):
+        for ref in [*_refs(r.args), *r.depends_on]:
             if ref in by_name:
                 visit(by_name[ref], seen | {r.name})
         done.add(r.name)

@@ -12,6 +12,7 @@ lives here, written once:
 | `runs` | the run contract: environment variables, entrypoint resolution, output files, the code archive shipped to remote runs |
 | `sweeps` | hyperparameter sweeps, provider-neutral: the `sweep` as Optuna distributions, the seeded TPE sampler and median pruner, the objective from a trial's metrics ("never reported metric X"), which trials count, `plan_sweep` (`best_parameters`, the plan reason) |
 | `sweep_loop` | a sweep's ask/tell loop: trials at once in slots, told, resumed or rejoined after a killed apply (`SweepLoop`, `Outcome`) |
+| `pulumi_claims` | `mlform import-state pulumi`, provider-neutral: per Pulumi type a `ClaimRule` (kind, import id or part, parent of an unmarked part), owners from AWS tags or Kubernetes annotations, addresses from names, `claim_resources` |
 | `run_ledger` | run records kept in an `ObjectStore` for providers that train elsewhere (SageMaker, Kubernetes): `RunLedger.open` before the job starts, `close` with the outcome, `records` in one listing |
 | `torchrun` | the provider-neutral torchrun launch: `Launch`, `launch_of`, `torchrun_argv` (one node: c10d; several: static rendezvous), `failed_rank` |
 | `run_records` | `RunRecord`: the one shape of a run's record (`Provider.run_records`), `run_record` to build one from the planned attributes, step lines of the run contract parsed from a run's log |

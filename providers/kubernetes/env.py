@@ -331,14 +331,22 @@ class KubeHandler(KindHandler):
             self._delete_object(stale[key], prior.address)
         return live
 
-    def _apply(self, planned: Planned) -> LiveObject:
-        attrs = dict(planned.attributes)
-        docs = self.manifests(planned.address, attrs)
+    def applied(self, address: str, attrs: Mapping[str, Any]) -> tuple[list[dict], dict]:
+        """The manifests `create` and `update` apply for `attrs`, and the attributes
+        they record (with the computed ones).  The one place a resource's objects are
+        built whole: apply uses it, and so does `mlform export pulumi`
+        (`pulumi_export`), so the exported program declares exactly these objects."""
+        attrs = dict(attrs)
+        docs = self.manifests(address, attrs)
         attrs.update({"objects": {object_key(m): APPLIED for m in docs},
-                      **self.computed(planned.address, attrs, docs)})
+                      **self.computed(address, attrs, docs)})
         # the spec's attributes ride on the main object, for a create whose id was lost
         docs[0]["metadata"]["annotations"][ATTRIBUTES] = json.dumps(
             {k: v for k, v in attrs.items() if k != "objects"}, sort_keys=True, default=str)
+        return docs, attrs
+
+    def _apply(self, planned: Planned) -> LiveObject:
+        docs, attrs = self.applied(planned.address, planned.attributes)
         applied = [self.env.apply(doc, planned.address) for doc in docs]
         self.wait_ready(planned.address, attrs, applied)
         return LiveObject(planned.address, planned.kind, self.object_id(docs), attrs)

@@ -9,6 +9,9 @@
 | endpoint | Deployment + Service (+ HPA), rolling updates, canary Deployment |
 | monitor | a CronJob running the drift check on captured requests in `storage` |
 
+`mlform export pulumi` and `import-state pulumi` map these objects to and from
+pulumi_kubernetes resources (`pulumi_export`, `pulumi_claims`).
+
 Built on the provider kit: each kind is one handler module; this class only says
 which, and builds their `KubeEnv` (docs/kubernetes-provider.md).
 """
@@ -18,12 +21,13 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from mlform.providers.base import (
-    CostBasis, Desired, Diagnostic, FactError, FactKey, Facts, LiveObject, ProviderContext, ProviderError,
-    error,
+    CostBasis, Desired, Diagnostic, ExportObject, FactError, FactKey, Facts, LiveObject,
+    ProviderContext, ProviderError, PulumiClaim, PulumiResource, error,
 )
 from mlform.providers.kit.handlers import HandlerProvider
 from mlform.providers.kit.pricing import config_table, table_cost_basis
 
+from . import pulumi_claims, pulumi_export
 from .api import Kube
 from .clusters import ClusterHandler
 from .config import KubernetesConfig
@@ -57,6 +61,14 @@ class KubernetesProvider(HandlerProvider):
         """Endpoints and pipelines priced from the block's `prices` (none: not priced)."""
         return table_cost_basis(config_table(self.name, self.config.prices), kind,
                                 attributes, prior)
+
+    def pulumi_resources(self, obj: ExportObject) -> list[PulumiResource]:
+        """The pulumi_kubernetes resources of the objects `create` makes for `obj`."""
+        return pulumi_export.resources(self, obj)
+
+    def pulumi_claims(self, resources: Sequence[Mapping[str, Any]]) -> list[PulumiClaim]:
+        """Which objects of a Pulumi stack export are this stack environment's."""
+        return pulumi_claims.claims(self, resources)
 
     def make_env(self, context: ProviderContext, config: KubernetesConfig) -> KubeEnv:
         try:

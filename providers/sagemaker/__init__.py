@@ -13,7 +13,8 @@ Modules: `provider` (set-up, on the provider kit), `config`, `aws` (clients, err
 waiting), `env` (the provider's view: bucket prefix, names, ownership tags; the
 handler base), `bucket` (the S3 layout), `instance_types`, and one handler per kind:
 `datasets`, `clusters`, `pipelines`, `models`, `endpoints`, `monitors`;
-`drift_check` runs in AWS and is not imported.
+`pulumi_export` and `pulumi_import` (the provider's half of `mlform export pulumi` and
+`mlform import-state pulumi`); `drift_check` runs in AWS and is not imported.
 """
 
 from .config import SageMakerConfig

@@ -14,6 +14,7 @@ Everything lives under the provider's prefix (``mlform/{stack}/{env}`` by defaul
                                               (`env.stale_key`)
     resources/<kind>/<name>.json              the attributes last applied to a model,
                                               endpoint or monitor (`record_key`)
+    capture/<name>/<endpoint name>/           an endpoint's captured requests (SageMaker)
     monitors/<name>/code/                     a monitor's drift check scripts
     monitors/<name>/reports/                  its reports (written by the check)
 
@@ -39,7 +40,8 @@ from typing import Any, Mapping
 
 from .env import SageMakerEnv
 
-__all__ = ["dataset_prefix", "dataset_record", "cluster_profile", "code_key", "runs_prefix",
+__all__ = ["dataset_prefix", "dataset_record", "cluster_profile", "capture_destination",
+           "capture_prefix", "monitor_code", "code_key", "runs_prefix",
            "run_record", "record_key", "put_json", "save_record", "load_record",
            "delete_record"]
 
@@ -55,6 +57,23 @@ def dataset_record(env: SageMakerEnv, address: str) -> str:
 
 def cluster_profile(env: SageMakerEnv, address: str) -> str:
     return env.key("clusters", f"{env.name(address)}.json")
+
+
+def capture_destination(env: SageMakerEnv, endpoint_address: str) -> str:
+    """The DestinationS3Uri of an endpoint's data capture (SageMaker writes under it,
+    one folder per endpoint name: `capture_prefix`)."""
+    return env.s3_uri("capture", env.name(endpoint_address))
+
+
+def capture_prefix(destination: str, endpoint_name: str) -> str:
+    """Where the captured requests of the endpoint `endpoint_name` land, under its
+    config's DestinationS3Uri `destination` (what a monitor's check reads)."""
+    return f"{destination.rstrip('/')}/{endpoint_name}/"
+
+
+def monitor_code(env: SageMakerEnv, address: str) -> str:
+    """The key prefix (no trailing /) of a monitor's drift check scripts."""
+    return env.key("monitors", env.name(address), "code")
 
 
 def code_key(env: SageMakerEnv, sha256: str) -> str:

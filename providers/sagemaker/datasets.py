@@ -61,9 +61,9 @@ from mlform.providers.kit.storage import Missing, tagging
 
 from . import bucket
 from .clusters import s3_tag_problem
-from .env import SageMakerHandler, user_tags
+from .env import SageMakerEnv, SageMakerHandler, user_tags
 
-__all__ = ["DatasetHandler", "DatasetSettings", "Source", "parse_s3"]
+__all__ = ["DatasetHandler", "DatasetSettings", "Source", "parse_s3", "dataset_objects"]
 
 _TABULAR_FETCH = ("csv", "jsonl", "parquet", "json")
 
@@ -113,6 +113,15 @@ class _Found:
 
     source: Source | None
     data: DatasetFacts
+
+
+def dataset_objects(env: SageMakerEnv, address: str, digest: str,
+                    files: Sequence[tuple[str, Any, int, Any]]) -> list[tuple[str, Any, int, Any]]:
+    """(S3 key, local path, size, file sha256) of every object a local source of
+    `digest` uploads, from its `files` (`Source.files`): create uploads these, and the
+    Pulumi export declares them."""
+    base = f"{bucket.dataset_prefix(env, address)}{digest}/"
+    return [(base + rel, path, size, sha) for rel, path, size, sha in files]
 
 
 #: what the source's fact depends on
@@ -183,8 +192,7 @@ class DatasetHandler(SageMakerHandler):
 
     def _keys(self, address: str, source: Source) -> list[tuple[str, Path, int, str]]:
         """(S3 key, local path, size, file sha256) of every object a local source uploads."""
-        base = f"{bucket.dataset_prefix(self.env, address)}{source.digest}/"
-        return [(base + rel, path, size, sha) for rel, path, size, sha in source.files]
+        return dataset_objects(self.env, address, source.digest, source.files)
 
     # -- facts -------------------------------------------------------------------
 

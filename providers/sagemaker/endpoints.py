@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -83,12 +83,15 @@ from mlform.specs import looks_like_address
 
 from .aws import Missing
 from . import canary_alarms
-from .bucket import delete_record, load_record, save_record
-from .env import SageMakerHandler, user_tags
+from .bucket import capture_destination, delete_record, load_record, save_record
+from .env import SageMakerEnv, SageMakerHandler, user_tags
+from .models import model_request
 from .monitors import rollback_alarms
 
 __all__ = ["EndpointHandler", "EndpointSettings", "deployment_config", "invocation_url",
-           "VARIANT", "DEFAULT_INSTANCE_TYPE"]
+           "config_body", "config_name", "own_model_name", "scaling_requests",
+           "scaling_resource", "policy_name", "declared_traffic", "VARIANT",
+           "DEFAULT_INSTANCE_TYPE", "SCALABLE_DIMENSION"]
 
 COMPUTED = ("url", "model_version", "endpoint_config", "traffic", "arn")
 # Filled in only where they apply, so the states of single-model endpoints stay as they
@@ -202,6 +205,94 @@ def declared_traffic(attrs: Mapping) -> dict[str, float]:
             for v in sorted(variants, key=lambda v: v["name"]) if v["role"] == "live"}
 
 
+def own_model_name(env: SageMakerEnv, address: str, arn: str) -> str:
+    """The Model an endpoint makes of its own for a model given as a package ARN."""
+    return env.name(address, suffix="m-" + short_hash(arn))
+
+
+def config_body(env: SageMakerEnv, address: str, attrs: Mapping,
+                model_name: Callable[[Any], Any]) -> Any:
+    """The EndpointConfig content, or UNKNOWN: one production variant per live variant
+    (``primary`` for a single model), the shadow in ShadowProductionVariants with
+    InitialVariantWeight = shadow_percent / 100 against the live one's 1.0 (a shadow
+    variant's share of the requests is its weight relative to the production
+    variant's), and DataCaptureConfig with `capture`.  `model_name` names a variant's
+    SageMaker Model from its `model` (create: the Model's name; the Pulumi export: a
+    reference to the Model it declares).  Pure: create and the export share it."""
+    replicas = _effective(attrs.get("replicas"), 1)
+    instance_type = _effective(attrs.get("instance_type"), DEFAULT_INSTANCE_TYPE)
+    capture = attrs.get("capture")
+    variants = sorted(endpoint_variants(attrs), key=lambda v: v["name"])
+    names = [model_name(v["model"]) for v in variants]
+    if any(contains_unknown(v) for v in (*names, replicas, instance_type, capture)):
+        return UNKNOWN
+    weights = declared_traffic(attrs)
+    experiment = experiment_of(attrs) or {}
+    shadow_share = round(int(experiment.get("shadow_percent", 100)) / 100.0, 4)
+    entries: dict[str, list] = {"ProductionVariants": [], "ShadowProductionVariants": []}
+    for variant, name in zip(variants, names):
+        shadow = variant["role"] == "shadow"
+        entries["ShadowProductionVariants" if shadow else "ProductionVariants"].append({
+            "VariantName": variant["name"], "ModelName": name,
+            "InitialInstanceCount": int(replicas), "InstanceType": instance_type,
+            "InitialVariantWeight": shadow_share if shadow else weights[variant["name"]]})
+    body: dict[str, Any] = {k: v for k, v in entries.items() if v}
+    if isinstance(capture, Mapping):
+        body["DataCaptureConfig"] = {
+            "EnableCapture": True,
+            "InitialSamplingPercentage": int(_effective(capture.get("sample_percent"), 100)),
+            "DestinationS3Uri": capture_destination(env, address),
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+            "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]}}
+    return body
+
+
+def config_name(env: SageMakerEnv, address: str, body: Any) -> Any:
+    """The config's name: a hash of its body with every live weight as 1.0, so a
+    change of weights alone keeps the config (and the fleet) and is made with
+    UpdateEndpointWeightsAndCapacities (a single-model body is unchanged by this,
+    so its name is what it always was)."""
+    if body is UNKNOWN:
+        return UNKNOWN
+    hashed = {**body, "ProductionVariants": [{**v, "InitialVariantWeight": 1.0}
+                                             for v in body["ProductionVariants"]]}
+    return env.name(address, suffix=content_hash(hashed))
+
+
+def scaling_requests(name: str, attrs: Mapping) -> tuple[dict | None, dict | None]:
+    """(RegisterScalableTarget's request, PutScalingPolicy's request) of the endpoint
+    named `name`: (None, None) without `autoscaling`, no policy without `target_rps`.
+    Pure: apply and the Pulumi export share it."""
+    want = attrs.get("autoscaling")
+    if not isinstance(want, Mapping):
+        return None, None
+    where = {"ServiceNamespace": "sagemaker", "ResourceId": scaling_resource(name),
+             "ScalableDimension": SCALABLE_DIMENSION}
+    target = {**where, "MinCapacity": int(_effective(want.get("min"), 1)),
+              "MaxCapacity": int(want["max"])}
+    rps = want.get("target_rps")
+    if rps is None:
+        return target, None
+    settings = _settings(attrs)
+    policy = {"PolicyName": policy_name(name), **where, "PolicyType": "TargetTrackingScaling",
+              "TargetTrackingScalingPolicyConfiguration": {
+                  "TargetValue": float(rps) * 60.0,  # the metric counts invocations per minute
+                  "PredefinedMetricSpecification": {
+                      "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+                  "ScaleInCooldown": settings.scale_in_cooldown_seconds,
+                  "ScaleOutCooldown": settings.scale_out_cooldown_seconds}}
+    return target, policy
+
+
+def scaling_resource(name: str) -> str:
+    """The scalable target's ResourceId: the endpoint's one scaled variant."""
+    return f"endpoint/{name}/variant/{VARIANT}"
+
+
+def policy_name(name: str) -> str:
+    return f"{name}-invocations"
+
+
 class EndpointHandler(SageMakerHandler):
     """`endpoint` resources: EndpointConfig + Endpoint, deployed blue/green."""
 
@@ -216,7 +307,7 @@ class EndpointHandler(SageMakerHandler):
         return short_hash(self.env.context.stack, self.env.context.env, address)
 
     def _own_model_name(self, address: str, arn: str) -> str:
-        return self.env.name(address, suffix="m-" + short_hash(arn))
+        return own_model_name(self.env, address, arn)
 
     def _target(self, address: str, model: Any) -> tuple[Any, Any, str | None]:
         """(SageMaker Model name, version, package ARN when the endpoint owns the Model)."""
@@ -232,48 +323,12 @@ class EndpointHandler(SageMakerHandler):
         return UNKNOWN, UNKNOWN, None
 
     def _body(self, address: str, attrs: Mapping) -> Any:
-        """The EndpointConfig content, or UNKNOWN: one production variant per live
-        variant (``primary`` for a single model), the shadow in ShadowProductionVariants
-        with InitialVariantWeight = shadow_percent / 100 against the live one's 1.0 (a
-        shadow variant's share of the requests is its weight relative to the production
-        variant's)."""
-        replicas = _effective(attrs.get("replicas"), 1)
-        instance_type = _effective(attrs.get("instance_type"), DEFAULT_INSTANCE_TYPE)
-        capture = attrs.get("capture")
-        variants = sorted(endpoint_variants(attrs), key=lambda v: v["name"])
-        names = [self._target(address, v["model"])[0] for v in variants]
-        if any(contains_unknown(v) for v in (*names, replicas, instance_type, capture)):
-            return UNKNOWN
-        weights = declared_traffic(attrs)
-        experiment = experiment_of(attrs) or {}
-        shadow_share = round(int(experiment.get("shadow_percent", 100)) / 100.0, 4)
-        entries: dict[str, list] = {"ProductionVariants": [], "ShadowProductionVariants": []}
-        for variant, model_name in zip(variants, names):
-            shadow = variant["role"] == "shadow"
-            entries["ShadowProductionVariants" if shadow else "ProductionVariants"].append({
-                "VariantName": variant["name"], "ModelName": model_name,
-                "InitialInstanceCount": int(replicas), "InstanceType": instance_type,
-                "InitialVariantWeight": shadow_share if shadow else weights[variant["name"]]})
-        body: dict[str, Any] = {k: v for k, v in entries.items() if v}
-        if isinstance(capture, Mapping):
-            body["DataCaptureConfig"] = {
-                "EnableCapture": True,
-                "InitialSamplingPercentage": int(_effective(capture.get("sample_percent"), 100)),
-                "DestinationS3Uri": self.env.s3_uri("capture", self.env.name(address)),
-                "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
-                "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]}}
-        return body
+        """The EndpointConfig content (`config_body`), or UNKNOWN."""
+        return config_body(self.env, address, attrs,
+                           lambda model: self._target(address, model)[0])
 
     def _config_name(self, address: str, body: Any) -> Any:
-        """The config's name: a hash of its body with every live weight as 1.0, so a
-        change of weights alone keeps the config (and the fleet) and is made with
-        UpdateEndpointWeightsAndCapacities (a single-model body is unchanged by this,
-        so its name is what it always was)."""
-        if body is UNKNOWN:
-            return UNKNOWN
-        hashed = {**body, "ProductionVariants": [{**v, "InitialVariantWeight": 1.0}
-                                                 for v in body["ProductionVariants"]]}
-        return self.env.name(address, suffix=content_hash(hashed))
+        return config_name(self.env, address, body)
 
     # -- pure half ----------------------------------------------------------------------
 
@@ -531,10 +586,8 @@ class EndpointHandler(SageMakerHandler):
                                     "version).")
             return
         if self.aws.find("sagemaker", "describe_model", address=address, ModelName=name) is None:
-            self.aws.call("sagemaker", "create_model", address=address, ModelName=name,
-                          PrimaryContainer={"ModelPackageName": arn},
-                          ExecutionRoleArn=self.env.config.role_arn,
-                          Tags=self.env.tags(address, user))
+            self.aws.call("sagemaker", "create_model", address=address,
+                          **model_request(self.env, name, arn, address, user))
 
     def _config(self, name: str, address: str) -> dict | None:
         return self.aws.find("sagemaker", "describe_endpoint_config", address=address,
@@ -640,26 +693,19 @@ class EndpointHandler(SageMakerHandler):
 
     # -- autoscaling ----------------------------------------------------------------------
 
-    @staticmethod
-    def _resource(name: str) -> str:
-        return f"endpoint/{name}/variant/{VARIANT}"
-
-    def _policy_name(self, name: str) -> str:
-        return f"{name}-invocations"
-
     def _scaling(self, address: str, name: str) -> dict | None:
         """The live scalable target and our policy: {"min", "max", "target_rps"}, or None."""
         targets = self.aws.call("application-autoscaling", "describe_scalable_targets",
                                 address=address, ServiceNamespace="sagemaker",
-                                ResourceIds=[self._resource(name)],
+                                ResourceIds=[scaling_resource(name)],
                                 ScalableDimension=SCALABLE_DIMENSION).get("ScalableTargets") or []
         if not targets:
             return None
         policies = self.aws.call("application-autoscaling", "describe_scaling_policies",
                                  address=address, ServiceNamespace="sagemaker",
-                                 ResourceId=self._resource(name),
+                                 ResourceId=scaling_resource(name),
                                  ScalableDimension=SCALABLE_DIMENSION,
-                                 PolicyNames=[self._policy_name(name)]).get("ScalingPolicies") or []
+                                 PolicyNames=[policy_name(name)]).get("ScalingPolicies") or []
         target_rps = None
         if policies:
             value = (policies[0].get("TargetTrackingScalingPolicyConfiguration") or {}) \
@@ -669,53 +715,42 @@ class EndpointHandler(SageMakerHandler):
                 "target_rps": target_rps, "policy": policies[0] if policies else None}
 
     def _ensure_autoscaling(self, address: str, name: str, attrs: Mapping) -> None:
-        want = attrs.get("autoscaling")
+        target, policy = scaling_requests(name, attrs)
         live = self._scaling(address, name)
-        if not isinstance(want, Mapping):
+        if target is None:
             if live is not None:
                 self._deregister(address, name)
             return
-        low, high = int(_effective(want.get("min"), 1)), int(want["max"])
-        if live is None or (live["min"], live["max"]) != (low, high):
+        if live is None or (live["min"], live["max"]) != (target["MinCapacity"],
+                                                          target["MaxCapacity"]):
             self.aws.call("application-autoscaling", "register_scalable_target", address=address,
-                          ServiceNamespace="sagemaker", ResourceId=self._resource(name),
-                          ScalableDimension=SCALABLE_DIMENSION, MinCapacity=low, MaxCapacity=high)
-        rps = want.get("target_rps")
-        policy = (live or {}).get("policy")
-        if rps is None:
-            if policy is not None:
+                          **target)
+        current = (live or {}).get("policy")
+        if policy is None:
+            if current is not None:
                 self.aws.call("application-autoscaling", "delete_scaling_policy", address=address,
-                              PolicyName=self._policy_name(name), ServiceNamespace="sagemaker",
-                              ResourceId=self._resource(name),
+                              PolicyName=policy_name(name), ServiceNamespace="sagemaker",
+                              ResourceId=scaling_resource(name),
                               ScalableDimension=SCALABLE_DIMENSION)
             return
-        settings = _settings(attrs)
-        tracking = {
-            "TargetValue": float(rps) * 60.0,     # the metric counts invocations per minute
-            "PredefinedMetricSpecification": {
-                "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
-            "ScaleInCooldown": settings.scale_in_cooldown_seconds,
-            "ScaleOutCooldown": settings.scale_out_cooldown_seconds}
-        current = (policy or {}).get("TargetTrackingScalingPolicyConfiguration") or {}
-        if any(current.get(k) != v for k, v in tracking.items()):
+        tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+        found = (current or {}).get("TargetTrackingScalingPolicyConfiguration") or {}
+        if any(found.get(k) != v for k, v in tracking.items()):
             self.aws.call("application-autoscaling", "put_scaling_policy", address=address,
-                          PolicyName=self._policy_name(name), ServiceNamespace="sagemaker",
-                          ResourceId=self._resource(name), ScalableDimension=SCALABLE_DIMENSION,
-                          PolicyType="TargetTrackingScaling",
-                          TargetTrackingScalingPolicyConfiguration=tracking)
+                          **policy)
 
     def _deregister(self, address: str, name: str) -> None:
         """Remove the scalable target (and with it its policies), when there is one."""
         targets = self.aws.call("application-autoscaling", "describe_scalable_targets",
                                 address=address, ServiceNamespace="sagemaker",
-                                ResourceIds=[self._resource(name)],
+                                ResourceIds=[scaling_resource(name)],
                                 ScalableDimension=SCALABLE_DIMENSION).get("ScalableTargets")
         if not targets:
             return
         try:
             self.aws.call("application-autoscaling", "deregister_scalable_target",
                           address=address, ServiceNamespace="sagemaker",
-                          ResourceId=self._resource(name), ScalableDimension=SCALABLE_DIMENSION)
+                          ResourceId=scaling_resource(name), ScalableDimension=SCALABLE_DIMENSION)
         except Missing:
             pass
 

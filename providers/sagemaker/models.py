@@ -28,8 +28,9 @@ pipeline's run folder lists the models fed from it (``runs/<pipeline>/models.jso
 so a champion/challenger gate finds the stage's version and its recorded metrics
 (`champions`) without listing every group.
 
-The resource's id is the ARN of the model package it points at.  Computed: `version`,
-`uri` (that ARN), `model_name`, `group_arn`.
+The resource's id is the ARN of the model package it points at (`mlform import` also
+takes the group's name or ARN: the newest version).  Computed: `version`, `uri` (that
+ARN), `model_name`, `group_arn`.
 """
 
 from __future__ import annotations
@@ -50,10 +51,11 @@ from mlform.providers.kit.plans import plan_of
 
 from . import bucket
 from .bucket import delete_record, load_record, save_record
-from .env import SageMakerHandler, user_tags
+from .env import SageMakerEnv, SageMakerHandler, user_tags
 
 __all__ = ["ModelHandler", "ModelSettings", "APPROVAL", "artifact_uri", "champions",
-           "lineage_metadata", "metadata_lineage"]
+           "lineage_metadata", "metadata_lineage", "group_request", "model_request",
+           "is_package_arn"]
 
 COMPUTED = ("version", "uri", "model_name", "group_arn")
 APPROVAL = {"approved": "Approved", "pending": "PendingManualApproval", "rejected": "Rejected"}
@@ -126,6 +128,28 @@ def champions(handler: SageMakerHandler, pipeline: str, stage: str,
 
 def _models_key(env: Any, pipeline: str) -> str:
     return bucket.runs_prefix(env, pipeline) + "models.json"
+
+
+def group_request(env: SageMakerEnv, address: str, user: Mapping[str, str]) -> dict:
+    """CreateModelPackageGroup's request for the model `address` (create makes it, the
+    Pulumi export declares it)."""
+    return {"ModelPackageGroupName": env.name(address),
+            "ModelPackageGroupDescription": f"mlform {address}",
+            "Tags": env.tags(address, user)}
+
+
+def model_request(env: SageMakerEnv, name: str, package_arn: Any, address: str,
+                  user: Mapping[str, str]) -> dict:
+    """CreateModel's request: the SageMaker Model `name` serving the model package
+    `package_arn`, owned by `address` (a model's Model of one version, or an endpoint's
+    own Model of a package ARN; the Pulumi export declares the same)."""
+    return {"ModelName": name, "PrimaryContainer": {"ModelPackageName": package_arn},
+            "ExecutionRoleArn": env.config.role_arn, "Tags": env.tags(address, user)}
+
+
+def is_package_arn(text: Any) -> bool:
+    """Is `text` a model package's ARN (rather than its group's name or ARN)?"""
+    return isinstance(text, str) and ":model-package/" in text
 
 
 class ModelSettings(BaseModel):
@@ -311,9 +335,7 @@ class ModelHandler(SageMakerHandler):
                               ModelPackageGroupName=name)
         if group is None:
             self.aws.call("sagemaker", "create_model_package_group", address=address,
-                          ModelPackageGroupName=name,
-                          ModelPackageGroupDescription=f"mlform {address}",
-                          Tags=self.env.tags(address, user))
+                          **group_request(self.env, address, user))
             group = self.aws.call("sagemaker", "describe_model_package_group", address=address,
                                   ModelPackageGroupName=name)
             return group
@@ -417,10 +439,8 @@ class ModelHandler(SageMakerHandler):
         name = self.env.model_name(address, version)
         found = self.aws.find("sagemaker", "describe_model", address=address, ModelName=name)
         if found is None:
-            self.aws.call("sagemaker", "create_model", address=address, ModelName=name,
-                          PrimaryContainer={"ModelPackageName": arn},
-                          ExecutionRoleArn=self.env.config.role_arn,
-                          Tags=self.env.tags(address, user))
+            self.aws.call("sagemaker", "create_model", address=address,
+                          **model_request(self.env, name, arn, address, user))
             return name
         container = found.get("PrimaryContainer") or {}
         if container.get("ModelPackageName") not in (arn, None):
@@ -444,6 +464,11 @@ class ModelHandler(SageMakerHandler):
         base = dict(prior.attributes) or dict(load_record(self.env, "model", address)
                                               .get("attributes") or {})
         arn = prior.id or base.get("uri")
+        if arn and not is_package_arn(arn):
+            # imported by its group (`mlform import model.x GROUP`): the newest version
+            if arn not in (name, group["ModelPackageGroupArn"]):
+                return None
+            arn = None
         if arn:
             package = self._describe(arn, address)
         else:

@@ -50,13 +50,14 @@ from mlform.providers.kit.plans import plan_of
 from mlform.specs import parse_cron
 
 from .aws import Missing
-from .bucket import delete_record, load_record, save_record
+from .bucket import capture_prefix, delete_record, load_record, monitor_code, save_record
 from .env import (
     SageMakerEnv, SageMakerHandler, name_from_url, stale_key, tag_dict, user_tags,
 )
 from .drift_check import METRIC, NAMESPACE
 
-__all__ = ["MonitorHandler", "MonitorSettings", "aws_cron", "rollback_alarms",
+__all__ = ["MonitorHandler", "MonitorSettings", "aws_cron", "rollback_alarms", "alarm_name",
+           "code_files", "code_uri", "CODE_TYPE",
            "NAMESPACE", "METRIC", "DEFAULT_SCHEDULE"]
 
 COMPUTED = ("last_report", "breached", "alarm_name", "schedule_name", "check_pipeline")
@@ -67,6 +68,7 @@ SCRIPT = HERE / "drift_check.py"
 #: the kit's modules the check runs with (they import nothing of mlform)
 KIT_FILES = tuple(HERE.parent / "kit" / name for name in ("drift_stats.py", "monitoring.py"))
 CODE_DIR = "/opt/ml/processing/code"
+CODE_TYPE = "text/x-python"
 
 
 class MonitorSettings(BaseModel):
@@ -185,6 +187,18 @@ def _canonical(definition: Any) -> str:
         except ValueError:
             return definition
     return json.dumps(definition, sort_keys=True, separators=(",", ":"))
+
+
+def code_files(env: SageMakerEnv, address: str) -> list[tuple[str, Path]]:
+    """(S3 key, local file) of each drift check script a monitor uploads (create uploads
+    them, the Pulumi export declares them)."""
+    prefix = monitor_code(env, address)
+    return [(f"{prefix}/{path.name}", path) for path in (SCRIPT, *KIT_FILES)]
+
+
+def code_uri(env: SageMakerEnv, address: str) -> str:
+    """The S3 folder of the scripts, as the check pipeline's ProcessingInput reads it."""
+    return f"s3://{env.config.bucket}/{monitor_code(env, address)}/"
 
 
 class MonitorHandler(SageMakerHandler):
@@ -317,23 +331,21 @@ class MonitorHandler(SageMakerHandler):
                 address=address,
                 service_message=f"Add `capture {{ sample_percent = 100 }}` to {where} and apply "
                                 "it: the drift check reads the captured requests.")
-        return f"{capture['DestinationS3Uri'].rstrip('/')}/{endpoint}/"
+        return capture_prefix(capture["DestinationS3Uri"], endpoint)
 
     def _upload_code(self, address: str) -> str:
         """drift_check.py and the kit's drift_stats.py and monitoring.py under the monitor's
         code prefix (only when changed)."""
-        prefix = self.env.key("monitors", self._slug(address), "code")
         store = self.env.store
-        for path in (SCRIPT, *KIT_FILES):
+        for key, path in code_files(self.env, address):
             data = path.read_bytes()
-            key = f"{prefix}/{path.name}"
             head = store.head(key, address=address)
             if head is not None and (head.get("Metadata") or {}).get("sha256") == _sha(data):
                 continue
             # put_object itself: the sha256 metadata is what the check above reads
             store.call("put_object", address=address, Bucket=store.bucket, Key=key, Body=data,
-                       ContentType="text/x-python", Metadata={"sha256": _sha(data)})
-        return f"s3://{store.bucket}/{prefix}/"
+                       ContentType=CODE_TYPE, Metadata={"sha256": _sha(data)})
+        return code_uri(self.env, address)
 
     def _parameters(self, address: str, attrs: Mapping, settings: MonitorSettings,
                     endpoint: str, capture: str) -> dict[str, str]:

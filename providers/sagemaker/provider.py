@@ -10,17 +10,20 @@
 | monitor | drift-check Pipeline, EventBridge Scheduler schedule, CloudWatch alarm |
 
 Built on the provider kit: each kind is one handler module; this class only says
-which, and builds their `SageMakerEnv`.
+which, and builds their `SageMakerEnv`.  `pulumi_export` and `pulumi_import` are its
+half of `mlform export pulumi` and `mlform import-state pulumi` (docs/pulumi.md).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from mlform.providers.base import CostBasis, ProviderContext, ProviderError
+from mlform.providers.base import (
+    CostBasis, ExportObject, ProviderContext, ProviderError, PulumiClaim, PulumiResource,
+)
 from mlform.providers.kit.handlers import HandlerProvider
 
-from . import pricing
+from . import pricing, pulumi_export, pulumi_import
 from .aws import Aws
 from .clusters import ClusterHandler
 from .config import SageMakerConfig
@@ -50,6 +53,14 @@ class SageMakerProvider(HandlerProvider):
                    prior: Mapping[str, Any] | None = None) -> CostBasis | None:
         """Endpoints and pipelines priced from the shipped, dated table (`pricing`)."""
         return pricing.cost_basis(self.config.region, kind, attributes, prior)
+
+    def pulumi_resources(self, obj: ExportObject) -> list[PulumiResource]:
+        """pulumi_aws resources declaring what `create` makes (`pulumi_export`)."""
+        return pulumi_export.pulumi_resources(self.handler(obj.kind, obj.address), obj)
+
+    def pulumi_claims(self, resources: Sequence[Mapping[str, Any]]) -> list[PulumiClaim]:
+        """The resources of a Pulumi stack export this provider manages (`pulumi_import`)."""
+        return pulumi_import.pulumi_claims(self.env, resources)
 
     def make_env(self, context: ProviderContext, config: SageMakerConfig) -> SageMakerEnv:
         try:

@@ -50,6 +50,7 @@ DATA = PulumiResource(
 DEPLOY = PulumiResource(
     module="kubernetes.apps.v1", cls="Deployment", token="kubernetes:apps/v1:Deployment",
     name="fraud-deployment", address="endpoint.fraud", import_id="default/qs-fraud",
+    depends_on=("transactions-csv",),
     args={"metadata": {"name": "qs-fraud", "namespace": "default",
                        "labels": {"mlform.dev/address": "endpoint.fraud"}},
           "spec": {"replicas": PulumiInput("endpoint_fraud_replicas"),
@@ -120,6 +121,7 @@ def test_the_program_is_python_in_one_layout_with_notes_and_config(tmp_path):
     assert 'config.require_secret("model_fraud_key")' in text
     assert 'config.require("endpoint_fraud_replicas")' in text
     assert 'pulumi.FileAsset("data/x.csv")' in text
+    assert "    opts=pulumi.ResourceOptions(depends_on=[transactions_csv]),\n)" in text
     assert "#   pulumi config set --secret model_fraud_key ..." in text
     assert "# Immutable: mlform names each configuration by a hash of its body." in text
     # pipelines are comments and an output; kinds with nothing to declare are comments
