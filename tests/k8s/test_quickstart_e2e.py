@@ -107,6 +107,51 @@ def test_apply_runs_the_job_and_rolls_out_the_deployment_and_a_plan_is_a_no_op(c
     assert cli.plane.mutating_requests(since) == [], "a no-op plan made mutating requests"
 
 
+def test_the_quickstart_exports_a_pulumi_program_that_agrees_with_the_plan(cli, tmp_path):
+    """`mlform export pulumi` of the applied quickstart runs under Pulumi's mocks; what it
+    registers agrees with the plan and the live objects, and the import file names them."""
+    pytest.importorskip("pulumi_kubernetes")
+    from _pulumi import run_program
+    out, import_file = tmp_path / "program", tmp_path / "import.json"
+    done = cli("export", "pulumi", "--out", out, "--import-file", import_file)
+    assert done.code == 0, done
+    planned = cli("plan", "--format", "json")
+    assert planned.code == 0, planned
+    plan = {c["address"]: c["change"]["after"] for c in planned.json()["resource_changes"]}
+    found = {r.type: r for r in run_program(out)}
+    state = _state(cli)
+    [name] = [k.split("/")[-1] for k in state["endpoint.fraud"]["objects"]
+              if k.startswith("Deployment/")]
+    with cli.plane.api() as api:
+        live = api.get(f"/apis/apps/v1/namespaces/default/deployments/{name}").json()
+        service = api.get(f"/api/v1/namespaces/default/services/{name}").json()
+    deployment = found["kubernetes:apps/v1:Deployment"]
+    meta = deployment.inputs["metadata"]
+    assert (meta["name"], meta["namespace"]) == (name, "default")
+    # labels: the spec's tags and the ownership labels, as on the live Deployment
+    assert meta["labels"] == live["metadata"]["labels"]
+    assert meta["labels"]["name"] == plan["endpoint.fraud"]["tags"]["name"]
+    assert deployment.inputs["spec"]["replicas"] == plan["endpoint.fraud"]["replicas"] == \
+        live["spec"]["replicas"]
+    [container] = deployment.inputs["spec"]["template"]["spec"]["containers"]
+    [live_container] = live["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == live_container["image"]
+    assert container["ports"][0]["containerPort"] == live_container["ports"][0]["containerPort"]
+    svc = found["kubernetes:core/v1:Service"]
+    assert svc.inputs["metadata"]["name"] == name
+    assert svc.inputs["spec"]["selector"] == service["spec"]["selector"]
+    assert found["kubernetes:batch/v1:CronJob"].inputs["spec"]["schedule"] == \
+        plan["monitor.drift"]["schedule"]
+    program = (out / "__main__.py").read_text()
+    assert f'"{plan["pipeline.train"]["model_uri"]}"' in program   # the run: a comment, an output
+    doc = json.loads(import_file.read_text())
+    ids = {e["type"]: e["id"] for e in doc["resources"]}
+    assert ids["kubernetes:apps/v1:Deployment"] == f"default/{name}"
+    assert ids["kubernetes:core/v1:Service"] == f"default/{name}"
+    assert (out / "requirements.txt").read_text().splitlines() == [
+        "pulumi==3.272.0", "pulumi-kubernetes==4.34.2"]
+
+
 def test_out_of_band_changes_are_drift_and_apply_heals_them(cli):
     objects = _state(cli)["endpoint.fraud"]["objects"]
     [name] = [k.split("/")[-1] for k in objects if k.startswith("Deployment/")]
