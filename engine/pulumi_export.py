@@ -27,7 +27,7 @@ from mlform.providers.base import (
     UNKNOWN, ExportObject, PulumiInput, PulumiRef, PulumiResource,
 )
 
-__all__ = ["PulumiProgram", "export_program", "program_of", "config_key"]
+__all__ = ["PulumiProgram", "export_program", "program_of", "config_key", "found_in"]
 
 
 @dataclass(frozen=True)
@@ -71,15 +71,16 @@ def _with_inputs(address: str, value: Any, sensitive: set[tuple], path: tuple = 
     return value
 
 
-def _inputs_in(value: Any) -> Iterable[PulumiInput]:
-    if isinstance(value, PulumiInput):
+def found_in(value: Any, cls: type) -> Iterable[Any]:
+    """Every instance of `cls` (`PulumiInput`, `PulumiRef`) inside an argument value."""
+    if isinstance(value, cls):
         yield value
     elif isinstance(value, Mapping):
         for v in value.values():
-            yield from _inputs_in(v)
+            yield from found_in(v, cls)
     elif isinstance(value, (list, tuple)):
         for v in value:
-            yield from _inputs_in(v)
+            yield from found_in(v, cls)
 
 
 def _run_note(address: str, attrs: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -120,7 +121,7 @@ def program_of(*, project: str, stack: str, env: str, objects: list[tuple[Any, E
                 f"{r.address})", hint="This is a bug in the provider's pulumi_resources.")
         names[r.name] = r.address
     for r in resources:
-        for ref in [*(ref.name for ref in _refs_in(r.args)), *r.depends_on]:
+        for ref in [*(ref.name for ref in found_in(r.args, PulumiRef)), *r.depends_on]:
             if ref not in names:
                 raise DiagnosticError.single(
                     f"{r.address}: its Pulumi resource {r.name!r} refers to {ref!r}, "
@@ -128,7 +129,7 @@ def program_of(*, project: str, stack: str, env: str, objects: list[tuple[Any, E
                     hint="This is a bug in the provider's pulumi_resources.")
     inputs: dict[str, PulumiInput] = {}
     for r in resources:
-        for i in _inputs_in(r.args):
+        for i in found_in(r.args, PulumiInput):
             inputs.setdefault(i.key, i)
     return PulumiProgram(project=project, stack=stack, env=env, resources=resources,
                          inputs=sorted(inputs.values(), key=lambda i: i.key), notes=notes,
@@ -137,17 +138,6 @@ def program_of(*, project: str, stack: str, env: str, objects: list[tuple[Any, E
 
 def _a(kind: str) -> str:
     return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
-
-
-def _refs_in(value: Any) -> Iterable[PulumiRef]:
-    if isinstance(value, PulumiRef):
-        yield value
-    elif isinstance(value, Mapping):
-        for v in value.values():
-            yield from _refs_in(v)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _refs_in(v)
 
 
 def export_program(session) -> PulumiProgram:

@@ -15,6 +15,7 @@ import re
 from typing import Any, Iterable, Mapping
 
 from mlform.providers.base import PulumiAsset, PulumiInput, PulumiRef, PulumiResource
+from mlform.pulumi_export import found_in
 
 __all__ = ["REQUIREMENTS", "SDK_ALIASES", "main_py", "pulumi_yaml", "requirements_txt",
            "import_document", "variable_names"]
@@ -161,7 +162,7 @@ def _ordered(resources: list[PulumiResource]) -> list[PulumiResource]:
             return
         if r.name in seen:
             raise ValueError(f"Pulumi resources refer to each other in a cycle: {r.name}")
-        for ref in [*_refs(r.args), *r.depends_on]:
+        for ref in [*(ref.name for ref in found_in(r.args, PulumiRef)), *r.depends_on]:
             if ref in by_name:
                 visit(by_name[ref], seen | {r.name})
         done.add(r.name)
@@ -170,17 +171,6 @@ def _ordered(resources: list[PulumiResource]) -> list[PulumiResource]:
     for r in resources:
         visit(r, frozenset())
     return out
-
-
-def _refs(value: Any) -> Iterable[str]:
-    if isinstance(value, PulumiRef):
-        yield value.name
-    elif isinstance(value, Mapping):
-        for v in value.values():
-            yield from _refs(v)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _refs(v)
 
 
 def pulumi_yaml(*, project: str, description: str, inputs: list[PulumiInput]) -> str:
