@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from mlform.diagnostics import DiagnosticError
+from mlform.providers.kit.names import pulumi_config_key
 from mlform.providers.base import (
     UNKNOWN, ExportObject, PulumiInput, PulumiRef, PulumiResource,
 )
@@ -48,10 +49,9 @@ class PulumiProgram:
 
 
 def config_key(address: str, path: Iterable[Any]) -> str:
-    """The Pulumi config key of one value of an instance: ``endpoint_fraud_environment_API_KEY``
-    (Pulumi keys are letters, digits, ``-`` and ``_``)."""
-    parts = [re.sub(r"[^A-Za-z0-9_-]+", "_", str(p)).strip("_") for p in (address, *path)]
-    return "_".join(p for p in parts if p)
+    """The Pulumi config key of one value of an instance (`kit.names.pulumi_config_key`):
+    ``endpoint_fraud_environment_API_KEY``."""
+    return pulumi_config_key(address, *path)
 
 
 def _with_inputs(address: str, value: Any, sensitive: set[tuple], path: tuple = ()) -> Any:

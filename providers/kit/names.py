@@ -29,7 +29,7 @@ from mlform.providers.base import ProviderError
 
 __all__ = ["object_id", "slug", "short_hash", "content_hash", "bounded_name", "Owner",
            "OWNER_TAGS", "TAG_STACK", "TAG_ENV", "TAG_ADDRESS", "MANAGED_BY", "tag_value",
-           "untag_value", "label_value"]
+           "untag_value", "label_value", "pulumi_name", "pulumi_config_key"]
 
 TAG_STACK, TAG_ENV, TAG_ADDRESS = "mlform:stack", "mlform:env", "mlform:address"
 OWNER_TAGS = (TAG_STACK, TAG_ENV, TAG_ADDRESS)
@@ -175,3 +175,21 @@ class Owner:
                 f"{what} belongs to stack {found.stack!r}, environment {found.env!r}, "
                 f"resource {found.address!r}; refusing to adopt it as {self.address} of stack "
                 f"{self.stack!r}, environment {self.env!r}", address=self.address)
+
+
+def pulumi_name(address: str, part: str = "") -> str:
+    """The logical name an exported Pulumi program gives one object of `address`
+    (``endpoint.fraud-config``; the address's main object: ``endpoint.fraud``): readable,
+    and unique (a hash is added when characters had to be replaced, as in an indexed
+    address, so two keys spelled alike stay apart)."""
+    text = f"{address}-{part}" if part else address
+    clean = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
+    return clean if clean == text else f"{clean}-{short_hash(text, length=6)}"
+
+
+def pulumi_config_key(*parts: Any) -> str:
+    """The key an exported Pulumi program reads one value from (letters, digits, ``-``
+    and ``_``): ``endpoint_fraud_environment_API_KEY`` for the value at
+    ``endpoint.fraud`` / ``environment`` / ``API_KEY``."""
+    cleaned = (re.sub(r"[^A-Za-z0-9_-]+", "_", str(p)).strip("_") for p in parts)
+    return "_".join(p for p in cleaned if p)

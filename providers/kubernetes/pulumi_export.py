@@ -52,7 +52,7 @@ from typing import Any, Mapping, Sequence
 from mlform.providers.base import (
     ExportObject, ProviderError, PulumiInput, PulumiRef, PulumiResource,
 )
-from mlform.providers.kit.names import short_hash
+from mlform.providers.kit.names import pulumi_name
 
 from .env import ATTRIBUTES, KubeHandler, object_key
 
@@ -108,12 +108,8 @@ def python_args(value: Any, kind: str, path: tuple = ()) -> Any:
 
 def logical_name(address: str, kind: str) -> str:
     """The program's name for `address`'s object of `kind` (one of each per address):
-    ``endpoint-fraud-deployment``; an indexed address gets a hash of itself, so two
-    keys spelled alike stay apart."""
-    base = re.sub(r"[^A-Za-z0-9_]+", "-", address).strip("-")
-    if "[" in address:
-        base += "-" + short_hash(address, length=6)
-    return f"{base}-{kind.lower()}"
+    ``endpoint.fraud-deployment`` (`kit.names.pulumi_name`)."""
+    return pulumi_name(address, kind.lower())
 
 
 # -- export --------------------------------------------------------------------------

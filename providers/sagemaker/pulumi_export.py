@@ -39,7 +39,7 @@ from mlform.providers.base import (
     UNKNOWN, ExportObject, ProviderError, PulumiAsset, PulumiInput, PulumiRef,
     PulumiResource,
 )
-from mlform.providers.kit.names import short_hash
+from mlform.providers.kit.names import pulumi_config_key, pulumi_name, short_hash
 from mlform.providers.kit.sources import scheme
 from mlform.providers.kit.variants import endpoint_variants
 
@@ -76,12 +76,8 @@ _PACKAGE_COMMENT = ("The model package it serves is registered by mlform: pulumi
                     "it by ARN.")
 
 
-def logical_name(address: str, part: str = "") -> str:
-    """The Pulumi logical name of one object of `address` (``endpoint.fraud-config``):
-    readable, and unique (a hash is added when characters had to be replaced)."""
-    text = f"{address}-{part}" if part else address
-    clean = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
-    return clean if clean == text else f"{clean}-{short_hash(text, length=6)}"
+#: the logical name of one object of an address (`kit.names.pulumi_name`)
+logical_name = pulumi_name
 
 
 def _snake(value: Any) -> Any:
@@ -92,11 +88,6 @@ def _snake(value: Any) -> Any:
     if isinstance(value, list):
         return [_snake(v) for v in value]
     return value
-
-
-def _config_key(*parts: str) -> str:
-    """A Pulumi config key (letters, digits, ``-`` and ``_``), as the engine spells them."""
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", "_".join(parts)).strip("_")
 
 
 # -- PulumiInput markers through mlform's own functions ----------------------------------
@@ -139,7 +130,7 @@ class _Inputs:
             if held:
                 keys = ", ".join(m.key for m in held)
                 return PulumiInput(
-                    _config_key(self.address, where), secret=any(m.secret for m in held),
+                    pulumi_config_key(self.address, where), secret=any(m.secret for m in held),
                     description=f"{self.address}: {where}, which mlform computes from "
                                 f"{keys}; the value `mlform apply` would use")
             return value
@@ -322,7 +313,7 @@ def _monitor(build: _Build) -> None:
     description = handler._description(address, definition)
     if build.inputs.inside(definition):     # its hash would be of the stand-ins
         description = build.inputs.stand_in(PulumiInput(
-            _config_key(address, "check_pipeline_description"),
+            pulumi_config_key(address, "check_pipeline_description"),
             description=f"{address}: the check pipeline's description, which holds a hash of "
                         "its definition; the value `mlform apply` would use"))
     exists = {k: v if attrs.get(k) == v else None for k, v in names.items()}
@@ -363,7 +354,7 @@ def _capture(build: _Build, endpoint: Any, name: str) -> str:
     if isinstance(where, str):
         return capture_prefix(capture_destination(build.env, where), name)
     return build.inputs.stand_in(PulumiInput(
-        _config_key(build.address, "capture_uri"),
+        pulumi_config_key(build.address, "capture_uri"),
         description=f"{build.address}: the S3 folder endpoint {name} captures requests to "
                     "(its DataCaptureConfig DestinationS3Uri, then the endpoint name and /)"))
 

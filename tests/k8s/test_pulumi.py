@@ -313,7 +313,7 @@ def test_what_the_program_sends_is_every_live_object_field_for_field(
 
 @needs_pulumi
 def test_the_provider_labels_spelled_by_the_user_stay_as_written(registered):
-    [deployment] = [r for r in registered if r.name == "endpoint-fraud-deployment"]
+    [deployment] = [r for r in registered if r.name == "endpoint.fraud-deployment"]
     labels = deployment.inputs["metadata"]["labels"]
     assert labels["tier"] == "gold" and labels["app.kubernetes.io/managed-by"] == "mlform"
     container = deployment.inputs["spec"]["template"]["spec"]["containers"][0]
