@@ -160,18 +160,27 @@ def test_runs_list_shows_the_tuning_job_and_each_trial(aws, provider, tmp_path):
     assert count(aws, "ListObjectsV2") == 1 and count(aws, "DescribeHyperParameterTuningJob") == 0
 
 
-def test_a_retried_create_adopts_the_tuning_job(aws, provider, tmp_path):
-    """An apply cut off after CreateHyperParameterTuningJob: the next one adopts the
-    tuning job (no second create) and the record written before the call is closed."""
-    aws.control(steps={"training_job": 2})
+def _started_elsewhere(aws, provider, tmp_path, *, record: bool = False):
+    """(the plan, the tuning job's name) of the first attempt's tuning job, created the
+    way an apply creates it (with its run record first when `record`) but outside
+    `create`: what an apply cut off after CreateHyperParameterTuningJob leaves."""
     planned = contract.plan(provider, _desired(tmp_path), None)
     handler = provider.handler("pipeline")
     spec = sweep_of(planned.attributes)
     name = tuning.tuning_name(handler, ADDRESS, FP1, 1)
     training, _ = handler.prepare(ADDRESS, planned.attributes, name, sweep=spec)
-    tuning.open_record(handler, ADDRESS, planned.attributes, spec, name)
+    if record:
+        tuning.open_record(handler, ADDRESS, planned.attributes, spec, name)
     aws.client("sagemaker").create_hyper_parameter_tuning_job(
         **tuning.tuning_request(name, spec, training))
+    return planned, name
+
+
+def test_a_retried_create_adopts_the_tuning_job(aws, provider, tmp_path):
+    """An apply cut off after CreateHyperParameterTuningJob: the next one adopts the
+    tuning job (no second create) and the record written before the call is closed."""
+    aws.control(steps={"training_job": 2})
+    planned, name = _started_elsewhere(aws, provider, tmp_path, record=True)
     [running] = provider.run_records(ADDRESS)
     assert (running["run_id"], running["status"]) == (name, "running")
     while _tuning(aws, name)["HyperParameterTuningJobStatus"] != "Completed":
@@ -234,20 +243,15 @@ def test_a_gate_miss_fails_the_apply_and_the_tuning_jobs_record(aws, provider, t
 
 def test_delete_stops_a_running_tuning_job(aws, provider, tmp_path):
     aws.control(steps={"training_job": 50})
-    planned = contract.plan(provider, _desired(tmp_path), None)
-    handler = provider.handler("pipeline")
-    spec = sweep_of(planned.attributes)
-    name = tuning.tuning_name(handler, ADDRESS, FP1, 1)
-    training, _ = handler.prepare(ADDRESS, planned.attributes, name, sweep=spec)
-    aws.client("sagemaker").create_hyper_parameter_tuning_job(
-        **tuning.tuning_request(name, spec, training))
+    planned, name = _started_elsewhere(aws, provider, tmp_path)
     provider.delete(LiveObject(ADDRESS, "pipeline", "", dict(planned.attributes)))
     assert count(aws, "StopHyperParameterTuningJob") == 1
     assert _tuning(aws, name)["HyperParameterTuningJobStatus"] == "Stopped"
     # a deleted tuning job is not adopted: the next run is the next attempt
     aws.control(steps={})
     live = provider.create(contract.plan(provider, _desired(tmp_path), None))
-    assert live.id.startswith(tuning.tuning_name(handler, ADDRESS, FP1, 2) + "-")
+    second = tuning.tuning_name(provider.handler("pipeline"), ADDRESS, FP1, 2)
+    assert live.id.startswith(second + "-")
 
 
 def test_the_launcher_hands_the_script_a_trials_values(aws, provider, tmp_path):
