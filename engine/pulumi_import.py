@@ -5,10 +5,10 @@ is not one is a diagnostic naming the file, and the line for broken JSON).  Each
 provider of the stack environment says which of its resources are objects it manages
 (`Provider.pulumi_claims`): the one resource per mlform address that ``mlform import``
 takes, and the resources that are parts of it (or, for objects a provider recognises but
-can adopt only by making its own, none: they are to re-create).  The answer (`ImportProposal`) lists the
-``mlform import ADDRESS ID`` commands, whether each address has a block in the spec yet
-(import needs one) or is already in the state, the parts that come along, and every
-resource with no mlform equivalent.  Pulumi's own resources (the stack, provider
+can adopt only by making its own, none: they are to re-create).  The answer
+(`ImportProposal`) lists the ``mlform import ADDRESS ID`` commands, whether each address
+has a block in the spec yet (import needs one) or is already in the state, the parts
+that come along, those to re-create, and every resource with no mlform equivalent.  Pulumi's own resources (the stack, provider
 instances) are counted, not reported.  Nothing is written: the commands are for a
 person (or a script) to run.
 """
@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mlform.diagnostics import DiagnosticError
 from mlform.providers.base import PulumiClaim
 
-__all__ = ["StackExport", "ImportProposal", "Proposed", "Part", "Recreate", "Unmatched", "read_export",
-           "propose", "propose_for"]
+__all__ = ["StackExport", "ImportProposal", "Proposed", "Part", "Recreate", "Unmatched",
+           "read_export", "propose", "propose_for"]
 
 
 class ExportedResource(BaseModel):
@@ -132,10 +132,12 @@ def _internal(r: ExportedResource) -> bool:
     return not r.custom or r.type.startswith("pulumi:")
 
 
-def propose(file: str, export: StackExport, providers: list[Any], *, in_spec: set[str],
+def propose(file: str, export: StackExport, providers: list[Any], *, blocks: set[str],
             managed: set[str]) -> ImportProposal:
     """Pure: the proposal for `export` from the providers' claims.  The first provider
-    claiming a resource has it."""
+    claiming a resource has it.  `blocks` are the spec's resource blocks (an import's
+    address names one: count/for_each instances by their key without the index),
+    `managed` the addresses in the state."""
     resources = [r for r in export.deployment.resources if not _internal(r)]
     docs = [r.model_dump(mode="json") for r in resources]
     claims: dict[str, PulumiClaim] = {}
@@ -160,7 +162,7 @@ def propose(file: str, export: StackExport, providers: list[Any], *, in_spec: se
             imports.append(Proposed(
                 address=claim.address, kind=claim.kind, id=claim.import_id, urn=r.urn,
                 type=r.type, command=f"mlform import {claim.address} {_quoted(claim.import_id)}",
-                in_spec=claim.address in in_spec, managed=claim.address in managed,
+                in_spec=_block_of(claim.address) in blocks, managed=claim.address in managed,
                 note=claim.note))
     return ImportProposal(file=file, imports=imports, parts=parts, recreate=recreate,
                           unmatched=unmatched,
@@ -179,14 +181,9 @@ def propose_for(session, path: Path) -> ImportProposal:
     state = operations.load_state(session, recover=False)
     providers = session.provider_set(state)
     keys = sorted({session.provider_key_for(node.config) for node in session.graph.resources()})
-    # an import address names a block (count/for_each instances: its key without index)
-    in_spec = {node.key for node in session.graph.resources()}
-    managed = set(state.resources)
-    claimed = propose(str(path), export, [providers.get(k) for k in keys], in_spec=set(),
-                      managed=managed)
-    for item in claimed.imports:
-        item.in_spec = _block_of(item.address) in in_spec
-    return claimed
+    return propose(str(path), export, [providers.get(k) for k in keys],
+                   blocks={node.key for node in session.graph.resources()},
+                   managed=set(state.resources))
 
 
 def _block_of(address: str) -> str:

@@ -221,7 +221,7 @@ STACK_EXPORT = {
 def test_import_state_proposes_imports_parts_and_what_has_no_equivalent(tmp_path):
     path = tmp_path / "export.json"
     path.write_text(json.dumps(STACK_EXPORT))
-    found = propose(str(path), read_export(path), [Canned({})], in_spec={"endpoint.fraud"},
+    found = propose(str(path), read_export(path), [Canned({})], blocks={"endpoint.fraud"},
                     managed=set())
     [item] = found.imports
     assert (item.address, item.id, item.command, item.in_spec, item.managed) == (
@@ -276,7 +276,7 @@ def test_a_recognised_object_without_an_import_id_is_to_recreate(tmp_path):
 
     path = tmp_path / "export.json"
     path.write_text(json.dumps(STACK_EXPORT))
-    found = propose(str(path), read_export(path), [Unmarked()], in_spec=set(), managed=set())
+    found = propose(str(path), read_export(path), [Unmarked()], blocks=set(), managed=set())
     assert found.imports == [] and found.parts == []
     [again] = found.recreate
     assert (again.address, again.kind, again.note) == ("endpoint.scoring", "endpoint",
