@@ -30,12 +30,6 @@ class ProposalFormat(str, Enum):
     json = "json"
 
 
-def _session(dir: Path, env, vars, var_files):
-    from mlform.session import Session, SessionOptions
-    return Session(Path(dir), SessionOptions(env=env, vars=list(vars),
-                                             var_files=[Path(f) for f in var_files]))
-
-
 def _write(path: Path, text: str) -> None:
     try:
         path.write_text(text, encoding="utf-8")
@@ -51,7 +45,8 @@ def export_pulumi(dir: Path, env, vars, var_files, out_dir: Path,
     if out_dir.exists() and not out_dir.is_dir():
         raise DiagnosticError.single(f"--out {out_dir} is a file",
                                      hint="Give a directory for the Pulumi project.")
-    session = _session(dir, env, vars, var_files)
+    from mlform.cli.commands import _session   # lazily, as app.py does: CLI start-up
+    session = _session(Path(dir), env, vars, var_files)
     try:
         program = export_program(session)
     finally:
@@ -88,7 +83,8 @@ def export_pulumi(dir: Path, env, vars, var_files, out_dir: Path,
 
 def import_state_pulumi(file: Path, dir: Path, env, vars, var_files, format: str) -> int:
     from mlform.pulumi_import import propose_for
-    session = _session(dir, env, vars, var_files)
+    from mlform.cli.commands import _session   # lazily, as app.py does: CLI start-up
+    session = _session(Path(dir), env, vars, var_files)
     try:
         proposal = propose_for(session, file)
     finally:
