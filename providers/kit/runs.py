@@ -59,7 +59,7 @@ from mlform.providers.base import ProviderError
 from .digests import hash_file
 
 __all__ = ["MODEL_FILE", "METRICS_FILE", "input_variable", "contract_environment",
-           "entrypoint_file", "code_archive"]
+           "entrypoint_file", "code_archive", "reproducible_tar"]
 
 MODEL_FILE, METRICS_FILE = "model.pt", "metrics.json"
 
@@ -139,12 +139,18 @@ def code_archive(stack_dir: Path, address: str, attrs: Mapping[str, Any],
                                     f"overwrite {source_dir}/{program} in the code archive",
                                     address=address)
     files[program] = entrypoint
+    return reproducible_tar({name: path.read_bytes() for name, path in files.items()}), program
+
+
+def reproducible_tar(files: Mapping[str, bytes]) -> bytes:
+    """A tar.gz of `files` (name -> content) with fixed times, owners and modes, in name
+    order: the same files give the same bytes (`code_archive`, and archives built on
+    one, such as a SageMaker sweep's with its launcher)."""
     raw = io.BytesIO()
     with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w") as tar:
         for name in sorted(files):
-            data = files[name].read_bytes()
             info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            tar.addfile(info, io.BytesIO(data))
-    return raw.getvalue(), program
+            info.size, info.mode, info.mtime = len(files[name]), 0o644, 0
+            tar.addfile(info, io.BytesIO(files[name]))
+    return raw.getvalue()

@@ -44,7 +44,6 @@ CreateHyperParameterTuningJob and closed when it ends; each of its training jobs
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import tarfile
@@ -55,6 +54,7 @@ from mlform.providers.base import (
     Desired, Diagnostic, LiveObject, Planned, ProviderError, contains_unknown, error,
 )
 from mlform.providers.kit.reruns import fingerprint_hex, run_fingerprint
+from mlform.providers.kit.runs import reproducible_tar
 from mlform.providers.kit.run_records import FAILED, RUNNING, SUCCEEDED, closed_record, run_record
 from mlform.providers.kit.sweeps import BEST_PARAMETERS, SweepSpec, sweep_of, trial_hyperparameters
 
@@ -229,8 +229,8 @@ def tuning_name(handler: "PipelineHandler", address: str, fingerprint: str, atte
 
 
 def with_launcher(archive: bytes, program: str, names: list[str]) -> tuple[bytes, str]:
-    """The code archive with `LAUNCHER` added (reproducibly, as `kit.runs.code_archive`
-    writes it), and the launcher as the program to run."""
+    """The code archive with `LAUNCHER` added (`kit.runs.reproducible_tar`, as
+    `code_archive` writes it), and the launcher as the program to run."""
     files: dict[str, bytes] = {}
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
         for member in tar.getmembers():
@@ -240,14 +240,7 @@ def with_launcher(archive: bytes, program: str, names: list[str]) -> tuple[bytes
         raise ProviderError(f"the code archive already holds {LAUNCHER}, the file mlform runs "
                             "a sweep's trials through: rename it")
     files[LAUNCHER] = _LAUNCHER_TEXT.format(program=program, names=sorted(names)).encode()
-    raw = io.BytesIO()
-    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w") as tar:
-        for name in sorted(files):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(files[name]), 0o644, 0
-            tar.addfile(info, io.BytesIO(files[name]))
-    return raw.getvalue(), LAUNCHER
+    return reproducible_tar(files), LAUNCHER
 
 
 # -- apply --------------------------------------------------------------------------------
